@@ -1,0 +1,1 @@
+"""Data: manifest reading, data modules and the embedded ``shapes`` data set."""

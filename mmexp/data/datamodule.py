@@ -1,0 +1,197 @@
+"""Lightning data modules over manifests: a user's own data and the embedded ``shapes``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from mmexp.data.dataset import FILE_MODALITIES, ManifestDataset, MultimodalCollator
+from mmexp.data.manifest import (
+    Record,
+    check_columns,
+    infer_label_names,
+    label_index,
+    read_manifest,
+    row_name,
+    split_rows,
+)
+from mmexp.encoders.processors import ModalityProcessor
+
+STAGES = ("train", "val", "test")
+
+
+class ManifestDataModule(pl.LightningDataModule):
+    """Train/val/test loaders over a JSONL or CSV manifest.
+
+    The encoders own the preprocessing: call :meth:`set_processors` with theirs before
+    fitting. Class names come from ``meta.json`` beside the manifest when present, else from
+    the label values.
+
+    Args:
+        root: Folder holding the manifest and the files it references.
+        manifest: Manifest file name inside ``root``.
+        modalities: Modalities to load, in the order the model fuses them.
+        columns: Manifest column of each modality; defaults to the modality name.
+        label_column: Column holding the label (class name or index).
+        split_column: Column holding the split of each row.
+        split_names: Value of ``split_column`` for each of ``train``, ``val``, ``test``.
+        batch_size: Training batch size (per process).
+        eval_batch_size: Validation/test batch size; defaults to ``batch_size``.
+        num_workers: Loader worker processes.
+        pin_memory: Pin host memory for faster host-to-GPU copies.
+        persistent_workers: Keep workers alive between epochs.
+        check_files: Check at setup that every referenced file exists.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        manifest: str = "manifest.jsonl",
+        modalities: Sequence[str] = ("image", "text"),
+        columns: Mapping[str, str] | None = None,
+        label_column: str = "label",
+        split_column: str = "split",
+        split_names: Mapping[str, str] | None = None,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        check_files: bool = True,
+    ) -> None:
+        super().__init__()
+        if not modalities:
+            raise ValueError("data.modalities is empty; name at least one modality")
+        self._root = Path(root) if root is not None else None
+        self.manifest_name = manifest
+        self.modalities = tuple(modalities)
+        self.columns = {m: (columns or {}).get(m, m) for m in self.modalities}
+        self.label_column = label_column
+        self.split_column = split_column
+        self.split_names = dict(split_names or {stage: stage for stage in STAGES})
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.check_files = check_files
+        self.processors: dict[str, dict[str, ModalityProcessor]] = {}
+        self.datasets: dict[str, ManifestDataset] = {}
+
+    @property
+    def root(self) -> Path:
+        """Folder of the data set."""
+        if self._root is None:
+            raise ValueError("data.root is not set: point it at the folder holding the manifest")
+        return self._root
+
+    @property
+    def manifest_path(self) -> Path:
+        """Path of the manifest file."""
+        return self.root / self.manifest_name
+
+    @cached_property
+    def meta(self) -> dict[str, Any]:
+        """Contents of ``meta.json`` beside the manifest, or ``{}`` when there is none."""
+        path = self.root / "meta.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    @cached_property
+    def _splits(self) -> dict[str, list[Record]]:
+        rows = read_manifest(self.manifest_path)
+        if not rows:
+            raise ValueError(f"{self.manifest_path}: the manifest has no rows")
+        required = [self.label_column, *self.columns.values()]
+        check_columns(rows, required, self.manifest_path)
+        return split_rows(rows, self.split_column, self.split_names, self.manifest_path)
+
+    @cached_property
+    def label_names(self) -> list[str]:
+        """Class names, index order."""
+        if "label_names" in self.meta:
+            return list(self.meta["label_names"])
+        return infer_label_names([r for rows in self._splits.values() for r in rows],
+                                 self.label_column)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.label_names)
+
+    def set_processors(
+        self,
+        train: Mapping[str, ModalityProcessor],
+        evaluation: Mapping[str, ModalityProcessor],
+    ) -> None:
+        """Install the encoders' preprocessing for the training and evaluation splits."""
+        for name, processors in (("train", train), ("evaluation", evaluation)):
+            missing = set(self.modalities) - set(processors)
+            if missing:
+                raise ValueError(f"no {name} processor for modalities {sorted(missing)}")
+        self.processors = {"train": dict(train), "eval": dict(evaluation)}
+        self.datasets.clear()
+
+    def _check_files_exist(self, stage: str) -> None:
+        for position, row in enumerate(self._splits[stage]):
+            for modality, column in self.columns.items():
+                if modality in FILE_MODALITIES and not (self.root / str(row[column])).is_file():
+                    raise FileNotFoundError(
+                        f"{self.manifest_path}: {row_name(row, position)} references missing "
+                        f"{modality} file {self.root / str(row[column])}"
+                    )
+
+    def dataset(self, stage: str, processed: bool = True) -> ManifestDataset:
+        """The data set of one stage, with the stage's processors unless ``processed=False``."""
+        rows = self._splits[stage]
+        processors = None
+        if processed:
+            if not self.processors:
+                raise RuntimeError("call set_processors() with the encoders' processors first")
+            processors = self.processors["train" if stage == "train" else "eval"]
+        labels = label_index(rows, self.label_column, self.label_names, self.manifest_path)
+        return ManifestDataset(rows, labels, self.root, self.columns, processors,
+                               self.manifest_path)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read the manifest and build the data sets needed for ``stage``."""
+        stages = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(
+            stage or "", STAGES
+        )
+        for name in stages:
+            if name not in self.datasets:
+                if self.check_files:
+                    self._check_files_exist(name)
+                self.datasets[name] = self.dataset(name)
+
+    def _loader(self, stage: str, shuffle: bool) -> DataLoader:
+        if stage not in self.datasets:
+            self.setup()
+        key = "train" if stage == "train" else "eval"
+        return DataLoader(
+            self.datasets[stage],
+            batch_size=self.batch_size if stage == "train" else self.eval_batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            collate_fn=MultimodalCollator(self.processors[key]),
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches."""
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches in manifest order."""
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches in manifest order."""
+        return self._loader("test", shuffle=False)

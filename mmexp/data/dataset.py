@@ -1,0 +1,117 @@
+"""A map-style data set over manifest rows that decodes files and applies processors."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from mmexp.data.audio_io import read_wav
+from mmexp.data.manifest import Record, row_name
+from mmexp.encoders.processors import ModalityProcessor
+
+# How a manifest value becomes a decoded sample: file modalities hold a path relative to the
+# data root, text holds the string itself.
+FILE_MODALITIES = ("image", "audio")
+
+
+def decode_image(path: Path) -> Image.Image:
+    """Open an image file fully (so that a truncated file fails here, not in a transform)."""
+    with Image.open(path) as image:
+        image.load()
+        return image.convert("RGB")
+
+
+def decode(modality: str, value: Any, root: Path) -> Any:
+    """Decode one manifest value of ``modality``.
+
+    Raises:
+        FileNotFoundError: A referenced file does not exist.
+        ValueError: The file cannot be decoded, the text is empty or the modality unknown.
+    """
+    if modality == "text":
+        text = str(value)
+        if not text.strip():
+            raise ValueError("empty text")
+        return text
+    if modality not in FILE_MODALITIES:
+        known = ", ".join(("text", *FILE_MODALITIES))
+        raise ValueError(f"unknown modality {modality!r}; known: {known}")
+    path = root / str(value)
+    if not path.is_file():
+        raise FileNotFoundError(f"missing {modality} file {path}")
+    if modality == "image":
+        try:
+            return decode_image(path)
+        except (UnidentifiedImageError, OSError) as error:
+            raise ValueError(f"corrupt image file {path}: {error}") from None
+    return read_wav(path)
+
+
+class ManifestDataset(Dataset):
+    """Samples of one split: decoded modalities, the label index and the row index.
+
+    Args:
+        rows: Manifest rows of this split.
+        labels: Label index of each row.
+        root: Folder that relative file paths in the manifest start from.
+        columns: Manifest column of each modality, keyed by modality name.
+        processors: Per-modality preprocessing (the encoders' own); ``None`` returns the
+            decoded values, which is what data inspection and tests want.
+        source: The manifest file, named in error messages.
+    """
+
+    def __init__(
+        self,
+        rows: Sequence[Record],
+        labels: Sequence[int],
+        root: Path,
+        columns: Mapping[str, str],
+        processors: Mapping[str, ModalityProcessor] | None,
+        source: Path,
+    ) -> None:
+        self.rows = list(rows)
+        self.labels = list(labels)
+        self.root = root
+        self.columns = dict(columns)
+        self.processors = dict(processors) if processors is not None else None
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        row = self.rows[index]
+        sample: dict[str, Any] = {"index": index, "label": self.labels[index]}
+        for modality, column in self.columns.items():
+            try:
+                value = decode(modality, row[column], self.root)
+                if self.processors is not None:
+                    value = self.processors[modality](value)
+            except (OSError, ValueError) as error:
+                raise type(error)(
+                    f"{self.source}: {row_name(row, index)}, {modality}: {error}"
+                ) from error
+            sample[modality] = value
+        return sample
+
+
+class MultimodalCollator:
+    """Collate samples with each modality's processor; picklable for loader workers."""
+
+    def __init__(self, processors: Mapping[str, ModalityProcessor]) -> None:
+        self.processors = dict(processors)
+
+    def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Return ``{modality: batch, "label": [B], "index": [B]}``."""
+        batch: dict[str, Any] = {
+            name: processor.collate([s[name] for s in samples])
+            for name, processor in self.processors.items()
+        }
+        batch["label"] = torch.tensor([s["label"] for s in samples], dtype=torch.long)
+        batch["index"] = torch.tensor([s["index"] for s in samples], dtype=torch.long)
+        return batch

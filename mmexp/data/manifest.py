@@ -1,0 +1,126 @@
+"""Read a manifest: one row per sample, one column per modality, a label and a split.
+
+This is the format the embedded ``shapes`` data set is written in and the format a user's
+own data comes in (JSONL or CSV). Every check names the file and the row, so a broken
+sample is found before training starts rather than in the middle of an epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+Record = dict[str, Any]
+
+
+def read_manifest(path: str | Path) -> list[Record]:
+    """Read a JSONL or CSV manifest into a list of row dicts.
+
+    Args:
+        path: ``.jsonl`` (one JSON object per line) or ``.csv`` (header row) file.
+
+    Returns:
+        The rows in file order.
+
+    Raises:
+        FileNotFoundError: The manifest does not exist.
+        ValueError: A line is not a JSON object, or the format is not supported.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest not found: {path}")
+    if path.suffix == ".jsonl":
+        rows = []
+        with path.open(encoding="utf-8") as handle:
+            for line_number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    message = f"{path}:{line_number}: not valid JSON ({error.msg})"
+                    raise ValueError(message) from None
+                if not isinstance(row, dict):
+                    raise ValueError(f"{path}:{line_number}: expected a JSON object per line")
+                rows.append(row)
+        return rows
+    if path.suffix == ".csv":
+        with path.open(encoding="utf-8", newline="") as handle:
+            return list(csv.DictReader(handle))
+    raise ValueError(f"unsupported manifest format {path.suffix!r} for {path}; use .jsonl or .csv")
+
+
+def row_name(row: Record, position: int) -> str:
+    """Name a row in error messages by its ``id`` when present, else by its position."""
+    return f"row {position} (id={row['id']!r})" if "id" in row else f"row {position}"
+
+
+def check_columns(rows: Sequence[Record], columns: Sequence[str], source: Path) -> None:
+    """Raise if any row lacks one of ``columns``, naming the first offending row."""
+    for position, row in enumerate(rows):
+        absent = [column for column in columns if row.get(column) in (None, "")]
+        if absent:
+            raise ValueError(
+                f"{source}: {row_name(row, position)} has no value for column(s) {absent}"
+            )
+
+
+def label_index(
+    rows: Sequence[Record], label_column: str, label_names: Sequence[str], source: Path
+) -> list[int]:
+    """Map each row's label (a class name or an integer index) to an integer index.
+
+    Raises:
+        ValueError: A label is neither a known class name nor a valid index.
+    """
+    by_name = {name: index for index, name in enumerate(label_names)}
+    indices = []
+    for position, row in enumerate(rows):
+        value = row[label_column]
+        if isinstance(value, str) and value in by_name:
+            indices.append(by_name[value])
+            continue
+        try:
+            index = int(value)
+        except (TypeError, ValueError):
+            index = -1
+        if not 0 <= index < len(label_names) or (isinstance(value, float) and value != index):
+            raise ValueError(
+                f"{source}: {row_name(row, position)} has unknown label {value!r}; "
+                f"known classes: {list(label_names)}"
+            )
+        indices.append(index)
+    return indices
+
+
+def infer_label_names(rows: Sequence[Record], label_column: str) -> list[str]:
+    """Class names from the label values: sorted integers or sorted strings."""
+    values = {row[label_column] for row in rows}
+    if all(isinstance(v, int) or (isinstance(v, str) and v.isdigit()) for v in values):
+        count = max(int(v) for v in values) + 1
+        return [str(index) for index in range(count)]
+    return sorted(str(v) for v in values)
+
+
+def split_rows(
+    rows: Sequence[Record], split_column: str, split_names: Mapping[str, str], source: Path
+) -> dict[str, list[Record]]:
+    """Group rows by split, keyed by the stage name (``train``/``val``/``test``)."""
+    groups: dict[str, list[Record]] = {stage: [] for stage in split_names}
+    stage_of = {value: stage for stage, value in split_names.items()}
+    for position, row in enumerate(rows):
+        if split_column not in row:
+            raise ValueError(f"{source}: {row_name(row, position)} has no {split_column!r} column")
+        stage = stage_of.get(str(row[split_column]))
+        if stage is not None:
+            groups[stage].append(row)
+    empty = [stage for stage, members in groups.items() if not members]
+    if empty:
+        raise ValueError(
+            f"{source}: no rows for split(s) {empty} (looked for {split_column} values "
+            f"{[split_names[s] for s in empty]})"
+        )
+    return groups

@@ -1,0 +1,107 @@
+"""The contract every modality encoder follows.
+
+An encoder maps a collated batch of one modality to an :class:`EncoderOutput`: a token
+sequence ``[B, T, D]``, a padding mask ``[B, T]`` (``True`` marks a real token) and a pooled
+vector ``[B, D]``. Token-level fusion strategies use the sequence and mask; feature-level
+and decision-level strategies use the pooled vector. Keeping all three in one place is what
+lets a fusion strategy be swapped without touching the encoders.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from mmexp.encoders.processors import ModalityProcessor
+
+
+@dataclass
+class EncoderOutput:
+    """Features of one modality for a batch.
+
+    Attributes:
+        tokens: Token features, ``[B, T, D]``.
+        mask: Padding mask, ``[B, T]``, ``True`` where the token is real.
+        pooled: One vector per sample, ``[B, D]``.
+        present: ``[B]`` boolean, ``False`` for samples that lack this modality (their
+            features are placeholders that fusion must ignore); ``None`` means all present.
+    """
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    pooled: torch.Tensor
+    present: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        batch, length, _ = self.tokens.shape
+        if self.mask.shape != (batch, length):
+            raise ValueError(
+                f"mask shape {tuple(self.mask.shape)} does not match tokens "
+                f"{tuple(self.tokens.shape)}; expected ({batch}, {length})"
+            )
+        if self.pooled.shape != (batch, self.tokens.shape[-1]):
+            raise ValueError(
+                f"pooled shape {tuple(self.pooled.shape)} does not match tokens "
+                f"{tuple(self.tokens.shape)}"
+            )
+        if self.present is not None and self.present.shape != (batch,):
+            raise ValueError(
+                f"present shape {tuple(self.present.shape)} does not match batch size {batch}"
+            )
+
+    def present_mask(self) -> torch.Tensor:
+        """``[B]`` boolean mask of samples that have this modality."""
+        if self.present is None:
+            return torch.ones(self.tokens.shape[0], dtype=torch.bool, device=self.tokens.device)
+        return self.present.bool()
+
+
+def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Average ``tokens`` over the real (unmasked) positions of each sample.
+
+    Args:
+        tokens: ``[B, T, D]`` token features.
+        mask: ``[B, T]`` boolean mask, ``True`` for real tokens.
+
+    Returns:
+        ``[B, D]`` mean over real tokens (zeros for a sample with no real token).
+    """
+    weights = mask.to(tokens.dtype).unsqueeze(-1)
+    # clamp: an all-padding sample gives a zero vector instead of NaN.
+    return (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+
+
+class ModalityEncoder(nn.Module):
+    """Base class of the encoders: declares the modality, the width and the preprocessing.
+
+    Subclasses implement :meth:`forward` and :meth:`processor`. The processor is the
+    encoder's own preprocessing (image transform, tokenizer, audio featurizer): the data
+    module asks the encoder for it so that data and model can never disagree about it.
+
+    Attributes:
+        modality: Name of the modality this encoder reads (``"image"``, ``"text"``, ...).
+        out_dim: Width ``D`` of the tokens and pooled vector it returns.
+    """
+
+    modality: str = ""
+
+    def __init__(self, out_dim: int) -> None:
+        super().__init__()
+        if out_dim <= 0:
+            raise ValueError(f"out_dim must be positive, got {out_dim}")
+        self.out_dim = out_dim
+
+    def processor(self, train: bool) -> ModalityProcessor:
+        """Return the preprocessing for this encoder.
+
+        Args:
+            train: Whether the processor is for the training split (augmentation on).
+        """
+        raise NotImplementedError
+
+    def forward(self, inputs: Any) -> EncoderOutput:  # pragma: no cover - abstract
+        """Encode a collated batch of this modality."""
+        raise NotImplementedError

@@ -1,0 +1,92 @@
+"""``mmexp-eval``: test a checkpoint on the test split of the data it was trained on.
+
+The checkpoint carries the resolved config of its run, so the model and data are rebuilt
+from it; ``overrides`` changes parts of that config (e.g. the batch size or a data root).
+
+Examples:
+    mmexp-eval ckpt_path=outputs/train/runs/<date>/checkpoints/last.ckpt
+    mmexp-eval ckpt_path=... 'overrides=[data.eval_batch_size=256]'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mmexp import CONFIG_DIR
+from mmexp.builders import build_classifier, encoder_processors
+from mmexp.tracking.run_record import RunRecord
+from mmexp.utils.instantiate import instantiate_group
+from mmexp.utils.summary import print_summary
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` and check it carries an mmexp config.
+
+    Raises:
+        FileNotFoundError: No file at ``path``.
+        ValueError: The file is not a readable checkpoint or has no mmexp config.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path: no checkpoint file at {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for a damaged or foreign file
+        raise ValueError(f"ckpt_path: {path} is not a readable checkpoint ({error})") from error
+    if "mmexp_config" not in checkpoint or "state_dict" not in checkpoint:
+        raise ValueError(f"ckpt_path: {path} was not written by mmexp-train (no mmexp_config)")
+    return checkpoint
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Rebuild the run's model and data from a checkpoint and test it.
+
+    Args:
+        cfg: The composed config (``conf/eval.yaml``).
+
+    Returns:
+        The eval run record with the test metrics.
+    """
+    output_dir = Path(cfg.paths.output_dir)
+    record = RunRecord(output_dir, cfg.task_name, None, list(cfg.get("tags") or []))
+    record.start()
+    try:
+        checkpoint = load_checkpoint(cfg.ckpt_path)
+        run_cfg = OmegaConf.create(checkpoint["mmexp_config"])
+        run_cfg.merge_with_dotlist(list(cfg.get("overrides") or []))
+        datamodule = instantiate(run_cfg.data)
+        datamodule.prepare_data()
+        model = build_classifier(run_cfg, datamodule.num_classes)
+        model.load_state_dict(checkpoint["state_dict"])
+        datamodule.set_processors(*encoder_processors(model))
+        trainer = instantiate(
+            cfg.trainer,
+            callbacks=instantiate_group(cfg.get("callbacks"), "callbacks"),
+            logger=instantiate_group(cfg.get("logger"), "logger") or False,
+        )
+        trainer.test(model, datamodule=datamodule)
+        metrics = dict(trainer.callback_metrics)
+    except BaseException as error:
+        record.fail(error)
+        raise
+    result = record.finish(metrics, checkpoint=str(Path(cfg.ckpt_path).resolve()),
+                           source_run=run_cfg.paths.get("output_dir"))
+    print_summary("mmexp eval: test metrics", result["metrics"],
+                  {"checkpoint": cfg.ckpt_path, "eval folder": output_dir})
+    return result
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
+def main(cfg: DictConfig) -> None:
+    """Console entry point."""
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

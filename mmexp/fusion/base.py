@@ -1,0 +1,67 @@
+"""The contract shared by every fusion strategy.
+
+A strategy receives one :class:`~mmexp.encoders.EncoderOutput` per modality, all of width
+``dim``, and returns either a fused representation ``[B, out_dim]`` that a head turns into
+predictions (feature-level and token-level fusion), or logits ``[B, out_dim]`` directly
+(decision-level fusion, ``produces_logits = True``, where the head must be the identity).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from mmexp.encoders.base import EncoderOutput
+
+
+class FusionStrategy(nn.Module):
+    """Base class: validates the modalities and fixes their order.
+
+    Args:
+        modalities: Names of the fused modalities; their order fixes the layout of
+            concatenations so that checkpoints stay loadable.
+        dim: Width of every encoder output.
+
+    Attributes:
+        out_dim: Width of the fused output.
+        produces_logits: Whether the output already is class logits.
+        min_modalities: Fewest modalities the published method is defined for.
+    """
+
+    produces_logits: bool = False
+    min_modalities: int = 1
+
+    def __init__(self, modalities: Sequence[str], dim: int) -> None:
+        super().__init__()
+        if len(set(modalities)) != len(modalities):
+            raise ValueError(f"fusion modalities contain duplicates: {list(modalities)}")
+        if len(modalities) < self.min_modalities:
+            raise ValueError(
+                f"{type(self).__name__} needs at least {self.min_modalities} modalities, "
+                f"got {list(modalities)}; set data.modalities accordingly"
+            )
+        self.modalities = tuple(modalities)
+        self.dim = dim
+        self.out_dim = dim
+
+    def check_inputs(self, features: Mapping[str, EncoderOutput]) -> None:
+        """Raise a clear error when the features do not match the configured modalities."""
+        missing = [m for m in self.modalities if m not in features]
+        if missing:
+            raise KeyError(
+                f"{type(self).__name__} expects modalities {list(self.modalities)}, "
+                f"missing {missing} (got {sorted(features)})"
+            )
+        for name in self.modalities:
+            width = features[name].pooled.shape[-1]
+            if width != self.dim:
+                raise ValueError(
+                    f"{type(self).__name__}: modality {name!r} has width {width}, expected "
+                    f"{self.dim} (model.width)"
+                )
+
+    def forward(self, features: Mapping[str, EncoderOutput]) -> torch.Tensor:
+        """Fuse the modality features of a batch."""
+        raise NotImplementedError  # pragma: no cover - abstract

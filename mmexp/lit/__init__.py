@@ -1,0 +1,1 @@
+"""LightningModules and the pieces injected into them."""

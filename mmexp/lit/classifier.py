@@ -1,0 +1,146 @@
+"""LightningModule for multimodal classification: encoders -> fusion -> head -> loss."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.optim import Optimizer
+from torchmetrics import MaxMetric, MeanMetric, MinMetric
+
+from mmexp.encoders.base import EncoderOutput, ModalityEncoder
+from mmexp.fusion.base import FusionStrategy
+from mmexp.metrics.classification import classification_metrics
+
+Batch = dict[str, Any]
+
+
+class MultimodalClassifier(pl.LightningModule):
+    """Classify samples from several modalities with an injected fusion strategy.
+
+    Everything that varies in an ablation (encoders, fusion, head, loss, optimizer,
+    schedule) is passed in, so that swapping one piece is a config override.
+
+    Args:
+        encoders: One encoder per modality, keyed by the modality name used in batches.
+        fusion: Fusion strategy over the encoder outputs.
+        head: Maps the fused representation to logits (identity for decision-level fusion).
+        loss: Loss on ``(logits, labels)``.
+        num_classes: Number of classes.
+        optimizer: Partial optimizer constructor taking ``params``.
+        scheduler: Optional partial schedule constructor taking ``(optimizer, total_steps)``,
+            stepped every optimizer step.
+        monitor: Validation metric whose best value is tracked as ``<monitor>_best``.
+        monitor_mode: ``"max"`` or ``"min"``.
+    """
+
+    def __init__(
+        self,
+        encoders: Mapping[str, ModalityEncoder],
+        fusion: FusionStrategy,
+        head: nn.Module,
+        loss: nn.Module,
+        num_classes: int,
+        optimizer: Callable[..., Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        monitor: str = "val/acc",
+        monitor_mode: str = "max",
+    ) -> None:
+        super().__init__()
+        if monitor_mode not in ("max", "min"):
+            raise ValueError(f"monitor_mode must be 'max' or 'min', got {monitor_mode!r}")
+        self.encoders = nn.ModuleDict(dict(encoders))
+        self.fusion = fusion
+        self.head = head
+        self.loss_fn = loss
+        self.num_classes = num_classes
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.monitor = monitor
+        self.train_metrics = classification_metrics(num_classes, "train")
+        self.val_metrics = classification_metrics(num_classes, "val")
+        self.test_metrics = classification_metrics(num_classes, "test")
+        self.val_loss = MeanMetric()
+        self.best_monitored = MaxMetric() if monitor_mode == "max" else MinMetric()
+        # The resolved run config, stored in checkpoints so that a checkpoint alone is enough
+        # to rebuild the model (mmexp-eval). Set by the builder.
+        self.run_config: dict[str, Any] | None = None
+
+    def encode(self, batch: Batch) -> dict[str, EncoderOutput]:
+        """Run every encoder on its modality of the batch."""
+        return {name: encoder(batch[name]) for name, encoder in self.encoders.items()}
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """Return class logits ``[B, num_classes]``."""
+        return self.head(self.fusion(self.encode(batch)))
+
+    def _shared_step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self(batch)
+        return logits, self.loss_fn(logits, batch["label"])
+
+    def on_train_start(self) -> None:
+        """Reset the best value seen during the sanity check."""
+        # The sanity-check validation run must not count towards the best value.
+        self.best_monitored.reset()
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        """Optimise the loss and accumulate training metrics."""
+        logits, loss = self._shared_step(batch)
+        self.train_metrics.update(logits.detach(), batch["label"])
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
+                 batch_size=len(batch["label"]))
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        """Log the epoch's training metrics."""
+        self.log_dict(self.train_metrics.compute())
+        self.train_metrics.reset()
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        """Accumulate validation loss and metrics."""
+        logits, loss = self._shared_step(batch)
+        self.val_loss.update(loss, weight=len(batch["label"]))
+        self.val_metrics.update(logits, batch["label"])
+
+    def on_validation_epoch_end(self) -> None:
+        """Log validation metrics, loss and the best value of the monitored metric."""
+        values = {**self.val_metrics.compute(), "val/loss": self.val_loss.compute()}
+        self.val_metrics.reset()
+        self.val_loss.reset()
+        if self.monitor not in values:
+            raise KeyError(f"monitor={self.monitor!r} is not a validation metric; "
+                           f"choose one of {sorted(values)}")
+        self.best_monitored.update(values[self.monitor])
+        values[f"{self.monitor}_best"] = self.best_monitored.compute()
+        monitored = values.pop(self.monitor)
+        self.log_dict(values)
+        self.log(self.monitor, monitored, prog_bar=True)
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        """Accumulate test metrics."""
+        logits, loss = self._shared_step(batch)
+        self.test_metrics.update(logits, batch["label"])
+        self.log("test/loss", loss, on_epoch=True, batch_size=len(batch["label"]))
+
+    def on_test_epoch_end(self) -> None:
+        """Log the test metrics."""
+        self.log_dict(self.test_metrics.compute())
+        self.test_metrics.reset()
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """Build the injected optimizer and, if any, the per-step schedule."""
+        optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_factory(optimizer, total_steps=total_steps)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the resolved run config so the checkpoint can be evaluated alone."""
+        if self.run_config is not None:
+            checkpoint["mmexp_config"] = self.run_config

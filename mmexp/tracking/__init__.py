@@ -1,0 +1,1 @@
+"""Run records: local files always, Weights & Biases when available."""

@@ -1,0 +1,121 @@
+"""``mmexp-train``: fit and test a model on the composed config.
+
+Examples:
+    mmexp-train                                    # embedded default (shapes, image+text)
+    mmexp-train data.task=redundant seed=3
+    mmexp-train experiment=shapes_synergy trainer.max_epochs=20
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_only
+
+from mmexp import CONFIG_DIR
+from mmexp.builders import build_classifier, encoder_processors
+from mmexp.tracking.run_record import RunRecord
+from mmexp.utils.instantiate import instantiate_group
+from mmexp.utils.summary import print_summary
+
+
+def _checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
+    return next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+
+
+def _log_config(trainer: pl.Trainer, cfg: DictConfig, record: RunRecord) -> None:
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    meta = {key: record.payload[key] for key in ("git", "packages", "python", "hostname")}
+    for logger in trainer.loggers:
+        logger.log_hyperparams({**resolved, "run": meta})
+
+
+@rank_zero_only
+def _save_resolved_config(cfg: DictConfig, output_dir: Path) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, then test the best checkpoint; always leave a run record.
+
+    Args:
+        cfg: The composed config (``conf/train.yaml``).
+
+    Returns:
+        The run record (``results.json`` contents) with the final metrics.
+    """
+    output_dir = Path(cfg.paths.output_dir)
+    record = RunRecord(output_dir, cfg.task_name, cfg.get("seed"), list(cfg.get("tags") or []))
+    if rank_zero_only.rank == 0:
+        record.start()
+        _save_resolved_config(cfg, output_dir)
+    metrics: dict[str, Any] = {}
+    trainer: pl.Trainer | None = None
+    try:
+        if cfg.get("seed") is not None:
+            pl.seed_everything(cfg.seed, workers=True)
+        datamodule = instantiate(cfg.data)
+        datamodule.prepare_data()
+        model = build_classifier(cfg, datamodule.num_classes)
+        datamodule.set_processors(*encoder_processors(model))
+        trainer = instantiate(
+            cfg.trainer,
+            callbacks=instantiate_group(cfg.get("callbacks"), "callbacks"),
+            logger=instantiate_group(cfg.get("logger"), "logger") or False,
+        )
+        _log_config(trainer, cfg, record)
+        if cfg.get("train"):
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            metrics.update(trainer.callback_metrics)
+        checkpoint = _checkpoint_callback(trainer)
+        best_path = checkpoint.best_model_path if checkpoint else ""
+        if cfg.get("test"):
+            trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None)
+            metrics.update(trainer.callback_metrics)
+        extra = {
+            "monitor": cfg.monitor,
+            "best_checkpoint": best_path or None,
+            "last_checkpoint": checkpoint.last_model_path if checkpoint else None,
+        }
+        if rank_zero_only.rank != 0:
+            return {"metrics": metrics}
+        result = record.finish(metrics, **extra)
+    except BaseException as error:
+        if rank_zero_only.rank == 0:
+            record.fail(error, metrics)
+        raise
+    finally:
+        _close_loggers(trainer)
+    print_summary(f"mmexp {cfg.task_name}: final metrics", result["metrics"],
+                  {"run folder": output_dir, "best checkpoint": best_path or "-"})
+    return result
+
+
+def _close_loggers(trainer: pl.Trainer | None) -> None:
+    # A W&B run left open keeps its service process alive and, in a multirun, would make
+    # the next job log into this run.
+    if trainer is None:
+        return
+    for logger in trainer.loggers:
+        experiment = getattr(logger, "_experiment", None)
+        if experiment is not None and hasattr(experiment, "finish"):
+            experiment.finish()
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Console entry point; returns the optimized metric for Hydra sweepers."""
+    result = train(cfg)
+    name = cfg.get("optimized_metric")
+    return result["metrics"].get(name) if name else None
+
+
+if __name__ == "__main__":
+    main()

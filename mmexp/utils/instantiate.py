@@ -1,0 +1,33 @@
+"""Instantiate the named entries of the ``callbacks`` and ``logger`` config groups."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+
+def instantiate_group(group: DictConfig | None, kind: str) -> list[Any]:
+    """Instantiate every entry with a ``_target_`` in a group of named configs.
+
+    Args:
+        group: e.g. ``cfg.callbacks`` (``{model_checkpoint: {...}, early_stopping: {...}}``);
+            ``None`` gives an empty list.
+        kind: Group name, used in error messages.
+
+    Raises:
+        TypeError: The group or one of its entries is not a mapping with ``_target_``.
+    """
+    if not group:
+        return []
+    if not isinstance(group, DictConfig):
+        raise TypeError(f"{kind} config must be a mapping of named entries")
+    objects = []
+    for name, node in group.items():
+        if node is None:
+            continue  # an entry switched off from the command line (callbacks.x=null)
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            raise TypeError(f"{kind}.{name} has no _target_; each entry must name a class")
+        objects.append(instantiate(node))
+    return objects

@@ -1,0 +1,88 @@
+"""Every option of every config group composes and instantiates on CPU."""
+
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+
+from mmexp.builders import build_classifier
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def test_default_train_config_has_the_documented_keys(make_train_cfg):
+    cfg = make_train_cfg()
+    for key in ("task_name", "tags", "seed", "ckpt_path", "train", "test", "monitor"):
+        assert key in cfg
+    assert cfg.data.modalities == ["image", "text"]
+    assert cfg.fusion._target_ == "mmexp.fusion.ConcatFusion"
+
+
+@pytest.mark.parametrize("trainer", options("trainer"))
+def test_trainer_configs_compose(make_train_cfg, trainer):
+    cfg = make_train_cfg(f"trainer={trainer}")
+    assert cfg.trainer._target_ == "pytorch_lightning.Trainer"
+    if trainer in ("cpu", "default", "ddp_cpu"):
+        trainer_object = instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
+        expected = 2 if trainer == "ddp_cpu" else 1
+        assert trainer_object.num_devices == expected
+
+
+@pytest.mark.parametrize("logger", options("logger"))
+def test_logger_configs_instantiate(make_train_cfg, logger):
+    cfg = make_train_cfg(f"logger={logger}", "+logger.wandb.mode=disabled")
+    loggers = [instantiate(node) for node in cfg.logger.values()]
+    assert loggers and all(hasattr(lg, "log_metrics") for lg in loggers)
+
+
+@pytest.mark.parametrize("callbacks", options("callbacks"))
+def test_callback_configs_instantiate(make_train_cfg, callbacks):
+    cfg = make_train_cfg(f"callbacks={callbacks}")
+    for node in (cfg.callbacks or {}).values():
+        assert hasattr(instantiate(node), "on_train_start")
+
+
+@pytest.mark.parametrize("debug", options("debug"))
+def test_debug_configs_compose(make_train_cfg, debug):
+    cfg = make_train_cfg(f"debug={debug}")
+    assert cfg.task_name == "debug" and cfg.logger.get("wandb") is None
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_experiment_configs_build_a_model(make_train_cfg, experiment):
+    cfg = make_train_cfg(f"experiment={experiment}")
+    module = build_classifier(cfg, num_classes=4)
+    assert set(module.encoders) == set(cfg.data.modalities)
+
+
+@pytest.mark.parametrize("modalities", ["[image]", "[text]", "[audio]", "[image,text,audio]"])
+def test_model_builds_for_each_modality_set(make_train_cfg, modalities):
+    cfg = make_train_cfg(f"data.modalities={modalities}")
+    module = build_classifier(cfg, num_classes=3)
+    assert list(module.encoders) == list(cfg.data.modalities)
+
+
+def test_missing_encoder_for_a_modality_is_named(make_train_cfg):
+    cfg = make_train_cfg("data.modalities=[image,audio]", "~model/encoders/audio")
+    with pytest.raises(KeyError, match=r"model.encoders.audio is not set"):
+        build_classifier(cfg, num_classes=2)
+
+
+def test_data_configs_compose(make_train_cfg, tmp_path):
+    for name in options("data"):
+        cfg = make_train_cfg(f"data={name}", f"++data.root={tmp_path}")
+        assert cfg.data._target_.startswith("mmexp.data.")
+
+
+def test_eval_config_requires_a_checkpoint(tmp_path, data_dir):
+    from omegaconf.errors import MissingMandatoryValue
+
+    from tests.conftest import compose_config
+
+    cfg = compose_config("eval", [], tmp_path / "eval", data_dir)
+    with pytest.raises(MissingMandatoryValue):
+        _ = cfg.ckpt_path

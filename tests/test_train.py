@@ -1,0 +1,92 @@
+"""Training end to end: in-process runs, the CLI, the run folder and reproducibility."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmexp.eval import evaluate, load_checkpoint
+from mmexp.train import train
+from tests.conftest import FAST_OVERRIDES, compose_config
+
+
+def test_train_writes_a_complete_run_record(make_train_cfg):
+    cfg = make_train_cfg()
+    result = train(cfg)
+    run = Path(cfg.paths.output_dir)
+    saved = json.loads((run / "results.json").read_text())
+    assert saved["status"] == "completed" and saved == json.loads(json.dumps(result))
+    assert saved["seed"] == 42
+    assert len(saved["git"]["sha"] or "x" * 40) == 40
+    assert saved["packages"]["torch"] == torch.__version__.split("+")[0]
+    for metric in ("val/acc", "val/acc_best", "val/f1_macro", "test/acc", "test/f1_macro"):
+        assert 0.0 <= saved["metrics"][metric] <= 1.0, metric
+    assert Path(saved["best_checkpoint"]).is_file()
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert (run / "config.yaml").read_text().count("${") == 0  # resolved
+    csv_lines = (run / "csv" / "metrics.csv").read_text().splitlines()
+    assert "val/acc" in csv_lines[0] and len(csv_lines) > 2
+
+
+def test_same_seed_same_metrics_other_seed_differs(make_train_cfg):
+    first = train(make_train_cfg("seed=7", run_name="a"))["metrics"]
+    second = train(make_train_cfg("seed=7", run_name="b"))["metrics"]
+    other = train(make_train_cfg("seed=8", run_name="c"))["metrics"]
+    assert first == second
+    assert first["val/loss"] != other["val/loss"]
+
+
+def test_checkpoint_is_weights_only_and_eval_reproduces_test_metrics(make_train_cfg, data_dir):
+    cfg = make_train_cfg("test=true")
+    result = train(cfg)
+    checkpoint = load_checkpoint(result["best_checkpoint"])
+    assert checkpoint["mmexp_config"]["data"]["task"] == cfg.data.task
+    eval_dir = Path(cfg.paths.output_dir).parent / "eval"
+    eval_cfg = compose_config(
+        "eval", [f"ckpt_path={result['best_checkpoint']}", "trainer.accelerator=cpu",
+                 "callbacks=none"], eval_dir, data_dir)
+    evaluated = evaluate(eval_cfg)
+    assert evaluated["metrics"]["test/acc"] == pytest.approx(result["metrics"]["test/acc"])
+    assert json.loads((eval_dir / "results.json").read_text())["status"] == "completed"
+
+
+def test_eval_rejects_missing_and_foreign_checkpoints(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint file"):
+        load_checkpoint(tmp_path / "nope.ckpt")
+    torch.save({"state_dict": {}}, tmp_path / "foreign.ckpt")
+    with pytest.raises(ValueError, match="not written by mmexp-train"):
+        load_checkpoint(tmp_path / "foreign.ckpt")
+    (tmp_path / "broken.ckpt").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "broken.ckpt")
+
+
+def test_failed_run_is_recorded_as_failed(make_train_cfg):
+    cfg = make_train_cfg("monitor=val/nonexistent")
+    with pytest.raises(KeyError, match="val/nonexistent"):
+        train(cfg)
+    saved = json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())
+    assert saved["status"] == "failed" and "val/nonexistent" in saved["error"]
+
+
+def test_cli_trains_with_wandb_offline_and_prints_summary(tmp_path, data_dir):
+    run_dir = tmp_path / "cli_run"
+    overrides = [o for o in FAST_OVERRIDES if not o.startswith("logger.wandb")]
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+    env.pop("WANDB_API_KEY", None)
+    command = [sys.executable, "-m", "mmexp.train", f"hydra.run.dir={run_dir}",
+               f"paths.data_dir={data_dir}", "data.task=redundant", *overrides]
+    completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600,
+                               cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "final metrics" in completed.stdout and "test/acc" in completed.stdout
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "completed"
+    wandb_runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(wandb_runs) == 1
+    assert list(wandb_runs[0].glob("run-*.wandb"))[0].stat().st_size > 0
+    assert (run_dir / ".hydra" / "overrides.yaml").is_file()

@@ -21,9 +21,9 @@ FAST_OVERRIDES = [
     "data.batch_size=32",
     "trainer.max_epochs=2",
     "trainer.accelerator=cpu",
-    "logger.wandb.mode=disabled",
-    "callbacks.model_summary=null",
-    "callbacks.rich_progress_bar=null",
+    "logger=csv",
+    "++callbacks.model_summary=null",
+    "++callbacks.rich_progress_bar=null",
 ]
 
 

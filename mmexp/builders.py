@@ -84,6 +84,19 @@ def build_classifier(cfg: DictConfig, num_classes: int) -> pl.LightningModule:
     return module
 
 
+def build_data_and_model(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
+    """Instantiate the data module, build the model for its classes, wire the processors.
+
+    The data are prepared first because the class count and label names come from them;
+    the encoders' own preprocessing is then installed in the data module.
+    """
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    module = build_classifier(cfg, datamodule.num_classes)
+    datamodule.set_processors(*encoder_processors(module))
+    return datamodule, module
+
+
 def encoder_processors(
     module: pl.LightningModule,
 ) -> tuple[dict[str, ModalityProcessor], dict[str, ModalityProcessor]]:

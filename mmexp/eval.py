@@ -15,13 +15,12 @@ from typing import Any
 
 import hydra
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mmexp import CONFIG_DIR
-from mmexp.builders import build_classifier, encoder_processors
+from mmexp.builders import build_data_and_model
 from mmexp.tracking.run_record import RunRecord
-from mmexp.utils.instantiate import instantiate_group
+from mmexp.utils.instantiate import build_trainer
 from mmexp.utils.summary import print_summary
 
 
@@ -60,16 +59,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         checkpoint = load_checkpoint(cfg.ckpt_path)
         run_cfg = OmegaConf.create(checkpoint["mmexp_config"])
         run_cfg.merge_with_dotlist(list(cfg.get("overrides") or []))
-        datamodule = instantiate(run_cfg.data)
-        datamodule.prepare_data()
-        model = build_classifier(run_cfg, datamodule.num_classes)
+        datamodule, model = build_data_and_model(run_cfg)
         model.load_state_dict(checkpoint["state_dict"])
-        datamodule.set_processors(*encoder_processors(model))
-        trainer = instantiate(
-            cfg.trainer,
-            callbacks=instantiate_group(cfg.get("callbacks"), "callbacks"),
-            logger=instantiate_group(cfg.get("logger"), "logger") or False,
-        )
+        trainer = build_trainer(cfg)
         trainer.test(model, datamodule=datamodule)
         metrics = dict(trainer.callback_metrics)
     except BaseException as error:

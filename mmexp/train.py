@@ -13,15 +13,14 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
 from mmexp import CONFIG_DIR
-from mmexp.builders import build_classifier, encoder_processors
+from mmexp.builders import build_data_and_model
 from mmexp.tracking.run_record import RunRecord
-from mmexp.utils.instantiate import instantiate_group
+from mmexp.utils.instantiate import build_trainer
 from mmexp.utils.summary import print_summary
 
 
@@ -61,15 +60,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         if cfg.get("seed") is not None:
             pl.seed_everything(cfg.seed, workers=True)
-        datamodule = instantiate(cfg.data)
-        datamodule.prepare_data()
-        model = build_classifier(cfg, datamodule.num_classes)
-        datamodule.set_processors(*encoder_processors(model))
-        trainer = instantiate(
-            cfg.trainer,
-            callbacks=instantiate_group(cfg.get("callbacks"), "callbacks"),
-            logger=instantiate_group(cfg.get("logger"), "logger") or False,
-        )
+        datamodule, model = build_data_and_model(cfg)
+        trainer = build_trainer(cfg)
         _log_config(trainer, cfg, record)
         if cfg.get("train"):
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))

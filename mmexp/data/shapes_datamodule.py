@@ -35,7 +35,7 @@ class ShapesDataModule(ManifestDataModule):
 
     def __init__(
         self,
-        task: str = "synergy",
+        task: str = "redundant",
         cache_dir: str | Path = "data",
         num_train: int = 2000,
         num_val: int = 500,

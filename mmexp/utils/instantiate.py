@@ -1,4 +1,4 @@
-"""Instantiate the named entries of the ``callbacks`` and ``logger`` config groups."""
+"""Instantiate the trainer and the named entries of the ``callbacks`` and ``logger`` groups."""
 
 from __future__ import annotations
 
@@ -31,3 +31,12 @@ def instantiate_group(group: DictConfig | None, kind: str) -> list[Any]:
             raise TypeError(f"{kind}.{name} has no _target_; each entry must name a class")
         objects.append(instantiate(node))
     return objects
+
+
+def build_trainer(cfg: DictConfig) -> Any:
+    """Instantiate ``cfg.trainer`` with the configured callbacks and loggers."""
+    return instantiate(
+        cfg.trainer,
+        callbacks=instantiate_group(cfg.get("callbacks"), "callbacks"),
+        logger=instantiate_group(cfg.get("logger"), "logger") or False,
+    )

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from mmexp.eval import evaluate, load_checkpoint
+from mmexp.tracking.wandb_offline import read_offline_run
 from mmexp.train import train
 from tests.conftest import FAST_OVERRIDES, compose_config
 
@@ -88,5 +89,10 @@ def test_cli_trains_with_wandb_offline_and_prints_summary(tmp_path, data_dir):
     assert results["status"] == "completed"
     wandb_runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(wandb_runs) == 1
-    assert list(wandb_runs[0].glob("run-*.wandb"))[0].stat().st_size > 0
+    logged = read_offline_run(wandb_runs[0])
+    assert logged["config"]["data"]["task"] == "redundant"
+    assert logged["config"]["run"]["git"]["sha"] == results["git"]["sha"]
+    assert logged["config"]["run"]["packages"]["torch"] == results["packages"]["torch"]
+    assert any("val/acc" in row for row in logged["history"])
+    assert logged["summary"]["test/acc"] == pytest.approx(results["metrics"]["test/acc"])
     assert (run_dir / ".hydra" / "overrides.yaml").is_file()

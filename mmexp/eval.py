@@ -21,6 +21,7 @@ from mmexp import CONFIG_DIR
 from mmexp.builders import build_data_and_model
 from mmexp.tracking.run_record import RunRecord
 from mmexp.utils.instantiate import build_trainer
+from mmexp.utils.resolvers import register_resolvers
 from mmexp.utils.summary import print_summary
 
 
@@ -72,6 +73,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     print_summary("mmexp eval: test metrics", result["metrics"],
                   {"checkpoint": cfg.ckpt_path, "eval folder": output_dir})
     return result
+
+
+register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")

@@ -20,7 +20,9 @@ from pytorch_lightning.utilities import rank_zero_only
 from mmexp import CONFIG_DIR
 from mmexp.builders import build_data_and_model
 from mmexp.tracking.run_record import RunRecord
+from mmexp.tracking.sweep_jobs import run_job
 from mmexp.utils.instantiate import build_trainer
+from mmexp.utils.resolvers import register_resolvers
 from mmexp.utils.summary import print_summary
 
 
@@ -101,12 +103,13 @@ def _close_loggers(trainer: pl.Trainer | None) -> None:
             experiment.finish()
 
 
+register_resolvers()
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Console entry point; returns the optimized metric for Hydra sweepers."""
-    result = train(cfg)
-    name = cfg.get("optimized_metric")
-    return result["metrics"].get(name) if name else None
+    return run_job(cfg, train)
 
 
 if __name__ == "__main__":

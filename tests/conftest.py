@@ -11,6 +11,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from mmexp.utils.resolvers import register_resolvers
+
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 # Small, fast settings shared by the tests that train: a few hundred samples, few epochs.
@@ -45,6 +47,7 @@ def compose_config(
     config_name: str, overrides: list[str], output_dir: Path, data_dir: Path
 ) -> DictConfig:
     """Compose a config as the entry point would, with run folders under ``output_dir``."""
+    register_resolvers()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(

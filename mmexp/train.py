@@ -32,7 +32,8 @@ def _checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
 
 def _log_config(trainer: pl.Trainer, cfg: DictConfig, record: RunRecord) -> None:
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    meta = {key: record.payload[key] for key in ("git", "packages", "python", "hostname")}
+    meta = {key: record.payload[key]
+            for key in ("git", "packages", "python", "hostname", "choices", "overrides")}
     for logger in trainer.loggers:
         logger.log_hyperparams({**resolved, "run": meta})
 

@@ -15,7 +15,8 @@ class ConcatFusion(FusionStrategy):
 
     The standard feature-level fusion baseline (e.g. Baltrusaitis, Ahuja and Morency,
     "Multimodal Machine Learning: A Survey and Taxonomy", TPAMI 2019, Sec. 5): an MLP head on
-    top of the concatenation can model any interaction between the modalities.
+    top of the concatenation can model any interaction between the modalities. A modality
+    missing for a sample contributes a zero block.
 
     Args:
         modalities: Names of the fused modalities, in concatenation order.
@@ -29,4 +30,7 @@ class ConcatFusion(FusionStrategy):
     def forward(self, features: Mapping[str, EncoderOutput]) -> torch.Tensor:
         """Return ``[B, len(modalities) * dim]``."""
         self.check_inputs(features)
-        return torch.cat([features[m].pooled for m in self.modalities], dim=-1)
+        # An absent modality contributes zeros, so its placeholder features cannot leak in.
+        parts = [features[m].pooled * features[m].present_mask().unsqueeze(-1).to(
+            features[m].pooled.dtype) for m in self.modalities]
+        return torch.cat(parts, dim=-1)

@@ -48,6 +48,24 @@ def to_number(value: Any) -> float | int | None:
     return value if math.isfinite(value) else None
 
 
+def hydra_job_info() -> dict[str, Any]:
+    """The config-group choices and command-line overrides of the current Hydra job.
+
+    The choices (``fusion: concat``, ``data: shapes``...) are the axes of ablation tables;
+    they are empty outside a Hydra app.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {"choices": {}, "overrides": []}
+    runtime = HydraConfig.get()
+    choices = {
+        group: choice for group, choice in runtime.runtime.choices.items()
+        if not group.startswith("hydra/") and choice is not None
+    }
+    return {"choices": choices, "overrides": list(runtime.overrides.task)}
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -77,6 +95,7 @@ class RunRecord:
             "tags": list(tags or []),
             "started_at": _now(),
             "run_dir": str(Path(output_dir).resolve()),
+            **hydra_job_info(),
             **environment(),
         }
         self._start = time.monotonic()

@@ -1,0 +1,1 @@
+"""Turn folders of runs (or a W&B project) into paper tables and plots."""

@@ -1,0 +1,146 @@
+"""Aggregate runs into table cells: mean, standard deviation and count over seeds."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from mmexp.tables.collect import RunResult
+
+
+@dataclass
+class Cell:
+    """One table cell: the metric of the completed runs of a (row, column) pair.
+
+    Attributes:
+        values: Metric of each completed run, keyed by seed.
+        failed: Number of runs of this cell that failed (or lack the metric).
+        p_value: Paired t-test p-value against the baseline row, when computed.
+        best: Whether this cell has the best mean of its column.
+    """
+
+    values: dict[Any, float] = field(default_factory=dict)
+    failed: int = 0
+    p_value: float | None = None
+    best: bool = False
+
+    @property
+    def n(self) -> int:
+        """Number of completed runs."""
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        """Mean over seeds (NaN when empty)."""
+        return float(np.mean(list(self.values.values()))) if self.values else math.nan
+
+    @property
+    def std(self) -> float:
+        """Sample standard deviation over seeds (0 for one run, NaN when empty)."""
+        if not self.values:
+            return math.nan
+        return float(np.std(list(self.values.values()), ddof=1)) if self.n > 1 else 0.0
+
+
+@dataclass
+class Table:
+    """Cells indexed by row and column values, in display order."""
+
+    rows: list[Any]
+    columns: list[Any]
+    cells: dict[tuple[Any, Any], Cell]
+    metric: str
+    row_axis: str
+    column_axis: str
+    baseline: Any = None
+
+    def cell(self, row: Any, column: Any) -> Cell:
+        """The cell at ``(row, column)``; an empty cell when no run had that pair."""
+        return self.cells.get((row, column), Cell())
+
+
+def build_table(
+    runs: Sequence[RunResult],
+    metric: str,
+    row_axis: str,
+    column_axis: str | None = None,
+    seed_axis: str = "seed",
+    mode: str = "max",
+    baseline: Any = None,
+) -> Table:
+    """Group runs by (row, column) and summarise ``metric`` over seeds.
+
+    Args:
+        runs: Collected runs.
+        metric: Metric to tabulate, e.g. ``test/acc``.
+        row_axis: Axis whose values are the rows (``fusion``).
+        column_axis: Axis whose values are the columns (``data.task``); ``None`` for one
+            column named after the metric.
+        seed_axis: Axis that identifies repetitions; runs are paired on it for tests.
+        mode: ``max`` or ``min``: which direction is best.
+        baseline: Row value to test every other row against (paired t-test over seeds).
+
+    Raises:
+        ValueError: No run has the row axis, or the baseline is not a row.
+    """
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+    cells: dict[tuple[Any, Any], Cell] = defaultdict(Cell)
+    for run in runs:
+        row = run.axis(row_axis)
+        column = run.axis(column_axis) if column_axis else metric
+        if row is None:
+            continue
+        cell = cells[(row, column)]
+        value = run.metrics.get(metric)
+        if run.status != "completed" or value is None or not math.isfinite(value):
+            cell.failed += 1
+        else:
+            cell.values[run.axis(seed_axis)] = float(value)
+    if not cells:
+        raise ValueError(f"no run has a value for the row axis {row_axis!r}")
+    rows = sorted({key[0] for key in cells}, key=str)
+    columns = sorted({key[1] for key in cells}, key=str)
+    if baseline is not None and str(baseline) not in {str(r) for r in rows}:
+        raise ValueError(f"baseline {baseline!r} is not a value of {row_axis!r}: {rows}")
+    table = Table(rows, columns, dict(cells), metric, row_axis, column_axis or "", baseline)
+    _mark_best(table, mode)
+    if baseline is not None:
+        _paired_tests(table, next(r for r in rows if str(r) == str(baseline)))
+    return table
+
+
+def _mark_best(table: Table, mode: str) -> None:
+    for column in table.columns:
+        scored = [(table.cell(r, column).mean, r) for r in table.rows if table.cell(r, column).n]
+        if not scored:
+            continue
+        best = max(m for m, _ in scored) if mode == "max" else min(m for m, _ in scored)
+        for mean, row in scored:
+            table.cells[(row, column)].best = mean == best
+
+
+def _paired_tests(table: Table, baseline_row: Any) -> None:
+    for column in table.columns:
+        reference = table.cell(baseline_row, column).values
+        for row in table.rows:
+            cell = table.cells.get((row, column))
+            if row == baseline_row or cell is None:
+                continue
+            seeds = sorted(set(reference) & set(cell.values), key=str)
+            if len(seeds) < 2:
+                continue
+            ours = [cell.values[s] for s in seeds]
+            theirs = [reference[s] for s in seeds]
+            differences = np.subtract(ours, theirs)
+            # ttest_rel is undefined when all paired differences are equal.
+            if np.allclose(differences, differences[0]):
+                cell.p_value = 1.0 if differences[0] == 0 else 0.0
+            else:
+                cell.p_value = float(stats.ttest_rel(ours, theirs).pvalue)

@@ -1,0 +1,64 @@
+r"""``mmexp-table``: a folder of runs (or a W&B project) into a paper table.
+
+Examples:
+    mmexp-table outputs/train/multiruns/2026-11-23_10-00-00 --rows fusion --cols data.task
+    mmexp-table outputs/ --rows fusion --cols data.task --metric test/f1_macro \
+        --baseline concat --out tables/fusion
+    mmexp-table --wandb my-team/mmexp --group fusion_ablation --rows fusion --cols data.task
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mmexp.tables.aggregate import build_table
+from mmexp.tables.collect import collect_local, collect_wandb
+from mmexp.tables.render import to_latex, to_markdown, write_bar_chart, write_csv
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(prog="mmexp-table", description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="*", help="folders holding run folders (results.json)")
+    parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read runs from W&B instead")
+    parser.add_argument("--group", help="only W&B runs of this group (study)")
+    parser.add_argument("--rows", required=True,
+                        help="row axis: a config-group choice (fusion) or config key (data.task)")
+    parser.add_argument("--cols", default=None, help="column axis (default: one column)")
+    parser.add_argument("--metric", default="test/acc", help="metric to tabulate")
+    parser.add_argument("--seed-axis", default="seed", help="axis pairing repeated runs")
+    parser.add_argument("--mode", choices=("max", "min"), default="max",
+                        help="whether higher or lower is better")
+    parser.add_argument("--baseline", help="row to test the others against (paired t-test)")
+    parser.add_argument("--digits", type=int, default=2, help="decimals shown")
+    parser.add_argument("--scale", type=float, default=100.0,
+                        help="multiply values by this for display (100: percent)")
+    parser.add_argument("--out", type=Path, default=Path("table"),
+                        help="output path prefix: writes .md, .tex, .csv and .png")
+    args = parser.parse_args(argv)
+    if not args.runs and not args.wandb:
+        parser.error("give one or more run folders, or --wandb ENTITY/PROJECT")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build the table, print the Markdown version and write all formats."""
+    args = parse_args(argv)
+    runs = collect_wandb(args.wandb, args.group) if args.wandb else collect_local(args.runs)
+    table = build_table(runs, args.metric, args.rows, args.cols, args.seed_axis, args.mode,
+                        args.baseline)
+    markdown = to_markdown(table, args.digits, args.scale)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".md").write_text(markdown)
+    args.out.with_suffix(".tex").write_text(to_latex(table, args.digits, args.scale))
+    write_csv(table, args.out.with_suffix(".csv"))
+    write_bar_chart(table, args.out.with_suffix(".png"), args.scale)
+    sys.stdout.write(markdown)
+    sys.stdout.write(f"written: {args.out}.{{md,tex,csv,png}} from {len(runs)} runs\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

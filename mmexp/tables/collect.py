@@ -1,0 +1,115 @@
+"""Collect run records: local run folders, or the runs of a W&B project.
+
+Every run becomes a flat record: its status, its metrics and the value of every config axis
+(``fusion``, ``data.task``, ``seed``...), so that tables can be grouped on any of them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from mmexp.tracking.run_record import RESULTS_FILE
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """One run as the tables see it.
+
+    Attributes:
+        status: ``completed``, ``failed`` or ``running``.
+        metrics: Final metrics, ``{"test/acc": 0.93, ...}``.
+        config: The resolved config (nested mapping).
+        choices: Config-group choices (``{"fusion": "concat", ...}``).
+        source: Where the run was read from (folder or W&B path).
+    """
+
+    status: str
+    metrics: dict[str, float | None]
+    config: dict[str, Any]
+    choices: dict[str, str] = field(default_factory=dict)
+    source: str = ""
+
+    def axis(self, name: str) -> Any:
+        """Value of an axis: a config-group choice (``fusion``) or a dotted config key."""
+        if name in self.choices:
+            return self.choices[name]
+        node: Any = self.config
+        for part in name.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                return None
+            node = node[part]
+        if isinstance(node, list):
+            return "+".join(str(item) for item in node)
+        return node
+
+
+def read_run_folder(folder: Path) -> RunResult:
+    """Read ``results.json`` and the resolved ``config.yaml`` of one run folder."""
+    payload = json.loads((folder / RESULTS_FILE).read_text())
+    config_path = folder / "config.yaml"
+    config = OmegaConf.to_container(OmegaConf.load(config_path)) if config_path.is_file() else {}
+    return RunResult(
+        status=payload.get("status", "unknown"),
+        metrics=payload.get("metrics", {}),
+        config=config,  # type: ignore[arg-type]
+        choices=payload.get("choices", {}),
+        source=str(folder),
+    )
+
+
+def collect_local(roots: Iterable[str | Path]) -> list[RunResult]:
+    """All runs below ``roots`` (any folder holding a ``results.json``).
+
+    Raises:
+        FileNotFoundError: A root does not exist or holds no run.
+    """
+    runs = []
+    for root in map(Path, roots):
+        if not root.exists():
+            raise FileNotFoundError(f"runs folder not found: {root}")
+        found = sorted(path.parent for path in root.rglob(RESULTS_FILE))
+        if not found:
+            raise FileNotFoundError(f"no {RESULTS_FILE} below {root}: is it a folder of runs?")
+        for folder in found:
+            try:
+                runs.append(read_run_folder(folder))
+            except (OSError, ValueError) as error:
+                log.warning("skipping unreadable run %s: %s", folder, error)
+    return runs
+
+
+def collect_wandb(path: str, group: str | None = None, api: Any = None) -> list[RunResult]:
+    """The runs of a W&B project ``entity/project`` (optionally one group), via the API.
+
+    Args:
+        path: ``entity/project``.
+        group: Only runs of this group (study).
+        api: A ``wandb.Api`` instance; created when ``None`` (needs a key and network).
+    """
+    if api is None:
+        import wandb
+
+        api = wandb.Api()
+    filters = {"group": group} if group else {}
+    states = {"finished": "completed", "crashed": "failed", "failed": "failed"}
+    runs = []
+    for run in api.runs(path, filters=filters):
+        config = {k: v for k, v in dict(run.config).items() if not k.startswith("_")}
+        summary = {k: v for k, v in dict(run.summary).items() if isinstance(v, int | float)}
+        runs.append(RunResult(
+            status=states.get(run.state, run.state),
+            metrics=summary,
+            config=config,
+            choices=dict(config.get("run", {}).get("choices", {})),
+            source=f"wandb:{path}/{run.id}",
+        ))
+    return runs

@@ -75,6 +75,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None)
             metrics.update(trainer.callback_metrics)
         extra = {
+            "tracking_fallbacks": [lg.fallback for lg in trainer.loggers
+                                   if getattr(lg, "fallback", None)],
             "monitor": cfg.monitor,
             "best_checkpoint": best_path or None,
             "last_checkpoint": checkpoint.last_model_path if checkpoint else None,

@@ -1,17 +1,23 @@
-"""Weights & Biases logger that works with or without an account.
+"""Weights & Biases logger that works with or without an account, and never stops training.
 
 ``mode: auto`` logs online when an API key is available and offline otherwise, so a fresh
-machine gets a complete local W&B run that ``wandb sync`` can upload later.
+machine gets a complete local W&B run that ``wandb sync`` can upload later. When W&B cannot
+start (init timeout, no network, service error), the logger falls back to an offline run,
+and if even that fails, to W&B's disabled run: training goes on and the local run record
+(results.json, CSV metrics) stays complete either way.
 """
 
 from __future__ import annotations
 
+import logging
 import netrc
 import os
 from pathlib import Path
 from typing import Any
 
 from pytorch_lightning.loggers import WandbLogger
+
+log = logging.getLogger(__name__)
 
 MODES = ("auto", "online", "offline", "disabled")
 
@@ -39,21 +45,70 @@ def resolve_mode(mode: str) -> str:
     return mode
 
 
+class ResilientWandbLogger(WandbLogger):
+    """A ``WandbLogger`` whose failures degrade to offline, then disabled, never to a crash.
+
+    Attributes:
+        fallback: ``None`` while W&B works as asked; otherwise a sentence saying what
+            failed and how to recover (stored in the run record).
+    """
+
+    fallback: str | None = None
+
+    @property
+    def experiment(self) -> Any:  # noqa: D102 - documented on WandbLogger
+        if self._experiment is not None:
+            return self._experiment
+        try:
+            return super().experiment
+        except Exception as error:  # W&B raises many types (CommError, UsageError, timeouts)
+            return self._fall_back(error)
+
+    def _fall_back(self, error: Exception) -> Any:
+        import wandb
+
+        asked = self._wandb_init.get("mode", "online")
+        for mode in ("offline", "disabled"):
+            if mode == asked:
+                continue
+            try:
+                self._experiment = wandb.init(**{**self._wandb_init, "mode": mode})
+            except Exception as retry_error:  # noqa: BLE001 - any failure: try the next mode
+                error = retry_error
+                continue
+            folder = getattr(self._experiment, "dir", None) if mode == "offline" else None
+            self.fallback = (
+                f"W&B {asked} run could not start ({type(error).__name__}: {error}); "
+                + (f"logged offline instead, upload later with: wandb sync {Path(folder).parent}"
+                   if mode == "offline" else "W&B logging disabled for this run")
+            )
+            log.warning("%s. Training continues; the local run record is complete.",
+                        self.fallback)
+            return self._experiment
+        raise RuntimeError("W&B could not start even in disabled mode") from error
+
+    def log_metrics(self, metrics: Any, step: int | None = None) -> None:  # noqa: D102
+        try:
+            super().log_metrics(metrics, step)
+        except Exception as error:  # a lost connection must not end a long run
+            log.warning("W&B could not log metrics at step %s (%s); continuing", step, error)
+
+
 def create_wandb_logger(
     save_dir: str | Path,
     project: str = "mmexp",
     mode: str = "auto",
     **kwargs: Any,
 ) -> WandbLogger:
-    """Create a Lightning ``WandbLogger`` with the resolved mode.
+    """Create the resilient W&B logger with the resolved mode.
 
     Args:
         save_dir: Folder the W&B run files are written under (the run folder).
         project: W&B project.
         mode: ``auto``, ``online``, ``offline`` or ``disabled``.
         **kwargs: Passed to ``WandbLogger`` and on to ``wandb.init`` (name, group, tags,
-            job_type, entity, ...).
+            job_type, entity, log_model, ...).
     """
     resolved = resolve_mode(mode)
     Path(save_dir).mkdir(parents=True, exist_ok=True)
-    return WandbLogger(save_dir=str(save_dir), project=project, mode=resolved, **kwargs)
+    return ResilientWandbLogger(save_dir=str(save_dir), project=project, mode=resolved, **kwargs)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
-from omegaconf import OmegaConf
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
 
 MAX_JOB_DIR = 120
 
@@ -22,6 +24,47 @@ def job_dir_name(override_dirname: str) -> str:
     return f"{name[: MAX_JOB_DIR - 13]}-{digest}"
 
 
+def _choices() -> dict[str, Any]:
+    return dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+
+
+def run_axes(root: DictConfig) -> dict[str, str]:
+    """The axes a run is compared on: fusion, data, task, modalities with encoders, seed."""
+    choices = _choices()
+    axes: dict[str, str] = {}
+    fusion = choices.get("fusion") or OmegaConf.select(root, "fusion._target_", default=None)
+    if fusion:
+        axes["fusion"] = str(fusion).rsplit(".", 1)[-1]
+    data = choices.get("data")
+    task = OmegaConf.select(root, "data.task", default=None)
+    if data or task:
+        axes["data"] = "/".join(str(part) for part in (data, task) if part)
+    modalities = OmegaConf.select(root, "data.modalities", default=None) or []
+    if modalities:
+        axes["modalities"] = "+".join(
+            f"{m}:{choices.get(f'model/encoders/{m}', 'default')}" for m in modalities
+        )
+    seed = OmegaConf.select(root, "seed", default=None)
+    if seed is not None:
+        axes["seed"] = str(seed)
+    return axes
+
+
+def run_name(*, _root_: DictConfig) -> str:
+    """A readable run name from the config axes, e.g. ``concat shapes/redundant ... s42``."""
+    axes = run_axes(_root_)
+    seed = axes.pop("seed", None)
+    return " ".join([*axes.values(), *([f"s{seed}"] if seed is not None else [])])
+
+
+def run_tags(*, _root_: DictConfig) -> list[str]:
+    """The user's ``tags`` plus one ``axis:value`` tag per config axis (filterable in W&B)."""
+    user = list(OmegaConf.select(_root_, "tags", default=None) or [])
+    return user + [f"{axis}:{value}" for axis, value in run_axes(_root_).items()]
+
+
 def register_resolvers() -> None:
     """Register mmexp's resolvers (idempotent)."""
     OmegaConf.register_new_resolver("mmexp_job_dir", job_dir_name, replace=True)
+    OmegaConf.register_new_resolver("mmexp_run_name", run_name, replace=True)
+    OmegaConf.register_new_resolver("mmexp_run_tags", run_tags, replace=True)

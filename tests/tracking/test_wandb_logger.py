@@ -1,0 +1,54 @@
+"""W&B must never stop training: failures fall back to offline, then disabled."""
+
+import json
+from pathlib import Path
+
+import wandb
+
+from mmexp.tracking.wandb_offline import read_offline_run
+from mmexp.train import train
+
+
+def test_online_init_failure_falls_back_to_offline_and_training_completes(
+    make_train_cfg, monkeypatch
+):
+    real_init = wandb.init
+
+    def flaky_init(*args, **kwargs):
+        if kwargs.get("mode") == "online":
+            raise TimeoutError("init timed out after 90 s")
+        return real_init(*args, **kwargs)
+
+    monkeypatch.setattr(wandb, "init", flaky_init)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    cfg = make_train_cfg("logger=many", "logger.wandb.mode=online", "seed=5", "tags=[ablation]")
+    result = train(cfg)
+    assert result["status"] == "completed"
+    (note,) = result["tracking_fallbacks"]
+    assert "init timed out" in note and "wandb sync" in note
+    run_dir = Path(cfg.paths.output_dir)
+    offline = next((run_dir / "wandb").glob("offline-run-*"))
+    logged = read_offline_run(offline)
+    assert logged["run"]["name"] == "concat shapes/redundant image:cnn+text:transformer s5"
+    assert {"ablation", "fusion:concat", "seed:5"} <= set(logged["run"]["tags"])
+    assert logged["run"]["group"] == "train" and logged["run"]["job_type"] == "train"
+    assert json.loads((run_dir / "results.json").read_text())["tracking_fallbacks"] == [note]
+
+
+def test_when_wandb_cannot_start_at_all_logging_is_disabled_not_fatal(
+    make_train_cfg, monkeypatch
+):
+    real_init = wandb.init
+
+    def broken_init(*args, **kwargs):
+        if kwargs.get("mode") != "disabled":
+            raise ConnectionError("service unreachable")
+        return real_init(*args, **kwargs)
+
+    monkeypatch.setattr(wandb, "init", broken_init)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    cfg = make_train_cfg("logger=many", "logger.wandb.mode=offline")
+    result = train(cfg)
+    assert result["status"] == "completed"
+    assert "disabled" in result["tracking_fallbacks"][0]
+    assert (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").is_file()

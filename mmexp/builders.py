@@ -7,16 +7,21 @@ them at instantiation instead of asking the user to keep them consistent by hand
 
 from __future__ import annotations
 
+import inspect
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from hydra.utils import instantiate
+import torch
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from mmexp import CONFIG_DIR
 from mmexp.encoders.base import ModalityEncoder
 from mmexp.encoders.processors import ModalityProcessor
 from mmexp.fusion.base import FusionStrategy
+from mmexp.fusion.cost import fusion_cost, match_params
 
 
 def build_encoders(cfg: DictConfig) -> dict[str, ModalityEncoder]:
@@ -46,9 +51,65 @@ def build_encoders(cfg: DictConfig) -> dict[str, ModalityEncoder]:
     return encoders
 
 
-def build_fusion(cfg: DictConfig) -> FusionStrategy:
-    """Instantiate ``fusion`` over the configured modalities at width ``model.width``."""
-    fusion = instantiate(cfg.fusion, modalities=list(cfg.data.modalities), dim=int(cfg.model.width))
+def _fusion_class(cfg: DictConfig) -> type[FusionStrategy]:
+    target = cfg.fusion.get("_target_")
+    try:
+        cls = get_class(target)
+    except Exception as error:  # hydra raises ImportError or ValueError variants
+        raise ValueError(f"fusion._target_={target!r} cannot be imported ({error})") from None
+    if not (isinstance(cls, type) and issubclass(cls, FusionStrategy)):
+        raise TypeError(f"fusion._target_={target!r} is not a FusionStrategy")
+    return cls
+
+
+def check_fusion(cfg: DictConfig) -> None:
+    """Fail before any data or model work when the fusion cannot take the modalities.
+
+    Raises:
+        ValueError: The strategy needs more modalities than ``data.modalities`` has; the
+            message lists the strategies that can take them.
+    """
+    cls = _fusion_class(cfg)
+    count = len(cfg.data.modalities)
+    if count < cls.min_modalities:
+        fusion_dir = Path(CONFIG_DIR) / "fusion"
+        valid = sorted(
+            path.stem for path in fusion_dir.glob("*.yaml")
+            if _fusion_class(OmegaConf.create({"fusion": OmegaConf.load(path)})).min_modalities
+            <= count
+        )
+        raise ValueError(
+            f"fusion {cls.__name__} needs at least {cls.min_modalities} modalities but "
+            f"data.modalities={list(cfg.data.modalities)}; with {count} modality choose one "
+            f"of fusion={valid}"
+        )
+
+
+def build_fusion(cfg: DictConfig, num_classes: int) -> FusionStrategy:
+    """Instantiate ``fusion`` over the configured modalities at width ``model.width``.
+
+    Decision-level strategies also get ``num_classes``. With ``fusion.match_params`` set
+    to a parameter budget, the strategy's ``hidden_dim`` is chosen so that its parameter
+    count is the largest within the budget (fair comparisons across strategies).
+    """
+    check_fusion(cfg)
+    cls = _fusion_class(cfg)
+    node = OmegaConf.to_container(cfg.fusion, resolve=True)
+    budget = node.pop("match_params", None)  # type: ignore[union-attr]
+    options: dict[str, Any] = {"modalities": list(cfg.data.modalities),
+                               "dim": int(cfg.model.width)}
+    if cls.produces_logits:
+        options["num_classes"] = num_classes
+    if budget is not None:
+        if "hidden_dim" not in inspect.signature(cls).parameters:
+            raise ValueError(
+                f"fusion.match_params: {cls.__name__} has no width to scale (it is "
+                "parameter-free); match capacity through model.width or the head instead"
+            )
+        options["hidden_dim"] = match_params(
+            lambda width: instantiate(node, **options, hidden_dim=width), int(budget)
+        )
+    fusion = instantiate(node, **options)
     if not isinstance(fusion, FusionStrategy):
         raise TypeError(f"fusion._target_ built {type(fusion).__name__}, not a FusionStrategy")
     return fusion
@@ -66,7 +127,7 @@ def build_classifier(cfg: DictConfig, num_classes: int) -> pl.LightningModule:
         its checkpoints can be evaluated on their own.
     """
     encoders = build_encoders(cfg)
-    fusion = build_fusion(cfg)
+    fusion = build_fusion(cfg, num_classes)
     if fusion.produces_logits:
         head: nn.Module = nn.Identity()
     else:
@@ -90,6 +151,7 @@ def build_data_and_model(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.Li
     The data are prepared first because the class count and label names come from them;
     the encoders' own preprocessing is then installed in the data module.
     """
+    check_fusion(cfg)
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     module = build_classifier(cfg, datamodule.num_classes)
@@ -105,3 +167,22 @@ def encoder_processors(
     train = {name: encoder.processor(train=True) for name, encoder in encoders.items()}
     evaluation = {name: encoder.processor(train=False) for name, encoder in encoders.items()}
     return train, evaluation
+
+
+def measure_fusion_cost(
+    module: pl.LightningModule, datamodule: pl.LightningDataModule
+) -> dict[str, int]:
+    """Parameters and forward FLOPs per sample of the fusion, at the data's real lengths.
+
+    Token counts come from encoding a few validation samples, so the figure matches what the
+    strategy costs on this data set (token-level strategies scale with sequence length).
+    """
+    datamodule.setup("validate")
+    loader = datamodule.val_dataloader()
+    batch = next(iter(loader))
+    encoders: Any = module.encoders
+    with torch.no_grad():
+        lengths = {name: int(encoder(batch[name]).tokens.shape[1])
+                   for name, encoder in encoders.items()}
+    fusion: Any = module.fusion
+    return fusion_cost(fusion, lengths, fusion.dim)

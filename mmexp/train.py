@@ -8,6 +8,7 @@ Examples:
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,14 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
 from mmexp import CONFIG_DIR
-from mmexp.builders import build_data_and_model
+from mmexp.builders import build_data_and_model, measure_fusion_cost
 from mmexp.tracking.run_record import RunRecord
 from mmexp.tracking.sweep_jobs import run_job
 from mmexp.utils.instantiate import build_trainer
 from mmexp.utils.resolvers import register_resolvers
 from mmexp.utils.summary import print_summary
+
+log = logging.getLogger(__name__)
 
 
 def _checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
@@ -32,8 +35,8 @@ def _checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
 
 def _log_config(trainer: pl.Trainer, cfg: DictConfig, record: RunRecord) -> None:
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    meta = {key: record.payload[key]
-            for key in ("git", "packages", "python", "hostname", "choices", "overrides")}
+    meta = {key: record.payload.get(key) for key in
+            ("git", "packages", "python", "hostname", "choices", "overrides", "fusion_cost")}
     for logger in trainer.loggers:
         logger.log_hyperparams({**resolved, "run": meta})
 
@@ -64,6 +67,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if cfg.get("seed") is not None:
             pl.seed_everything(cfg.seed, workers=True)
         datamodule, model = build_data_and_model(cfg)
+        cost = measure_fusion_cost(model, datamodule)
+        log.info("fusion %s: %d parameters, %d FLOPs per sample", type(model.fusion).__name__,
+                 cost["params"], cost["flops_per_sample"])
+        record.payload["fusion_cost"] = cost
         trainer = build_trainer(cfg)
         _log_config(trainer, cfg, record)
         if cfg.get("train"):

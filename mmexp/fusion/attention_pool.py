@@ -1,0 +1,64 @@
+"""Attention pooling over modalities: a learned score weighs each modality's vector."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from mmexp.encoders.base import EncoderOutput
+from mmexp.fusion.base import FusionStrategy
+
+
+class AttentionFusion(FusionStrategy):
+    """Attention-weighted sum of the pooled vectors of the modalities.
+
+    Modality attention as in Hori et al., "Attention-Based Multimodal Fusion for Video
+    Description", ICCV 2017: each modality gets a scalar relevance score
+    ``e_m = w^T tanh(W_m x_m + b_m)`` from a modality-specific projection and a shared
+    learned query ``w``; the scores are softmax-normalised over the modalities and the fused
+    vector is ``sum_m alpha_m x_m``. Unlike a fixed average, the weights depend on the
+    sample, so an uninformative modality can be down-weighted per input.
+
+    Modalities a sample lacks are masked out of the softmax; a sample with none gets zeros.
+
+    Args:
+        modalities: Names of the fused modalities.
+        dim: Width of every encoder output (and of the output).
+        hidden_dim: Width of the scoring projections; ``None`` means ``dim``. This is the
+            width :func:`mmexp.fusion.cost.match_params` scales.
+    """
+
+    def __init__(self, modalities: Sequence[str], dim: int, hidden_dim: int | None = None) -> None:
+        super().__init__(modalities, dim)
+        hidden = hidden_dim or dim
+        self.out_dim = dim
+        self.keys = nn.ModuleDict({m: nn.Linear(dim, hidden) for m in self.modalities})
+        self.query = nn.Linear(hidden, 1, bias=False)
+
+    def modality_weights(self, features: Mapping[str, EncoderOutput]) -> torch.Tensor:
+        """Return the ``[B, M]`` attention weights over the modalities (zero where absent)."""
+        present = torch.stack([features[m].present_mask() for m in self.modalities], dim=1)
+        scores = torch.cat(
+            [
+                self.query(torch.tanh(self.keys[m](self._pooled(features[m]))))
+                for m in self.modalities
+            ],
+            dim=1,
+        )  # [B, M]
+        # Finite fill instead of -inf: a sample with no modality stays NaN-free.
+        scores = scores.masked_fill(~present, torch.finfo(scores.dtype).min)
+        return scores.softmax(dim=1).masked_fill(~present, 0.0)
+
+    def forward(self, features: Mapping[str, EncoderOutput]) -> torch.Tensor:
+        """Return the ``[B, dim]`` attention-weighted sum of the pooled vectors."""
+        self.check_inputs(features)
+        weights = self.modality_weights(features)
+        values = torch.stack([self._pooled(features[m]) for m in self.modalities], dim=1)
+        return (weights[..., None] * values).sum(dim=1)
+
+    @staticmethod
+    def _pooled(output: EncoderOutput) -> torch.Tensor:
+        """Pooled vector with absent samples zeroed, so placeholders never enter a product."""
+        return output.pooled.masked_fill(~output.present_mask()[:, None], 0.0)

@@ -1,0 +1,131 @@
+"""Attention bottlenecks: modalities exchange information only through a few shared tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from mmexp.encoders.base import EncoderOutput
+from mmexp.fusion.base import FusionStrategy
+
+
+class BottleneckFusion(FusionStrategy):
+    """Multimodal Bottleneck Transformer (MBT) fusion.
+
+    Nagrani, Yang, Arnab, Jansen, Schmid and Sun, "Attention Bottlenecks for Multimodal
+    Fusion", NeurIPS 2021. Every modality has its own Transformer layers and CLS token;
+    cross-modal exchange is forced through ``num_bottleneck`` shared latent tokens. In each
+    fusion layer every modality attends over ``[its CLS and tokens; bottleneck tokens]`` and
+    the bottleneck updates of the modalities are averaged (the paper's Eq. 8). Layers before
+    ``fusion_layer`` are purely unimodal (the paper's mid fusion). The output is the mean of
+    the modalities' final CLS states.
+
+    Padded tokens and all tokens of an absent modality are masked; an absent modality is left
+    out of the bottleneck average and of the CLS mean (a sample with no modality keeps its
+    bottleneck and gets a zero output).
+
+    Args:
+        modalities: Names of the fused modalities.
+        dim: Width of every encoder output (and of the output).
+        depth: Number of layers per modality.
+        heads: Attention heads; must divide ``dim``.
+        num_bottleneck: Number of shared bottleneck tokens.
+        fusion_layer: Index of the first layer that uses the bottleneck.
+        hidden_dim: Feed-forward width; ``None`` means ``4 * dim``. This is the width
+            :func:`mmexp.fusion.cost.match_params` scales.
+        dropout: Dropout inside the Transformer layers.
+
+    Raises:
+        ValueError: Invalid ``heads``, ``depth``, ``num_bottleneck`` or ``fusion_layer``.
+    """
+
+    min_modalities = 2
+
+    def __init__(
+        self,
+        modalities: Sequence[str],
+        dim: int,
+        depth: int = 2,
+        heads: int = 4,
+        num_bottleneck: int = 4,
+        fusion_layer: int = 0,
+        hidden_dim: int | None = None,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__(modalities, dim)
+        if heads <= 0 or dim % heads:
+            raise ValueError(f"BottleneckFusion: heads ({heads}) must divide dim ({dim})")
+        if num_bottleneck <= 0:
+            raise ValueError(
+                f"BottleneckFusion: num_bottleneck must be positive, got {num_bottleneck}"
+            )
+        if not 0 <= fusion_layer < depth:
+            # fusion_layer == depth would leave the bottleneck unused (no fusion at all).
+            raise ValueError(
+                f"BottleneckFusion: fusion_layer must be in [0, depth={depth}), got {fusion_layer}"
+            )
+        self.out_dim = dim
+        self.fusion_layer = fusion_layer
+        self.cls_tokens = nn.ParameterDict(
+            {m: nn.Parameter(torch.zeros(1, 1, dim)) for m in self.modalities}
+        )
+        self.bottleneck = nn.Parameter(torch.zeros(1, num_bottleneck, dim))
+        for parameter in [*self.cls_tokens.values(), self.bottleneck]:
+            nn.init.trunc_normal_(parameter, std=0.02)
+        self.layers = nn.ModuleList(
+            nn.ModuleDict(
+                {
+                    m: nn.TransformerEncoderLayer(
+                        dim,
+                        heads,
+                        dim_feedforward=hidden_dim or 4 * dim,
+                        dropout=dropout,
+                        activation="gelu",
+                        batch_first=True,
+                        norm_first=True,
+                    )
+                    for m in self.modalities
+                }
+            )
+            for _ in range(depth)
+        )
+        self.norms = nn.ModuleDict({m: nn.LayerNorm(dim) for m in self.modalities})
+
+    def forward(self, features: Mapping[str, EncoderOutput]) -> torch.Tensor:
+        """Return the ``[B, dim]`` mean of the final CLS states of the present modalities."""
+        self.check_inputs(features)
+        present = torch.stack([features[m].present_mask() for m in self.modalities], dim=1)
+        count = present.sum(dim=1)
+        streams, valid = {}, {}
+        for name in self.modalities:
+            output = features[name]
+            real = output.mask & present[:, self.modalities.index(name), None]
+            batch = real.shape[0]
+            tokens = output.tokens.masked_fill(~real[..., None], 0.0)
+            streams[name] = torch.cat([self.cls_tokens[name].expand(batch, -1, -1), tokens], 1)
+            valid[name] = torch.cat([real.new_ones(batch, 1), real], dim=1)
+        bottleneck = self.bottleneck.expand(count.shape[0], -1, -1)
+        bottleneck_valid = present.new_ones(count.shape[0], bottleneck.shape[1])
+        for index, layer in enumerate(self.layers):
+            if index < self.fusion_layer:
+                streams = {
+                    m: layer[m](streams[m], src_key_padding_mask=~valid[m]) for m in self.modalities
+                }
+                continue
+            updates = []
+            for name in self.modalities:
+                length = streams[name].shape[1]
+                joint = layer[name](
+                    torch.cat([streams[name], bottleneck], dim=1),
+                    src_key_padding_mask=~torch.cat([valid[name], bottleneck_valid], dim=1),
+                )
+                streams[name] = joint[:, :length]
+                updates.append(joint[:, length:])
+            stacked = torch.stack(updates, dim=1).masked_fill(~present[..., None, None], 0.0)
+            average = stacked.sum(dim=1) / count.clamp_min(1)[:, None, None]
+            bottleneck = torch.where(count[:, None, None] > 0, average, bottleneck)
+        cls = torch.stack([self.norms[m](streams[m][:, 0]) for m in self.modalities], dim=1)
+        cls = cls.masked_fill(~present[..., None], 0.0)
+        return cls.sum(dim=1) / count.clamp_min(1)[:, None]

@@ -1,0 +1,92 @@
+"""FiLM: one modality modulates the token features of the others channel by channel."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from mmexp.encoders.base import EncoderOutput, masked_mean
+from mmexp.fusion.base import FusionStrategy
+
+
+class FiLMFusion(FusionStrategy):
+    """Feature-wise Linear Modulation of the other modalities by a conditioning modality.
+
+    Perez, Strub, de Vries, Dumoulin and Courville, "FiLM: Visual Reasoning with a General
+    Conditioning Layer", AAAI 2018. The pooled vector of the ``conditioning`` modality is
+    mapped to a per-channel scale and shift, ``gamma = 1 + dgamma`` and ``beta`` (predicting
+    the deviation from one, as the paper recommends), that modulate the tokens of every other
+    modality inside a residual block shaped like the paper's: ``x + W_2 ReLU(gamma * N(W_1 x)
+    + beta)``, with ``N`` a normalisation without affine parameters (FiLM supplies them).
+    Each modulated sequence is masked-mean pooled; the output concatenates, in modality
+    order, the conditioning pooled vector and the modulated pooled vectors
+    (``out_dim = dim * M``).
+
+    A sample that lacks the conditioning modality gets the identity modulation
+    (``gamma = 1, beta = 0``) and a zero conditioning slot; a sample that lacks a modulated
+    modality gets a zero slot for it.
+
+    Args:
+        modalities: Names of the fused modalities.
+        dim: Width of every encoder output.
+        conditioning: The modulating modality; ``None`` means ``"text"`` if it is fused (the
+            paper conditions vision on language), else the first of ``modalities``.
+        hidden_dim: Width of the modulated hidden layer; ``None`` means ``dim``. This is the
+            width :func:`mmexp.fusion.cost.match_params` scales.
+        dropout: Dropout before the output projection of each block.
+
+    Raises:
+        ValueError: ``conditioning`` is not one of ``modalities``.
+    """
+
+    min_modalities = 2
+
+    def __init__(
+        self,
+        modalities: Sequence[str],
+        dim: int,
+        conditioning: str | None = None,
+        hidden_dim: int | None = None,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__(modalities, dim)
+        if conditioning is None:
+            conditioning = "text" if "text" in self.modalities else self.modalities[0]
+        if conditioning not in self.modalities:
+            raise ValueError(
+                f"FiLMFusion: conditioning modality {conditioning!r} is not one of the fused "
+                f"modalities {list(self.modalities)}; set fusion.conditioning to one of them"
+            )
+        hidden = hidden_dim or dim
+        self.conditioning = conditioning
+        self.targets = tuple(m for m in self.modalities if m != conditioning)
+        self.out_dim = dim * len(self.modalities)
+        # One FiLM generator and one residual block per modulated modality.
+        self.generators = nn.ModuleDict({m: nn.Linear(dim, 2 * hidden) for m in self.targets})
+        self.inputs = nn.ModuleDict({m: nn.Linear(dim, hidden) for m in self.targets})
+        self.norm = nn.LayerNorm(hidden, elementwise_affine=False)
+        self.dropout = nn.Dropout(dropout)
+        self.outputs = nn.ModuleDict({m: nn.Linear(hidden, dim) for m in self.targets})
+
+    def forward(self, features: Mapping[str, EncoderOutput]) -> torch.Tensor:
+        """Return the ``[B, dim * M]`` conditioning and modulated pooled vectors."""
+        self.check_inputs(features)
+        condition = features[self.conditioning]
+        has_condition = condition.present_mask()[:, None]
+        pooled = {self.conditioning: condition.pooled.masked_fill(~has_condition, 0.0)}
+        for name in self.targets:
+            delta_gamma, beta = self.generators[name](pooled[self.conditioning]).chunk(2, dim=-1)
+            # Identity modulation where the conditioning modality is absent, so the target is
+            # processed as if unconditioned instead of by a placeholder-derived gamma/beta.
+            gamma = (1.0 + delta_gamma).masked_fill(~has_condition, 1.0)
+            beta = beta.masked_fill(~has_condition, 0.0)
+            output = features[name]
+            real = output.mask & output.present_mask()[:, None]
+            tokens = output.tokens.masked_fill(~real[..., None], 0.0)
+            hidden = self.norm(self.inputs[name](tokens))
+            hidden = torch.relu(gamma[:, None] * hidden + beta[:, None])
+            modulated = tokens + self.outputs[name](self.dropout(hidden))
+            pooled[name] = masked_mean(modulated, real)
+        return torch.cat([pooled[m] for m in self.modalities], dim=-1)

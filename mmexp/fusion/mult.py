@@ -1,0 +1,132 @@
+"""Multimodal Transformer (MulT): directional cross-modal attention between all pairs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from mmexp.encoders.base import EncoderOutput, masked_mean
+from mmexp.fusion.base import FusionStrategy
+from mmexp.fusion.cross_attention import AttentionBlock
+
+
+class MulTFusion(FusionStrategy):
+    """Multimodal Transformer fusion for unaligned sequences.
+
+    Tsai, Bai, Liang, Kolter, Morency and Salakhutdinov, "Multimodal Transformer for
+    Unaligned Multimodal Language Sequences", ACL 2019. For every ordered pair (source ->
+    target) a cross-modal Transformer of ``depth`` blocks lets the target sequence attend to
+    the source: queries come from the target's current states, keys and values from the
+    source's (layer-normalised) input sequence at every block, as in the paper. The outputs
+    of all sources of a target are concatenated along the channels and processed by
+    ``self_depth`` self-attention blocks; each target is then masked-mean pooled and the
+    targets are concatenated (``out_dim = M * (M - 1) * dim``). Sinusoidal positions are
+    added to the inputs, as in the paper. The paper's 1-D convolutional input projection is
+    omitted because the encoders already project every modality to the same width; the
+    paper's last-element pooling is replaced by the masked mean, which is robust to padding.
+
+    Padded tokens and absent modalities are masked as keys; a target whose source is absent
+    for a sample skips that source's attention updates, and an absent target pools to zeros.
+
+    Args:
+        modalities: Names of the fused modalities.
+        dim: Width of every encoder output.
+        depth: Cross-modal blocks per (source, target) pair.
+        self_depth: Self-attention blocks per target after the cross-modal ones.
+        heads: Attention heads; must divide ``dim``.
+        hidden_dim: Feed-forward width of the cross-modal blocks (the self-attention blocks,
+            ``M - 1`` times wider, use ``(M - 1) * hidden_dim``); ``None`` means ``4 * dim``.
+            This is the width :func:`mmexp.fusion.cost.match_params` scales.
+        dropout: Dropout inside the blocks.
+    """
+
+    min_modalities = 2
+
+    def __init__(
+        self,
+        modalities: Sequence[str],
+        dim: int,
+        depth: int = 2,
+        self_depth: int = 1,
+        heads: int = 4,
+        hidden_dim: int | None = None,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__(modalities, dim)
+        if depth <= 0 or self_depth < 0:
+            raise ValueError(
+                f"MulTFusion: need depth > 0 and self_depth >= 0, got {depth} and {self_depth}"
+            )
+        hidden = hidden_dim or 4 * dim
+        sources = len(self.modalities) - 1
+        self.out_dim = len(self.modalities) * sources * dim
+        self.cross = nn.ModuleDict(
+            {
+                target: nn.ModuleDict(
+                    {
+                        source: nn.ModuleList(
+                            AttentionBlock(dim, heads, hidden, dropout, cross=True)
+                            for _ in range(depth)
+                        )
+                        for source in self.modalities
+                        if source != target
+                    }
+                )
+                for target in self.modalities
+            }
+        )
+        self.self_attention = nn.ModuleDict(
+            {
+                target: nn.ModuleList(
+                    AttentionBlock(sources * dim, heads, sources * hidden, dropout, cross=False)
+                    for _ in range(self_depth)
+                )
+                for target in self.modalities
+            }
+        )
+        self.norms = nn.ModuleDict({m: nn.LayerNorm(sources * dim) for m in self.modalities})
+
+    def forward(self, features: Mapping[str, EncoderOutput]) -> torch.Tensor:
+        """Return the ``[B, M * (M - 1) * dim]`` concatenation of the pooled targets."""
+        self.check_inputs(features)
+        valid, inputs = {}, {}
+        for name in self.modalities:
+            output = features[name]
+            valid[name] = output.mask & output.present_mask()[:, None]
+            # Zeroing first keeps padding and absent placeholders out of every product.
+            tokens = output.tokens.masked_fill(~valid[name][..., None], 0.0)
+            inputs[name] = tokens + sinusoidal_positions(tokens.shape[1], self.dim, tokens)
+        pooled = []
+        for target in self.modalities:
+            branches = []
+            for source, blocks in self.cross[target].items():
+                states = inputs[target]
+                for block in blocks:
+                    states = block(states, valid[source], inputs[source])
+                branches.append(states)
+            states = torch.cat(branches, dim=-1)
+            for block in self.self_attention[target]:
+                states = block(states, valid[target])
+            pooled.append(masked_mean(self.norms[target](states), valid[target]))
+        return torch.cat(pooled, dim=-1)
+
+
+def sinusoidal_positions(length: int, dim: int, like: torch.Tensor) -> torch.Tensor:
+    """Return ``[length, dim]`` sinusoidal position embeddings (Vaswani et al., 2017).
+
+    Args:
+        length: Number of positions.
+        dim: Embedding width.
+        like: Tensor whose dtype and device the embeddings take.
+    """
+    position = torch.arange(length, device=like.device, dtype=torch.float32)[:, None]
+    frequency = torch.exp(
+        torch.arange(0, dim, 2, device=like.device, dtype=torch.float32) * (-math.log(1e4) / dim)
+    )
+    embedding = torch.zeros(length, dim, device=like.device, dtype=torch.float32)
+    embedding[:, 0::2] = torch.sin(position * frequency)
+    embedding[:, 1::2] = torch.cos(position * frequency[: dim // 2])
+    return embedding.to(like.dtype)

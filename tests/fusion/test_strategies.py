@@ -1,0 +1,242 @@
+"""Every fusion strategy config: shapes, gradients, masking, errors, costs and golden values."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import get_class, instantiate
+from omegaconf import OmegaConf
+
+from mmexp.encoders import EncoderOutput
+from mmexp.fusion import ConcatFusion, FusionStrategy, LateFusion, UnimodalFusion
+from mmexp.fusion.cost import count_params, fusion_cost, match_params
+
+CONF = Path(__file__).resolve().parents[2] / "conf" / "fusion"
+CONFIGS = sorted(CONF.glob("*.yaml"))
+LENGTHS = {"image": 5, "text": 7, "audio": 4}
+MODALITY_SETS = [("image", "text"), ("image", "text", "audio")]
+DIM, BATCH, NUM_CLASSES = 16, 4, 3
+
+
+def strategy_class(path: Path) -> type[FusionStrategy]:
+    return get_class(OmegaConf.load(path)._target_)
+
+
+def build(path: Path, modalities, direct: bool = False, **overrides) -> FusionStrategy:
+    """Instantiate a config as the builder does; ``direct`` skips Hydra's exception wrapping."""
+    kwargs = {"modalities": list(modalities), "dim": DIM, **overrides}
+    cls = strategy_class(path)
+    if "num_classes" in inspect.signature(cls).parameters:
+        kwargs["num_classes"] = NUM_CLASSES
+    if direct:
+        config = OmegaConf.to_container(OmegaConf.load(path))
+        config.pop("_target_")
+        return cls(**{**config, **kwargs})
+    return instantiate(OmegaConf.load(path), **kwargs)
+
+
+def make_features(modalities, seed: int = 0, grad: bool = False) -> dict[str, EncoderOutput]:
+    """Random features with padding: sample lengths T, T-2, 1, T-1 (some False mask entries)."""
+    generator = torch.Generator().manual_seed(seed)
+    features = {}
+    for name in modalities:
+        length = LENGTHS[name]
+        lengths = torch.tensor([length, length - 2, 1, length - 1])
+        mask = torch.arange(length)[None, :] < lengths[:, None]
+        tokens = torch.randn(BATCH, length, DIM, generator=generator, requires_grad=grad)
+        pooled = torch.randn(BATCH, DIM, generator=generator, requires_grad=grad)
+        features[name] = EncoderOutput(tokens, mask, pooled)
+    return features
+
+
+def cases() -> list:
+    params = []
+    for path in CONFIGS:
+        for modalities in MODALITY_SETS:
+            if len(modalities) >= strategy_class(path).min_modalities:
+                params.append(pytest.param(path, modalities, id=f"{path.stem}-{len(modalities)}"))
+    return params
+
+
+def run_eval(fusion: FusionStrategy, features) -> torch.Tensor:
+    with torch.no_grad():
+        return fusion(features)
+
+
+def test_every_strategy_has_a_config():
+    names = {strategy_class(p).__name__ for p in CONFIGS}
+    import mmexp.fusion as fusion_package
+
+    exported = {n for n in fusion_package.__all__ if n != "FusionStrategy"}
+    assert exported <= names
+
+
+@pytest.mark.parametrize(("path", "modalities"), cases())
+def test_shape_finite_and_gradients(path, modalities):
+    torch.manual_seed(0)
+    fusion = build(path, modalities)
+    features = make_features(modalities, grad=True)
+    out = fusion(features)
+    assert out.shape == (BATCH, fusion.out_dim)
+    assert torch.isfinite(out).all()
+    (out * torch.randn(out.shape, generator=torch.Generator().manual_seed(1))).sum().backward()
+    for name, feats in features.items():
+        grads = [t.grad for t in (feats.tokens, feats.pooled) if t.grad is not None]
+        total = sum(float(g.abs().sum()) for g in grads)
+        if isinstance(fusion, UnimodalFusion) and name != fusion.modality:
+            assert total == 0.0, name
+        else:
+            assert total > 0.0, name
+        if feats.tokens.grad is not None:  # padded positions never receive gradient
+            assert feats.tokens.grad[~feats.mask].abs().sum() == 0.0, name
+
+
+@pytest.mark.parametrize(("path", "modalities"), cases())
+def test_padding_does_not_change_output(path, modalities):
+    torch.manual_seed(0)
+    fusion = build(path, modalities).eval()
+    features = make_features(modalities)
+    reference = run_eval(fusion, features)
+    generator = torch.Generator().manual_seed(2)
+    for feats in features.values():
+        noise = 100 * torch.randn(feats.tokens.shape, generator=generator)
+        feats.tokens[~feats.mask] = noise[~feats.mask]
+    torch.testing.assert_close(run_eval(fusion, features), reference, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("path", "modalities"), cases())
+def test_absent_modality_is_ignored(path, modalities):
+    torch.manual_seed(0)
+    fusion = build(path, modalities).eval()
+    for absent in modalities:
+        features = make_features(modalities)
+        features[absent].present = torch.tensor([True, False, True, True])
+        reference = run_eval(fusion, features)
+        assert torch.isfinite(reference).all()
+        generator = torch.Generator().manual_seed(3)
+        features[absent].tokens[1] = 100 * torch.randn(LENGTHS[absent], DIM, generator=generator)
+        features[absent].pooled[1] = 100 * torch.randn(DIM, generator=generator)
+        changed = run_eval(fusion, features)
+        # Stronger than required: no sample (not only sample 1) may see the placeholder.
+        torch.testing.assert_close(changed, reference, atol=1e-5, rtol=1e-5, msg=absent)
+
+
+@pytest.mark.parametrize(("path", "modalities"), cases())
+def test_sample_without_any_modality_stays_finite(path, modalities):
+    torch.manual_seed(0)
+    fusion = build(path, modalities).eval()
+    features = make_features(modalities)
+    for feats in features.values():
+        feats.present = torch.tensor([True, True, False, True])
+    assert torch.isfinite(run_eval(fusion, features)).all()
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in CONFIGS if strategy_class(p).min_modalities >= 2], ids=lambda p: p.stem
+)
+def test_multimodal_only_strategies_reject_one_modality(path):
+    with pytest.raises(ValueError, match="at least 2 modalities"):
+        build(path, ["image"], direct=True)
+
+
+def test_unimodal_and_film_name_the_valid_modalities():
+    with pytest.raises(ValueError, match=r"'audio'.*\['image', 'text'\]"):
+        UnimodalFusion(["image", "text"], DIM, modality="audio")
+    with pytest.raises(ValueError, match=r"'audio'.*\['image', 'text'\]"):
+        build(CONF / "film.yaml", ["image", "text"], direct=True, conditioning="audio")
+    assert UnimodalFusion(["text", "image"], DIM).modality == "text"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_fusion_cost(path):
+    torch.manual_seed(0)
+    modalities = MODALITY_SETS[0]
+    fusion = build(path, modalities).train()
+    cost = fusion_cost(fusion, {m: LENGTHS[m] for m in modalities}, DIM)
+    assert cost["params"] == sum(p.numel() for p in fusion.parameters())
+    if cost["params"] > 0:
+        assert cost["flops_per_sample"] > 0
+    else:
+        assert cost["flops_per_sample"] == 0
+    assert fusion.training  # mode restored
+
+
+@pytest.mark.parametrize("name", ["tensor", "gated", "early_tokens", "bottleneck", "mult"])
+def test_match_params_meets_budget(name):
+    path = CONF / f"{name}.yaml"
+    modalities = MODALITY_SETS[0]
+    budget = 30_000
+
+    def make(width: int) -> FusionStrategy:
+        return build(path, modalities, hidden_dim=width)
+
+    width = match_params(make, budget)
+    params = count_params(make(width))
+    assert 0.9 * budget <= params <= budget
+    assert count_params(make(width + 1)) > budget
+
+
+def test_match_params_edges():
+    def make(width: int) -> FusionStrategy:
+        return ConcatFusion(["image", "text"], DIM)
+
+    assert match_params(make, budget=10, high=64) == 64  # parameter-free: nothing to scale
+    with pytest.raises(ValueError, match="over the budget"):
+        match_params(lambda w: build(CONF / "gated.yaml", ["image", "text"], hidden_dim=w), 10)
+
+
+def golden_features(text_present: list[bool] | None = None) -> dict[str, EncoderOutput]:
+    def output(pooled: list[list[float]], present=None) -> EncoderOutput:
+        pooled_tensor = torch.tensor(pooled)
+        batch = pooled_tensor.shape[0]
+        return EncoderOutput(
+            pooled_tensor[:, None, :].clone(),
+            torch.ones(batch, 1, dtype=torch.bool),
+            pooled_tensor,
+            None if present is None else torch.tensor(present),
+        )
+
+    return {
+        "image": output([[1.0, 2.0], [0.5, -1.0]]),
+        "text": output([[3.0, 4.0], [9.0, 9.0]], text_present),
+    }
+
+
+def test_golden_concat():
+    torch.manual_seed(0)
+    fused = ConcatFusion(["image", "text"], dim=2)(golden_features())
+    torch.testing.assert_close(fused, torch.tensor([[1.0, 2.0, 3.0, 4.0], [0.5, -1.0, 9.0, 9.0]]))
+
+
+def golden_late(combine: str) -> LateFusion:
+    torch.manual_seed(0)
+    fusion = LateFusion(["image", "text"], dim=2, num_classes=2, combine=combine)
+    with torch.no_grad():
+        fusion.classifiers["image"].weight.copy_(torch.eye(2))
+        fusion.classifiers["image"].bias.zero_()
+        fusion.classifiers["text"].weight.copy_(torch.tensor([[2.0, 0.0], [0.0, 0.0]]))
+        fusion.classifiers["text"].bias.copy_(torch.tensor([1.0, -1.0]))
+    return fusion
+
+
+def test_golden_late_fusion():
+    # image logits: x_i -> [1, 2] and [0.5, -1]; text logits: [2 x_0 + 1, -1] -> [7, -1], [19, -1]
+    features = golden_features(text_present=[True, False])
+    mean = golden_late("mean")(features)
+    # sample 2 lacks text: its logits are the image logits alone
+    torch.testing.assert_close(mean, torch.tensor([[4.0, 0.5], [0.5, -1.0]]))
+    learned = golden_late("learned")
+    assert learned.produces_logits and learned.out_dim == 2
+    torch.testing.assert_close(learned(features), mean)  # zero-initialised weights = mean
+
+    def log_softmax(a: float, b: float) -> list[float]:
+        norm = math.log(math.exp(a) + math.exp(b))
+        return [a - norm, b - norm]
+
+    image, text = log_softmax(1.0, 2.0), log_softmax(7.0, -1.0)
+    expected = torch.tensor([[image[0] + text[0], image[1] + text[1]], log_softmax(0.5, -1.0)])
+    torch.testing.assert_close(golden_late("poe")(features), expected)

@@ -2,14 +2,25 @@
 
 from mmexp.encoders.audio_logmel import LogMelCNNEncoder
 from mmexp.encoders.base import EncoderOutput, ModalityEncoder, masked_mean
+from mmexp.encoders.freezing import BackboneEncoder, Trainability, count_parameters
+from mmexp.encoders.hf_audio import HFAudioEncoder
+from mmexp.encoders.hf_text import HFTextEncoder, minilm_encoder
 from mmexp.encoders.image_cnn import SmallConvEncoder
 from mmexp.encoders.text_transformer import SmallTextTransformer
+from mmexp.encoders.timm_image import TimmImageEncoder
 
 __all__ = [
+    "BackboneEncoder",
     "EncoderOutput",
+    "HFAudioEncoder",
+    "HFTextEncoder",
     "LogMelCNNEncoder",
     "ModalityEncoder",
     "SmallConvEncoder",
     "SmallTextTransformer",
+    "TimmImageEncoder",
+    "Trainability",
+    "count_parameters",
     "masked_mean",
+    "minilm_encoder",
 ]

@@ -1,0 +1,238 @@
+"""Which parameters of a pretrained backbone train: the one place that decides it.
+
+Every pretrained encoder takes the same three keys:
+
+* ``freeze``: ``none`` (everything trains), ``frozen`` (the backbone is a fixed feature
+  extractor) or ``last_n`` (only the last ``trainable_blocks`` repeated blocks train).
+* ``trainable_blocks``: how many blocks train with ``last_n``.
+* ``lora``: ``{r, alpha, dropout, target_modules}`` to train low-rank adapters (Hu et al.,
+  ICLR 2022, via ``peft``) instead of the backbone weights. The base weights are then frozen
+  whether ``freeze`` is ``none`` or ``frozen``; ``last_n`` is rejected as ambiguous.
+
+Frozen parts of a backbone are kept in eval mode during training (see
+:meth:`Trainability.set_mode`); with LoRA the backbone follows the training mode, since the
+adapters' dropout should be active.
+
+The encoder's projection layers always train: they map the backbone width to the shared
+fusion width and start from random weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from torch import nn
+
+from mmexp.encoders.base import ModalityEncoder
+
+FREEZE_MODES = ("none", "frozen", "last_n")
+LORA_KEYS = ("r", "alpha", "dropout", "target_modules")
+
+# Attribute paths of the repeated blocks, in the order they are tried: timm models
+# (``blocks``, ``stages``, ``layers``), Hugging Face encoders (``encoder.layer`` for BERT and
+# AST, ``encoder.layers`` for wav2vec2 / HuBERT, ``layers`` for a Whisper encoder).
+BLOCK_PATHS = ("blocks", "stages", "layers", "encoder.layer", "encoder.layers", "encoder.blocks")
+
+
+def count_parameters(module: nn.Module) -> tuple[int, int]:
+    """Return ``(trainable, total)`` parameter counts of ``module``."""
+    trainable = total = 0
+    for parameter in module.parameters():
+        total += parameter.numel()
+        if parameter.requires_grad:
+            trainable += parameter.numel()
+    return trainable, total
+
+
+def find_blocks(backbone: nn.Module, key: str) -> list[str]:
+    """Names (relative to ``backbone``) of its repeated blocks, first to last.
+
+    Args:
+        backbone: A timm or Hugging Face model.
+        key: Config prefix of the encoder, named in the error.
+
+    Raises:
+        ValueError: No known block container was found.
+    """
+    for path in BLOCK_PATHS:
+        try:
+            container = backbone.get_submodule(path)
+        except AttributeError:
+            continue
+        if isinstance(container, (nn.ModuleList, nn.Sequential)) and len(container) > 0:
+            return [f"{path}.{name}" for name, _ in container.named_children()]
+    # torchvision-style ResNets (timm's included) number their stages layer1..layerN.
+    numbered = [name for name, _ in backbone.named_children() if name.startswith("layer")]
+    if numbered and all(name[5:].isdigit() for name in numbered):
+        return sorted(numbered, key=lambda name: int(name[5:]))
+    raise ValueError(
+        f"{key}.freeze=last_n: found no repeated blocks in {type(backbone).__name__} "
+        f"(looked for {', '.join(BLOCK_PATHS)}, layer1..N); use {key}.freeze=frozen or none"
+    )
+
+
+def _linear_names(backbone: nn.Module) -> list[str]:
+    # Last name components, the form LoRA's target_modules matches against.
+    modules = backbone.named_modules()
+    return sorted({name.rsplit(".", 1)[-1] for name, m in modules if isinstance(m, nn.Linear)})
+
+
+class Trainability:
+    """A validated trainability setting, applied to a backbone and kept on ``train()``.
+
+    Args:
+        freeze: ``"none"``, ``"frozen"`` or ``"last_n"``.
+        trainable_blocks: Blocks that train with ``freeze="last_n"`` (counted from the end).
+        lora: LoRA settings (``r``, ``alpha``, ``dropout``, ``target_modules``) or ``None``.
+        key: Config prefix of the encoder (``model.encoders.image``), named in errors.
+
+    Raises:
+        ValueError: An unknown mode, a block count without ``last_n``, LoRA with ``last_n``,
+            or unknown LoRA keys.
+    """
+
+    def __init__(
+        self,
+        freeze: str = "none",
+        trainable_blocks: int = 0,
+        lora: Mapping[str, Any] | None = None,
+        key: str = "model.encoders",
+    ) -> None:
+        if freeze not in FREEZE_MODES:
+            raise ValueError(f"{key}.freeze must be one of {FREEZE_MODES}, got {freeze!r}")
+        if freeze == "last_n" and trainable_blocks < 1:
+            raise ValueError(
+                f"{key}.freeze=last_n needs {key}.trainable_blocks >= 1, got {trainable_blocks}"
+            )
+        if freeze != "last_n" and trainable_blocks:
+            raise ValueError(
+                f"{key}.trainable_blocks={trainable_blocks} only applies with "
+                f"{key}.freeze=last_n (freeze is {freeze!r})"
+            )
+        if lora is not None:
+            unknown = sorted(set(lora) - set(LORA_KEYS))
+            if unknown:
+                raise ValueError(f"{key}.lora has unknown keys {unknown}; allowed: {LORA_KEYS}")
+            if freeze == "last_n":
+                # Ambiguous (adapters everywhere and full blocks at the end): not supported.
+                raise ValueError(f"{key}.lora trains adapters only; set {key}.freeze=none")
+        self.freeze = freeze
+        self.trainable_blocks = trainable_blocks
+        self.lora = dict(lora) if lora is not None else None
+        self.key = key
+        # Submodules (names relative to the backbone) that follow train()/eval(); the rest
+        # of a partly frozen backbone stays in eval mode. None: the whole backbone follows.
+        self.live_modules: list[str] | None = None
+
+    def apply(self, backbone: nn.Module) -> nn.Module:
+        """Set ``requires_grad`` (and inject LoRA adapters) on ``backbone``; return it."""
+        if self.lora is not None:
+            backbone = self._inject_lora(backbone)
+            self.live_modules = None  # adapter dropout must follow the training mode
+            return backbone
+        if self.freeze == "none":
+            backbone.requires_grad_(True)
+            self.live_modules = None
+            return backbone
+        backbone.requires_grad_(False)
+        self.live_modules = []
+        if self.freeze == "last_n":
+            blocks = find_blocks(backbone, self.key)
+            if self.trainable_blocks > len(blocks):
+                raise ValueError(
+                    f"{self.key}.trainable_blocks={self.trainable_blocks} but "
+                    f"{type(backbone).__name__} has only {len(blocks)} blocks"
+                )
+            self.live_modules = blocks[-self.trainable_blocks :]
+            for name in self.live_modules:
+                backbone.get_submodule(name).requires_grad_(True)
+        return backbone
+
+    def set_mode(self, backbone: nn.Module, mode: bool) -> None:
+        """Put the frozen part of ``backbone`` in eval mode whatever ``mode`` is.
+
+        Frozen weights should see the statistics they were trained with: BatchNorm must not
+        update its running averages and dropout must not perturb fixed features.
+        """
+        if self.live_modules is None or not mode:
+            return
+        backbone.eval()
+        for name in self.live_modules:
+            backbone.get_submodule(name).train(mode)
+
+    def _inject_lora(self, backbone: nn.Module) -> nn.Module:
+        from peft import LoraConfig, inject_adapter_in_model
+
+        settings = dict(self.lora or {})
+        target = settings.get("target_modules")
+        if target is None:
+            target = self._default_lora_targets(backbone)
+        elif not isinstance(target, str):
+            target = list(target)  # a ListConfig from Hydra
+        config = LoraConfig(
+            r=int(settings.get("r", 8)),
+            lora_alpha=int(settings.get("alpha", 16)),
+            lora_dropout=float(settings.get("dropout", 0.0)),
+            target_modules=target,
+        )
+        try:
+            backbone = inject_adapter_in_model(config, backbone)
+        except ValueError as error:
+            raise ValueError(
+                f"{self.key}.lora.target_modules={target!r}: {error}. Linear layers of "
+                f"{type(backbone).__name__}: {_linear_names(backbone)}"
+            ) from error
+        # peft already freezes the base weights; make it explicit for any non-LoRA tensor.
+        for name, parameter in backbone.named_parameters():
+            parameter.requires_grad_("lora_" in name)
+        return backbone
+
+    def _default_lora_targets(self, backbone: nn.Module) -> Sequence[str]:
+        # peft knows the attention projections of common transformers architectures.
+        from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as defaults
+
+        model_type = getattr(getattr(backbone, "config", None), "model_type", None)
+        if model_type in defaults:
+            return list(defaults[model_type])
+        raise ValueError(
+            f"{self.key}.lora.target_modules is required for {type(backbone).__name__}; "
+            f"choose among its Linear layers: {_linear_names(backbone)}"
+        )
+
+
+class BackboneEncoder(ModalityEncoder):
+    """Base of the encoders around a pretrained ``backbone`` with a :class:`Trainability`.
+
+    Subclasses build their backbone, call :meth:`attach_backbone`, then add their projection
+    layers (which therefore always train).
+    """
+
+    backbone: nn.Module
+    trainability: Trainability
+
+    def attach_backbone(
+        self,
+        backbone: nn.Module,
+        freeze: str = "none",
+        trainable_blocks: int = 0,
+        lora: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Apply the trainability setting to ``backbone`` and keep it as ``self.backbone``."""
+        self.trainability = Trainability(
+            freeze, trainable_blocks, lora, key=f"model.encoders.{self.modality}"
+        )
+        self.backbone = self.trainability.apply(backbone)
+        self.backbone.train(self.training)
+        self.trainability.set_mode(self.backbone, self.training)
+
+    def train(self, mode: bool = True) -> BackboneEncoder:
+        """Set the training mode, keeping the frozen part of the backbone in eval mode."""
+        super().train(mode)
+        if hasattr(self, "trainability"):
+            self.trainability.set_mode(self.backbone, mode)
+        return self
+
+    def parameter_counts(self) -> tuple[int, int]:
+        """``(trainable, total)`` parameters, backbone and projections together."""
+        return count_parameters(self)

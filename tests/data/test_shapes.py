@@ -163,9 +163,12 @@ def test_synergy_no_single_colour_determines_label_but_the_pair_does(generated, 
     pairs = draws["synergy"]
     assert_independent(pairs, lambda s: s.image_colour, 2)
     assert_independent(pairs, lambda s: s.text_colour, 2)
+    assert_independent(pairs, lambda s: s.audio_colour, 2)
     assert_determines(pairs, lambda s: (s.image_colour, s.text_colour))
+    assert_determines(pairs, lambda s: (s.image_colour, s.audio_colour))
     for scene, label in pairs:
         assert label == int(scene.image_colour == scene.text_colour)
+        assert label == int(scene.image_colour == scene.audio_colour)
     rows = manifest_pairs(generated["synergy"])
     assert_determines(rows, lambda a: (a["image"]["colour"], a["text"]["colour"]))
     assert_independent(rows, lambda a: a["image"]["colour"], 2, tol=0.15)

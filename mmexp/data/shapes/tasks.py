@@ -109,11 +109,14 @@ def _sample_synergy(rng: np.random.Generator) -> tuple[Scene, int]:
     label = int(rng.integers(2))
     image_colour = _index(rng, COLOURS)
     text_colour = _caption_colour(rng, image_colour, match=bool(label))
+    # The tone follows the same rule on its own draw, so image+audio is a synergy pair too
+    # (image+text and image+audio each determine the label; no modality alone does).
+    audio_colour = _caption_colour(rng, image_colour, match=bool(label))
     shape = _index(rng, SHAPES)
     scene = Scene(
         image_shape=shape, image_colour=image_colour,
         text_shape=shape, text_colour=text_colour,
-        audio_shape=_index(rng, SHAPES), audio_colour=_index(rng, COLOURS),
+        audio_shape=_index(rng, SHAPES), audio_colour=audio_colour,
         size=_index(rng, SIZES), position=_index(rng, POSITIONS),
         distractor_shape=_distractor(rng),
     )
@@ -152,7 +155,8 @@ TASKS: dict[str, TaskSpec] = {
     },
     "synergy": TaskSpec(
         "synergy", ("mismatch", "match"),
-        "label = caption colour equals image colour; each alone is at chance (synergy)",
+        "label = caption colour (and audio tone colour) equals image colour; each modality "
+        "alone is at chance (synergy)",
         _sample_synergy,
     ),
     "mixed": TaskSpec(

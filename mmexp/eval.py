@@ -44,6 +44,21 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
+def skip_pretrained_weights(run_cfg: DictConfig) -> None:
+    """Build timm encoders without fetching pretrained weights: the checkpoint replaces them.
+
+    Hugging Face encoders still read their config and weights from ``name_or_path``
+    (the architecture is defined there), so that path must be reachable when evaluating.
+    """
+    for node in (run_cfg.model.get("encoders") or {}).values():
+        if node is None:
+            continue
+        if "pretrained" in node:
+            node.pretrained = False
+        if "checkpoint_path" in node:
+            node.checkpoint_path = None
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Rebuild the run's model and data from a checkpoint and test it.
 
@@ -60,6 +75,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         checkpoint = load_checkpoint(cfg.ckpt_path)
         run_cfg = OmegaConf.create(checkpoint["mmexp_config"])
         run_cfg.merge_with_dotlist(list(cfg.get("overrides") or []))
+        skip_pretrained_weights(run_cfg)
         datamodule, model = build_data_and_model(run_cfg)
         model.load_state_dict(checkpoint["state_dict"])
         trainer = build_trainer(cfg)

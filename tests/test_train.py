@@ -96,3 +96,22 @@ def test_cli_trains_with_wandb_offline_and_prints_summary(tmp_path, data_dir):
     assert any("val/acc" in row for row in logged["history"])
     assert logged["summary"]["test/acc"] == pytest.approx(results["metrics"]["test/acc"])
     assert (run_dir / ".hydra" / "overrides.yaml").is_file()
+
+
+def test_eval_of_a_timm_run_does_not_refetch_pretrained_weights(make_train_cfg, data_dir):
+    from tests.helpers.tiny_models import tiny_vit_backbone
+
+    run_root = Path(make_train_cfg().paths.output_dir).parent
+    weights = run_root / "vit_tiny.pth"
+    torch.save(tiny_vit_backbone().state_dict(), weights)
+    cfg = make_train_cfg(
+        "model/encoders/image=timm", "model.encoders.image.name=vit_tiny_patch16_224",
+        f"model.encoders.image.checkpoint_path={weights}", "model.encoders.image.img_size=32",
+        "model.encoders.image.model_kwargs={depth: 2}", "trainer.max_epochs=1", run_name="vit")
+    result = train(cfg)
+    weights.unlink()  # the pretrained file is gone: eval must use the checkpoint alone
+    eval_cfg = compose_config(
+        "eval", [f"ckpt_path={result['best_checkpoint']}", "trainer.accelerator=cpu",
+                 "callbacks=none"], run_root / "eval_vit", data_dir)
+    evaluated = evaluate(eval_cfg)
+    assert evaluated["metrics"]["test/acc"] == pytest.approx(result["metrics"]["test/acc"])

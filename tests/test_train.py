@@ -1,5 +1,6 @@
 """Training end to end: in-process runs, the CLI, the run folder and reproducibility."""
 
+import csv
 import json
 import os
 import subprocess
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from mmexp.eval import evaluate, load_checkpoint
 from mmexp.tracking.wandb_offline import read_offline_run
@@ -31,6 +33,12 @@ def test_train_writes_a_complete_run_record(make_train_cfg):
     assert (run / "config.yaml").read_text().count("${") == 0  # resolved
     csv_lines = (run / "csv" / "metrics.csv").read_text().splitlines()
     assert "val/acc" in csv_lines[0] and len(csv_lines) > 2
+    with (run / "test_report" / "per_class_metrics.csv").open() as handle:
+        per_class = list(csv.DictReader(handle))
+    assert [row["class"] for row in per_class] == ["circle", "square", "triangle"]
+    assert sum(int(row["support"]) for row in per_class) == cfg.data.num_test
+    with Image.open(run / "test_report" / "confusion_matrix.png") as image:
+        assert image.size[0] > 200
 
 
 def test_same_seed_same_metrics_other_seed_differs(make_train_cfg):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
@@ -10,6 +11,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 
 from mmexp.encoders.freezing import count_parameters
+from mmexp.metrics.report import per_class_metrics, plot_confusion_matrix, write_per_class_csv
 
 log = logging.getLogger(__name__)
 
@@ -61,3 +63,38 @@ class ParameterCountLogger(Callback):
             for name, (trainable, total) in counts.items()
         ]
         log.info("parameters:\n%s", "\n".join(lines))
+
+
+class TestReport(Callback):
+    """After testing, save a confusion matrix and per-class metrics, and log them.
+
+    Writes ``confusion_matrix.png`` and ``per_class_metrics.csv`` into ``dirpath`` and sends
+    both to loggers that take images and tables (W&B). Class names come from the data
+    module's ``label_names``.
+
+    Args:
+        dirpath: Folder for the report files (the run folder's ``test_report``).
+    """
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = Path(dirpath)
+
+    @rank_zero_only
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Write and log the report of the test run that just ended."""
+        confusion = getattr(pl_module, "test_confusion_result", None)
+        if confusion is None:
+            return
+        names = list(getattr(trainer.datamodule, "label_names", None)
+                     or [str(i) for i in range(confusion.shape[0])])
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        rows = per_class_metrics(confusion, names)
+        write_per_class_csv(rows, self.dirpath / "per_class_metrics.csv")
+        figure = self.dirpath / "confusion_matrix.png"
+        plot_confusion_matrix(confusion, names, figure)
+        for logger in trainer.loggers:
+            if hasattr(logger, "log_image") and hasattr(logger, "log_table"):
+                logger.log_image(key="test/confusion_matrix", images=[str(figure)])
+                logger.log_table(key="test/per_class", columns=list(rows[0]),
+                                 data=[list(row.values()) for row in rows])
+        log.info("test report written to %s", self.dirpath)

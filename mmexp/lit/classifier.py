@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 from torchmetrics import MaxMetric, MeanMetric, MinMetric
+from torchmetrics.classification import MulticlassConfusionMatrix
 
 from mmexp.encoders.base import EncoderOutput, ModalityEncoder
 from mmexp.fusion.base import FusionStrategy
@@ -64,6 +65,9 @@ class MultimodalClassifier(pl.LightningModule):
         self.val_metrics = classification_metrics(num_classes, "val")
         self.test_metrics = classification_metrics(num_classes, "test")
         self.val_loss = MeanMetric()
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        # The last test run's confusion matrix (rows true, columns predicted), for reports.
+        self.test_confusion_result: torch.Tensor | None = None
         self.best_monitored = MaxMetric() if monitor_mode == "max" else MinMetric()
         # The resolved run config, stored in checkpoints so that a checkpoint alone is enough
         # to rebuild the model (mmexp-eval). Set by the builder.
@@ -123,12 +127,15 @@ class MultimodalClassifier(pl.LightningModule):
         """Accumulate test metrics."""
         logits, loss = self._shared_step(batch)
         self.test_metrics.update(logits, batch["label"])
+        self.test_confusion.update(logits, batch["label"])
         self.log("test/loss", loss, on_epoch=True, batch_size=len(batch["label"]))
 
     def on_test_epoch_end(self) -> None:
         """Log the test metrics."""
         self.log_dict(self.test_metrics.compute())
         self.test_metrics.reset()
+        self.test_confusion_result = self.test_confusion.compute().cpu()
+        self.test_confusion.reset()
 
     def configure_optimizers(self) -> dict[str, Any]:
         """Build the injected optimizer and, if any, the per-step schedule."""

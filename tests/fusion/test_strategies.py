@@ -32,11 +32,12 @@ def build(path: Path, modalities, direct: bool = False, **overrides) -> FusionSt
     cls = strategy_class(path)
     if "num_classes" in inspect.signature(cls).parameters:
         kwargs["num_classes"] = NUM_CLASSES
+    config = OmegaConf.to_container(OmegaConf.load(path))
+    config.pop("match_params", None)  # a builder option (parameter budget), not an argument
     if direct:
-        config = OmegaConf.to_container(OmegaConf.load(path))
         config.pop("_target_")
         return cls(**{**config, **kwargs})
-    return instantiate(OmegaConf.load(path), **kwargs)
+    return instantiate(config, **kwargs)
 
 
 def make_features(modalities, seed: int = 0, grad: bool = False) -> dict[str, EncoderOutput]:
@@ -56,7 +57,10 @@ def make_features(modalities, seed: int = 0, grad: bool = False) -> dict[str, En
 def cases() -> list:
     params = []
     for path in CONFIGS:
+        fixed = OmegaConf.load(path).get("modality")  # unimodal_<m>: only sets with <m>
         for modalities in MODALITY_SETS:
+            if fixed is not None and fixed not in modalities:
+                continue
             if len(modalities) >= strategy_class(path).min_modalities:
                 params.append(pytest.param(path, modalities, id=f"{path.stem}-{len(modalities)}"))
     return params
@@ -154,7 +158,7 @@ def test_unimodal_and_film_name_the_valid_modalities():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_fusion_cost(path):
     torch.manual_seed(0)
-    modalities = MODALITY_SETS[0]
+    modalities = MODALITY_SETS[-1]  # all three, so that every unimodal_<m> config applies
     fusion = build(path, modalities).train()
     cost = fusion_cost(fusion, {m: LENGTHS[m] for m in modalities}, DIM)
     assert cost["params"] == sum(p.numel() for p in fusion.parameters())

@@ -103,6 +103,9 @@ def test_cli_trains_with_wandb_offline_and_prints_summary(tmp_path, data_dir):
     assert logged["config"]["run"]["packages"]["torch"] == results["packages"]["torch"]
     assert any("val/acc" in row for row in logged["history"])
     assert logged["summary"]["test/acc"] == pytest.approx(results["metrics"]["test/acc"])
+    media = {key: value for row in logged["history"] for key, value in row.items()}
+    assert media["test/confusion_matrix/_type"] == "images/separated"
+    assert media["test/per_class/nrows"] == 3  # one row per class of the redundant task
     assert (run_dir / ".hydra" / "overrides.yaml").is_file()
 
 

@@ -71,13 +71,15 @@ def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
         run_dir: An ``offline-run-*`` folder, or the ``.wandb`` file itself.
 
     Returns:
-        ``{"run": {...}, "config": {...}, "history": [{...}, ...], "summary": {...}}``.
+        ``{"run", "config", "history", "summary", "artifacts"}``: run metadata, config,
+        one dict per logged step, the final summary and the logged artifacts.
     """
     run_dir = Path(run_dir)
     files = [run_dir] if run_dir.is_file() else sorted(run_dir.glob("run-*.wandb"))
     if not files:
         raise FileNotFoundError(f"no run-*.wandb file in {run_dir}")
-    result: dict[str, Any] = {"run": {}, "config": {}, "history": [], "summary": {}}
+    result: dict[str, Any] = {"run": {}, "config": {}, "history": [], "summary": {},
+                              "artifacts": []}
     for record in read_records(files[0]):
         kind = record.WhichOneof("record_type")
         if kind == "run":
@@ -92,6 +94,12 @@ def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
             result["history"].append(
                 {_key(item): json.loads(item.value_json) for item in record.history.item}
             )
+        elif kind == "artifact":
+            artifact = record.artifact
+            result["artifacts"].append({
+                "type": artifact.type, "name": artifact.name, "aliases": list(artifact.aliases),
+                "files": [entry.path for entry in artifact.manifest.contents],
+            })
         elif kind == "summary":
             for item in record.summary.update:
                 result["summary"][_key(item)] = json.loads(item.value_json)

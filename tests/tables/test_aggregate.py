@@ -68,3 +68,24 @@ def test_unknown_baseline_and_row_axis_are_named():
     with pytest.raises(ValueError, match="row axis 'nope'"):
         build_table(RUNS, "test/acc", "nope")
     assert math.isnan(build_table(RUNS, "test/acc", "fusion").cell("x", "test/acc").mean)
+
+
+def test_wandb_project_runs_become_run_results():
+    from types import SimpleNamespace
+
+    from mmexp.tables.collect import collect_wandb
+
+    class FakeApi:
+        def runs(self, path, filters):
+            assert path == "team/mmexp" and filters == {"group": "ablation"}
+            config = {"seed": 1, "data": {"task": "a"}, "run": {"choices": {"fusion": "late"}},
+                      "_wandb": {}}
+            return [SimpleNamespace(id="r1", state="finished", config=config,
+                                    summary={"test/acc": 0.7, "note": "x"}),
+                    SimpleNamespace(id="r2", state="crashed", config=config, summary={})]
+
+    runs = collect_wandb("team/mmexp", "ablation", api=FakeApi())
+    assert [r.status for r in runs] == ["completed", "failed"]
+    assert runs[0].axis("fusion") == "late" and runs[0].metrics == {"test/acc": 0.7}
+    table = build_table(runs, "test/acc", "fusion", "data.task")
+    assert table.cell("late", "a").n == 1 and table.cell("late", "a").failed == 1

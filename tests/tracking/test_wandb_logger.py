@@ -52,3 +52,15 @@ def test_when_wandb_cannot_start_at_all_logging_is_disabled_not_fatal(
     assert result["status"] == "completed"
     assert "disabled" in result["tracking_fallbacks"][0]
     assert (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").is_file()
+
+
+def test_log_model_uploads_best_and_last_checkpoints_as_model_artifacts(
+    make_train_cfg, monkeypatch
+):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = make_train_cfg("logger=many", "logger.wandb.log_model=true")
+    assert train(cfg)["status"] == "completed"
+    offline = next((Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*"))
+    models = [a for a in read_offline_run(offline)["artifacts"] if a["type"] == "model"]
+    assert models and all(a["files"] == ["model.ckpt"] for a in models)
+    assert {"best", "latest"} <= {alias for a in models for alias in a["aliases"]}

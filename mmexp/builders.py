@@ -115,8 +115,17 @@ def build_fusion(cfg: DictConfig, num_classes: int) -> FusionStrategy:
     return fusion
 
 
-def build_classifier(cfg: DictConfig, num_classes: int) -> pl.LightningModule:
-    """Build encoders, fusion, head, loss and optimizer, and inject them into the module.
+def uses_fusion(cfg: DictConfig) -> bool:
+    """Whether the objective's module takes a fusion strategy (``objective.uses_fusion``)."""
+    return bool(cfg.objective.get("uses_fusion", True))
+
+
+def build_module(cfg: DictConfig, num_classes: int) -> pl.LightningModule:
+    """Build the parts the objective's module takes and inject them into it.
+
+    Encoders, optimizer and schedule are always built; the fusion strategy when the
+    objective uses one (``objective.uses_fusion``), the head and class count when the
+    module's signature asks for them.
 
     Args:
         cfg: The composed run config.
@@ -126,21 +135,21 @@ def build_classifier(cfg: DictConfig, num_classes: int) -> pl.LightningModule:
         The LightningModule of ``objective.module``, carrying the resolved config so that
         its checkpoints can be evaluated on their own.
     """
-    encoders = build_encoders(cfg)
-    fusion = build_fusion(cfg, num_classes)
-    if fusion.produces_logits:
-        head: nn.Module = nn.Identity()
-    else:
-        head = instantiate(cfg.model.head, in_dim=fusion.out_dim, out_dim=num_classes)
-    module = instantiate(
-        cfg.objective.module,
-        encoders=encoders,
-        fusion=fusion,
-        head=head,
-        num_classes=num_classes,
-        optimizer=instantiate(cfg.model.optimizer),
-        scheduler=instantiate(cfg.model.scheduler) if cfg.model.get("scheduler") else None,
-    )
+    accepted = inspect.signature(get_class(cfg.objective.module._target_)).parameters
+    parts: dict[str, Any] = {
+        "encoders": build_encoders(cfg),
+        "optimizer": instantiate(cfg.model.optimizer),
+        "scheduler": instantiate(cfg.model.scheduler) if cfg.model.get("scheduler") else None,
+    }
+    if uses_fusion(cfg) and "fusion" in accepted:
+        fusion = build_fusion(cfg, num_classes)
+        parts["fusion"] = fusion
+        if "head" in accepted:
+            parts["head"] = (nn.Identity() if fusion.produces_logits else instantiate(
+                cfg.model.head, in_dim=fusion.out_dim, out_dim=num_classes))
+    if "num_classes" in accepted:
+        parts["num_classes"] = num_classes
+    module = instantiate(cfg.objective.module, **parts)
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
     return module
 
@@ -151,10 +160,11 @@ def build_data_and_model(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.Li
     The data are prepared first because the class count and label names come from them;
     the encoders' own preprocessing is then installed in the data module.
     """
-    check_fusion(cfg)
+    if uses_fusion(cfg):
+        check_fusion(cfg)
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
-    module = build_classifier(cfg, datamodule.num_classes)
+    module = build_module(cfg, datamodule.num_classes)
     datamodule.set_processors(*encoder_processors(module))
     return datamodule, module
 
@@ -171,12 +181,16 @@ def encoder_processors(
 
 def measure_fusion_cost(
     module: pl.LightningModule, datamodule: pl.LightningDataModule
-) -> dict[str, int]:
+) -> dict[str, int] | None:
     """Parameters and forward FLOPs per sample of the fusion, at the data's real lengths.
 
     Token counts come from encoding a few validation samples, so the figure matches what the
     strategy costs on this data set (token-level strategies scale with sequence length).
+    ``None`` for a module without a fusion strategy (contrastive pretraining).
     """
+    fusion: Any = getattr(module, "fusion", None)
+    if fusion is None:
+        return None
     datamodule.setup("validate")
     loader = datamodule.val_dataloader()
     batch = next(iter(loader))
@@ -184,5 +198,4 @@ def measure_fusion_cost(
     with torch.no_grad():
         lengths = {name: int(encoder(batch[name]).tokens.shape[1])
                    for name, encoder in encoders.items()}
-    fusion: Any = module.fusion
     return fusion_cost(fusion, lengths, fusion.dim)

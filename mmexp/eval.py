@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mmexp import CONFIG_DIR
 from mmexp.builders import build_data_and_model
+from mmexp.finetune import prepare_finetune
 from mmexp.tracking.run_record import RunRecord
 from mmexp.utils.instantiate import build_trainer
 from mmexp.utils.resolvers import register_resolvers
@@ -77,6 +78,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         run_cfg.merge_with_dotlist(list(cfg.get("overrides") or []))
         skip_pretrained_weights(run_cfg)
         datamodule, model = build_data_and_model(run_cfg)
+        finetuning = prepare_finetune(run_cfg, load_source=False)
+        if finetuning is not None:  # the finetuned structure (adapters, linear probe head)
+            finetuning.apply(model, load_weights=False)
         model.load_state_dict(checkpoint["state_dict"])
         trainer = build_trainer(cfg)
         trainer.test(model, datamodule=datamodule)

@@ -20,6 +20,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from mmexp import CONFIG_DIR
 from mmexp.builders import build_data_and_model, measure_fusion_cost
+from mmexp.finetune import prepare_finetune
 from mmexp.tracking.run_record import RunRecord
 from mmexp.tracking.sweep_jobs import run_job
 from mmexp.utils.instantiate import build_trainer
@@ -36,7 +37,8 @@ def _checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
 def _log_config(trainer: pl.Trainer, cfg: DictConfig, record: RunRecord) -> None:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     meta = {key: record.payload.get(key) for key in
-            ("git", "packages", "python", "hostname", "choices", "overrides", "fusion_cost")}
+            ("git", "packages", "python", "hostname", "choices", "overrides", "fusion_cost",
+             "pretrained_from")}
     for logger in trainer.loggers:
         logger.log_hyperparams({**resolved, "run": meta})
 
@@ -66,18 +68,30 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         if cfg.get("seed") is not None:
             pl.seed_everything(cfg.seed, workers=True)
+        finetuning = prepare_finetune(cfg)
+        if finetuning is not None and finetuning.source is not None and rank_zero_only.rank == 0:
+            _save_resolved_config(cfg, output_dir)  # with the encoders of the pretraining run
         datamodule, model = build_data_and_model(cfg)
+        if finetuning is not None:
+            lineage = finetuning.apply(model)
+            record.payload["pretrained_from"] = lineage
+            # Evaluating the finetuned checkpoint rebuilds the same towers' structure.
+            model.run_config["finetune"]["towers"] = lineage["towers"]
         cost = measure_fusion_cost(model, datamodule)
-        log.info("fusion %s: %d parameters, %d FLOPs per sample", type(model.fusion).__name__,
-                 cost["params"], cost["flops_per_sample"])
-        record.payload["fusion_cost"] = cost
+        if cost is not None:
+            log.info("fusion %s: %d parameters, %d FLOPs per sample",
+                     type(model.fusion).__name__, cost["params"], cost["flops_per_sample"])
+            record.payload["fusion_cost"] = cost
         trainer = build_trainer(cfg)
         _log_config(trainer, cfg, record)
         if cfg.get("train"):
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
             metrics.update(trainer.callback_metrics)
         checkpoint = _checkpoint_callback(trainer)
+        # Read before testing: restoring the best checkpoint also restores this callback's
+        # state as it was then (without the later last.ckpt).
         best_path = checkpoint.best_model_path if checkpoint else ""
+        last_path = checkpoint.last_model_path if checkpoint else ""
         if cfg.get("test"):
             trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None)
             metrics.update(trainer.callback_metrics)
@@ -86,7 +100,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                                    if getattr(lg, "fallback", None)],
             "monitor": cfg.monitor,
             "best_checkpoint": best_path or None,
-            "last_checkpoint": checkpoint.last_model_path if checkpoint else None,
+            "last_checkpoint": last_path or None,
         }
         if rank_zero_only.rank != 0:
             return {"metrics": metrics}

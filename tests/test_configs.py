@@ -6,7 +6,7 @@ import pytest
 from hydra.utils import instantiate
 from pytorch_lightning import Callback
 
-from mmexp.builders import build_classifier
+from mmexp.builders import build_module
 from mmexp.utils.instantiate import instantiate_group
 from tests.conftest import compose_config
 
@@ -59,21 +59,21 @@ def test_debug_configs_compose(make_train_cfg, debug):
 @pytest.mark.parametrize("experiment", options("experiment"))
 def test_experiment_configs_build_a_model(make_train_cfg, experiment):
     cfg = make_train_cfg(f"experiment={experiment}")
-    module = build_classifier(cfg, num_classes=4)
+    module = build_module(cfg, num_classes=4)
     assert set(module.encoders) == set(cfg.data.modalities)
 
 
 @pytest.mark.parametrize("modalities", ["[image]", "[text]", "[audio]", "[image,text,audio]"])
 def test_model_builds_for_each_modality_set(make_train_cfg, modalities):
     cfg = make_train_cfg(f"data.modalities={modalities}")
-    module = build_classifier(cfg, num_classes=3)
+    module = build_module(cfg, num_classes=3)
     assert list(module.encoders) == list(cfg.data.modalities)
 
 
 def test_missing_encoder_for_a_modality_is_named(make_train_cfg):
     cfg = make_train_cfg("data.modalities=[image,audio]", "~model/encoders/audio")
     with pytest.raises(KeyError, match=r"model.encoders.audio is not set"):
-        build_classifier(cfg, num_classes=2)
+        build_module(cfg, num_classes=2)
 
 
 @pytest.mark.parametrize("data", options("data"))

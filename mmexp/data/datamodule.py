@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader
 
 from mmexp.data.dataset import FILE_MODALITIES, ManifestDataset, MultimodalCollator
@@ -47,6 +48,11 @@ class ManifestDataModule(pl.LightningDataModule):
         pin_memory: Pin host memory for faster host-to-GPU copies.
         persistent_workers: Keep workers alive between epochs.
         check_files: Check at setup that every referenced file exists.
+        train_subset: Use only this many training samples (an int) or this fraction of
+            them (a float in (0, 1]), drawn at random with ``subset_seed``; for low-label
+            finetuning and learning curves. Validation and test splits stay whole.
+        subset_seed: Seed of the training subset draw (fixed across training seeds, so
+            that seeds vary the model and not the data).
     """
 
     def __init__(
@@ -64,6 +70,8 @@ class ManifestDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = False,
         check_files: bool = True,
+        train_subset: int | float | None = None,
+        subset_seed: int = 0,
     ) -> None:
         super().__init__()
         if not modalities:
@@ -81,6 +89,14 @@ class ManifestDataModule(pl.LightningDataModule):
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.check_files = check_files
+        if train_subset is not None and not (
+            (isinstance(train_subset, int) and train_subset >= 1)
+            or (isinstance(train_subset, float) and 0 < train_subset <= 1)
+        ):
+            raise ValueError(f"data.train_subset must be a count >= 1 or a fraction in (0, 1], "
+                             f"got {train_subset!r}")
+        self.train_subset = train_subset
+        self.subset_seed = subset_seed
         self.processors: dict[str, dict[str, ModalityProcessor]] = {}
         self.datasets: dict[str, ManifestDataset] = {}
 
@@ -149,6 +165,8 @@ class ManifestDataModule(pl.LightningDataModule):
     def dataset(self, stage: str, processed: bool = True) -> ManifestDataset:
         """The data set of one stage, with the stage's processors unless ``processed=False``."""
         rows = self._splits[stage]
+        if stage == "train" and self.train_subset is not None:
+            rows = self._subset(rows)
         processors = None
         if processed:
             if not self.processors:
@@ -157,6 +175,16 @@ class ManifestDataModule(pl.LightningDataModule):
         labels = label_index(rows, self.label_column, self.label_names, self.manifest_path)
         return ManifestDataset(rows, labels, self.root, self.columns, processors,
                                self.manifest_path)
+
+    def _subset(self, rows: list[Record]) -> list[Record]:
+        size = (self.train_subset if isinstance(self.train_subset, int)
+                else max(1, round(self.train_subset * len(rows))))
+        if size > len(rows):
+            raise ValueError(f"data.train_subset={self.train_subset} but the train split of "
+                             f"{self.manifest_path} has only {len(rows)} rows")
+        generator = torch.Generator().manual_seed(self.subset_seed)
+        chosen = torch.randperm(len(rows), generator=generator)[:size].sort().values
+        return [rows[i] for i in chosen.tolist()]
 
     def setup(self, stage: str | None = None) -> None:
         """Read the manifest and build the data sets needed for ``stage``."""

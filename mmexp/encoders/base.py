@@ -87,12 +87,38 @@ class ModalityEncoder(nn.Module):
     """
 
     modality: str = ""
+    # Whether the weights come pretrained from a hub or file (set by such encoders);
+    # finetuning protocols apply to pretrained towers only.
+    pretrained: bool = False
 
     def __init__(self, out_dim: int) -> None:
         super().__init__()
         if out_dim <= 0:
             raise ValueError(f"out_dim must be positive, got {out_dim}")
         self.out_dim = out_dim
+        # A whole-encoder trainability set by a finetuning protocol (see ``restrict``).
+        self.restriction: Any = None
+
+    def restrict(self, trainability: Any) -> None:
+        """Apply a :class:`~mmexp.encoders.freezing.Trainability` to the whole encoder.
+
+        Finetuning protocols use this: the encoder, projections included, is the unit
+        that was pretrained. The frozen part stays in eval mode through ``train()`` calls.
+        """
+        trainability.apply(self)
+        self.restriction = trainability
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> ModalityEncoder:
+        """Set the training mode, keeping any frozen part in eval mode."""
+        super().train(mode)
+        self.keep_frozen_in_eval(mode)
+        return self
+
+    def keep_frozen_in_eval(self, mode: bool) -> None:
+        """Put the frozen parts back in eval mode after ``train(mode)``."""
+        if self.restriction is not None:
+            self.restriction.set_mode(self, mode)
 
     def processor(self, train: bool) -> ModalityProcessor:
         """Return the preprocessing for this encoder.

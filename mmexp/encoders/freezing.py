@@ -33,6 +33,9 @@ LORA_KEYS = ("r", "alpha", "dropout", "target_modules")
 # (``blocks``, ``stages``, ``layers``), Hugging Face encoders (``encoder.layer`` for BERT and
 # AST, ``encoder.layers`` for wav2vec2 / HuBERT, ``layers`` for a Whisper encoder).
 BLOCK_PATHS = ("blocks", "stages", "layers", "encoder.layer", "encoder.layers", "encoder.blocks")
+# Where the blocks sit relative to an mmexp encoder: in it (built-in encoders, whose audio
+# CNN is ``cnn``) or in its pretrained ``backbone``.
+ENCODER_PREFIXES = ("", "backbone.")
 
 
 def count_parameters(module: nn.Module) -> tuple[int, int]:
@@ -55,7 +58,7 @@ def find_blocks(backbone: nn.Module, key: str) -> list[str]:
     Raises:
         ValueError: No known block container was found.
     """
-    for path in BLOCK_PATHS:
+    for path in (p + b for p in ENCODER_PREFIXES for b in (*BLOCK_PATHS, "cnn")):
         try:
             container = backbone.get_submodule(path)
         except AttributeError:
@@ -226,12 +229,11 @@ class BackboneEncoder(ModalityEncoder):
         self.backbone.train(self.training)
         self.trainability.set_mode(self.backbone, self.training)
 
-    def train(self, mode: bool = True) -> BackboneEncoder:
-        """Set the training mode, keeping the frozen part of the backbone in eval mode."""
-        super().train(mode)
+    def keep_frozen_in_eval(self, mode: bool) -> None:
+        """Keep the frozen part of the backbone, then any whole-encoder restriction, in eval."""
         if hasattr(self, "trainability"):
             self.trainability.set_mode(self.backbone, mode)
-        return self
+        super().keep_frozen_in_eval(mode)
 
     def parameter_counts(self) -> tuple[int, int]:
         """``(trainable, total)`` parameters, backbone and projections together."""

@@ -57,6 +57,7 @@ class HFAudioEncoder(BackboneEncoder):
         key = f"{KEY}.name_or_path"
         self.name_or_path = str(name_or_path)
         self.max_seconds = max_seconds
+        self.pretrained = True  # from_pretrained weights
         self.feature_extractor = hf_from_pretrained(
             AutoFeatureExtractor.from_pretrained, self.name_or_path, key
         )

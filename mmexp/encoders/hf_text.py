@@ -53,6 +53,7 @@ class HFTextEncoder(BackboneEncoder):
         key = f"{KEY}.name_or_path"
         self.name_or_path = str(name_or_path)
         self.pooling = pooling
+        self.pretrained = True  # from_pretrained weights
         self.tokenizer = hf_from_pretrained(AutoTokenizer.from_pretrained, self.name_or_path, key)
         # The position table bounds the usable length whatever max_length asks for.
         self.max_length = min(max_length, self.tokenizer.model_max_length)

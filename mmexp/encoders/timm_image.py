@@ -172,6 +172,7 @@ class TimmImageEncoder(BackboneEncoder):
         super().__init__(out_dim)
         self.name = name
         self.augment = augment
+        self.pretrained = bool(pretrained or checkpoint_path)
         kwargs = dict(model_kwargs or {})
         if drop_path_rate:
             kwargs["drop_path_rate"] = drop_path_rate

@@ -14,6 +14,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from mmexp.encoders.base import EncoderOutput, ModalityEncoder
 from mmexp.fusion.base import FusionStrategy
+from mmexp.lit.common import configure_optimization, log_validation, save_run_config
 from mmexp.metrics.classification import classification_metrics
 
 Batch = dict[str, Any]
@@ -72,6 +73,21 @@ class MultimodalClassifier(pl.LightningModule):
         # The resolved run config, stored in checkpoints so that a checkpoint alone is enough
         # to rebuild the model (mmexp-eval). Set by the builder.
         self.run_config: dict[str, Any] | None = None
+        # Parts frozen by a finetuning protocol, kept in eval mode (see freeze_part).
+        self.frozen_parts: list[str] = []
+
+    def freeze_part(self, name: str) -> None:
+        """Freeze the submodule ``name`` (e.g. ``"fusion"``) and keep it in eval mode."""
+        getattr(self, name).requires_grad_(False)
+        self.frozen_parts.append(name)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> MultimodalClassifier:
+        """Set the training mode; frozen parts stay in eval mode (no dropout, fixed stats)."""
+        super().train(mode)
+        for name in getattr(self, "frozen_parts", []):
+            getattr(self, name).eval()
+        return self
 
     def encode(self, batch: Batch) -> dict[str, EncoderOutput]:
         """Run every encoder on its modality of the batch."""
@@ -114,14 +130,7 @@ class MultimodalClassifier(pl.LightningModule):
         values = {**self.val_metrics.compute(), "val/loss": self.val_loss.compute()}
         self.val_metrics.reset()
         self.val_loss.reset()
-        if self.monitor not in values:
-            raise KeyError(f"monitor={self.monitor!r} is not a validation metric; "
-                           f"choose one of {sorted(values)}")
-        self.best_monitored.update(values[self.monitor])
-        values[f"{self.monitor}_best"] = self.best_monitored.compute()
-        monitored = values.pop(self.monitor)
-        self.log_dict(values)
-        self.log(self.monitor, monitored, prog_bar=True)
+        log_validation(self, values, self.best_monitored, self.monitor)
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         """Accumulate test metrics."""
@@ -139,15 +148,8 @@ class MultimodalClassifier(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         """Build the injected optimizer and, if any, the per-step schedule."""
-        optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
-        if self.scheduler_factory is None:
-            return {"optimizer": optimizer}
-        total_steps = int(self.trainer.estimated_stepping_batches)
-        scheduler = self.scheduler_factory(optimizer, total_steps=total_steps)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return configure_optimization(self, self.optimizer_factory, self.scheduler_factory)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the resolved run config so the checkpoint can be evaluated alone."""
-        if self.run_config is not None:
-            checkpoint["mmexp_config"] = self.run_config
+        save_run_config(self, checkpoint)

@@ -1,0 +1,75 @@
+"""What every mmexp LightningModule shares: optimisation, best-value tracking, provenance."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.optim import Optimizer
+from torchmetrics import Metric
+
+
+def configure_optimization(
+    module: pl.LightningModule,
+    optimizer_factory: Callable[..., Optimizer],
+    scheduler_factory: Callable[..., Any] | None,
+) -> dict[str, Any]:
+    """The injected optimizer over trainable parameters and, if any, its per-step schedule."""
+    optimizer = optimizer_factory(params=[p for p in module.parameters() if p.requires_grad])
+    if scheduler_factory is None:
+        return {"optimizer": optimizer}
+    total_steps = int(module.trainer.estimated_stepping_batches)
+    scheduler = scheduler_factory(optimizer, total_steps=total_steps)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def log_validation(
+    module: pl.LightningModule, values: dict[str, torch.Tensor], best: Metric, monitor: str
+) -> None:
+    """Log validation values with ``<monitor>_best``, the monitored one on the progress bar.
+
+    Raises:
+        KeyError: ``monitor`` is not among the values; the message lists them.
+    """
+    if monitor not in values:
+        raise KeyError(f"monitor={monitor!r} is not a validation metric of "
+                       f"{type(module).__name__}; choose one of {sorted(values)}")
+    best.update(values[monitor])
+    values = {**values, f"{monitor}_best": best.compute()}
+    monitored = values.pop(monitor)
+    module.log_dict(values)
+    module.log(monitor, monitored, prog_bar=True)
+
+
+def provenance(module: pl.LightningModule) -> dict[str, Any]:
+    """Where a checkpoint comes from: run folder, task, objective, W&B run, progress.
+
+    Finetuning runs copy this into their own record, so a result can be traced back to the
+    pretraining run that produced its initial weights.
+    """
+    config = getattr(module, "run_config", None) or {}
+    info: dict[str, Any] = {
+        "run_dir": config.get("paths", {}).get("output_dir"),
+        "task_name": config.get("task_name"),
+        "objective": type(module).__name__,
+        "seed": config.get("seed"),
+    }
+    trainer = module._trainer  # noqa: SLF001 - None outside fit; the property would raise
+    if trainer is not None:
+        info.update(epoch=trainer.current_epoch, global_step=trainer.global_step)
+        for logger in trainer.loggers:
+            run = getattr(logger, "_experiment", None)  # never start a W&B run from here
+            if run is not None and hasattr(run, "id"):
+                info["wandb"] = {"id": run.id, "project": getattr(run, "project", None),
+                                 "entity": getattr(run, "entity", None),
+                                 "name": getattr(run, "name", None)}
+    return info
+
+
+def save_run_config(module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+    """Store the resolved run config and provenance so that a checkpoint stands alone."""
+    if getattr(module, "run_config", None) is not None:
+        checkpoint["mmexp_config"] = module.run_config
+    checkpoint["mmexp_provenance"] = provenance(module)

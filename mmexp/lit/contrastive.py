@@ -1,0 +1,161 @@
+"""LightningModule for contrastive pretraining of two modality towers, with optional ITM."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim import Optimizer
+from torchmetrics import MaxMetric, MeanMetric, MinMetric
+
+from mmexp.encoders.base import EncoderOutput, ModalityEncoder
+from mmexp.fusion.base import FusionStrategy
+from mmexp.lit.common import configure_optimization, log_validation, save_run_config
+from mmexp.losses.itm import MatchingLoss
+from mmexp.metrics.retrieval import RetrievalRecall
+
+Batch = dict[str, Any]
+
+
+class ContrastivePretrainer(pl.LightningModule):
+    """Align two modality towers (CLIP-style) and, optionally, train a matching head.
+
+    The towers are ordinary mmexp encoders: their L2-normalised pooled vectors are the
+    embeddings, so a pretrained checkpoint's encoders drop straight into a classifier for
+    finetuning. Validation and test report retrieval recall@K in both directions over the
+    whole split.
+
+    Args:
+        encoders: Exactly two encoders, keyed by modality; their order fixes the direction
+            names (``image, text`` gives ``i2t`` and ``t2i``).
+        loss: Contrastive loss on ``(embeddings_a, embeddings_b)``
+            (:class:`~mmexp.losses.ClipLoss` or :class:`~mmexp.losses.SigLipLoss`).
+        optimizer: Partial optimizer constructor taking ``params``.
+        scheduler: Optional partial schedule constructor taking ``(optimizer, total_steps)``.
+        fusion: Fusion strategy over both modalities for image-text matching (ITM); only
+            used with ``matching_weight > 0``.
+        matching_weight: Weight of the ITM loss with hard negatives; 0 disables it.
+        recall_ks: Cut-offs of the retrieval recall.
+        monitor: Validation metric whose best value is tracked as ``<monitor>_best``.
+        monitor_mode: ``"max"`` or ``"min"``.
+    """
+
+    def __init__(
+        self,
+        encoders: Mapping[str, ModalityEncoder],
+        loss: nn.Module,
+        optimizer: Callable[..., Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        fusion: FusionStrategy | None = None,
+        matching_weight: float = 0.0,
+        recall_ks: tuple[int, ...] = (1, 5, 10),
+        monitor: str = "val/rsum",
+        monitor_mode: str = "max",
+    ) -> None:
+        super().__init__()
+        if len(encoders) != 2:
+            raise ValueError(
+                "contrastive pretraining aligns exactly two modalities; data.modalities has "
+                f"{list(encoders)}"
+            )
+        if matching_weight < 0:
+            raise ValueError(f"objective.module.matching_weight must be >= 0, got "
+                             f"{matching_weight}")
+        if matching_weight > 0 and fusion is None:
+            raise ValueError("objective.module.matching_weight > 0 needs a fusion strategy "
+                             "(objective=itm builds one from fusion=...)")
+        if monitor_mode not in ("max", "min"):
+            raise ValueError(f"monitor_mode must be 'max' or 'min', got {monitor_mode!r}")
+        self.encoders = nn.ModuleDict(dict(encoders))
+        self.modalities = tuple(encoders)
+        self.loss_fn = loss
+        self.matching = MatchingLoss(fusion) if matching_weight > 0 and fusion else None
+        self.matching_weight = matching_weight
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.monitor = monitor
+        self.val_retrieval = RetrievalRecall(self.modalities, recall_ks)
+        self.test_retrieval = RetrievalRecall(self.modalities, recall_ks)
+        self.val_loss = MeanMetric()
+        self.val_matching_accuracy = MeanMetric()
+        self.best_monitored = MaxMetric() if monitor_mode == "max" else MinMetric()
+        self.run_config: dict[str, Any] | None = None
+
+    def encode(self, batch: Batch) -> dict[str, EncoderOutput]:
+        """Run both towers on their modality of the batch."""
+        return {name: encoder(batch[name]) for name, encoder in self.encoders.items()}
+
+    @staticmethod
+    def embed(features: EncoderOutput) -> torch.Tensor:
+        """The unit-norm embedding of a tower's output."""
+        return F.normalize(features.pooled, dim=-1)
+
+    def _losses(self, batch: Batch) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+        features = self.encode(batch)
+        embeddings = [self.embed(features[m]) for m in self.modalities]
+        contrastive = self.loss_fn(*embeddings)
+        losses = {"contrastive_loss": contrastive, "loss": contrastive}
+        if self.matching is not None:
+            logits = self.loss_fn.logit_scale * embeddings[0] @ embeddings[1].T
+            matching, accuracy = self.matching(features, logits)
+            losses.update(itm_loss=matching, itm_acc=accuracy,
+                          loss=contrastive + self.matching_weight * matching)
+        return losses, embeddings
+
+    def on_train_start(self) -> None:
+        """Reset the best value seen during the sanity check."""
+        self.best_monitored.reset()
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        """Optimise the contrastive (and matching) loss."""
+        losses, _ = self._losses(batch)
+        size = len(batch["index"])
+        total = losses.pop("loss")
+        self.log("train/loss", total, on_step=True, on_epoch=True, prog_bar=True,
+                 batch_size=size)
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, on_step=False,
+                      on_epoch=True, batch_size=size)
+        self.log("train/temperature", 1.0 / self.loss_fn.logit_scale.detach(), on_step=False,
+                 on_epoch=True, batch_size=size)
+        return total
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        """Accumulate the loss and the embeddings of the retrieval gallery."""
+        losses, embeddings = self._losses(batch)
+        self.val_loss.update(losses["loss"], weight=len(batch["index"]))
+        if "itm_acc" in losses:
+            self.val_matching_accuracy.update(losses["itm_acc"], weight=len(batch["index"]))
+        self.val_retrieval.update(*embeddings, batch["index"])
+
+    def on_validation_epoch_end(self) -> None:
+        """Log retrieval recalls, loss and the best value of the monitored metric."""
+        values = {f"val/{k}": v for k, v in self.val_retrieval.compute().items()}
+        values["val/loss"] = self.val_loss.compute()
+        if self.matching is not None:
+            values["val/itm_acc"] = self.val_matching_accuracy.compute()
+        for metric in (self.val_retrieval, self.val_loss, self.val_matching_accuracy):
+            metric.reset()
+        log_validation(self, values, self.best_monitored, self.monitor)
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        """Accumulate the test gallery."""
+        features = self.encode(batch)
+        self.test_retrieval.update(*(self.embed(features[m]) for m in self.modalities),
+                                   batch["index"])
+
+    def on_test_epoch_end(self) -> None:
+        """Log test retrieval recalls."""
+        self.log_dict({f"test/{k}": v for k, v in self.test_retrieval.compute().items()})
+        self.test_retrieval.reset()
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """Build the injected optimizer and, if any, the per-step schedule."""
+        return configure_optimization(self, self.optimizer_factory, self.scheduler_factory)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the resolved run config and provenance (read back by finetuning)."""
+        save_run_config(self, checkpoint)

@@ -1,0 +1,133 @@
+"""Contrastive losses between two modality towers: CLIP's InfoNCE and SigLIP's sigmoid loss.
+
+Both own their temperature (and SigLIP its bias) as learnable parameters, so the objective
+config alone defines the loss, and both compute over the global batch under DDP.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmexp.losses.distributed import distributed_world, gather_with_local
+
+
+def _logit_scale_parameter(init_temperature: float, learnable: bool) -> nn.Parameter:
+    if init_temperature <= 0:
+        raise ValueError(f"objective.loss.init_temperature must be > 0, got {init_temperature}")
+    # Log-parametrised as in CLIP: the scale stays positive and the optimiser works in log space.
+    return nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)), requires_grad=learnable)
+
+
+class ClipLoss(nn.Module):
+    """Symmetric InfoNCE over the (global) batch.
+
+    From Radford et al., "Learning Transferable Visual Models From Natural Language
+    Supervision", ICML 2021 (CLIP).
+
+    With ``local_loss=False`` every rank computes the full ``N x N`` logits of the global
+    batch; with ``local_loss=True`` only its own rows against all columns (``B x N``), the
+    memory-saving variant of open_clip. The two agree in value and, with
+    ``gather_with_grad=True``, in gradient.
+
+    Args:
+        init_temperature: Initial softmax temperature (CLIP: 0.07).
+        learnable_temperature: Train the temperature.
+        max_logit_scale: Upper clamp of ``1 / temperature`` (CLIP: 100) against instability.
+        local_loss: Compute only this rank's rows of the logits.
+        gather_with_grad: Differentiable all-gather (exact global gradient); see
+            :mod:`mmexp.losses.distributed`.
+    """
+
+    def __init__(
+        self,
+        init_temperature: float = 0.07,
+        learnable_temperature: bool = True,
+        max_logit_scale: float = 100.0,
+        local_loss: bool = False,
+        gather_with_grad: bool = True,
+    ) -> None:
+        super().__init__()
+        self.log_logit_scale = _logit_scale_parameter(init_temperature, learnable_temperature)
+        self.max_log_logit_scale = math.log(max_logit_scale)
+        self.local_loss = local_loss
+        self.gather_with_grad = gather_with_grad
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """``1 / temperature``, clamped."""
+        return self.log_logit_scale.clamp(max=self.max_log_logit_scale).exp()
+
+    def forward(self, features_a: torch.Tensor, features_b: torch.Tensor) -> torch.Tensor:
+        """Loss of L2-normalised paired features ``[B, D]`` (row ``i`` of both is a pair)."""
+        return clip_loss(features_a, features_b, self.logit_scale, self.local_loss,
+                         self.gather_with_grad)
+
+
+def clip_loss(
+    features_a: torch.Tensor,
+    features_b: torch.Tensor,
+    logit_scale: torch.Tensor,
+    local_loss: bool = False,
+    gather_with_grad: bool = True,
+) -> torch.Tensor:
+    """Symmetric cross-entropy of the scaled similarity matrix; see :class:`ClipLoss`."""
+    rank, _ = distributed_world()
+    # With local_loss this rank's features get their gradient as rows already; like
+    # open_clip, a plain gather then leaves the columns detached.
+    all_a = gather_with_local(features_a, gather_with_grad, keep_local_grad=not local_loss)
+    all_b = gather_with_local(features_b, gather_with_grad, keep_local_grad=not local_loss)
+    if local_loss:
+        logits_a = logit_scale * features_a @ all_b.T
+        logits_b = logit_scale * features_b @ all_a.T
+        # This rank's pairs sit at columns rank * B ... rank * B + B - 1.
+        targets = torch.arange(len(features_a), device=features_a.device) + rank * len(features_a)
+    else:
+        logits_a = logit_scale * all_a @ all_b.T
+        logits_b = logits_a.T
+        targets = torch.arange(len(all_a), device=features_a.device)
+    return (F.cross_entropy(logits_a, targets) + F.cross_entropy(logits_b, targets)) / 2
+
+
+class SigLipLoss(nn.Module):
+    """Pairwise sigmoid loss: every pair in the global batch is a binary problem.
+
+    From Zhai et al., "Sigmoid Loss for Language Image Pre-Training", ICCV 2023 (SigLIP).
+
+    Each rank scores its own ``a`` features against every rank's ``b`` features (gathered
+    with gradient), so the value and gradient equal one process on the concatenated batch.
+
+    Args:
+        init_temperature: Initial temperature (SigLIP: 0.1, i.e. logit scale 10).
+        init_bias: Initial logit bias (SigLIP: -10, against the many negatives at start).
+        learnable_temperature: Train the temperature and bias.
+    """
+
+    def __init__(
+        self,
+        init_temperature: float = 0.1,
+        init_bias: float = -10.0,
+        learnable_temperature: bool = True,
+    ) -> None:
+        super().__init__()
+        self.log_logit_scale = _logit_scale_parameter(init_temperature, learnable_temperature)
+        self.logit_bias = nn.Parameter(torch.tensor(float(init_bias)),
+                                       requires_grad=learnable_temperature)
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """``1 / temperature``."""
+        return self.log_logit_scale.exp()
+
+    def forward(self, features_a: torch.Tensor, features_b: torch.Tensor) -> torch.Tensor:
+        """Loss of L2-normalised paired features ``[B, D]``, summed over pairs per ``a`` row."""
+        rank, _ = distributed_world()
+        all_b = gather_with_local(features_b, with_grad=True)
+        logits = self.logit_scale * features_a @ all_b.T + self.logit_bias
+        labels = -torch.ones_like(logits)
+        rows = torch.arange(len(features_a), device=logits.device)
+        labels[rows, rows + rank * len(features_a)] = 1.0
+        return -F.logsigmoid(labels * logits).sum() / len(features_a)

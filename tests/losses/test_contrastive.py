@@ -1,0 +1,104 @@
+"""The contrastive losses against open_clip's reference implementation, 1 and 2 processes."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from open_clip.loss import ClipLoss as OpenClipLoss
+from open_clip.loss import SigLipLoss as OpenSigLipLoss
+
+from mmexp.losses import ClipLoss, SigLipLoss
+from tests.helpers.distributed import run_distributed
+from tests.losses import contrastive_workers as workers
+
+
+def _features(batch: int = 6, dim: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    a = F.normalize(torch.randn(batch, dim, generator=generator), dim=-1)
+    b = F.normalize(torch.randn(batch, dim, generator=generator), dim=-1)
+    return a.requires_grad_(True), b.requires_grad_(True)
+
+
+def _loss_and_grads(loss: torch.Tensor, *inputs: torch.Tensor) -> list[torch.Tensor]:
+    return [loss.detach(), *torch.autograd.grad(loss, inputs)]
+
+
+@pytest.mark.parametrize("local_loss", [False, True])
+def test_clip_loss_matches_open_clip_single_process(local_loss):
+    a, b = _features()
+    ours = ClipLoss(init_temperature=0.05, local_loss=local_loss)
+    theirs = OpenClipLoss(local_loss=local_loss)
+    mine = _loss_and_grads(ours(a, b), a, b)
+    reference = _loss_and_grads(theirs(a, b, ours.logit_scale), a, b)
+    for got, expected in zip(mine, reference, strict=True):
+        torch.testing.assert_close(got, expected)
+    assert mine[0].item() > 0
+
+
+def test_clip_temperature_is_learned_and_clamped():
+    loss = ClipLoss(init_temperature=0.07)
+    a, b = _features()
+    loss(a, b).backward()
+    assert loss.log_logit_scale.grad is not None and loss.log_logit_scale.grad != 0
+    with torch.no_grad():
+        loss.log_logit_scale.fill_(10.0)
+    assert loss.logit_scale.item() == pytest.approx(100.0)
+    frozen = ClipLoss(learnable_temperature=False)
+    assert not frozen.log_logit_scale.requires_grad
+    assert frozen.logit_scale.item() == pytest.approx(1 / 0.07)
+
+
+def test_siglip_loss_matches_open_clip_single_process():
+    a, b = _features()
+    ours = SigLipLoss()
+    theirs = OpenSigLipLoss()
+    mine = _loss_and_grads(ours(a, b), a, b)
+    reference = _loss_and_grads(theirs(a, b, ours.logit_scale, ours.logit_bias), a, b)
+    for got, expected in zip(mine, reference, strict=True):
+        torch.testing.assert_close(got, expected)
+    assert ours.logit_scale.item() == pytest.approx(10.0)
+    assert ours.logit_bias.item() == -10.0
+
+
+def test_perfectly_aligned_features_give_a_small_loss():
+    a, _ = _features(batch=4, dim=4)
+    eye = torch.eye(4)
+    assert ClipLoss(init_temperature=0.01)(eye, eye).item() < 1e-3
+    assert ClipLoss()(a, a.flip(0)).item() > ClipLoss()(a, a).item()
+
+
+def test_bad_temperature_is_refused():
+    with pytest.raises(ValueError, match="init_temperature"):
+        ClipLoss(init_temperature=0.0)
+
+
+def test_two_process_losses_match_open_clip(tmp_path):
+    ranks = run_distributed(workers.compare_with_open_clip, 2, tmp_path)
+    for rank, results in enumerate(ranks):
+        keys = sorted({key.rsplit("-", 1)[0] for key in results})
+        assert len(keys) == 5
+        for key in keys:
+            mine, reference = results[f"{key}-mmexp"], results[f"{key}-open_clip"]
+            for name in ("loss", "grad_a", "grad_b"):
+                torch.testing.assert_close(mine[name], reference[name],
+                                           msg=f"rank {rank}, {key}, {name}")
+
+
+def test_two_process_gradients_equal_one_process_on_the_concatenated_batch(tmp_path):
+    ranks = run_distributed(workers.ddp_tower_gradients, 2, tmp_path)
+    a, b = workers.global_features(2)
+    for name, make_loss in workers.LOSSES.items():
+        single = workers.tower_gradients(workers.TwoTowers(make_loss()), a, b)
+        for rank, results in enumerate(ranks):
+            assert set(results[name]) == set(single)
+            for parameter, grad in single.items():
+                torch.testing.assert_close(results[name][parameter], grad,
+                                           msg=f"{name}, rank {rank}, {parameter}")
+    assert math.isfinite(float(single["tower_a.weight"].abs().sum()))
+    # Without the differentiable gather the gradient is only this rank's share: the
+    # comparison above would catch a gather that drops the other ranks' gradient.
+    single = workers.tower_gradients(workers.TwoTowers(workers.ClipLoss()), a, b)
+    for parameter, grad in single.items():
+        if parameter.startswith("tower"):
+            torch.testing.assert_close(ranks[0]["clip_plain_gather"][parameter], grad / 2)

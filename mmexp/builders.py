@@ -13,6 +13,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -149,7 +150,14 @@ def build_module(cfg: DictConfig, num_classes: int) -> pl.LightningModule:
                 cfg.model.head, in_dim=fusion.out_dim, out_dim=num_classes))
     if "num_classes" in accepted:
         parts["num_classes"] = num_classes
-    module = instantiate(cfg.objective.module, **parts)
+    try:
+        module = instantiate(cfg.objective.module, **parts)
+    except InstantiationException as error:
+        # Surface the module's own validation error (wrong modalities, fusion, ...) as is.
+        cause = error.__cause__
+        if isinstance(cause, (ValueError, TypeError)):
+            raise type(cause)(f"objective.module: {cause}") from error
+        raise
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
     return module
 

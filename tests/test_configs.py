@@ -6,7 +6,9 @@ import pytest
 from hydra.utils import instantiate
 from pytorch_lightning import Callback
 
-from mmexp.builders import build_module
+from mmexp.builders import build_data_and_model, build_module
+from mmexp.encoders.freezing import count_parameters
+from mmexp.finetune import prepare_finetune
 from mmexp.utils.instantiate import instantiate_group
 from tests.conftest import compose_config
 
@@ -61,6 +63,32 @@ def test_experiment_configs_build_a_model(make_train_cfg, experiment):
     cfg = make_train_cfg(f"experiment={experiment}")
     module = build_module(cfg, num_classes=4)
     assert set(module.encoders) == set(cfg.data.modalities)
+
+
+@pytest.mark.parametrize("objective", options("objective"))
+def test_objective_configs_build_their_module(make_train_cfg, objective):
+    cfg = make_train_cfg(f"objective={objective}", "fusion=cross_attention")
+    module = build_module(cfg, num_classes=4)
+    assert type(module).__name__ == cfg.objective.module._target_.rsplit(".", 1)[1]
+    assert cfg.monitor == cfg.objective.monitor
+
+
+@pytest.mark.parametrize("init", ["scratch", "minilm"])
+@pytest.mark.parametrize("protocol", options("finetune"))
+def test_finetune_protocols_apply_to_each_init(make_train_cfg, protocol, init):
+    cfg = make_train_cfg(f"finetune={protocol}", f"init={init}")
+    finetuning = prepare_finetune(cfg)
+    _, module = build_data_and_model(cfg)
+    lineage = finetuning.apply(module)
+    assert lineage["towers"] == (["image", "text"] if init == "scratch" else ["text"])
+    trainable_text = count_parameters(module.encoders["text"])[0]
+    assert (trainable_text == count_parameters(module.encoders["text"])[1]) == (
+        protocol == "full")
+
+
+def test_init_without_a_protocol_is_refused(make_train_cfg):
+    with pytest.raises(ValueError, match="no finetuning protocol is chosen"):
+        prepare_finetune(make_train_cfg("init=scratch"))
 
 
 @pytest.mark.parametrize("modalities", ["[image]", "[text]", "[audio]", "[image,text,audio]"])

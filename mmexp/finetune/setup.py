@@ -40,11 +40,15 @@ def prepare_finetune(cfg: DictConfig, load_source: bool = True) -> Finetuning | 
         ``None`` when ``cfg.finetune`` is not set.
 
     Raises:
-        ValueError: The checkpoint holds none of ``data.modalities``.
+        ValueError: No protocol chosen (only ``finetune.*`` keys set, e.g. by ``init=``), or
+            the checkpoint holds none of ``data.modalities``.
     """
     node = cfg.get("finetune")
     if not node:
         return None
+    if "_target_" not in node:
+        raise ValueError(f"finetune.{sorted(node)[0]} is set but no finetuning protocol is "
+                         "chosen; add finetune=linear_probe|frozen|partial|lora|full")
     protocol: FinetuneProtocol = instantiate(node)
     source = None
     if protocol.checkpoint and load_source:

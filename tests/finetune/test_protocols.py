@@ -11,6 +11,7 @@ from mmexp.builders import build_data_and_model
 from mmexp.encoders.freezing import count_parameters
 from mmexp.eval import evaluate
 from mmexp.finetune import prepare_finetune
+from mmexp.tracking.wandb_offline import read_offline_run
 from mmexp.train import train
 from tests.conftest import FAST_OVERRIDES, compose_config
 
@@ -61,7 +62,7 @@ def test_full_loads_the_towers_and_adopts_their_config(make_train_cfg, checkpoin
 
 def test_frozen_keeps_towers_fixed_through_training(make_train_cfg, checkpoint):
     cfg = make_train_cfg("finetune=frozen", f"finetune.checkpoint={checkpoint}",
-                         run_name="frozen")
+                         "logger=many", run_name="frozen")
     result = train(cfg)
     finetuned = torch.load(result["last_checkpoint"], weights_only=True)["state_dict"]
     for modality in ("image", "text"):
@@ -77,6 +78,8 @@ def test_frozen_keeps_towers_fixed_through_training(make_train_cfg, checkpoint):
     record = json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())
     assert record["pretrained_from"]["protocol"] == "frozen"
     assert record["pretrained_from"]["checkpoint"] == checkpoint
+    run = read_offline_run(next(Path(cfg.paths.output_dir).glob("wandb/offline-run-*")))
+    assert run["config"]["run"]["pretrained_from"]["run"]["objective"] == "ContrastivePretrainer"
 
 
 def test_linear_probe_trains_only_a_linear_head(make_train_cfg, checkpoint):

@@ -1,0 +1,78 @@
+"""Contrastive pretraining runs: CLIP, SigLIP and ITM objectives, checkpoints, errors."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmexp.losses import sample_hard_negatives
+from mmexp.train import train
+from mmexp.tracking.wandb_offline import read_offline_run
+
+RECALLS = [f"r@{k}_{d}" for k in (1, 5, 10) for d in ("i2t", "t2i")]
+
+
+def test_clip_pretraining_logs_retrieval_and_checkpoints_its_provenance(make_train_cfg):
+    cfg = make_train_cfg("objective=contrastive", "logger=many", "trainer.max_epochs=2",
+                         "task_name=pretrain")
+    result = train(cfg)
+    metrics = result["metrics"]
+    for name in RECALLS:
+        assert 0 <= metrics[f"val/{name}"] <= 1 and 0 <= metrics[f"test/{name}"] <= 1
+    assert metrics["test/gallery_size"] == 80  # the whole test split, each sample once
+    assert metrics["val/rsum_best"] >= metrics["val/rsum"]
+    assert metrics["train/temperature"] != pytest.approx(0.07)  # learned
+    assert result["monitor"] == "val/rsum"
+    checkpoint = torch.load(result["best_checkpoint"], weights_only=True)
+    provenance = checkpoint["mmexp_provenance"]
+    assert provenance["objective"] == "ContrastivePretrainer"
+    assert provenance["run_dir"] == cfg.paths.output_dir
+    run = read_offline_run(next(Path(cfg.paths.output_dir).glob("wandb/offline-run-*")))
+    assert provenance["wandb"]["id"] == run["run"]["id"]  # the finetune run can point at it
+    assert run["run"]["job_type"] == "pretrain"
+    assert 0 <= run["summary"]["test/r@1_i2t"] <= 1
+
+
+def test_siglip_loss_trains(make_train_cfg):
+    cfg = make_train_cfg("objective=contrastive", "objective/loss=siglip")
+    result = train(cfg)
+    assert torch.isfinite(torch.tensor(result["metrics"]["train/loss"]))
+    saved = (Path(cfg.paths.output_dir) / "config.yaml").read_text()
+    assert "mmexp.losses.SigLipLoss" in saved
+
+
+def test_itm_trains_a_matching_head_on_the_fusion(make_train_cfg):
+    result = train(make_train_cfg("objective=itm", "fusion=cross_attention"))
+    metrics = result["metrics"]
+    assert 0 <= metrics["val/itm_acc"] <= 1
+    assert metrics["train/itm_loss"] > 0
+    state = torch.load(result["best_checkpoint"], weights_only=True)["state_dict"]
+    assert any(key.startswith("matching.fusion.") for key in state)
+    assert "matching.head.weight" in state
+
+
+def test_itm_refuses_decision_level_fusion(make_train_cfg):
+    with pytest.raises(ValueError, match="matching needs a fusion that outputs features"):
+        train(make_train_cfg("objective=itm", "fusion=late"))
+
+
+def test_contrastive_needs_exactly_two_modalities(make_train_cfg):
+    with pytest.raises(ValueError, match="exactly two modalities"):
+        train(make_train_cfg("objective=contrastive", "data.modalities=[image,text,audio]"))
+
+
+def test_hard_negatives_follow_the_similarities():
+    logits = torch.tensor([[9.0, 8.0, 0.0, 0.0],
+                           [0.0, 9.0, 8.0, 0.0],
+                           [0.0, 0.0, 9.0, 8.0],
+                           [8.0, 0.0, 0.0, 9.0]])
+    torch.manual_seed(0)
+    draws = torch.stack([sample_hard_negatives(logits) for _ in range(200)])
+    assert not (draws == torch.arange(4)).any()  # never the positive
+    hardest = torch.tensor([1, 2, 3, 0])
+    assert (draws == hardest).float().mean() > 0.95  # exp(8) dominates exp(0)
+
+
+def test_hard_negatives_need_two_pairs():
+    with pytest.raises(ValueError, match=">= 2 pairs"):
+        sample_hard_negatives(torch.zeros(1, 1))

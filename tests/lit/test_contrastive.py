@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from mmexp.losses import sample_hard_negatives
-from mmexp.train import train
 from mmexp.tracking.wandb_offline import read_offline_run
+from mmexp.train import train
 
 RECALLS = [f"r@{k}_{d}" for k in (1, 5, 10) for d in ("i2t", "t2i")]
 

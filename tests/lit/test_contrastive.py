@@ -5,9 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from mmexp.eval import evaluate
 from mmexp.losses import sample_hard_negatives
 from mmexp.tracking.wandb_offline import read_offline_run
 from mmexp.train import train
+from tests.conftest import compose_config
 
 RECALLS = [f"r@{k}_{d}" for k in (1, 5, 10) for d in ("i2t", "t2i")]
 
@@ -76,3 +78,13 @@ def test_hard_negatives_follow_the_similarities():
 def test_hard_negatives_need_two_pairs():
     with pytest.raises(ValueError, match=">= 2 pairs"):
         sample_hard_negatives(torch.zeros(1, 1))
+
+
+def test_eval_of_a_pretraining_checkpoint_reports_the_same_retrieval(make_train_cfg, tmp_path,
+                                                                     data_dir):
+    result = train(make_train_cfg("objective=contrastive", run_name="pretrain"))
+    cfg = compose_config("eval", [f"ckpt_path={result['best_checkpoint']}", "logger=csv",
+                                  "trainer.accelerator=cpu"], tmp_path / "eval", data_dir)
+    evaluated = evaluate(cfg)["metrics"]
+    for name in RECALLS:
+        assert evaluated[f"test/{name}"] == pytest.approx(result["metrics"][f"test/{name}"])

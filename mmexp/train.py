@@ -20,6 +20,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from mmexp import CONFIG_DIR
 from mmexp.builders import build_data_and_model, measure_fusion_cost
+from mmexp.data.screening import skipped_report
 from mmexp.finetune import prepare_finetune
 from mmexp.tracking.run_record import RunRecord
 from mmexp.tracking.sweep_jobs import run_job
@@ -101,6 +102,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "monitor": cfg.monitor,
             "best_checkpoint": best_path or None,
             "last_checkpoint": last_path or None,
+            # rows left out at setup under data.on_bad_sample=skip, per split and which
+            "data_skipped": skipped_report(getattr(datamodule, "bad_samples", [])),
         }
         if rank_zero_only.rank != 0:
             return {"metrics": metrics}

@@ -12,16 +12,15 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from mmexp.data.dataset import FILE_MODALITIES, ManifestDataset, MultimodalCollator
+from mmexp.data.dataset import ManifestDataset, MultimodalCollator
 from mmexp.data.manifest import (
     Record,
-    check_columns,
     infer_label_names,
     label_index,
     read_manifest,
-    row_name,
     split_rows,
 )
+from mmexp.data.screening import POLICIES, BadSample, screen_rows
 from mmexp.encoders.processors import ModalityProcessor
 
 STAGES = ("train", "val", "test")
@@ -48,6 +47,10 @@ class ManifestDataModule(pl.LightningDataModule):
         pin_memory: Pin host memory for faster host-to-GPU copies.
         persistent_workers: Keep workers alive between epochs.
         check_files: Check at setup that every referenced file exists.
+        on_bad_sample: ``raise`` stops at setup on a missing file, empty text or unknown
+            label (and on an undecodable file when it is read), naming file and row;
+            ``skip`` leaves such samples out, logs them and records them
+            (:attr:`bad_samples`).
         train_subset: Use only this many training samples (an int) or this fraction of
             them (a float in (0, 1]), drawn at random with ``subset_seed``; for low-label
             finetuning and learning curves. Validation and test splits stay whole.
@@ -70,6 +73,7 @@ class ManifestDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = False,
         check_files: bool = True,
+        on_bad_sample: str = "raise",
         train_subset: int | float | None = None,
         subset_seed: int = 0,
     ) -> None:
@@ -89,6 +93,12 @@ class ManifestDataModule(pl.LightningDataModule):
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.check_files = check_files
+        if on_bad_sample not in POLICIES:
+            raise ValueError(f"data.on_bad_sample must be one of {POLICIES}, got "
+                             f"{on_bad_sample!r}")
+        self.on_bad_sample = on_bad_sample
+        # Samples left out at setup under on_bad_sample=skip, for the run record.
+        self.bad_samples: list[BadSample] = []
         if train_subset is not None and not (
             (isinstance(train_subset, int) and train_subset >= 1)
             or (isinstance(train_subset, float) and 0 < train_subset <= 1)
@@ -118,22 +128,43 @@ class ManifestDataModule(pl.LightningDataModule):
         path = self.root / "meta.json"
         return json.loads(path.read_text()) if path.is_file() else {}
 
-    @cached_property
-    def _splits(self) -> dict[str, list[Record]]:
+    def read_splits(self) -> dict[str, list[Record]]:
+        """The raw rows of each stage; data sets in a published format override this."""
         rows = read_manifest(self.manifest_path)
         if not rows:
             raise ValueError(f"{self.manifest_path}: the manifest has no rows")
-        required = [self.label_column, *self.columns.values()]
-        check_columns(rows, required, self.manifest_path)
         return split_rows(rows, self.split_column, self.split_names, self.manifest_path)
+
+    @cached_property
+    def _raw_splits(self) -> dict[str, list[Record]]:
+        return self.read_splits()
+
+    @cached_property
+    def _splits(self) -> dict[str, list[Record]]:
+        known = None
+        if "label_names" in self.meta:
+            names = list(self.meta["label_names"])
+            known = {*names, *(str(i) for i in range(len(names)))}
+        splits = {}
+        for stage, rows in self._raw_splits.items():
+            splits[stage], bad = screen_rows(
+                rows, stage, self.on_bad_sample, columns=self.columns,
+                label_column=self.label_column, known_labels=known, root=self.root,
+                check_files=self.check_files, source=self.manifest_path)
+            self.bad_samples.extend(bad)
+            if not splits[stage]:
+                raise ValueError(f"{self.manifest_path}: no usable rows left in the {stage} "
+                                 "split")
+        return splits
 
     @cached_property
     def label_names(self) -> list[str]:
         """Class names, index order."""
         if "label_names" in self.meta:
             return list(self.meta["label_names"])
-        return infer_label_names([r for rows in self._splits.values() for r in rows],
-                                 self.label_column)
+        labelled = [r for rows in self._raw_splits.values() for r in rows
+                    if r.get(self.label_column) not in (None, "")]
+        return infer_label_names(labelled, self.label_column)
 
     @property
     def num_classes(self) -> int:
@@ -153,15 +184,6 @@ class ManifestDataModule(pl.LightningDataModule):
         self.processors = {"train": dict(train), "eval": dict(evaluation)}
         self.datasets.clear()
 
-    def _check_files_exist(self, stage: str) -> None:
-        for position, row in enumerate(self._splits[stage]):
-            for modality, column in self.columns.items():
-                if modality in FILE_MODALITIES and not (self.root / str(row[column])).is_file():
-                    raise FileNotFoundError(
-                        f"{self.manifest_path}: {row_name(row, position)} references missing "
-                        f"{modality} file {self.root / str(row[column])}"
-                    )
-
     def dataset(self, stage: str, processed: bool = True) -> ManifestDataset:
         """The data set of one stage, with the stage's processors unless ``processed=False``."""
         rows = self._splits[stage]
@@ -174,7 +196,7 @@ class ManifestDataModule(pl.LightningDataModule):
             processors = self.processors["train" if stage == "train" else "eval"]
         labels = label_index(rows, self.label_column, self.label_names, self.manifest_path)
         return ManifestDataset(rows, labels, self.root, self.columns, processors,
-                               self.manifest_path)
+                               self.manifest_path, skip_unreadable=self.on_bad_sample == "skip")
 
     def _subset(self, rows: list[Record]) -> list[Record]:
         size = (self.train_subset if isinstance(self.train_subset, int)
@@ -193,8 +215,6 @@ class ManifestDataModule(pl.LightningDataModule):
         )
         for name in stages:
             if name not in self.datasets:
-                if self.check_files:
-                    self._check_files_exist(name)
                 self.datasets[name] = self.dataset(name)
 
     def _loader(self, stage: str, shuffle: bool) -> DataLoader:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from torch.utils.data import Dataset
 from mmexp.data.audio_io import read_wav
 from mmexp.data.manifest import Record, row_name
 from mmexp.encoders.processors import ModalityProcessor
+
+log = logging.getLogger(__name__)
 
 # How a manifest value becomes a decoded sample: file modalities hold a path relative to the
 # data root, text holds the string itself.
@@ -63,6 +66,8 @@ class ManifestDataset(Dataset):
         processors: Per-modality preprocessing (the encoders' own); ``None`` returns the
             decoded values, which is what data inspection and tests want.
         source: The manifest file, named in error messages.
+        skip_unreadable: Return ``None`` (logged with file and row) for a sample whose file
+            cannot be decoded, instead of raising; the collator leaves it out and counts it.
     """
 
     def __init__(
@@ -73,8 +78,10 @@ class ManifestDataset(Dataset):
         columns: Mapping[str, str],
         processors: Mapping[str, ModalityProcessor] | None,
         source: Path,
+        skip_unreadable: bool = False,
     ) -> None:
         self.rows = list(rows)
+        self.skip_unreadable = skip_unreadable
         self.labels = list(labels)
         self.root = root
         self.columns = dict(columns)
@@ -84,7 +91,7 @@ class ManifestDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
         row = self.rows[index]
         sample: dict[str, Any] = {"index": index, "label": self.labels[index]}
         for modality, column in self.columns.items():
@@ -93,9 +100,11 @@ class ManifestDataset(Dataset):
                 if self.processors is not None:
                     value = self.processors[modality](value)
             except (OSError, ValueError) as error:
-                raise type(error)(
-                    f"{self.source}: {row_name(row, index)}, {modality}: {error}"
-                ) from error
+                message = f"{self.source}: {row_name(row, index)}, {modality}: {error}"
+                if self.skip_unreadable:
+                    log.warning("data.on_bad_sample=skip: left out %s", message)
+                    return None
+                raise type(error)(message) from error
             sample[modality] = value
         return sample
 
@@ -106,12 +115,22 @@ class MultimodalCollator:
     def __init__(self, processors: Mapping[str, ModalityProcessor]) -> None:
         self.processors = dict(processors)
 
-    def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """Return ``{modality: batch, "label": [B], "index": [B]}``."""
+    def __call__(self, samples: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
+        """Return ``{modality: batch, "label": [B], "index": [B], "num_skipped": int}``.
+
+        ``None`` samples (unreadable, skipped by the data set) are left out and counted.
+        """
+        kept = [s for s in samples if s is not None]
+        if not kept:
+            raise RuntimeError(f"every sample of a batch of {len(samples)} was unreadable; "
+                               "see the warnings above for the files")
+        skipped = len(samples) - len(kept)
+        samples = kept
         batch: dict[str, Any] = {
             name: processor.collate([s[name] for s in samples])
             for name, processor in self.processors.items()
         }
         batch["label"] = torch.tensor([s["label"] for s in samples], dtype=torch.long)
         batch["index"] = torch.tensor([s["index"] for s in samples], dtype=torch.long)
+        batch["num_skipped"] = skipped
         return batch

@@ -17,10 +17,10 @@ Record = dict[str, Any]
 
 
 def read_manifest(path: str | Path) -> list[Record]:
-    """Read a JSONL or CSV manifest into a list of row dicts.
+    """Read a JSONL, CSV or Parquet manifest into a list of row dicts.
 
     Args:
-        path: ``.jsonl`` (one JSON object per line) or ``.csv`` (header row) file.
+        path: ``.jsonl`` (one JSON object per line), ``.csv`` (header row) or ``.parquet``.
 
     Returns:
         The rows in file order.
@@ -50,7 +50,15 @@ def read_manifest(path: str | Path) -> list[Record]:
     if path.suffix == ".csv":
         with path.open(encoding="utf-8", newline="") as handle:
             return list(csv.DictReader(handle))
-    raise ValueError(f"unsupported manifest format {path.suffix!r} for {path}; use .jsonl or .csv")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq  # imported here: only Parquet manifests need it
+
+        try:
+            return pq.read_table(path).to_pylist()
+        except Exception as error:  # pyarrow raises ArrowInvalid and OSError variants
+            raise ValueError(f"{path}: not a readable Parquet file ({error})") from error
+    raise ValueError(f"unsupported manifest format {path.suffix!r} for {path}; use .jsonl, "
+                     ".csv or .parquet")
 
 
 def row_name(row: Record, position: int) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
@@ -98,3 +99,37 @@ class TestReport(Callback):
                 logger.log_table(key="test/per_class", columns=list(rows[0]),
                                  data=[list(row.values()) for row in rows])
         log.info("test report written to %s", self.dirpath)
+
+
+class SkippedSampleCounter(Callback):
+    """Log how many unreadable samples each split left out (``data.on_bad_sample=skip``).
+
+    The collator reports ``num_skipped`` per batch; the sums are logged per epoch as
+    ``<split>/skipped_samples`` (summed over processes), so a data problem shows up in the
+    metrics rather than only in the warnings.
+    """
+
+    @staticmethod
+    def _count(pl_module: pl.LightningModule, batch: Any, split: str) -> None:
+        skipped = batch.get("num_skipped", 0) if isinstance(batch, dict) else 0
+        pl_module.log(f"{split}/skipped_samples", float(skipped), on_step=False,
+                      on_epoch=True, reduce_fx="sum", sync_dist=True,
+                      batch_size=len(batch["index"]))
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Count the training batch's skipped samples."""
+        self._count(pl_module, batch, "train")
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                                outputs: Any, batch: Any, batch_idx: int,
+                                dataloader_idx: int = 0) -> None:
+        """Count the validation batch's skipped samples (not during the sanity check)."""
+        if not trainer.sanity_checking:
+            self._count(pl_module, batch, "val")
+
+    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                          outputs: Any, batch: Any, batch_idx: int,
+                          dataloader_idx: int = 0) -> None:
+        """Count the test batch's skipped samples."""
+        self._count(pl_module, batch, "test")

@@ -1,4 +1,4 @@
-"""Build a small user data set on disk in the manifest format: PNG, WAV, JSONL or CSV."""
+"""Build a small user data set on disk in the manifest format: PNG, WAV, JSONL/CSV/Parquet."""
 
 from __future__ import annotations
 
@@ -29,6 +29,11 @@ def write_manifest_dataset(root: Path, rows_per_split: int = 4, fmt: str = "json
     if fmt == "jsonl":
         with (root / "manifest.jsonl").open("w") as handle:
             handle.writelines(json.dumps(row) + "\n" for row in rows)
+    elif fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), root / "manifest.parquet")
     else:
         with (root / "manifest.csv").open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))

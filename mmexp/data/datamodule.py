@@ -128,6 +128,10 @@ class ManifestDataModule(pl.LightningDataModule):
         path = self.root / "meta.json"
         return json.loads(path.read_text()) if path.is_file() else {}
 
+    def source_of(self, stage: str) -> Path:
+        """The file the rows of ``stage`` come from, named in error messages."""
+        return self.manifest_path
+
     def read_splits(self) -> dict[str, list[Record]]:
         """The raw rows of each stage; data sets in a published format override this."""
         rows = read_manifest(self.manifest_path)
@@ -150,10 +154,10 @@ class ManifestDataModule(pl.LightningDataModule):
             splits[stage], bad = screen_rows(
                 rows, stage, self.on_bad_sample, columns=self.columns,
                 label_column=self.label_column, known_labels=known, root=self.root,
-                check_files=self.check_files, source=self.manifest_path)
+                check_files=self.check_files, source=self.source_of(stage))
             self.bad_samples.extend(bad)
             if not splits[stage]:
-                raise ValueError(f"{self.manifest_path}: no usable rows left in the {stage} "
+                raise ValueError(f"{self.source_of(stage)}: no usable rows left in the {stage} "
                                  "split")
         return splits
 
@@ -194,16 +198,16 @@ class ManifestDataModule(pl.LightningDataModule):
             if not self.processors:
                 raise RuntimeError("call set_processors() with the encoders' processors first")
             processors = self.processors["train" if stage == "train" else "eval"]
-        labels = label_index(rows, self.label_column, self.label_names, self.manifest_path)
+        labels = label_index(rows, self.label_column, self.label_names, self.source_of(stage))
         return ManifestDataset(rows, labels, self.root, self.columns, processors,
-                               self.manifest_path, skip_unreadable=self.on_bad_sample == "skip")
+                               self.source_of(stage), skip_unreadable=self.on_bad_sample == "skip")
 
     def _subset(self, rows: list[Record]) -> list[Record]:
         size = (self.train_subset if isinstance(self.train_subset, int)
                 else max(1, round(self.train_subset * len(rows))))
         if size > len(rows):
             raise ValueError(f"data.train_subset={self.train_subset} but the train split of "
-                             f"{self.manifest_path} has only {len(rows)} rows")
+                             f"{self.source_of('train')} has only {len(rows)} rows")
         generator = torch.Generator().manual_seed(self.subset_seed)
         chosen = torch.randperm(len(rows), generator=generator)[:size].sort().values
         return [rows[i] for i in chosen.tolist()]

@@ -1,0 +1,1 @@
+"""Published multimodal data sets, each read in the format it is distributed in."""

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from pytorch_lightning import Callback
 
 from mmexp.builders import build_data_and_model, build_module
@@ -106,8 +107,10 @@ def test_missing_encoder_for_a_modality_is_named(make_train_cfg):
 
 @pytest.mark.parametrize("data", options("data"))
 def test_data_configs_instantiate(tmp_path, data_dir, data):
-    root = [f"data.root={tmp_path}"] if data == "manifest" else []
-    cfg = compose_config("train", [f"data={data}", *root], tmp_path / "run", data_dir)
+    cfg = compose_config("train", [f"data={data}"], tmp_path / "run", data_dir)
+    for key in ("root", "path"):  # where the data live: mandatory for all but shapes
+        if key in list(cfg.data) and OmegaConf.is_missing(cfg.data, key):
+            cfg.data[key] = str(tmp_path)
     datamodule = instantiate(cfg.data)
     assert list(datamodule.modalities) == list(cfg.data.modalities)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import wave
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -27,13 +28,14 @@ def write_wav(path: str | Path, waveform: np.ndarray, sample_rate: int) -> None:
         handle.writeframes(pcm.tobytes())
 
 
-def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
+def read_wav(path: str | Path | BinaryIO, name: str | None = None) -> tuple[np.ndarray, int]:
     """Read an 8/16/24/32-bit PCM WAV file as mono float32 in ``[-1, 1)``.
 
     Multi-channel audio is averaged to mono.
 
     Args:
-        path: The ``.wav`` file.
+        path: The ``.wav`` file, or a binary file object holding one.
+        name: How to call it in errors (defaults to ``path``).
 
     Returns:
         ``(waveform, sample_rate)``.
@@ -42,12 +44,14 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
         ValueError: The file is missing, corrupt, or not integer PCM of a supported width;
             the message names the file.
     """
+    label = name or path
     try:
-        with wave.open(str(path), "rb") as handle:
+        source = path if hasattr(path, "read") else str(path)
+        with wave.open(source, "rb") as handle:  # type: ignore[arg-type]
             width, channels = handle.getsampwidth(), handle.getnchannels()
             rate, frames = handle.getframerate(), handle.readframes(handle.getnframes())
     except (wave.Error, EOFError, OSError) as error:
-        raise ValueError(f"cannot read WAV file {path}: {error}") from None
+        raise ValueError(f"cannot read WAV file {label}: {error}") from None
     if width == 3:
         raw = np.frombuffer(frames[: len(frames) - len(frames) % 3], dtype=np.uint8)
         # Little-endian 24-bit: place the three bytes in the top of an int32 to keep the sign.
@@ -59,8 +63,10 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
         usable = len(frames) - len(frames) % width
         samples = np.frombuffer(frames[:usable], dtype=dtype).astype(np.float64)
     else:
-        raise ValueError(f"cannot read WAV file {path}: unsupported sample width {8 * width} bits")
+        raise ValueError(f"cannot read WAV file {label}: unsupported sample width "
+                         f"{8 * width} bits")
     if channels < 1 or len(samples) % channels:
-        raise ValueError(f"cannot read WAV file {path}: truncated data for {channels} channels")
+        raise ValueError(f"cannot read WAV file {label}: truncated data for {channels} "
+                         "channels")
     waveform = (samples - offset) / scale
     return waveform.reshape(-1, channels).mean(axis=1).astype(np.float32), rate

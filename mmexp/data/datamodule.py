@@ -17,6 +17,8 @@ from mmexp.data.manifest import (
     Record,
     infer_label_names,
     label_index,
+    label_set,
+    multi_hot,
     read_manifest,
     split_rows,
 )
@@ -47,6 +49,8 @@ class ManifestDataModule(pl.LightningDataModule):
         pin_memory: Pin host memory for faster host-to-GPU copies.
         persistent_workers: Keep workers alive between epochs.
         check_files: Check at setup that every referenced file exists.
+        multilabel: Each row has a set of labels (a JSON list, or ``a|b`` in CSV); targets
+            are multi-hot vectors.
         on_bad_sample: ``raise`` stops at setup on a missing file, empty text or unknown
             label (and on an undecodable file when it is read), naming file and row;
             ``skip`` leaves such samples out, logs them and records them
@@ -73,6 +77,7 @@ class ManifestDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = False,
         check_files: bool = True,
+        multilabel: bool = False,
         on_bad_sample: str = "raise",
         train_subset: int | float | None = None,
         subset_seed: int = 0,
@@ -97,6 +102,7 @@ class ManifestDataModule(pl.LightningDataModule):
             raise ValueError(f"data.on_bad_sample must be one of {POLICIES}, got "
                              f"{on_bad_sample!r}")
         self.on_bad_sample = on_bad_sample
+        self.multilabel = multilabel
         # Samples left out at setup under on_bad_sample=skip, for the run record.
         self.bad_samples: list[BadSample] = []
         if train_subset is not None and not (
@@ -143,19 +149,32 @@ class ManifestDataModule(pl.LightningDataModule):
     def _raw_splits(self) -> dict[str, list[Record]]:
         return self.read_splits()
 
-    @cached_property
-    def _splits(self) -> dict[str, list[Record]]:
+    def screen(self, stage: str, rows: Sequence[Record]) -> Sequence[Record]:
+        """The usable rows of ``stage`` under ``on_bad_sample``; records the bad ones."""
+        return self.take(rows, self.usable_positions(stage, rows))
+
+    def usable_positions(self, stage: str, rows: Sequence[Record],
+                         columns: Mapping[str, str] | None = None) -> list[int]:
+        """Positions of the usable rows; the bad ones are raised or recorded.
+
+        ``columns`` restricts the check to some modalities (default: all of them).
+        """
         known = None
         if "label_names" in self.meta:
             names = list(self.meta["label_names"])
             known = {*names, *(str(i) for i in range(len(names)))}
+        kept, bad = screen_rows(
+            rows, stage, self.on_bad_sample, columns=self.columns if columns is None else columns,
+            label_column=self.label_column, known_labels=known, root=self.root,
+            check_files=self.check_files, source=self.source_of(stage))
+        self.bad_samples.extend(bad)
+        return kept
+
+    @cached_property
+    def _splits(self) -> dict[str, Sequence[Record]]:
         splits = {}
         for stage, rows in self._raw_splits.items():
-            splits[stage], bad = screen_rows(
-                rows, stage, self.on_bad_sample, columns=self.columns,
-                label_column=self.label_column, known_labels=known, root=self.root,
-                check_files=self.check_files, source=self.source_of(stage))
-            self.bad_samples.extend(bad)
+            splits[stage] = self.screen(stage, rows)
             if not splits[stage]:
                 raise ValueError(f"{self.source_of(stage)}: no usable rows left in the {stage} "
                                  "split")
@@ -168,6 +187,8 @@ class ManifestDataModule(pl.LightningDataModule):
             return list(self.meta["label_names"])
         labelled = [r for rows in self._raw_splits.values() for r in rows
                     if r.get(self.label_column) not in (None, "")]
+        if self.multilabel:
+            return sorted({n for r in labelled for n in label_set(r[self.label_column])})
         return infer_label_names(labelled, self.label_column)
 
     @property
@@ -198,11 +219,12 @@ class ManifestDataModule(pl.LightningDataModule):
             if not self.processors:
                 raise RuntimeError("call set_processors() with the encoders' processors first")
             processors = self.processors["train" if stage == "train" else "eval"]
-        labels = label_index(rows, self.label_column, self.label_names, self.source_of(stage))
+        label_of = multi_hot if self.multilabel else label_index
+        labels = label_of(rows, self.label_column, self.label_names, self.source_of(stage))
         return ManifestDataset(rows, labels, self.root, self.columns, processors,
                                self.source_of(stage), skip_unreadable=self.on_bad_sample == "skip")
 
-    def _subset(self, rows: list[Record]) -> list[Record]:
+    def _subset(self, rows: Sequence[Record]) -> Sequence[Record]:
         size = (self.train_subset if isinstance(self.train_subset, int)
                 else max(1, round(self.train_subset * len(rows))))
         if size > len(rows):
@@ -210,7 +232,12 @@ class ManifestDataModule(pl.LightningDataModule):
                              f"{self.source_of('train')} has only {len(rows)} rows")
         generator = torch.Generator().manual_seed(self.subset_seed)
         chosen = torch.randperm(len(rows), generator=generator)[:size].sort().values
-        return [rows[i] for i in chosen.tolist()]
+        return self.take(rows, chosen.tolist())
+
+    @staticmethod
+    def take(rows: Sequence[Record], positions: list[int]) -> Sequence[Record]:
+        """The rows at ``positions`` (data sets with lazy rows keep them lazy)."""
+        return [rows[i] for i in positions]
 
     def setup(self, stage: str | None = None) -> None:
         """Read the manifest and build the data sets needed for ``stage``."""

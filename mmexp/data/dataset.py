@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
@@ -29,8 +31,29 @@ def decode_image(path: Path) -> Image.Image:
         return image.convert("RGB")
 
 
+def decode_encoded(modality: str, value: Mapping[str, Any]) -> Any:
+    """Decode a file modality stored inline, as Hugging Face ``datasets`` keep them.
+
+    ``value`` is ``{"bytes": ..., "path": ...}`` (an undecoded ``Image`` / ``Audio``
+    feature) or, for audio, ``{"array": ..., "sampling_rate": ...}``.
+    """
+    if modality == "audio" and "array" in value:
+        return np.asarray(value["array"], dtype=np.float32), int(value["sampling_rate"])
+    name = value.get("path") or "<inline bytes>"
+    if value.get("bytes") is None:
+        raise ValueError(f"{modality} {name} has no bytes")
+    if modality == "image":
+        try:
+            with Image.open(io.BytesIO(value["bytes"])) as image:
+                image.load()
+                return image.convert("RGB")
+        except (UnidentifiedImageError, OSError) as error:
+            raise ValueError(f"corrupt image {name}: {error}") from None
+    return read_wav(io.BytesIO(value["bytes"]), name=name)
+
+
 def decode(modality: str, value: Any, root: Path) -> Any:
-    """Decode one manifest value of ``modality``.
+    """Decode one manifest value of ``modality``: text, a file path or inline bytes.
 
     Raises:
         FileNotFoundError: A referenced file does not exist.
@@ -44,6 +67,8 @@ def decode(modality: str, value: Any, root: Path) -> Any:
     if modality not in FILE_MODALITIES:
         known = ", ".join(("text", *FILE_MODALITIES))
         raise ValueError(f"unknown modality {modality!r}; known: {known}")
+    if isinstance(value, Mapping):
+        return decode_encoded(modality, value)
     path = root / str(value)
     if not path.is_file():
         raise FileNotFoundError(f"missing {modality} file {path}")

@@ -104,6 +104,34 @@ def label_index(
     return indices
 
 
+def label_set(value: Any) -> list[str]:
+    """The labels of a multi-label row: a list, or a ``|``-separated string (CSV)."""
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return [part for part in str(value).split("|") if part]
+
+
+def multi_hot(
+    rows: Sequence[Record], label_column: str, label_names: Sequence[str], source: Path
+) -> list[list[int]]:
+    """Each row's label set as a multi-hot vector over ``label_names``.
+
+    Raises:
+        ValueError: A label is not a known class name.
+    """
+    by_name = {name: index for index, name in enumerate(label_names)}
+    vectors = []
+    for position, row in enumerate(rows):
+        vector = [0] * len(label_names)
+        for name in label_set(row[label_column]):
+            if name not in by_name:
+                raise ValueError(f"{source}: {row_name(row, position)} has unknown label "
+                                 f"{name!r}; known classes: {list(label_names)}")
+            vector[by_name[name]] = 1
+        vectors.append(vector)
+    return vectors
+
+
 def infer_label_names(rows: Sequence[Record], label_column: str) -> list[str]:
     """Class names from the label values: sorted integers or sorted strings."""
     values = {row[label_column] for row in rows}

@@ -45,9 +45,14 @@ def problem(row: Record, columns: Mapping[str, str], label_column: str,
         value = row.get(column)
         if value is None or (isinstance(value, str) and not value.strip()):
             return f"empty {modality} (column {column!r})"
-        if check_files and modality in FILE_MODALITIES and not (root / str(value)).is_file():
+        is_path = isinstance(value, (str, Path))  # not bytes held inline (HF data sets)
+        if check_files and modality in FILE_MODALITIES and is_path and not (
+                root / str(value)).is_file():
             return f"missing {modality} file {root / str(value)}"
     label = row.get(label_column)
+    if isinstance(label, (list, tuple)):  # a multi-label row: every member must be known
+        unknown = [v for v in label if known_labels is not None and str(v) not in known_labels]
+        return f"unknown label(s) {unknown}" if unknown else None
     if label is None or label == "":
         return f"no label (column {label_column!r})"
     if known_labels is not None and str(label) not in known_labels:
@@ -66,7 +71,7 @@ def screen_rows(
     root: Path,
     check_files: bool,
     source: Path,
-) -> tuple[list[Record], list[BadSample]]:
+) -> tuple[list[int], list[BadSample]]:
     """Split ``rows`` into usable rows and bad samples, applying ``policy``.
 
     Args:
@@ -81,7 +86,8 @@ def screen_rows(
         source: The manifest (or annotation) file, named in messages.
 
     Returns:
-        ``(kept rows, bad samples)``; with ``policy="raise"`` the second is always empty.
+        ``(positions of the kept rows, bad samples)``; with ``policy="raise"`` the second is
+        always empty.
 
     Raises:
         ValueError: Bad samples under ``policy="raise"`` (all of them counted, the first
@@ -89,12 +95,12 @@ def screen_rows(
     """
     if policy not in POLICIES:
         raise ValueError(f"data.on_bad_sample must be one of {POLICIES}, got {policy!r}")
-    kept: list[Record] = []
+    kept: list[int] = []
     bad: list[BadSample] = []
     for position, row in enumerate(rows):
         reason = problem(row, columns, label_column, known_labels, root, check_files)
         if reason is None:
-            kept.append(row)
+            kept.append(position)
         else:
             bad.append(BadSample(str(source), stage, row_name(row, position), reason))
     if bad and policy == "raise":

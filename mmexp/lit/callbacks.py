@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
@@ -105,31 +106,54 @@ class SkippedSampleCounter(Callback):
     """Log how many unreadable samples each split left out (``data.on_bad_sample=skip``).
 
     The collator reports ``num_skipped`` per batch; the sums are logged per epoch as
-    ``<split>/skipped_samples`` (summed over processes), so a data problem shows up in the
-    metrics rather than only in the warnings.
+    ``<split>/skipped_samples``, summed over processes, so a data problem shows up in the
+    metrics rather than only in the warnings. The sum is reduced here, in a hook every rank
+    runs: a ``sync_dist`` value would be reduced lazily, possibly from a rank-zero-only
+    callback (the progress bar), and deadlock.
     """
 
-    @staticmethod
-    def _count(pl_module: pl.LightningModule, batch: Any, split: str) -> None:
-        skipped = batch.get("num_skipped", 0) if isinstance(batch, dict) else 0
-        pl_module.log(f"{split}/skipped_samples", float(skipped), on_step=False,
-                      on_epoch=True, reduce_fx="sum", sync_dist=True,
-                      batch_size=len(batch["index"]))
+    def __init__(self) -> None:
+        self.counts = {"train": 0, "val": 0, "test": 0}
+
+    def _add(self, batch: Any, split: str) -> None:
+        if isinstance(batch, dict):
+            self.counts[split] += int(batch.get("num_skipped", 0))
+
+    def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> None:
+        total = trainer.strategy.reduce(
+            torch.tensor(float(self.counts[split]), device=pl_module.device), reduce_op="sum")
+        pl_module.log(f"{split}/skipped_samples", total)
+        self.counts[split] = 0
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
         """Count the training batch's skipped samples."""
-        self._count(pl_module, batch, "train")
+        self._add(batch, "train")
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Log the epoch's training total."""
+        self._log(trainer, pl_module, "train")
 
     def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                                 outputs: Any, batch: Any, batch_idx: int,
                                 dataloader_idx: int = 0) -> None:
-        """Count the validation batch's skipped samples (not during the sanity check)."""
-        if not trainer.sanity_checking:
-            self._count(pl_module, batch, "val")
+        """Count the validation batch's skipped samples."""
+        self._add(batch, "val")
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer,
+                                pl_module: pl.LightningModule) -> None:
+        """Log the validation total (not for the sanity check)."""
+        if trainer.sanity_checking:
+            self.counts["val"] = 0
+            return
+        self._log(trainer, pl_module, "val")
 
     def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                           outputs: Any, batch: Any, batch_idx: int,
                           dataloader_idx: int = 0) -> None:
         """Count the test batch's skipped samples."""
-        self._count(pl_module, batch, "test")
+        self._add(batch, "test")
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Log the test total."""
+        self._log(trainer, pl_module, "test")

@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.optim import Optimizer
-from torchmetrics import MaxMetric, MeanMetric, MinMetric
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection, MinMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from mmexp.encoders.base import EncoderOutput, ModalityEncoder
@@ -37,6 +37,9 @@ class MultimodalClassifier(pl.LightningModule):
             stepped every optimizer step.
         monitor: Validation metric whose best value is tracked as ``<monitor>_best``.
         monitor_mode: ``"max"`` or ``"min"``.
+        metrics: ``(num_classes, split) -> MetricCollection`` updated with
+            ``(logits, labels)``; multi-class accuracy, F1 and AUROC by default.
+        confusion_matrix: Compute the test confusion matrix (single-label tasks).
     """
 
     def __init__(
@@ -50,6 +53,8 @@ class MultimodalClassifier(pl.LightningModule):
         scheduler: Callable[..., Any] | None = None,
         monitor: str = "val/acc",
         monitor_mode: str = "max",
+        metrics: Callable[[int, str], MetricCollection] = classification_metrics,
+        confusion_matrix: bool = True,
     ) -> None:
         super().__init__()
         if monitor_mode not in ("max", "min"):
@@ -62,11 +67,11 @@ class MultimodalClassifier(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.monitor = monitor
-        self.train_metrics = classification_metrics(num_classes, "train")
-        self.val_metrics = classification_metrics(num_classes, "val")
-        self.test_metrics = classification_metrics(num_classes, "test")
+        self.train_metrics = metrics(num_classes, "train")
+        self.val_metrics = metrics(num_classes, "val")
+        self.test_metrics = metrics(num_classes, "test")
         self.val_loss = MeanMetric()
-        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self.test_confusion = MulticlassConfusionMatrix(num_classes) if confusion_matrix else None
         # The last test run's confusion matrix (rows true, columns predicted), for reports.
         self.test_confusion_result: torch.Tensor | None = None
         self.best_monitored = MaxMetric() if monitor_mode == "max" else MinMetric()
@@ -136,15 +141,17 @@ class MultimodalClassifier(pl.LightningModule):
         """Accumulate test metrics."""
         logits, loss = self._shared_step(batch)
         self.test_metrics.update(logits, batch["label"])
-        self.test_confusion.update(logits, batch["label"])
+        if self.test_confusion is not None:
+            self.test_confusion.update(logits, batch["label"])
         self.log("test/loss", loss, on_epoch=True, batch_size=len(batch["label"]))
 
     def on_test_epoch_end(self) -> None:
         """Log the test metrics."""
         self.log_dict(self.test_metrics.compute())
         self.test_metrics.reset()
-        self.test_confusion_result = self.test_confusion.compute().cpu()
-        self.test_confusion.reset()
+        if self.test_confusion is not None:
+            self.test_confusion_result = self.test_confusion.compute().cpu()
+            self.test_confusion.reset()
 
     def configure_optimizers(self) -> dict[str, Any]:
         """Build the injected optimizer and, if any, the per-step schedule."""

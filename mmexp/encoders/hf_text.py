@@ -58,6 +58,10 @@ class HFTextEncoder(BackboneEncoder):
         # The position table bounds the usable length whatever max_length asks for.
         self.max_length = min(max_length, self.tokenizer.model_max_length)
         backbone = hf_from_pretrained(AutoModel.from_pretrained, self.name_or_path, key)
+        if getattr(backbone, "pooler", None) is not None:
+            # BERT-style pooler heads are unused (pooling reads the hidden states); left in,
+            # their parameters would never get a gradient, which DDP rejects.
+            backbone.pooler = None
         self.attach_backbone(backbone, freeze, trainable_blocks, lora)
         self.proj = nn.Linear(backbone.config.hidden_size, out_dim)
 

@@ -38,6 +38,15 @@ def test_tokens_mask_and_cls_or_mean_pooling(bert_dir):
     assert not torch.allclose(out_mean.pooled, out.pooled)
 
 
+def test_every_trainable_parameter_gets_a_gradient(bert_dir):
+    # DDP rejects parameters that never get a gradient (BERT's unused pooler head).
+    encoder = HFTextEncoder(out_dim=16, name_or_path=str(bert_dir), pooling="mean")
+    processor = encoder.processor(train=True)
+    encoder(processor.collate([processor(t) for t in TEXTS])).pooled.sum().backward()
+    without = [n for n, p in encoder.named_parameters() if p.requires_grad and p.grad is None]
+    assert without == []
+
+
 def test_padding_does_not_change_the_features_of_a_text(bert_dir):
     encoder = HFTextEncoder(out_dim=8, name_or_path=str(bert_dir), pooling="mean").eval()
     processor = encoder.processor(train=False)

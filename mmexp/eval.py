@@ -14,35 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mmexp import CONFIG_DIR
 from mmexp.builders import build_data_and_model
 from mmexp.finetune import prepare_finetune
 from mmexp.tracking.run_record import RunRecord
+from mmexp.utils.checkpoints import load_checkpoint
 from mmexp.utils.instantiate import build_trainer
 from mmexp.utils.resolvers import register_resolvers
 from mmexp.utils.summary import print_summary
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True`` and check it carries an mmexp config.
-
-    Raises:
-        FileNotFoundError: No file at ``path``.
-        ValueError: The file is not a readable checkpoint or has no mmexp config.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path: no checkpoint file at {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for a damaged or foreign file
-        raise ValueError(f"ckpt_path: {path} is not a readable checkpoint ({error})") from error
-    if "mmexp_config" not in checkpoint or "state_dict" not in checkpoint:
-        raise ValueError(f"ckpt_path: {path} was not written by mmexp-train (no mmexp_config)")
-    return checkpoint
 
 
 def skip_pretrained_weights(run_cfg: DictConfig) -> None:

@@ -11,9 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from mmexp.eval import evaluate, load_checkpoint
+from mmexp.eval import evaluate
 from mmexp.tracking.wandb_offline import read_offline_run
 from mmexp.train import train
+from mmexp.utils.checkpoints import load_checkpoint
 from tests.conftest import FAST_OVERRIDES, compose_config
 
 

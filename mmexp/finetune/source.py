@@ -18,6 +18,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
+from mmexp.utils.checkpoints import load_checkpoint
+
 log = logging.getLogger(__name__)
 
 KEY = "finetune.checkpoint"
@@ -60,15 +62,11 @@ def resolve_checkpoint(reference: str, cache_dir: Path) -> Path:
         reference: A file path, or ``wandb:<entity>/<project>/<artifact>:<alias>``.
         cache_dir: Where W&B artifacts are downloaded.
 
-    Raises:
-        FileNotFoundError: A path that does not exist.
+    Its existence is checked when it is loaded (:func:`mmexp.utils.checkpoints.load_checkpoint`).
     """
     if reference.startswith(WANDB_PREFIX):
         return download_wandb_artifact(reference.removeprefix(WANDB_PREFIX), cache_dir)
-    path = Path(reference).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"{KEY}: no checkpoint file at {path}")
-    return path
+    return Path(reference).expanduser()
 
 
 @dataclass
@@ -94,15 +92,11 @@ class PretrainedCheckpoint:
         """Resolve and read ``reference``.
 
         Raises:
+            FileNotFoundError: No file at the resolved path.
             ValueError: The file is not a checkpoint written by ``mmexp-train``.
         """
         path = resolve_checkpoint(reference, cache_dir)
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # torch raises several types for a damaged file
-            raise ValueError(f"{KEY}: {path} is not a readable checkpoint ({error})") from error
-        if "mmexp_config" not in checkpoint or "state_dict" not in checkpoint:
-            raise ValueError(f"{KEY}: {path} was not written by mmexp-train (no mmexp_config)")
+        checkpoint = load_checkpoint(path, KEY)
         return cls(reference, path, checkpoint["state_dict"], checkpoint["mmexp_config"],
                    checkpoint.get("mmexp_provenance", {}))
 

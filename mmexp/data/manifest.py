@@ -66,16 +66,6 @@ def row_name(row: Record, position: int) -> str:
     return f"row {position} (id={row['id']!r})" if "id" in row else f"row {position}"
 
 
-def check_columns(rows: Sequence[Record], columns: Sequence[str], source: Path) -> None:
-    """Raise if any row lacks one of ``columns``, naming the first offending row."""
-    for position, row in enumerate(rows):
-        absent = [column for column in columns if row.get(column) in (None, "")]
-        if absent:
-            raise ValueError(
-                f"{source}: {row_name(row, position)} has no value for column(s) {absent}"
-            )
-
-
 def label_index(
     rows: Sequence[Record], label_column: str, label_names: Sequence[str], source: Path
 ) -> list[int]:

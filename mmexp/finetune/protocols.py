@@ -161,20 +161,13 @@ class Partial(FinetuneProtocol):
         self.trainable_blocks = trainable_blocks
 
     def restrict_encoder(self, encoder: ModalityEncoder, key: str) -> None:  # noqa: D102
-        blocks = find_blocks(encoder, key)
+        last_block = find_blocks(encoder, key)[-1] + "."
         encoder.restrict(Trainability("last_n", self.trainable_blocks, key=key))
-        # Layers after the last block (final norm, projection) train with it.
-        last = blocks[-1]
-        for name, parameter in encoder.named_parameters():
-            if _comes_after(name, last, encoder):
-                parameter.requires_grad_(True)
-
-
-def _comes_after(name: str, last_block: str, encoder: nn.Module) -> bool:
-    """Whether parameter ``name`` is registered after ``last_block`` in ``encoder``."""
-    order = [n for n, _ in encoder.named_parameters()]
-    positions = [i for i, n in enumerate(order) if n.startswith(last_block + ".")]
-    return bool(positions) and order.index(name) > max(positions)
+        # Layers registered after the last block (final norm, projection) train with it.
+        parameters = list(encoder.named_parameters())
+        last = max(i for i, (name, _) in enumerate(parameters) if name.startswith(last_block))
+        for _, parameter in parameters[last + 1:]:
+            parameter.requires_grad_(True)
 
 
 class Lora(FinetuneProtocol):

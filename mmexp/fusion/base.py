@@ -16,6 +16,21 @@ from torch import nn
 from mmexp.encoders.base import EncoderOutput
 
 
+def check_heads(owner: str, dim: int, heads: int) -> None:
+    """Raise unless ``heads`` is positive and divides the token width ``dim``.
+
+    Args:
+        owner: Name of the module, for the message.
+        dim: Token width.
+        heads: Attention heads.
+
+    Raises:
+        ValueError: ``heads`` is not positive or does not divide ``dim``.
+    """
+    if heads <= 0 or dim % heads:
+        raise ValueError(f"{owner}: heads ({heads}) must divide dim ({dim})")
+
+
 class FusionStrategy(nn.Module):
     """Base class: validates the modalities and fixes their order.
 

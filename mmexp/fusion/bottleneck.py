@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from mmexp.encoders.base import EncoderOutput
-from mmexp.fusion.base import FusionStrategy
+from mmexp.fusion.base import FusionStrategy, check_heads
 
 
 class BottleneckFusion(FusionStrategy):
@@ -55,8 +55,7 @@ class BottleneckFusion(FusionStrategy):
         dropout: float = 0.1,
     ) -> None:
         super().__init__(modalities, dim)
-        if heads <= 0 or dim % heads:
-            raise ValueError(f"BottleneckFusion: heads ({heads}) must divide dim ({dim})")
+        check_heads(type(self).__name__, dim, heads)
         if num_bottleneck <= 0:
             raise ValueError(
                 f"BottleneckFusion: num_bottleneck must be positive, got {num_bottleneck}"

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from mmexp.encoders.base import EncoderOutput, masked_mean
-from mmexp.fusion.base import FusionStrategy
+from mmexp.fusion.base import FusionStrategy, check_heads
 
 
 def masked_attention(
@@ -58,8 +58,7 @@ class AttentionBlock(nn.Module):
         self, dim: int, heads: int, hidden_dim: int, dropout: float = 0.0, cross: bool = True
     ) -> None:
         super().__init__()
-        if heads <= 0 or dim % heads:
-            raise ValueError(f"attention heads ({heads}) must divide the token width ({dim})")
+        check_heads(type(self).__name__, dim, heads)
         self.cross = cross
         self.norm_query = nn.LayerNorm(dim)
         # Only cross-attention normalises the context separately; a self-attention block

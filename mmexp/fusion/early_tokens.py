@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from mmexp.encoders.base import EncoderOutput
-from mmexp.fusion.base import FusionStrategy
+from mmexp.fusion.base import FusionStrategy, check_heads
 
 
 class EarlyTokenFusion(FusionStrategy):
@@ -48,8 +48,7 @@ class EarlyTokenFusion(FusionStrategy):
         dropout: float = 0.1,
     ) -> None:
         super().__init__(modalities, dim)
-        if heads <= 0 or dim % heads:
-            raise ValueError(f"EarlyTokenFusion: heads ({heads}) must divide dim ({dim})")
+        check_heads(type(self).__name__, dim, heads)
         if depth <= 0:
             raise ValueError(f"EarlyTokenFusion: depth must be positive, got {depth}")
         self.out_dim = dim

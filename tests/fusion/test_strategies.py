@@ -244,3 +244,11 @@ def test_golden_late_fusion():
     image, text = log_softmax(1.0, 2.0), log_softmax(7.0, -1.0)
     expected = torch.tensor([[image[0] + text[0], image[1] + text[1]], log_softmax(0.5, -1.0)])
     torch.testing.assert_close(golden_late("poe")(features), expected)
+
+
+@pytest.mark.parametrize("name", ["BottleneckFusion", "EarlyTokenFusion",
+                                  "CrossAttentionFusion", "MulTFusion"])
+def test_attention_heads_must_divide_the_width(name):
+    cls = get_class(f"mmexp.fusion.{name}")
+    with pytest.raises(ValueError, match=r"heads \(3\) must divide dim \(8\)"):
+        cls(modalities=["image", "text"], dim=8, heads=3)

@@ -1,4 +1,4 @@
-"""Retrieval recall@K: against a brute-force ranking, de-duplicated, equal under DDP."""
+"""Retrieval recall@K: against a brute-force ranking, de-duplicated, grouped, equal under DDP."""
 
 import pytest
 import torch
@@ -56,8 +56,89 @@ def test_two_process_recall_equals_one_process_on_the_full_gallery(tmp_path):
     a, b = workers.gallery()
     single = RetrievalRecall(["image", "text"], ks=(1, 3))
     single.update(a, b, torch.arange(len(a)))
-    expected = single.compute()
+    images, captions, owner = workers.grouped_gallery()
+    single_grouped = RetrievalRecall(["image", "text"], ks=(1, 3))
+    single_grouped.update(images, captions, torch.arange(len(images)), owner,
+                          torch.arange(len(owner)))
+    expected = {"paired": single.compute(), "grouped": single_grouped.compute()}
+    assert expected["grouped"]["gallery_size_text"] == len(owner)
     for result in run_distributed(workers.sharded_recall, 2, tmp_path):
-        assert result.keys() == expected.keys()
-        for key, value in expected.items():
-            torch.testing.assert_close(result[key], value, msg=key)
+        for kind in expected:  # paired: sampler repeats; grouped: repeated image + captions
+            assert result[kind].keys() == expected[kind].keys()
+            for key, value in expected[kind].items():
+                torch.testing.assert_close(result[kind][key], value, msg=f"{kind} {key}")
+
+
+def brute_force_grouped(images, captions, owner, k: int) -> tuple[float, float]:
+    """Image query: hit if ANY of its captions is in the top k; caption query: its image."""
+    image_hits = 0
+    for query in range(len(images)):
+        scores = sorted(((float(images[query] @ captions[j]), j) for j in range(len(captions))),
+                        reverse=True)
+        image_hits += any(owner[j] == query for _, j in scores[:k])
+    caption_hits = 0
+    for query in range(len(captions)):
+        scores = sorted(((float(captions[query] @ images[i]), i) for i in range(len(images))),
+                        reverse=True)
+        caption_hits += owner[query] in [i for _, i in scores[:k]]
+    return image_hits / len(images), caption_hits / len(captions)
+
+
+def grouped_recall(images, captions, owner) -> dict[str, torch.Tensor]:
+    metric = RetrievalRecall(["image", "text"], ks=(1, 2, 3))
+    workers.grouped_update(metric, images, captions, owner, torch.arange(len(images)))
+    return metric.compute()
+
+
+def test_grouped_recall_matches_a_brute_force_ranking_over_all_captions():
+    images, captions, owner = workers.grouped_gallery()
+    values = grouped_recall(images, captions, owner)
+    for k in (1, 2, 3):
+        i2t, t2i = brute_force_grouped(images, captions, owner, k)
+        assert values[f"r@{k}_i2t"].item() == pytest.approx(i2t), k
+        assert values[f"r@{k}_t2i"].item() == pytest.approx(t2i), k
+    assert values["gallery_size"] == len(images)
+    assert values["gallery_size_text"] == len(captions) == sum(workers.CAPTIONS)
+    # The gallery is one where shortcuts give other answers: scoring only the first caption
+    # of each image (captions de-duplicated by image) changes the image-to-text recall...
+    first = torch.tensor([int(torch.nonzero(owner == i)[0]) for i in range(len(images))])
+    naive = RetrievalRecall(["image", "text"], ks=(1, 2, 3))
+    naive.update(images, captions[first], torch.arange(len(images)))
+    naive_values = naive.compute()
+    assert any(naive_values[f"r@{k}_i2t"] != values[f"r@{k}_i2t"] for k in (1, 2, 3))
+    # ... and counting text-to-image per image instead of per caption changes the other way.
+    per_image = [per_image_t2i(images, captions, owner, k) for k in (1, 2, 3)]
+    assert per_image != [values[f"r@{k}_t2i"].item() for k in (1, 2, 3)]
+
+
+def per_image_t2i(images, captions, owner, k: int) -> float:
+    """Text-to-image recall averaged per image (a wrong protocol), for contrast."""
+    similarity = captions @ images.T
+    hit = (similarity >= similarity[torch.arange(len(owner)), owner][:, None]).sum(1) <= k
+    return float(torch.stack([hit[owner == i].float().mean() for i in range(len(images))]).mean())
+
+
+def test_grouped_recall_does_not_depend_on_batching_or_repeats():
+    images, captions, owner = workers.grouped_gallery()
+    whole = RetrievalRecall(["image", "text"])
+    whole.update(images, captions, torch.arange(len(images)), owner, torch.arange(len(owner)))
+    batched = RetrievalRecall(["image", "text"])
+    workers.grouped_update(batched, images, captions, owner, torch.tensor([4, 0, 2, 1, 3, 0]))
+    assert whole.compute() == batched.compute()
+
+
+def test_grouped_recall_refuses_inconsistent_ids():
+    images, captions, owner = workers.grouped_gallery()
+    metric = RetrievalRecall(["image", "text"])
+    with pytest.raises(ValueError, match="groups and members"):
+        metric.update(images, captions, torch.arange(len(images)), owner)
+    with pytest.raises(ValueError, match="pass groups"):
+        metric.update(images, captions, torch.arange(len(images)))
+    metric.update(images[:2], captions, torch.arange(2), owner, torch.arange(len(owner)))
+    with pytest.raises(ValueError, match="belong to no item"):
+        metric.compute()
+    orphan = RetrievalRecall(["image", "text"])
+    orphan.update(images, captions[owner != 1], torch.arange(len(images)), owner[owner != 1],
+                  torch.arange(len(owner))[owner != 1])
+    with pytest.raises(ValueError, match="no partner"):
+        orphan.compute()

@@ -2,6 +2,12 @@
 
 Both own their temperature (and SigLIP its bias) as learnable parameters, so the objective
 config alone defines the loss, and both compute over the global batch under DDP.
+
+Both take optional pair ``ids`` (e.g. the image of each image-caption pair). Pairs that share
+an id show the same item twice (two captions of one image, or a distributed sampler's
+repeat), so neither may serve as the other's negative: CLIP leaves them out of each other's
+softmax, SigLIP counts them as positives. Without ids, or with distinct ids, both are the
+plain losses of CLIP and SigLIP (checked against open_clip in the tests).
 """
 
 from __future__ import annotations
@@ -61,10 +67,19 @@ class ClipLoss(nn.Module):
         """``1 / temperature``, clamped."""
         return self.log_logit_scale.clamp(max=self.max_log_logit_scale).exp()
 
-    def forward(self, features_a: torch.Tensor, features_b: torch.Tensor) -> torch.Tensor:
-        """Loss of L2-normalised paired features ``[B, D]`` (row ``i`` of both is a pair)."""
+    def forward(self, features_a: torch.Tensor, features_b: torch.Tensor,
+                ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Loss of L2-normalised paired features ``[B, D]`` (row ``i`` of both is a pair).
+
+        ``ids`` (``[B]``, optional): pairs with equal ids are not each other's negatives.
+        """
         return clip_loss(features_a, features_b, self.logit_scale, self.local_loss,
-                         self.gather_with_grad)
+                         self.gather_with_grad, ids)
+
+
+def gather_ids(ids: torch.Tensor) -> torch.Tensor:
+    """Every rank's pair ids, rank order (no gradient: ids are integers)."""
+    return gather_with_local(ids, with_grad=False, keep_local_grad=False)
 
 
 def clip_loss(
@@ -73,6 +88,7 @@ def clip_loss(
     logit_scale: torch.Tensor,
     local_loss: bool = False,
     gather_with_grad: bool = True,
+    ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Symmetric cross-entropy of the scaled similarity matrix; see :class:`ClipLoss`."""
     rank, _ = distributed_world()
@@ -87,8 +103,20 @@ def clip_loss(
         targets = torch.arange(len(features_a), device=features_a.device) + rank * len(features_a)
     else:
         logits_a = logit_scale * all_a @ all_b.T
-        logits_b = logits_a.T
         targets = torch.arange(len(all_a), device=features_a.device)
+    if ids is not None:
+        all_ids = gather_ids(ids)
+        row_ids = ids if local_loss else all_ids
+        # Another pair of the same item is no negative: drop it from both softmaxes. The mask
+        # is the same for both directions (equal ids are symmetric; local rows index b and a
+        # alike), and each row keeps its own target.
+        same = row_ids[:, None] == all_ids[None, :]
+        same[torch.arange(len(targets), device=same.device), targets] = False
+        logits_a = logits_a.masked_fill(same, float("-inf"))
+        if local_loss:
+            logits_b = logits_b.masked_fill(same, float("-inf"))
+    if not local_loss:
+        logits_b = logits_a.T
     return (F.cross_entropy(logits_a, targets) + F.cross_entropy(logits_b, targets)) / 2
 
 
@@ -122,12 +150,21 @@ class SigLipLoss(nn.Module):
         """``1 / temperature``."""
         return self.log_logit_scale.exp()
 
-    def forward(self, features_a: torch.Tensor, features_b: torch.Tensor) -> torch.Tensor:
-        """Loss of L2-normalised paired features ``[B, D]``, summed over pairs per ``a`` row."""
+    def forward(self, features_a: torch.Tensor, features_b: torch.Tensor,
+                ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Loss of L2-normalised paired features ``[B, D]``, summed over pairs per ``a`` row.
+
+        ``ids`` (``[B]``, optional): pairs with equal ids are each other's positives.
+        """
         rank, _ = distributed_world()
         all_b = gather_with_local(features_b, with_grad=True)
         logits = self.logit_scale * features_a @ all_b.T + self.logit_bias
-        labels = -torch.ones_like(logits)
-        rows = torch.arange(len(features_a), device=logits.device)
-        labels[rows, rows + rank * len(features_a)] = 1.0
+        if ids is not None:
+            # Every b of the same item matches this a, including its own pair.
+            same = ids[:, None] == gather_ids(ids)[None, :]
+            labels = same.to(logits.dtype) * 2 - 1
+        else:
+            labels = -torch.ones_like(logits)
+            rows = torch.arange(len(features_a), device=logits.device)
+            labels[rows, rows + rank * len(features_a)] = 1.0
         return -F.logsigmoid(labels * logits).sum() / len(features_a)

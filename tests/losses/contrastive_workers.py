@@ -13,6 +13,8 @@ from mmexp.losses import ClipLoss, SigLipLoss, clip_loss
 
 PER_RANK = 4
 DIM = 8
+# Pair ids of the global batch at 2 ranks: repeats within a rank and across ranks.
+IDS = torch.tensor([0, 1, 1, 2, 2, 3, 0, 4])
 
 
 def global_features(world_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,9 +67,10 @@ class TwoTowers(nn.Module):
         self.tower_b = nn.Linear(DIM, DIM)
         self.loss = loss
 
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    def forward(self, a: torch.Tensor, b: torch.Tensor,
+                ids: torch.Tensor | None = None) -> torch.Tensor:
         return self.loss(F.normalize(self.tower_a(a), dim=-1),
-                         F.normalize(self.tower_b(b), dim=-1))
+                         F.normalize(self.tower_b(b), dim=-1), ids=ids)
 
 
 LOSSES = {
@@ -79,9 +82,10 @@ LOSSES = {
 PLAIN_GATHER = {"clip_plain_gather": lambda: ClipLoss(gather_with_grad=False)}
 
 
-def tower_gradients(model: nn.Module, a: torch.Tensor, b: torch.Tensor) -> dict[str, torch.Tensor]:
+def tower_gradients(model: nn.Module, a: torch.Tensor, b: torch.Tensor,
+                    ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Parameter gradients of one backward pass of ``model`` on ``(a, b)``."""
-    model(a, b).backward()
+    model(a, b, ids).backward()
     return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
 
 
@@ -94,4 +98,9 @@ def ddp_tower_gradients(rank: int, world_size: int) -> dict[str, dict[str, torch
         model = DistributedDataParallel(TwoTowers(make_loss()))
         grads = tower_gradients(model, a[rows], b[rows])
         results[name] = {key.removeprefix("module."): value for key, value in grads.items()}
+        if name in LOSSES:  # with pair ids that repeat across ranks
+            model = DistributedDataParallel(TwoTowers(make_loss()))
+            grads = tower_gradients(model, a[rows], b[rows], IDS[rows])
+            results[f"{name}_ids"] = {key.removeprefix("module."): value
+                                      for key, value in grads.items()}
     return results

@@ -89,12 +89,13 @@ def test_two_process_gradients_equal_one_process_on_the_concatenated_batch(tmp_p
     ranks = run_distributed(workers.ddp_tower_gradients, 2, tmp_path)
     a, b = workers.global_features(2)
     for name, make_loss in workers.LOSSES.items():
-        single = workers.tower_gradients(workers.TwoTowers(make_loss()), a, b)
-        for rank, results in enumerate(ranks):
-            assert set(results[name]) == set(single)
-            for parameter, grad in single.items():
-                torch.testing.assert_close(results[name][parameter], grad,
-                                           msg=f"{name}, rank {rank}, {parameter}")
+        for key, ids in ((name, None), (f"{name}_ids", workers.IDS)):
+            single = workers.tower_gradients(workers.TwoTowers(make_loss()), a, b, ids)
+            for rank, results in enumerate(ranks):
+                assert set(results[key]) == set(single)
+                for parameter, grad in single.items():
+                    torch.testing.assert_close(results[key][parameter], grad,
+                                               msg=f"{key}, rank {rank}, {parameter}")
     assert math.isfinite(float(single["tower_a.weight"].abs().sum()))
     # Without the differentiable gather the gradient is only this rank's share: the
     # comparison above would catch a gather that drops the other ranks' gradient.
@@ -102,3 +103,57 @@ def test_two_process_gradients_equal_one_process_on_the_concatenated_batch(tmp_p
     for parameter, grad in single.items():
         if parameter.startswith("tower"):
             torch.testing.assert_close(ranks[0]["clip_plain_gather"][parameter], grad / 2)
+
+
+@pytest.mark.parametrize("local_loss", [False, True])
+def test_distinct_ids_leave_the_losses_as_open_clip_computes_them(local_loss):
+    a, b = _features()
+    ids = torch.arange(len(a))
+    clip = ClipLoss(init_temperature=0.05, local_loss=local_loss)
+    reference = _loss_and_grads(OpenClipLoss(local_loss=local_loss)(a, b, clip.logit_scale), a, b)
+    siglip = SigLipLoss()
+    siglip_reference = _loss_and_grads(
+        OpenSigLipLoss()(a, b, siglip.logit_scale, siglip.logit_bias), a, b)
+    for got, expected in (
+        (_loss_and_grads(clip(a, b, ids=ids), a, b), reference),
+        (_loss_and_grads(siglip(a, b, ids=ids), a, b), siglip_reference),
+    ):
+        for value, want in zip(got, expected, strict=True):
+            torch.testing.assert_close(value, want)
+
+
+# Pair ids of a batch of 6: two captions of image 0, three of image 2.
+IDS = torch.tensor([0, 0, 1, 2, 2, 2])
+
+
+def brute_force_clip(a, b, ids, scale) -> torch.Tensor:
+    """Each row's cross-entropy over its own pair and the pairs of OTHER items only."""
+    terms = []
+    for queries, keys in ((a, b), (b, a)):
+        for i in range(len(ids)):
+            allowed = [j for j in range(len(ids)) if j == i or ids[j] != ids[i]]
+            logits = torch.stack([scale * queries[i] @ keys[j] for j in allowed])
+            terms.append(-torch.log_softmax(logits, dim=0)[allowed.index(i)])
+    return torch.stack(terms).mean()
+
+
+@pytest.mark.parametrize("local_loss", [False, True])
+def test_clip_leaves_pairs_of_the_same_item_out_of_each_others_softmax(local_loss):
+    a, b = _features()
+    loss = ClipLoss(init_temperature=0.05, local_loss=local_loss)
+    got = _loss_and_grads(loss(a, b, ids=IDS), a, b)
+    expected = _loss_and_grads(brute_force_clip(a, b, IDS, loss.logit_scale.detach()), a, b)
+    for value, want in zip(got, expected, strict=True):
+        torch.testing.assert_close(value, want)
+    assert not torch.isclose(got[0], loss(a, b)).item()  # the duplicates do change the loss
+
+
+def test_siglip_counts_pairs_of_the_same_item_as_positives():
+    a, b = _features()
+    loss = SigLipLoss()
+    labels = torch.where(IDS[:, None] == IDS[None, :], 1.0, -1.0)
+    logits = loss.logit_scale.detach() * a @ b.T + loss.logit_bias.detach()
+    expected = _loss_and_grads(-F.logsigmoid(labels * logits).sum() / len(a), a, b)
+    got = _loss_and_grads(loss(a, b, ids=IDS), a, b)
+    for value, want in zip(got, expected, strict=True):
+        torch.testing.assert_close(value, want)

@@ -22,6 +22,7 @@ from mmexp import CONFIG_DIR
 from mmexp.builders import build_data_and_model, measure_fusion_cost
 from mmexp.data.screening import skipped_report
 from mmexp.finetune import prepare_finetune
+from mmexp.lit.speed import apply_speed_options, speed_options
 from mmexp.tracking.run_record import RunRecord
 from mmexp.tracking.sweep_jobs import run_job
 from mmexp.utils.instantiate import build_trainer
@@ -78,6 +79,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             record.payload["pretrained_from"] = lineage
             # Evaluating the finetuned checkpoint rebuilds the same towers' structure.
             model.run_config["finetune"]["towers"] = lineage["towers"]
+        speed = apply_speed_options(model, **speed_options(cfg.model))
+        if speed:
+            record.payload["speed_options"] = speed
         cost = measure_fusion_cost(model, datamodule)
         if cost is not None:
             log.info("fusion %s: %d parameters, %d FLOPs per sample",

@@ -120,6 +120,15 @@ class ModalityEncoder(nn.Module):
         if self.restriction is not None:
             self.restriction.set_mode(self, mode)
 
+    def set_grad_checkpointing(self, enable: bool = True) -> bool:
+        """Recompute activations in the backward pass instead of storing them.
+
+        Returns:
+            Whether this encoder supports it; the small built-in encoders do not (their
+            activations are small next to a pretrained backbone's).
+        """
+        return False
+
     def processor(self, train: bool) -> ModalityProcessor:
         """Return the preprocessing for this encoder.
 

@@ -235,6 +235,26 @@ class BackboneEncoder(ModalityEncoder):
             self.trainability.set_mode(self.backbone, mode)
         super().keep_frozen_in_eval(mode)
 
+    def set_grad_checkpointing(self, enable: bool = True) -> bool:
+        """Activation checkpointing through the backbone's own switch (timm or transformers).
+
+        Returns:
+            Whether the backbone has such a switch.
+        """
+        backbone: Any = self.backbone
+        if hasattr(backbone, "set_grad_checkpointing"):  # timm models
+            backbone.set_grad_checkpointing(enable)
+            return True
+        if getattr(backbone, "supports_gradient_checkpointing", False):  # transformers
+            if enable:
+                # Non-reentrant checkpointing works with frozen inputs and under DDP.
+                backbone.gradient_checkpointing_enable(
+                    gradient_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                backbone.gradient_checkpointing_disable()
+            return True
+        return False
+
     def parameter_counts(self) -> tuple[int, int]:
         """``(trainable, total)`` parameters, backbone and projections together."""
         return count_parameters(self)

@@ -115,7 +115,9 @@ class MultimodalClassifier(pl.LightningModule):
         """Optimise the loss and accumulate training metrics."""
         logits, loss = self._shared_step(batch)
         self.train_metrics.update(logits.detach(), batch["label"])
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
+        # Not on the progress bar: its values are read with .item() every step, a device
+        # sync that stalls the GPU queue; loggers read it every log_every_n_steps.
+        self.log("train/loss", loss, on_step=True, on_epoch=True,
                  batch_size=len(batch["label"]))
         return loss
 

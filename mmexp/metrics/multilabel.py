@@ -51,13 +51,16 @@ def multilabel_metrics(num_classes: int, prefix: str) -> MetricCollection:
     Returns:
         A collection updated with ``(logits, multi-hot targets)``, named ``<prefix>/<metric>``.
     """
+    # No value checks on the per-step training metrics (a device sync each; see
+    # classification_metrics).
+    checks = {"validate_args": prefix != "train"}
     return MetricCollection(
         {
-            "f1_micro": MultilabelF1Score(num_classes, average="micro"),
-            "f1_macro": MultilabelF1Score(num_classes, average="macro"),
-            "f1_weighted": MultilabelF1Score(num_classes, average="weighted"),
+            "f1_micro": MultilabelF1Score(num_classes, average="micro", **checks),
+            "f1_macro": MultilabelF1Score(num_classes, average="macro", **checks),
+            "f1_weighted": MultilabelF1Score(num_classes, average="weighted", **checks),
             "f1_samples": SamplesF1(),
-            "map": MultilabelAveragePrecision(num_classes, average="macro"),
+            "map": MultilabelAveragePrecision(num_classes, average="macro", **checks),
         },
         prefix=f"{prefix}/",
     )

@@ -130,13 +130,16 @@ def build_module(cfg: DictConfig, num_classes: int) -> pl.LightningModule:
 
     Args:
         cfg: The composed run config.
-        num_classes: Number of classes of the data set.
+        num_classes: Number of classes of the data set (``objective.num_outputs`` wins).
 
     Returns:
         The LightningModule of ``objective.module``, carrying the resolved config so that
         its checkpoints can be evaluated on their own.
     """
     accepted = inspect.signature(get_class(cfg.objective.module._target_)).parameters
+    # A regression predicts objective.num_outputs values (one score) whatever the data's
+    # class count: the head and decision-level fusion are built that wide.
+    num_classes = int(cfg.objective.get("num_outputs") or num_classes)
     parts: dict[str, Any] = {
         "encoders": build_encoders(cfg),
         "optimizer": instantiate(cfg.model.optimizer),

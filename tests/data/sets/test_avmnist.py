@@ -1,0 +1,92 @@
+"""AV-MNIST from a few samples in MultiBench's array format, through mmexp-train."""
+
+import logging
+
+import numpy as np
+import pytest
+
+from mmexp.builders import build_data_and_model
+from mmexp.data.sets.avmnist import AVMNISTDataModule
+from mmexp.train import train
+from tests.conftest import FAST_OVERRIDES, compose_config
+from tests.helpers.multibench_fixtures import write_avmnist
+
+FAST = [o for o in FAST_OVERRIDES if not o.startswith("data.")]
+LOADER = ["data.num_workers=0", "data.persistent_workers=false", "data.batch_size=4",
+          "data.pin_memory=false", "data.val_size=4"]
+
+
+def compose(tmp_path, data_dir, root, *overrides):
+    return compose_config("train", [*FAST, "experiment=avmnist", f"data.root={root}", *LOADER,
+                                    *overrides], tmp_path / "run", data_dir)
+
+
+def test_training_on_the_release_format_reports_accuracy(tmp_path, data_dir, caplog):
+    root = write_avmnist(tmp_path / "avmnist")
+    with caplog.at_level(logging.WARNING):
+        result = train(compose(tmp_path, data_dir, root))
+    metrics = result["metrics"]
+    assert 0 <= metrics["test/acc"] <= 1 and 0 <= metrics["test/f1_macro"] <= 1
+    assert "val/acc_best" in metrics and result["monitor"] == "val/acc"
+    assert "train: 8 found, 55000 published" in caplog.text
+    assert (tmp_path / "run" / "test_report" / "confusion_matrix.png").is_file()
+
+
+def test_arrays_are_split_and_scaled_as_multibench_reads_them(tmp_path):
+    root = write_avmnist(tmp_path / "avmnist")
+    images = np.load(root / "image" / "train_data.npy")
+    spectrograms = np.load(root / "audio" / "train_data.npy")
+    dm = AVMNISTDataModule(root, val_size=4)
+    train, val = dm.dataset("train", processed=False), dm.dataset("val", processed=False)
+    assert len(train) == 8 and len(val) == 4 and len(dm.dataset("test", processed=False)) == 6
+    sample = val[1]  # validation: the last val_size rows of the training files
+    np.testing.assert_allclose(sample["image"], images[9].reshape(28, 28) / 255.0, rtol=1e-6)
+    np.testing.assert_allclose(sample["audio"], spectrograms[9] / 255.0, rtol=1e-6)
+    assert sample["label"] == 9 and dm.num_classes == 10
+
+
+def test_missing_file_says_where_the_data_comes_from(tmp_path):
+    root = write_avmnist(tmp_path / "avmnist")
+    (root / "audio" / "test_data.npy").unlink()
+    with pytest.raises(FileNotFoundError, match=r"AV-MNIST: missing .*audio/test_data.npy.*"
+                                                r"avmnist.tar.gz.*MultiBench"):
+        AVMNISTDataModule(root, val_size=4).setup("fit")
+
+
+def test_wrong_shapes_are_named_with_their_file(tmp_path):
+    root = write_avmnist(tmp_path / "avmnist")
+    np.save(root / "audio" / "train_data.npy", np.zeros((12, 100, 100), np.float32))
+    with pytest.raises(ValueError, match=r"audio/train_data.npy: expected spectrograms of shape "
+                                         r"\[N, 112, 112\], got \[12, 100, 100\]"):
+        AVMNISTDataModule(root, val_size=4).setup("fit")
+    write_avmnist(root)
+    np.save(root / "test_labels.npy", np.zeros(5, np.int64))
+    with pytest.raises(ValueError, match=r"test files disagree .*test_labels.npy: 5"):
+        AVMNISTDataModule(root, val_size=4).setup("test")
+
+
+def test_bad_rows_are_named_by_file_and_index_and_can_be_skipped(tmp_path):
+    root = write_avmnist(tmp_path / "avmnist")
+    images = np.load(root / "image" / "train_data.npy")
+    images[2, 100] = np.nan
+    np.save(root / "image" / "train_data.npy", images)
+    labels = np.load(root / "train_labels.npy")
+    labels[9] = 12  # a validation row (the last 4 of 12)
+    np.save(root / "train_labels.npy", labels)
+    with pytest.raises(ValueError, match=r"image/train_data.npy: train index 2: non-finite"):
+        AVMNISTDataModule(root, val_size=4).setup("fit")
+    dm = AVMNISTDataModule(root, val_size=4, on_bad_sample="skip")
+    assert len(dm.dataset("train", processed=False)) == 7
+    assert len(dm.dataset("val", processed=False)) == 3
+    assert [(b.stage, b.row) for b in dm.bad_samples] == [("train", "index 2"), ("val", "index 9")]
+    assert "label 12 is not a class index in [0, 10)" in dm.bad_samples[1].reason
+    assert dm.bad_samples[1].source.endswith("train_labels.npy")
+
+
+def test_file_encoders_are_refused_with_the_array_encoders_named(tmp_path, data_dir):
+    root = write_avmnist(tmp_path / "avmnist")
+    cfg = compose_config("train", [*FAST, "data=avmnist", f"data.root={root}", *LOADER],
+                         tmp_path / "run", data_dir)
+    with pytest.raises(ValueError, match=r"model.encoders.image preprocesses files .*"
+                                         r"model/encoders/image=lenet.*experiment=avmnist"):
+        build_data_and_model(cfg)

@@ -1,0 +1,81 @@
+"""A few samples of MultiBench's array releases, written in their formats and shapes."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+AVMNIST_COUNTS = {"train": 12, "test": 6}
+
+
+def write_avmnist(root: Path, counts: dict[str, int] = AVMNIST_COUNTS, seed: int = 0) -> Path:
+    """``image/<part>_data.npy`` [N, 784], ``audio/<part>_data.npy`` [N, 112, 112] (values
+    0..255, float32) and ``<part>_labels.npy`` [N], as in MultiBench's ``avmnist.tar.gz``."""
+    rng = np.random.default_rng(seed)
+    for folder in ("image", "audio"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for part, count in counts.items():
+        labels = np.arange(count) % 10
+        images = rng.uniform(0, 40, (count, 28, 28)).astype(np.float32)
+        spectrograms = rng.uniform(0, 40, (count, 112, 112)).astype(np.float32)
+        for i, digit in enumerate(labels):
+            # The digit is where a bright stripe is, in both modalities: there is a signal.
+            images[i, 2 * digit + 4: 2 * digit + 7, 6:22] = 255.0
+            spectrograms[i, 10 * digit + 5: 10 * digit + 12, :] = 230.0
+        np.save(root / "image" / f"{part}_data.npy", images.reshape(count, 784))
+        np.save(root / "audio" / f"{part}_data.npy", spectrograms)
+        np.save(root / f"{part}_labels.npy", labels.astype(np.int64))
+    return root
+
+
+AFFECT_DIMS = {"mosi": {"text": 300, "audio": 5, "vision": 20},
+               "mosei": {"text": 300, "audio": 74, "vision": 35}}
+AFFECT_FILES = {"mosi": "mosi_data.pkl", "mosei": "mosei_senti_data.pkl"}
+AFFECT_COUNTS = {"train": 24, "valid": 8, "test": 8}
+SEQ_LEN = 50
+
+
+def affect_split(dataset: str, count: int, rng: np.random.Generator,
+                 empty_text: int | None = None) -> dict[str, np.ndarray]:
+    """One split: front-padded ``[N, 50, F]`` sequences, ``[N, 1, 1]`` scores, ids.
+
+    The score is a function of the features (the mean over real steps of the first four
+    text features and the first audio feature, squashed into [-3, 3]), so a model can learn
+    it; a few audio values are ``-inf`` as in the COVAREP features. ``empty_text`` makes
+    that segment wordless (all-zero text), which MultiBench's loader drops.
+    """
+    dims = AFFECT_DIMS[dataset]
+    lengths = rng.integers(4, SEQ_LEN + 1, count)
+    part: dict[str, np.ndarray] = {}
+    for modality, width in dims.items():
+        values = np.zeros((count, SEQ_LEN, width), dtype=np.float32)
+        for i, length in enumerate(lengths):
+            values[i, SEQ_LEN - length:] = rng.normal(0, 1, (length, width))
+        part[modality] = values
+    signal = np.array([part["text"][i, SEQ_LEN - n:, :4].sum(-1).mean()
+                       + part["audio"][i, SEQ_LEN - n:, 0].mean() for i, n in enumerate(lengths)])
+    scores = np.round(3 * np.tanh(1.5 * signal) * 3) / 3  # averages of three annotators
+    part["labels"] = scores.astype(np.float32).reshape(count, 1, 1)
+    part["audio"][:3, -1, -1] = -np.inf
+    if empty_text is not None:
+        part["text"][empty_text] = 0.0
+    ids = [(f"video{i // 4:03d}", str(i % 4), str(i % 4 + 1)) for i in range(count)]
+    # MOSI's ids are byte strings (MulT decodes them), MOSEI's are text.
+    part["id"] = np.array(ids, dtype="S" if dataset == "mosi" else str)
+    return part
+
+
+def write_affect_pickle(root: Path, dataset: str = "mosi",
+                        counts: dict[str, int] = AFFECT_COUNTS, seed: int = 0,
+                        empty_text: int | None = 5) -> Path:
+    """``mosi_data.pkl`` / ``mosei_senti_data.pkl``: ``{train|valid|test: {vision, audio,
+    text, labels, id}}`` pickled as MulT and MultiBench distribute it."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    data = {split: affect_split(dataset, count, rng, empty_text if split == "train" else None)
+            for split, count in counts.items()}
+    with (root / AFFECT_FILES[dataset]).open("wb") as handle:
+        pickle.dump(data, handle)
+    return root

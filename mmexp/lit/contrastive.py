@@ -1,4 +1,14 @@
-"""LightningModule for contrastive pretraining of two modality towers, with optional ITM."""
+"""LightningModule for contrastive pretraining of two modality towers, with optional ITM.
+
+Batches come in two shapes. Paired batches (every data set) hold ``B`` rows of both
+modalities, row ``i`` of each a pair, and ``index`` ``[B]``: the id of each row's
+first-modality item. Rows with the same id are the same item (an image drawn with two of its
+captions, or a distributed sampler's repeat) and are never each other's negatives. Grouped
+batches (caption data sets at evaluation) hold ``B`` first-modality items once each and ``M``
+second-modality items, with ``group`` ``[M]`` (the ``index`` of the item each belongs to) and
+``member`` ``[M]`` (their own ids), so that every image is encoded once and all its captions
+are ranked, as the retrieval protocol requires.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +25,7 @@ from torchmetrics import MaxMetric, MeanMetric, MinMetric
 from mmexp.encoders.base import EncoderOutput, ModalityEncoder
 from mmexp.fusion.base import FusionStrategy
 from mmexp.lit.common import configure_optimization, log_validation, save_run_config
-from mmexp.losses.itm import MatchingLoss
+from mmexp.losses.itm import MatchingLoss, select
 from mmexp.metrics.retrieval import RetrievalRecall
 
 Batch = dict[str, Any]
@@ -94,14 +104,36 @@ class ContrastivePretrainer(pl.LightningModule):
         """The unit-norm embedding of a tower's output."""
         return F.normalize(features.pooled, dim=-1)
 
+    @staticmethod
+    def partner_rows(batch: Batch) -> torch.Tensor | None:
+        """For a grouped batch, the first-modality row each second-modality row belongs to."""
+        if "group" not in batch:
+            return None
+        matches = batch["group"][:, None] == batch["index"][None, :]
+        if not matches.any(dim=1).all():
+            raise ValueError("a grouped batch has items whose group is not in the batch")
+        return matches.int().argmax(dim=1)
+
     def _losses(self, batch: Batch) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
         features = self.encode(batch)
         embeddings = [self.embed(features[m]) for m in self.modalities]
-        contrastive = self.loss_fn(*embeddings)
+        # The losses score pairs: a grouped batch becomes one pair per second-modality item.
+        pairs, paired_features, ids = embeddings, features, batch["index"]
+        rows = self.partner_rows(batch)
+        if rows is not None:
+            first = self.modalities[0]
+            pairs = [embeddings[0][rows], embeddings[1]]
+            paired_features = {**features, first: select(features[first], rows)}
+            ids = batch["group"]
+        contrastive = self.loss_fn(*pairs, ids=ids)
         losses = {"contrastive_loss": contrastive, "loss": contrastive}
         if self.matching is not None:
-            logits = self.loss_fn.logit_scale * embeddings[0] @ embeddings[1].T
-            matching, accuracy = self.matching(features, logits)
+            logits = self.loss_fn.logit_scale * pairs[0] @ pairs[1].T
+            # Another pair of the same item is no negative for matching either.
+            same = ids[:, None] == ids[None, :]
+            same.fill_diagonal_(False)
+            matching, accuracy = self.matching(paired_features,
+                                               logits.masked_fill(same, float("-inf")))
             losses.update(itm_loss=matching, itm_acc=accuracy,
                           loss=contrastive + self.matching_weight * matching)
         return losses, embeddings
@@ -129,7 +161,8 @@ class ContrastivePretrainer(pl.LightningModule):
         self.val_loss.update(losses["loss"], weight=len(batch["index"]))
         if "itm_acc" in losses:
             self.val_matching_accuracy.update(losses["itm_acc"], weight=len(batch["index"]))
-        self.val_retrieval.update(*embeddings, batch["index"])
+        self.val_retrieval.update(*embeddings, batch["index"], batch.get("group"),
+                                  batch.get("member"))
 
     def on_validation_epoch_end(self) -> None:
         """Log retrieval recalls, loss and the best value of the monitored metric."""
@@ -145,7 +178,7 @@ class ContrastivePretrainer(pl.LightningModule):
         """Accumulate the test gallery."""
         features = self.encode(batch)
         self.test_retrieval.update(*(self.embed(features[m]) for m in self.modalities),
-                                   batch["index"])
+                                   batch["index"], batch.get("group"), batch.get("member"))
 
     def on_test_epoch_end(self) -> None:
         """Log test retrieval recalls."""

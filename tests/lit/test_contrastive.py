@@ -4,7 +4,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from mmexp.builders import build_module
+from mmexp.encoders.base import EncoderOutput
 from mmexp.eval import evaluate
 from mmexp.losses import sample_hard_negatives
 from mmexp.tracking.wandb_offline import read_offline_run
@@ -88,3 +91,41 @@ def test_eval_of_a_pretraining_checkpoint_reports_the_same_retrieval(make_train_
     evaluated = evaluate(cfg)["metrics"]
     for name in RECALLS:
         assert evaluated[f"test/{name}"] == pytest.approx(result["metrics"][f"test/{name}"])
+
+
+def _fixed_features(batch):
+    """Encoder outputs read straight from the batch (tokens ``[B, T, D]`` per modality)."""
+    return {name: EncoderOutput(batch[name], torch.ones(batch[name].shape[:2], dtype=torch.bool),
+                                batch[name].mean(dim=1)) for name in ("image", "text")}
+
+
+def test_grouped_batches_pair_each_caption_with_its_image(make_train_cfg):
+    module = build_module(make_train_cfg("objective=contrastive"), num_classes=1)
+    module.encode = _fixed_features
+    generator = torch.Generator().manual_seed(0)
+    batch = {"image": torch.randn(3, 4, 128, generator=generator),
+             "text": torch.randn(7, 5, 128, generator=generator),
+             "index": torch.tensor([10, 11, 12]),  # data-set ids, not positions
+             "group": torch.tensor([10, 10, 11, 12, 12, 12, 10]), "member": torch.arange(7)}
+    losses, embeddings = module._losses(batch)
+    images = F.normalize(batch["image"].mean(dim=1), dim=-1)
+    captions = F.normalize(batch["text"].mean(dim=1), dim=-1)
+    rows = torch.tensor([0, 0, 1, 2, 2, 2, 0])
+    expected = module.loss_fn(images[rows], captions, ids=batch["group"])
+    torch.testing.assert_close(losses["loss"], expected)
+    assert [len(e) for e in embeddings] == [3, 7]  # each image once in the retrieval gallery
+    module.validation_step(batch, 0)
+    assert module.val_retrieval.compute()["gallery_size_text"] == 7
+
+
+def test_repeated_items_in_a_paired_batch_are_not_negatives(make_train_cfg):
+    module = build_module(make_train_cfg("objective=contrastive"), num_classes=1)
+    module.encode = _fixed_features
+    generator = torch.Generator().manual_seed(1)
+    batch = {"image": torch.randn(4, 3, 128, generator=generator),
+             "text": torch.randn(4, 3, 128, generator=generator),
+             "index": torch.tensor([5, 8, 5, 2])}  # image 5 with two of its captions
+    pairs = [F.normalize(batch[m].mean(dim=1), dim=-1) for m in ("image", "text")]
+    losses, _ = module._losses(batch)
+    torch.testing.assert_close(losses["loss"], module.loss_fn(*pairs, ids=batch["index"]))
+    assert not torch.isclose(losses["loss"], module.loss_fn(*pairs))

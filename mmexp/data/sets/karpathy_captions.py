@@ -1,0 +1,232 @@
+"""COCO Captions and Flickr30k with the Karpathy splits, read from their release files.
+
+From Karpathy & Fei-Fei, "Deep Visual-Semantic Alignments for Generating Image
+Descriptions", CVPR 2015: ``dataset_coco.json`` / ``dataset_flickr30k.json`` hold
+``{"images": [{"filename", "split", "sentences": [{"raw", ...}], ...}], "dataset": ...}``
+with ``split`` one of ``train``, ``restval``, ``val``, ``test``. COCO images lie at
+``<filepath>/<filename>`` (``train2014/``, ``val2014/``), Flickr30k images in
+``flickr30k-images/``. The standard protocol trains on ``train`` + ``restval`` (COCO:
+113,287 images) and reports recall@1/5/10 both ways on the 5,000 (COCO 5k) or 1,000
+(Flickr30k) test images with five captions each.
+
+Training draws one caption per image per epoch (``train_captions=sample``, seeded, see
+:class:`~mmexp.data.sets.captions.OneCaptionPerImage`) or iterates over every caption
+(``all``; two captions of one image may then share a batch and the losses mask them by image
+id). Evaluation encodes each image once with all its captions (``eval_batch_size`` counts
+images). The data carry no classes: use ``objective=contrastive`` or ``objective=itm``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from torch.utils.data import DataLoader
+
+from mmexp.data.datamodule import ManifestDataModule
+from mmexp.data.dataset import MultimodalCollator
+from mmexp.data.manifest import Record, row_name
+from mmexp.data.screening import SHOWN, BadSample
+from mmexp.data.sets.captions import (
+    CaptionPairs,
+    GroupedCollator,
+    ImageCaptionRows,
+    ImageCaptions,
+    OneCaptionPerImage,
+)
+from mmexp.data.sets.published import check_counts, require_file
+
+log = logging.getLogger(__name__)
+
+SPLITS_ZIP = ("Karpathy's splits are in caption_datasets.zip "
+              "(https://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip)")
+
+
+class Release(NamedTuple):
+    """How one data set is laid out and what its splits hold."""
+
+    name: str
+    annotations: str
+    image_dir: str
+    counts: dict[str, int]
+    obtain: str
+
+
+RELEASES = {
+    "coco": Release(
+        "COCO Captions (Karpathy splits)", "dataset_coco.json", "",
+        {"train": 113287, "val": 5000, "test": 5000},
+        f"{SPLITS_ZIP}; the images are COCO 2014 train2014.zip and val2014.zip "
+        "(https://cocodataset.org/#download). The folder must hold dataset_coco.json, "
+        "train2014/ and val2014/."),
+    "flickr30k": Release(
+        "Flickr30k (Karpathy splits)", "dataset_flickr30k.json", "flickr30k-images",
+        {"train": 29000, "val": 1014, "test": 1000},
+        f"{SPLITS_ZIP}; the images are distributed on request by the University of Illinois "
+        "(https://shannon.cs.illinois.edu/DenotationGraph/). The folder must hold "
+        "dataset_flickr30k.json and flickr30k-images/."),
+}
+TRAIN_CAPTIONS = ("sample", "all")
+
+
+class KarpathyCaptionsDataModule(ManifestDataModule):
+    """Images with their captions for contrastive training and group-aware retrieval.
+
+    Args:
+        root: Folder holding the annotation file and the image folders.
+        dataset: ``coco`` or ``flickr30k``.
+        annotations: Annotation file inside ``root``; defaults to the release's name.
+        image_dir: Folder of the images inside ``root``; defaults to the release's.
+        train_splits: Karpathy splits trained on (``restval`` is the rest of COCO val2014).
+        train_captions: ``sample`` (one caption per image per epoch) or ``all`` (every
+            caption, every epoch).
+        caption_seed: Seed of the caption draws (``null`` counts as 0).
+        eval_captions: Captions kept per validation/test image, the first ones (the
+            standard protocol: 5); ``null`` keeps all (a few COCO images have more).
+        check_counts: Compare image counts with the release: ``warn``, ``raise`` or ``off``.
+        **loader_options: Passed to :class:`ManifestDataModule`.
+    """
+
+    def __init__(self, root: str | Path, dataset: str = "coco", annotations: str | None = None,
+                 image_dir: str | None = None, train_splits: Sequence[str] = ("train", "restval"),
+                 train_captions: str = "sample", caption_seed: int | None = 0,
+                 eval_captions: int | None = 5, check_counts: str = "warn",
+                 **loader_options: Any) -> None:
+        if dataset not in RELEASES:
+            raise ValueError(f"data.dataset must be one of {sorted(RELEASES)}, got {dataset!r}")
+        if train_captions not in TRAIN_CAPTIONS:
+            raise ValueError(f"data.train_captions must be one of {TRAIN_CAPTIONS}, got "
+                             f"{train_captions!r}")
+        modalities = list(loader_options.setdefault("modalities", ["image", "text"]))
+        if modalities != ["image", "text"]:
+            raise ValueError(f"caption data sets pair images with text: data.modalities must "
+                             f"be [image, text], got {modalities}")
+        super().__init__(root=root, columns={"image": "image", "text": "text"},
+                         label_column="label", **loader_options)
+        self.release_key = dataset
+        self.release = RELEASES[dataset]
+        self.annotations = annotations or self.release.annotations
+        self.image_dir = self.release.image_dir if image_dir is None else image_dir
+        self.stage_of = {**{name: "train" for name in train_splits}, "val": "val",
+                         "test": "test"}
+        self.train_captions = train_captions
+        self.caption_seed = caption_seed or 0
+        self.eval_captions = eval_captions
+        self.count_check = check_counts
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """One pseudo-class: the rows are matched pairs, not labelled samples."""
+        return {"label_names": ["pair"]}
+
+    def source_of(self, stage: str) -> Path:
+        """The annotation file (all splits)."""
+        return self.root / self.annotations
+
+    def _record(self, entry: dict[str, Any], stage: str) -> Record:
+        filename = entry.get("filename") or ""
+        image = Path(self.image_dir, entry.get("filepath", ""), filename) if filename else ""
+        captions = [str(s.get("raw", "")) for s in entry.get("sentences", [])]
+        if stage != "train" and self.eval_captions is not None:
+            captions = captions[:self.eval_captions]
+        return {"id": filename, "image": str(image), "captions": captions, "label": 0}
+
+    def read_splits(self) -> dict[str, list[Record]]:
+        """The images of each stage with their captions; counts checked against the release."""
+        path = require_file(self.source_of("train"), self.release.name, self.release.obtain)
+        with path.open(encoding="utf-8") as handle:
+            data = json.load(handle)
+        expected = self.release_key
+        if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+            raise ValueError(f"{path}: expected a Karpathy split file with an 'images' list")
+        if data.get("dataset", expected) != expected:
+            raise ValueError(f"{path} holds the {data['dataset']!r} captions, not {expected!r}; "
+                             "check data.dataset and data.annotations")
+        splits: dict[str, list[Record]] = {"train": [], "val": [], "test": []}
+        for entry in data["images"]:
+            stage = self.stage_of.get(entry.get("split"))
+            if stage is not None:
+                splits[stage].append(self._record(entry, stage))
+        check_counts(self.release.name, {s: len(r) for s, r in splits.items()},
+                     self.release.counts, self.count_check)
+        if self.check_files:
+            # A whole missing image folder is a download step left out, not bad samples.
+            folders = {r["image"].rpartition("/")[0] for rows in splits.values() for r in rows}
+            for folder in sorted(folders):
+                if not (self.root / folder).is_dir():
+                    raise FileNotFoundError(f"{self.release.name}: missing folder "
+                                            f"{self.root / folder}. {self.release.obtain} "
+                                            "Point data.root at that folder.")
+        return splits
+
+    def screen(self, stage: str, rows: Sequence[Record]) -> Sequence[Record]:
+        """Images with a file and their non-empty captions, under ``on_bad_sample``."""
+        images = [rows[i] for i in self.usable_positions(stage, rows, {"image": "image"})]
+        captions = [{"id": f"{image['id']}#{k}", "text": text, "label": 0}
+                    for image in images for k, text in enumerate(image["captions"])]
+        usable = set(self.usable_positions(stage, captions, {"text": "text"}))
+        kept: list[Record] = []
+        bare: list[BadSample] = []
+        pair = 0
+        for position, image in enumerate(images):
+            texts = [t for k, t in enumerate(image["captions"], start=pair) if k in usable]
+            pair += len(image["captions"])
+            if texts:
+                kept.append({**image, "captions": texts})
+            else:
+                bare.append(BadSample(str(self.source_of(stage)), stage,
+                                      row_name(image, position), "no usable caption"))
+        if bare and self.on_bad_sample == "raise":
+            listed = "\n  ".join(str(b) for b in bare[:SHOWN])
+            raise ValueError(f"{len(bare)} image(s) without captions in the {stage} split (set "
+                             f"data.on_bad_sample=skip to leave them out):\n  {listed}")
+        if bare:
+            log.warning("data.on_bad_sample=skip: left out %d %s images without captions, "
+                        "e.g. %s", len(bare), stage, bare[0])
+            self.bad_samples.extend(bare)
+        return kept
+
+    def dataset(self, stage: str, processed: bool = True) -> ImageCaptionRows:
+        """Training pairs (``train``) or images with all their captions (``val``, ``test``)."""
+        rows = self._splits[stage]
+        if stage == "train" and self.train_subset is not None:
+            rows = self._subset(rows)  # a subset of images, with all their captions
+        processors = None
+        if processed:
+            if not self.processors:
+                raise RuntimeError("call set_processors() with the encoders' processors first")
+            processors = self.processors["train" if stage == "train" else "eval"]
+        kind = CaptionPairs if stage == "train" else ImageCaptions
+        return kind(rows, self.root, processors, self.source_of(stage),
+                    skip_unreadable=self.on_bad_sample == "skip")
+
+    def _caption_loader(self, stage: str) -> DataLoader:
+        if stage not in self.datasets:
+            self.setup()
+        dataset = self.datasets[stage]
+        options: dict[str, Any] = {"num_workers": self.num_workers,
+                                   "pin_memory": self.pin_memory,
+                                   "persistent_workers": self.persistent_workers}
+        if stage != "train":
+            return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False,
+                              collate_fn=GroupedCollator(self.processors["eval"]), **options)
+        sampler = (OneCaptionPerImage(dataset.offsets, self.caption_seed)
+                   if self.train_captions == "sample" else None)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=sampler is None,
+                          sampler=sampler, collate_fn=MultimodalCollator(self.processors["train"]),
+                          **options)
+
+    def train_dataloader(self) -> DataLoader:
+        """Image-caption pairs: one caption per image per epoch, or all of them."""
+        return self._caption_loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation images, each with all its captions."""
+        return self._caption_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        """Test images, each with all its captions."""
+        return self._caption_loader("test")

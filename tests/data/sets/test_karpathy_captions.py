@@ -2,6 +2,9 @@
 
 import json
 import logging
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -9,6 +12,7 @@ import torch
 from mmexp.builders import build_data_and_model
 from mmexp.data.sets.captions import OneCaptionPerImage
 from mmexp.data.sets.karpathy_captions import KarpathyCaptionsDataModule
+from mmexp.eval import evaluate
 from mmexp.train import train
 from tests.conftest import FAST_OVERRIDES, compose_config
 from tests.helpers.caption_fixtures import write_karpathy
@@ -168,3 +172,27 @@ def test_only_image_text_pairs_are_accepted(tmp_path):
         KarpathyCaptionsDataModule(tmp_path, modalities=["text", "image"])
     with pytest.raises(ValueError, match="train_captions must be one of"):
         KarpathyCaptionsDataModule(tmp_path, train_captions="first")
+
+
+@pytest.mark.slow
+def test_two_process_training_reports_the_recall_of_one_process(tmp_path, data_dir):
+    # 5 test and 3 val images over 2 ranks: the distributed sampler repeats one of each.
+    root = write_karpathy(tmp_path / "coco", splits={"train": 6, "restval": 2, "val": 3,
+                                                     "test": 5})
+    command = [sys.executable, "-m", "mmexp.train", "trainer=ddp_cpu", "data=coco_captions",
+               f"data.root={root}", "objective=contrastive", *FAST, *LOADER,
+               f"paths.data_dir={data_dir}", f"hydra.run.dir={tmp_path / 'ddp'}"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path,
+                          env={**os.environ, "WANDB_MODE": "offline"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    distributed = json.loads((tmp_path / "ddp" / "results.json").read_text())
+    assert distributed["metrics"]["test/gallery_size_text"] == 25
+    # One caption per image per epoch kept under DDP: 8 images, 4 per rank, one batch of 4
+    # per epoch (a sampler over the 41 pairs would take 6).
+    best = torch.load(distributed["best_checkpoint"], weights_only=True)
+    assert best["global_step"] == best["epoch"] + 1
+    cfg = compose_config("eval", [f"ckpt_path={distributed['best_checkpoint']}", "logger=csv",
+                                  "trainer.accelerator=cpu"], tmp_path / "eval", data_dir)
+    single = evaluate(cfg)["metrics"]
+    for name in [*RECALLS, "gallery_size", "gallery_size_text"]:
+        assert single[f"test/{name}"] == pytest.approx(distributed["metrics"][f"test/{name}"])

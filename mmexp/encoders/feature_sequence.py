@@ -3,10 +3,10 @@
 CMU-MOSI and CMU-MOSEI as MulT (Tsai et al., ACL 2019) and MultiBench (Liang et al., NeurIPS
 2021) distribute them give each modality as a ``[T, F]`` sequence of features extracted
 beforehand: 300-d GloVe word vectors for text, COVAREP acoustic descriptors for audio, Facet
-facial descriptors for vision. The encoder normalises each step (extractors differ in scale
-by orders of magnitude), projects it to the model width and runs a small Transformer or a
-GRU (MultiBench's recurrent encoder) over the real steps; the pooled vector is the mean over
-real steps or the last real step.
+facial descriptors for vision. The encoder standardises each feature (extractors differ in
+scale by orders of magnitude), projects each step to the model width and runs a small
+Transformer or a GRU (MultiBench's recurrent encoder) over the real steps; the pooled vector
+is the mean over real steps or the last real step.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from mmexp.encoders.base import EncoderOutput, ModalityEncoder, masked_mean
 
 KINDS = ("transformer", "gru")
 POOLINGS = ("mean", "last")
+INPUT_NORMS = ("batch", "layer", "none")
 
 
 class FeatureSequenceProcessor:
@@ -78,7 +79,7 @@ def sinusoidal_positions(length: int, width: int, device: torch.device) -> torch
 
 
 class FeatureSequenceEncoder(ModalityEncoder):
-    """Step normalisation, linear projection, then a Transformer or a GRU over real steps.
+    """Feature standardisation, linear projection, then a Transformer or a GRU over real steps.
 
     Args:
         out_dim: Width of the returned tokens and pooled vector.
@@ -90,14 +91,16 @@ class FeatureSequenceEncoder(ModalityEncoder):
         heads: Attention heads (transformer).
         dropout: Dropout inside the sequence model.
         pooling: ``mean`` over real steps or ``last`` real step.
-        input_norm: LayerNorm of each step's features before the projection.
+        input_norm: ``batch``: each feature standardised with batch statistics over the real
+            steps (running ones in evaluation), which keeps how features compare to each
+            other; ``layer``: LayerNorm across the features of each step; ``none``.
         max_length: Steps kept per sequence; ``None`` keeps all.
     """
 
     def __init__(self, out_dim: int = 128, modality: str = "text", input_dim: int = 300,
                  kind: str = "transformer", width: int | None = None, depth: int = 1,
                  heads: int = 4, dropout: float = 0.1, pooling: str = "mean",
-                 input_norm: bool = True, max_length: int | None = None) -> None:
+                 input_norm: str = "batch", max_length: int | None = None) -> None:
         super().__init__(out_dim)
         if kind not in KINDS:
             raise ValueError(f"model.encoders.{modality}.kind must be one of {KINDS}, "
@@ -105,13 +108,17 @@ class FeatureSequenceEncoder(ModalityEncoder):
         if pooling not in POOLINGS:
             raise ValueError(f"model.encoders.{modality}.pooling must be one of {POOLINGS}, "
                              f"got {pooling!r}")
+        if input_norm not in INPUT_NORMS:
+            raise ValueError(f"model.encoders.{modality}.input_norm must be one of "
+                             f"{INPUT_NORMS}, got {input_norm!r}")
         self.modality = modality
         self.input_dim = input_dim
         self.kind = kind
         self.pooling = pooling
         self.max_length = max_length
         width = width or out_dim
-        self.norm_in = nn.LayerNorm(input_dim) if input_norm else nn.Identity()
+        self.norm_in = {"batch": nn.BatchNorm1d(input_dim), "layer": nn.LayerNorm(input_dim),
+                        "none": nn.Identity()}[input_norm]
         self.embed = nn.Linear(input_dim, width)
         self.sequence: nn.Module | None = None
         if depth > 0 and kind == "transformer":
@@ -132,7 +139,18 @@ class FeatureSequenceEncoder(ModalityEncoder):
     def forward(self, inputs: dict[str, torch.Tensor]) -> EncoderOutput:
         """Encode ``{"features": [B, T, F], "mask": [B, T]}`` into ``[B, T, D]`` tokens."""
         features, mask = inputs["features"], inputs["mask"].bool()
-        x = self.embed(self.norm_in(features))
+        if isinstance(self.norm_in, nn.BatchNorm1d):
+            # Statistics over real steps only: padding zeros would bias them. A single real
+            # step has no batch statistics: the running ones are used.
+            real, norm = features[mask], self.norm_in
+            normed = torch.zeros_like(features)
+            normed[mask] = norm(real) if len(real) > 1 or not self.training else (
+                nn.functional.batch_norm(real, norm.running_mean, norm.running_var,
+                                         norm.weight, norm.bias, training=False, eps=norm.eps))
+            features = normed
+        else:
+            features = self.norm_in(features)
+        x = self.embed(features)
         if isinstance(self.sequence, nn.TransformerEncoder):
             x = x + sinusoidal_positions(x.shape[1], x.shape[2], x.device)
             x = self.sequence(x, src_key_padding_mask=~mask)

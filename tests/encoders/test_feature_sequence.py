@@ -72,3 +72,15 @@ def test_lenet_refuses_wrong_sizes():
         processor(np.zeros((112, 112), np.float32))
     with pytest.raises(ValueError, match="below one cell"):
         LeNetEncoder(out_dim=8, input_size=(28, 28), additional_layers=5)
+
+
+def test_batch_standardisation_ignores_padding_and_takes_one_step():
+    encoder = FeatureSequenceEncoder(out_dim=8, input_dim=6, heads=2).train()
+    batch = batch_of(encoder, 3, 7)
+    batch["features"][:, :, 0] += 1000.0 * batch["mask"]  # a feature on another scale
+    encoder(batch)
+    # One update (momentum 0.1) from the 10 real steps at ~1000; with the 4 padding steps
+    # the mean would be ~714 and the running mean ~71.
+    assert float(encoder.norm_in.running_mean[0]) == pytest.approx(100.0, abs=1.0)
+    single = batch_of(encoder, 1)
+    assert encoder(single).pooled.isfinite().all()

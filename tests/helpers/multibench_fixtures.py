@@ -41,10 +41,10 @@ def affect_split(dataset: str, count: int, rng: np.random.Generator,
                  empty_text: int | None = None) -> dict[str, np.ndarray]:
     """One split: front-padded ``[N, 50, F]`` sequences, ``[N, 1, 1]`` scores, ids.
 
-    The score is a function of the features (the mean over real steps of the first four
-    text features and the first audio feature, squashed into [-3, 3]), so a model can learn
-    it; a few audio values are ``-inf`` as in the COVAREP features. ``empty_text`` makes
-    that segment wordless (all-zero text), which MultiBench's loader drops.
+    The score is a function of the features (the mean over real steps of the first audio
+    and the first vision feature, squashed into [-3, 3]), so a model can learn it; a few
+    audio values are ``-inf`` as in the COVAREP features. ``empty_text`` makes that segment
+    wordless (all-zero text), which MultiBench's loader drops.
     """
     dims = AFFECT_DIMS[dataset]
     lengths = rng.integers(4, SEQ_LEN + 1, count)
@@ -54,9 +54,9 @@ def affect_split(dataset: str, count: int, rng: np.random.Generator,
         for i, length in enumerate(lengths):
             values[i, SEQ_LEN - length:] = rng.normal(0, 1, (length, width))
         part[modality] = values
-    signal = np.array([part["text"][i, SEQ_LEN - n:, :4].sum(-1).mean()
-                       + part["audio"][i, SEQ_LEN - n:, 0].mean() for i, n in enumerate(lengths)])
-    scores = np.round(3 * np.tanh(1.5 * signal) * 3) / 3  # averages of three annotators
+    signal = np.array([part["audio"][i, SEQ_LEN - n:, 0].mean()
+                       + part["vision"][i, SEQ_LEN - n:, 0].mean() for i, n in enumerate(lengths)])
+    scores = np.round(3 * np.tanh(2 * signal) * 3) / 3  # averages of three annotators
     part["labels"] = scores.astype(np.float32).reshape(count, 1, 1)
     part["audio"][:3, -1, -1] = -np.inf
     if empty_text is not None:

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from mmexp.data.array_datamodule import ArrayDataModule, ArraySplit
+from mmexp.data.array_datamodule import ArrayDataModule
+from mmexp.data.arrays import ArraySplit
 from mmexp.data.sets.published import check_counts, require_file
 
 NAME = "AV-MNIST"

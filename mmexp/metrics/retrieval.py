@@ -59,6 +59,12 @@ def best_positive_rank(similarity: torch.Tensor, positive: torch.Tensor) -> torc
     return ((similarity >= best) & ~positive).sum(dim=1)
 
 
+def partner_rank(similarity: torch.Tensor, partner: torch.Tensor) -> torch.Tensor:
+    """Rank of each query's single partner (column ``partner[q]``), ties pessimistic."""
+    score = similarity.gather(1, partner[:, None])
+    return (similarity >= score).sum(dim=1) - 1
+
+
 def _unique(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Order that sorts ``ids`` with the first of each repeated id kept; the kept ids."""
     order = torch.argsort(ids, stable=True)
@@ -147,11 +153,9 @@ class RetrievalRecall(Metric):
                                owner[None, :] == torch.arange(start, min(start + CHUNK, len(a)),
                                                               device=owner.device)[:, None])
             for start in range(0, len(a), CHUNK)])
-        columns = torch.arange(len(a), device=owner.device)
-        rank_b = torch.cat([
-            best_positive_rank(b[start:start + CHUNK] @ a.T,
-                               columns[None, :] == owner[start:start + CHUNK, None])
-            for start in range(0, len(b), CHUNK)])
+        # One partner per second-modality query: its score is read directly, no mask needed.
+        rank_b = torch.cat([partner_rank(b[start:start + CHUNK] @ a.T, owner[start:start + CHUNK])
+                            for start in range(0, len(b), CHUNK)])
         values: dict[str, torch.Tensor] = {}
         for direction, rank in zip(self.directions, (rank_a, rank_b), strict=True):
             for k in self.ks:

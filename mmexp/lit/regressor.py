@@ -65,6 +65,18 @@ class MultimodalRegressor(MultimodalClassifier):
                          scheduler=scheduler, monitor=monitor, monitor_mode=monitor_mode,
                          metrics=metrics, confusion_matrix=False)
 
+    def setup(self, stage: str) -> None:
+        """Refuse data whose labels are class indices: a regression needs real targets.
+
+        Raises:
+            ValueError: The data module does not declare real-valued targets.
+        """
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and not getattr(datamodule, "regression", False):
+            raise ValueError(f"objective=regression needs real-valued targets (data=mosi, "
+                             f"mosei), but {type(datamodule).__name__} gives class indices; "
+                             "use objective=classify")
+
     def forward(self, batch: Batch) -> torch.Tensor:
         """Return the predictions ``[B]``."""
         return super().forward(batch).squeeze(-1)

@@ -35,6 +35,12 @@ def test_a_head_with_several_outputs_is_refused(make_train_cfg):
                             torch.nn.L1Loss(), module.optimizer_factory)
 
 
+def test_class_index_data_are_refused(make_train_cfg):
+    with pytest.raises(ValueError, match="needs real-valued targets .*ShapesDataModule gives "
+                                         "class indices"):
+        train(make_train_cfg("objective=regression", "trainer.max_epochs=1"))
+
+
 def test_sentiment_that_depends_on_the_features_is_learned(tmp_path, data_dir):
     # The score is a function of the audio and vision sequences (see affect_split); a model
     # that does not read them cannot beat predicting the training mean.

@@ -125,7 +125,8 @@ class AffectDataModule(ArrayDataModule):
         labels = self._array(part, "labels", key)
         arrays: dict[str, np.ndarray] = {}
         for modality in MODALITIES:  # all three: the text locates the aligned start
-            array = self._array(part, modality, key).astype(np.float32)
+            # No copy when the release is float32 already (MOSEI's arrays are ~2 GB).
+            array = self._array(part, modality, key).astype(np.float32, copy=False)
             width = self.feature_dims.get(modality)
             if array.ndim != 3 or (width is not None and array.shape[2] != width):
                 raise ValueError(f"{self.path}: {key}/{modality} should be [N, T, {width}], "

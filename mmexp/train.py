@@ -20,6 +20,8 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from mmexp import CONFIG_DIR
 from mmexp.builders import build_data_and_model, measure_fusion_cost
+from mmexp.data.cached_datamodule import CachedDataModule
+from mmexp.data.feature_cache import with_feature_cache
 from mmexp.data.screening import skipped_report
 from mmexp.finetune import prepare_finetune
 from mmexp.lit.speed import apply_speed_options, speed_options
@@ -79,6 +81,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             record.payload["pretrained_from"] = lineage
             # Evaluating the finetuned checkpoint rebuilds the same towers' structure.
             model.run_config["finetune"]["towers"] = lineage["towers"]
+        datamodule = with_feature_cache(cfg, model, datamodule)
+        if isinstance(datamodule, CachedDataModule):
+            record.payload["feature_cache"] = datamodule.report
         speed = apply_speed_options(model, **speed_options(cfg.model))
         if speed:
             record.payload["speed_options"] = speed

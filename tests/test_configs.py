@@ -66,6 +66,9 @@ def test_experiment_configs_build_a_model(tmp_path, data_dir, experiment):
     pinned = compose_config("train", [f"experiment={experiment}"], tmp_path / "probe", data_dir)
     fast = [o for o in FAST_OVERRIDES
             if not o.startswith("data.") or o.split("=")[0].split(".", 1)[1] in pinned.data]
+    image = pinned.model.encoders.get("image")
+    if image is not None and image.get("pretrained"):
+        fast.append("model.encoders.image.pretrained=false")  # no hub downloads in tests
     cfg = compose_config("train", [*fast, f"experiment={experiment}"], tmp_path / "run", data_dir)
     module = build_module(cfg, num_classes=4)
     assert set(module.encoders) == set(cfg.data.modalities)

@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mmexp import CONFIG_DIR
+from mmexp.bench.cache_speedup import cache_speedup
 from mmexp.bench.loading import loading_throughput
 from mmexp.bench.throughput import ThroughputBenchmark, prefetch
 from mmexp.bench.timing import device_name
@@ -36,7 +37,7 @@ from mmexp.tracking.environment import git_state, package_versions
 from mmexp.utils.resolvers import register_resolvers
 
 log = logging.getLogger(__name__)
-SUITES = ("throughput", "loading")
+SUITES = ("throughput", "loading", "feature_cache")
 
 
 def bench_device(cfg: DictConfig) -> torch.device:
@@ -85,6 +86,9 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
         options = cfg.bench.loading
         results["suites"]["loading"] = loading_throughput(
             cfg, module, list(options.workers), int(options.batches), options.pin_memory)
+    if "feature_cache" in suites:
+        results["suites"]["feature_cache"] = cache_speedup(
+            cfg, list(cfg.bench.feature_cache.strategies))
     output = Path(cfg.bench.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2) + "\n")
@@ -124,7 +128,29 @@ def print_results(results: dict[str, Any], output: Path) -> None:
         console.print(table)
         if "throughput" in suites:
             _warn_if_starved(console, suites)
+    if "feature_cache" in suites:
+        _print_cache_speedup(console, suites["feature_cache"])
     console.print(f"[bold]results[/bold]: {output}")
+
+
+def _print_cache_speedup(console: Console, data: dict[str, Any]) -> None:
+    monitor = data["monitor"]
+    table = Table(title=f"frozen-encoder ablation, {len(data['strategies'])} strategies x "
+                        f"{data['epochs']} epochs", title_justify="left")
+    for column in ("fusion", "s without", "s with", f"{monitor} without", f"{monitor} with"):
+        table.add_column(column, justify="right")
+    for plain, cached in zip(data["without_cache"]["runs"], data["with_cache"]["runs"],
+                             strict=True):
+        table.add_row(plain["fusion"], f"{plain['seconds']:.1f}", f"{cached['seconds']:.1f}",
+                      _number(plain[monitor]), _number(cached[monitor]))
+    table.add_row("total", f"{data['without_cache']['seconds']:.1f}",
+                  f"{data['with_cache']['seconds']:.1f}", "", "")
+    console.print(table)
+    console.print(f"[bold]feature cache speedup[/bold]: {data['speedup']:.1f}x")
+
+
+def _number(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.4f}"
 
 
 def _warn_if_starved(console: Console, suites: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ lets a fusion strategy be swapped without touching the encoders.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +75,24 @@ def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
 
 
+def output_from(pooled: torch.Tensor, tokens: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None,
+                present: torch.Tensor | None = None) -> EncoderOutput:
+    """An :class:`EncoderOutput`; without tokens the pooled vector is the one token."""
+    if tokens is None:
+        tokens = pooled[:, None]
+        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+    assert mask is not None
+    return EncoderOutput(tokens=tokens, mask=mask.bool(), pooled=pooled, present=present)
+
+
+class CachedFeatures(dict):
+    """A collated batch of one modality's cached frozen-encoder outputs (feature cache).
+
+    An encoder called on it skips its frozen part and runs only what trains after it.
+    """
+
+
 class ModalityEncoder(nn.Module):
     """Base class of the encoders: declares the modality, the width and the preprocessing.
 
@@ -119,6 +138,51 @@ class ModalityEncoder(nn.Module):
         """Put the frozen parts back in eval mode after ``train(mode)``."""
         if self.restriction is not None:
             self.restriction.set_mode(self, mode)
+
+    def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> EncoderOutput:
+        """Encode raw inputs, or finish encoding :class:`CachedFeatures` of the frozen part."""
+        if isinstance(inputs, CachedFeatures):
+            return self.from_frozen_features(inputs)
+        return super().__call__(inputs, *args, **kwargs)
+
+    def frozen_part(self) -> nn.Module:
+        """The part whose outputs a feature cache stores; here the whole encoder."""
+        return self
+
+    def cache_blocker(self) -> str | None:
+        """Why this encoder's frozen-part outputs cannot be cached, or ``None`` if they can.
+
+        They can when the frozen part has no trainable parameter (so its outputs never
+        change) and the preprocessing has no random augmentation.
+        """
+        part = self.frozen_part()
+        if any(p.requires_grad for p in part.parameters()):
+            what = "backbone" if part is not self else "encoder"
+            return f"its {what} trains (freeze it: freeze=frozen, or finetune=frozen)"
+        if getattr(self, "augment", False):
+            return "its preprocessing augments the training data (augment=true)"
+        return None
+
+    def frozen_features(self, inputs: Any, tokens: bool) -> dict[str, torch.Tensor]:
+        """Outputs of :meth:`frozen_part` for a batch, each with the batch as first dim.
+
+        Args:
+            inputs: A collated batch of this modality.
+            tokens: Keep the token sequence (for token-level fusion), not only the pooled
+                vector.
+        """
+        output = self.forward(inputs)
+        features = {"pooled": output.pooled}
+        if tokens:
+            features.update(tokens=output.tokens, mask=output.mask)
+        if output.present is not None:
+            features["present"] = output.present
+        return features
+
+    def from_frozen_features(self, features: Mapping[str, torch.Tensor]) -> EncoderOutput:
+        """The encoder output from :meth:`frozen_features` (computed now or cached)."""
+        return output_from(features["pooled"], features.get("tokens"), features.get("mask"),
+                           features.get("present"))
 
     def set_grad_checkpointing(self, enable: bool = True) -> bool:
         """Recompute activations in the backward pass instead of storing them.

@@ -24,7 +24,7 @@ from typing import Any
 
 from torch import nn
 
-from mmexp.encoders.base import ModalityEncoder
+from mmexp.encoders.base import EncoderOutput, ModalityEncoder
 
 FREEZE_MODES = ("none", "frozen", "last_n")
 LORA_KEYS = ("r", "alpha", "dropout", "target_modules")
@@ -234,6 +234,14 @@ class BackboneEncoder(ModalityEncoder):
         if hasattr(self, "trainability"):
             self.trainability.set_mode(self.backbone, mode)
         super().keep_frozen_in_eval(mode)
+
+    def frozen_part(self) -> nn.Module:
+        """The backbone: the projections after it always train."""
+        return self.backbone
+
+    def forward(self, inputs: Any) -> EncoderOutput:
+        """Backbone, then projections: the same code path a feature cache splits in two."""
+        return self.from_frozen_features(self.frozen_features(inputs, tokens=True))
 
     def set_grad_checkpointing(self, enable: bool = True) -> bool:
         """Activation checkpointing through the backbone's own switch (timm or transformers).

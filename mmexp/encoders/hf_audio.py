@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from mmexp.encoders.audio_features import HFAudioProcessor
-from mmexp.encoders.base import EncoderOutput, masked_mean
+from mmexp.encoders.base import EncoderOutput, masked_mean, output_from
 from mmexp.encoders.freezing import BackboneEncoder
 from mmexp.encoders.hub import hf_from_pretrained
 
@@ -98,8 +98,17 @@ class HFAudioEncoder(BackboneEncoder):
         hidden = self.backbone(**model_inputs).last_hidden_state
         return hidden, self.frame_mask(inputs["lengths"].to(hidden.device), hidden.shape[1])
 
-    def forward(self, inputs: Mapping[str, torch.Tensor]) -> EncoderOutput:
-        """Encode a collated batch (extractor outputs plus ``lengths``) into frame tokens."""
+    def frozen_features(self, inputs: Mapping[str, torch.Tensor],
+                        tokens: bool) -> dict[str, torch.Tensor]:
+        """Mean of the real frames (and the frames with their mask if asked)."""
         hidden, mask = self.backbone_features(inputs)
-        tokens = self.proj(hidden)
-        return EncoderOutput(tokens=tokens, mask=mask, pooled=masked_mean(tokens, mask))
+        # The mean before the (affine) projection equals the mean after it.
+        pooled = masked_mean(hidden, mask)
+        return {"pooled": pooled, "tokens": hidden, "mask": mask} if tokens else {"pooled": pooled}
+
+    def from_frozen_features(self, features: Mapping[str, torch.Tensor]) -> EncoderOutput:
+        """Project frames to ``[B, T, D]`` tokens and the mean to ``[B, D]``."""
+        pooled = self.proj(features["pooled"])
+        if "tokens" not in features:
+            return output_from(pooled)
+        return output_from(pooled, self.proj(features["tokens"]), features["mask"])

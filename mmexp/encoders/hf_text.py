@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmexp.encoders.base import EncoderOutput, masked_mean
+from mmexp.encoders.base import EncoderOutput, masked_mean, output_from
 from mmexp.encoders.freezing import BackboneEncoder
 from mmexp.encoders.hub import hf_from_pretrained
 from mmexp.encoders.processors import TextProcessor
@@ -79,12 +79,21 @@ class HFTextEncoder(BackboneEncoder):
         ).last_hidden_state
         return hidden, mask
 
-    def forward(self, inputs: Mapping[str, torch.Tensor]) -> EncoderOutput:
-        """Encode ``{"input_ids", "attention_mask"}`` into ``[B, T, D]`` tokens."""
+    def frozen_features(self, inputs: Mapping[str, torch.Tensor],
+                        tokens: bool) -> dict[str, torch.Tensor]:
+        """Pooled hidden state (and the hidden states with their mask if asked)."""
         hidden, mask = self.backbone_features(inputs)
-        tokens = self.proj(hidden)
-        pooled = tokens[:, 0] if self.pooling == "cls" else masked_mean(tokens, mask)
-        return EncoderOutput(tokens=tokens, mask=mask, pooled=pooled)
+        # Pooling before the (affine) projection equals pooling after it, and lets a
+        # pooled-only feature cache store one vector per sample.
+        pooled = hidden[:, 0] if self.pooling == "cls" else masked_mean(hidden, mask)
+        return {"pooled": pooled, "tokens": hidden, "mask": mask} if tokens else {"pooled": pooled}
+
+    def from_frozen_features(self, features: Mapping[str, torch.Tensor]) -> EncoderOutput:
+        """Project hidden states to ``[B, T, D]`` tokens and the pooled vector to ``[B, D]``."""
+        pooled = self.proj(features["pooled"])
+        if "tokens" not in features:
+            return output_from(pooled)
+        return output_from(pooled, self.proj(features["tokens"]), features["mask"])
 
 
 def minilm_model_dir() -> Path:

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from mmexp.encoders.base import EncoderOutput
+from mmexp.encoders.base import EncoderOutput, output_from
 from mmexp.encoders.freezing import BackboneEncoder
 from mmexp.encoders.hub import fetch_failed_message, hub_offline
 
@@ -224,16 +224,25 @@ class TimmImageEncoder(BackboneEncoder):
             create_transform(**self.data_config, is_training=train and self.augment)
         )
 
-    def forward(self, inputs: torch.Tensor) -> EncoderOutput:
-        """Encode ``[B, 3, H, W]`` images into ``[B, T, D]`` tokens (all real)."""
+    def frozen_features(self, inputs: torch.Tensor, tokens: bool) -> dict[str, torch.Tensor]:
+        """Backbone features of ``[B, 3, H, W]`` images: pooled, and the tokens if asked."""
         if inputs.ndim != 4 or inputs.shape[1] != 3:
             raise ValueError(f"expected images of shape [B, 3, H, W], got {tuple(inputs.shape)}")
         features = self.backbone.forward_features(inputs)
-        pooled = self.backbone.forward_head(features, pre_logits=True)
-        if features.ndim == 4:  # a feature map: its cells are the tokens
-            features = features.flatten(1, 2) if self.channels_last else (
-                features.flatten(2).transpose(1, 2)
-            )
-        tokens = self.proj(features)
-        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
-        return EncoderOutput(tokens=tokens, mask=mask, pooled=self.pool_proj(pooled))
+        outputs = {"pooled": self.backbone.forward_head(features, pre_logits=True)}
+        if tokens:
+            if features.ndim == 4:  # a feature map: its cells are the tokens
+                features = features.flatten(1, 2) if self.channels_last else (
+                    features.flatten(2).transpose(1, 2)
+                )
+            outputs["tokens"] = features
+            outputs["mask"] = torch.ones(features.shape[:2], dtype=torch.bool,
+                                         device=features.device)
+        return outputs
+
+    def from_frozen_features(self, features: Mapping[str, torch.Tensor]) -> EncoderOutput:
+        """Project the backbone features to ``[B, T, D]`` tokens (all real) and ``[B, D]``."""
+        pooled = self.pool_proj(features["pooled"])
+        if "tokens" not in features:
+            return output_from(pooled)
+        return output_from(pooled, self.proj(features["tokens"]), features["mask"])

@@ -43,10 +43,13 @@ class FusionStrategy(nn.Module):
         out_dim: Width of the fused output.
         produces_logits: Whether the output already is class logits.
         min_modalities: Fewest modalities the published method is defined for.
+        uses_tokens: Whether it reads token sequences (else only pooled vectors), which
+            tells a feature cache whether to store them.
     """
 
     produces_logits: bool = False
     min_modalities: int = 1
+    uses_tokens: bool = False
 
     def __init__(self, modalities: Sequence[str], dim: int) -> None:
         super().__init__()

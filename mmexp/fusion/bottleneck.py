@@ -41,6 +41,7 @@ class BottleneckFusion(FusionStrategy):
         ValueError: Invalid ``heads``, ``depth``, ``num_bottleneck`` or ``fusion_layer``.
     """
 
+    uses_tokens = True
     min_modalities = 2
 
     def __init__(

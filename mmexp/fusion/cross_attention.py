@@ -126,6 +126,7 @@ class CrossAttentionFusion(FusionStrategy):
         dropout: Dropout inside the blocks.
     """
 
+    uses_tokens = True
     min_modalities = 2
 
     def __init__(

@@ -38,6 +38,8 @@ class EarlyTokenFusion(FusionStrategy):
         ValueError: ``heads`` does not divide ``dim`` or ``depth`` is not positive.
     """
 
+    uses_tokens = True
+
     def __init__(
         self,
         modalities: Sequence[str],

@@ -41,6 +41,7 @@ class FiLMFusion(FusionStrategy):
         ValueError: ``conditioning`` is not one of ``modalities``.
     """
 
+    uses_tokens = True
     min_modalities = 2
 
     def __init__(

@@ -43,6 +43,7 @@ class MulTFusion(FusionStrategy):
         dropout: Dropout inside the blocks.
     """
 
+    uses_tokens = True
     min_modalities = 2
 
     def __init__(

@@ -1,0 +1,160 @@
+"""A data module serving cached encoder features instead of decoding files.
+
+Built by :class:`mmexp.data.feature_cache.FeatureCache`; it keeps everything else of the
+data module it wraps (class count, label names, skipped samples) so that training code
+cannot tell the difference, apart from batches that no longer need decoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from mmexp.encoders.base import CachedFeatures
+
+# Row-aligned tensors of a split, next to the features of the modality.
+LABELS, POSITIONS = "__labels__", "__positions__"
+
+
+@dataclass
+class SplitFeatures:
+    """One modality's cached features on one split.
+
+    Attributes:
+        features: ``{name: [N, ...]}``; token sequences are right-padded to the longest.
+        labels: ``[N]`` (or ``[N, C]`` multi-hot) labels of the rows.
+        positions: ``[N]`` sample index of each row in the split (rows of samples skipped
+            as unreadable are absent).
+    """
+
+    features: dict[str, torch.Tensor]
+    labels: torch.Tensor
+    positions: torch.Tensor
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Mapping[str, torch.Tensor]], labels: torch.Tensor,
+                  positions: torch.Tensor) -> SplitFeatures:
+        """Stack per-sample rows, padding token sequences (and their masks) to one length."""
+        if not rows:
+            raise ValueError("feature cache: a split produced no samples")
+        features = {}
+        for name in rows[0]:
+            values = [row[name] for row in rows]
+            if name in ("tokens", "mask"):
+                length = max(v.shape[0] for v in values)
+                values = [torch.nn.functional.pad(v, (0, 0) * (v.dim() - 1)
+                                                  + (0, length - v.shape[0])) for v in values]
+            features[name] = torch.stack(values)
+        # Token features are stored in half precision: a quarter of the disk of float64,
+        # half of float32, and more precise than the bf16 most GPU runs train in.
+        if "tokens" in features:
+            features["tokens"] = features["tokens"].half()
+        return cls(features, labels, positions)
+
+    @classmethod
+    def from_tensors(cls, tensors: Mapping[str, torch.Tensor]) -> SplitFeatures:
+        """Inverse of :meth:`tensors` (a cache file read back)."""
+        features = {k: v for k, v in tensors.items() if k not in (LABELS, POSITIONS)}
+        return cls(features, tensors[LABELS], tensors[POSITIONS])
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Everything in one flat dict, as a cache file stores it."""
+        return {**{k: v.contiguous() for k, v in self.features.items()},
+                LABELS: self.labels.contiguous(), POSITIONS: self.positions.contiguous()}
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+
+class CachedSplit(Dataset):
+    """Rows of one split across modalities; item ``i`` is the ``i``-th common sample."""
+
+    def __init__(self, modalities: Mapping[str, SplitFeatures]) -> None:
+        first = next(iter(modalities.values()))
+        for name, split in modalities.items():
+            if not torch.equal(split.positions, first.positions):
+                raise ValueError(f"feature cache: modality {name!r} covers other samples than "
+                                 f"{next(iter(modalities))!r}; delete the cache entries")
+        self.modalities = dict(modalities)
+        self.labels = first.labels
+        self.positions = first.positions
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, row: int) -> int:
+        return row
+
+    def collate(self, rows: Sequence[int]) -> dict[str, Any]:
+        """Gather rows of every modality; token padding trimmed to the batch's longest."""
+        index = torch.as_tensor(list(rows), dtype=torch.long)
+        batch: dict[str, Any] = {}
+        for name, split in self.modalities.items():
+            features = {key: value[index] for key, value in split.features.items()}
+            if "mask" in features:
+                # Up to the last position any sample uses (left padding stays intact).
+                used = features["mask"].any(dim=0).nonzero()
+                length = int(used.max()) + 1 if len(used) else 1
+                features["mask"] = features["mask"][:, :length].bool()
+                features["tokens"] = features["tokens"][:, :length]
+            features = {key: value.float() if value.dtype == torch.float16 else value
+                        for key, value in features.items()}
+            batch[name] = CachedFeatures(features)
+        batch["label"] = self.labels[index]
+        batch["index"] = self.positions[index]
+        batch["num_skipped"] = 0
+        return batch
+
+
+class CachedDataModule(pl.LightningDataModule):
+    """Loaders over cached features; other attributes come from the wrapped data module.
+
+    Args:
+        base: The data module the features were computed from.
+        splits: ``{stage: {modality: SplitFeatures}}``.
+        report: Cache keys and whether each entry was reused, for the run record.
+    """
+
+    def __init__(self, base: pl.LightningDataModule,
+                 splits: Mapping[str, Mapping[str, SplitFeatures]],
+                 report: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.base = base
+        self.splits = {stage: CachedSplit(features) for stage, features in splits.items()}
+        self.report = dict(report)
+
+    def __getattr__(self, name: str) -> Any:
+        # Class count, label names, skipped samples...: as the wrapped module has them.
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.__dict__["base"], name)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Nothing to read: the features are in memory."""
+
+    def _loader(self, stage: str, shuffle: bool) -> DataLoader:
+        split = self.splits[stage]
+        batch_size = getattr(self.base, "batch_size", 64)
+        if stage != "train":
+            batch_size = getattr(self.base, "eval_batch_size", None) or batch_size
+        # In-memory gathers are faster in the main process than any worker hand-off.
+        return DataLoader(split, batch_size=batch_size, shuffle=shuffle,
+                          collate_fn=split.collate, num_workers=0)
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training rows."""
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation rows in split order."""
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Test rows in split order."""
+        return self._loader("test", shuffle=False)

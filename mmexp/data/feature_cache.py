@@ -1,0 +1,237 @@
+"""Feature cache: the outputs of frozen encoders, computed once and reused from disk.
+
+An ablation over fusion strategies or seeds with frozen encoders recomputes the same
+encoder outputs in every epoch of every run. With ``feature_cache.enabled=true`` each
+frozen encoder's outputs (the pooled vector and, when the fusion reads them, the tokens)
+are computed once per split, stored under ``feature_cache.dir`` and read back by every
+later run whose key matches. The key hashes everything that changes them: the encoder's
+config and frozen weights, its preprocessing, the data config (loader options aside), the
+split's source file, and whether tokens are kept. Only what trains after the frozen part
+(projections, fusion, head) runs during training, on batches that skip file decoding.
+
+Refused, with the encoder named, when an encoder's frozen part trains or its
+preprocessing augments (features would differ between epochs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file, save_file
+
+from mmexp.data.cached_datamodule import CachedDataModule, SplitFeatures
+from mmexp.encoders.base import ModalityEncoder
+
+log = logging.getLogger(__name__)
+
+STAGES = ("train", "val", "test")
+# Loader options do not change what a sample is; they stay out of the key.
+LOADER_KEYS = ("batch_size", "eval_batch_size", "num_workers", "pin_memory",
+               "persistent_workers", "prefetch_factor", "check_files")
+FORMAT_VERSION = 1
+
+
+def _hash(*parts: bytes) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "little"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """Hash of a module's parameters and buffers (names, dtypes, shapes and values)."""
+    parts = []
+    for name, tensor in sorted(module.state_dict().items()):
+        value = tensor.detach().cpu().contiguous()
+        parts += [f"{name}:{value.dtype}:{tuple(value.shape)}".encode(),
+                  value.view(torch.uint8).numpy().tobytes() if value.numel() else b""]
+    return _hash(*parts)
+
+
+class _StablePickler(pickle.Pickler):
+    """Pickles tensors by value: default tensor pickles name their storage by address."""
+
+    def persistent_id(self, obj: Any) -> Any:
+        if isinstance(obj, torch.Tensor):
+            value = obj.detach().cpu().contiguous()
+            return ("tensor", str(value.dtype), tuple(value.shape),
+                    _hash(value.view(torch.uint8).numpy().tobytes() if value.numel() else b""))
+        return None
+
+
+def processor_digest(processor: Any) -> str:
+    """Hash of an encoder's preprocessing (transform, tokenizer, feature extractor)."""
+    buffer = io.BytesIO()
+    _StablePickler(buffer, protocol=4).dump(processor)
+    return _hash(buffer.getvalue())
+
+
+def source_stamp(datamodule: Any, stage: str) -> str:
+    """Path, size and modification time of the file a split is read from, if any."""
+    source_of = getattr(datamodule, "source_of", None)
+    path = Path(source_of(stage)) if source_of else None
+    if path is None or not path.exists():
+        return ""
+    stat = path.stat()
+    return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def cache_key(encoder: ModalityEncoder, encoder_cfg: Any, data_cfg: Any, datamodule: Any,
+              stage: str, tokens: bool) -> str:
+    """The key of one encoder's features on one split (see the module docstring)."""
+    data = {k: v for k, v in OmegaConf.to_container(data_cfg, resolve=True).items()
+            if k not in LOADER_KEYS}
+    return _hash(
+        str(FORMAT_VERSION).encode(),
+        json.dumps(OmegaConf.to_container(encoder_cfg, resolve=True), sort_keys=True,
+                   default=str).encode(),
+        weights_digest(encoder.frozen_part()).encode(),
+        processor_digest(encoder.processor(train=False)).encode(),
+        json.dumps(data, sort_keys=True, default=str).encode(),
+        source_stamp(datamodule, stage).encode(),
+        f"{stage}:tokens={tokens}".encode(),
+    )
+
+
+def check_cacheable(encoders: Mapping[str, ModalityEncoder]) -> None:
+    """Refuse the cache when an encoder's outputs would change during training.
+
+    Raises:
+        ValueError: Naming each such encoder and why.
+    """
+    reasons = {name: encoder.cache_blocker() for name, encoder in encoders.items()}
+    blocked = {name: why for name, why in reasons.items() if why}
+    if blocked:
+        details = "; ".join(f"model.encoders.{name}: {why}" for name, why in blocked.items())
+        raise ValueError(f"feature_cache.enabled=true needs fixed encoder outputs, but {details}")
+
+
+@torch.inference_mode()
+def compute_features(encoder: ModalityEncoder, name: str, loader: Any, tokens: bool,
+                     device: torch.device) -> SplitFeatures:
+    """Run the frozen part of ``encoder`` over every batch; rows placed by sample index."""
+    was_training = encoder.training
+    encoder.eval().to(device)
+    rows: dict[int, dict[str, torch.Tensor]] = {}
+    labels: dict[int, torch.Tensor] = {}
+    for batch in loader:
+        inputs = _to_device(batch[name], device)
+        features = encoder.frozen_features(inputs, tokens)
+        for row, index in enumerate(batch["index"].tolist()):
+            rows[index] = {key: (value[row].float() if value.is_floating_point() else value[row])
+                           .cpu() for key, value in features.items()}
+            labels[index] = batch["label"][row]
+    encoder.train(was_training)
+    positions = sorted(rows)
+    return SplitFeatures.from_rows([rows[i] for i in positions],
+                                   torch.stack([labels[i] for i in positions]),
+                                   torch.tensor(positions, dtype=torch.long))
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, Mapping):
+        return {key: _to_device(item, device) for key, item in value.items()}
+    return value
+
+
+class FeatureCache:
+    """Build or read the cached features of every encoder and split.
+
+    Args:
+        directory: Where cache entries live (``<modality>-<key>.safetensors``).
+        tokens: Keep token sequences: ``"auto"`` (when the fusion reads them), or a bool.
+        device: Where the encoders run while the cache is built.
+    """
+
+    def __init__(self, directory: str | Path, tokens: str | bool = "auto",
+                 device: str | torch.device = "cpu") -> None:
+        if tokens not in ("auto", True, False):
+            raise ValueError(f"feature_cache.tokens must be auto, true or false, got {tokens!r}")
+        self.directory = Path(directory)
+        self.tokens = tokens
+        self.device = torch.device(device)
+
+    def keeps_tokens(self, module: Any) -> bool:
+        """Whether tokens are stored for ``module``'s fusion (or ITM head)."""
+        if self.tokens != "auto":
+            return bool(self.tokens)
+        fusion = getattr(module, "fusion", None)
+        matching = getattr(module, "matching", None)
+        fusion = fusion if fusion is not None else getattr(matching, "fusion", None)
+        return bool(getattr(fusion, "uses_tokens", False))
+
+    def entry(self, name: str, key: str) -> Path:
+        """File of one encoder's features on one split."""
+        return self.directory / f"{name}-{key}.safetensors"
+
+    def split_features(self, name: str, encoder: ModalityEncoder, key: str, datamodule: Any,
+                       stage: str, tokens: bool) -> tuple[SplitFeatures, bool]:
+        """Read a cache entry, or compute and write it; ``(features, was_cached)``."""
+        path = self.entry(name, key)
+        if path.is_file():
+            try:
+                return SplitFeatures.from_tensors(load_file(str(path))), True
+            except Exception as error:  # a truncated or foreign file: rebuild it
+                log.warning("feature cache: unreadable %s (%s); recomputing it", path, error)
+        loader = {"train": datamodule.train_dataloader, "val": datamodule.val_dataloader,
+                  "test": datamodule.test_dataloader}[stage]()
+        features = compute_features(encoder, name, loader, tokens, self.device)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        # Written aside, then renamed: a run stopped mid-write leaves no entry that looks
+        # complete, and concurrent sweep jobs never read a half-written file.
+        save_file(features.tensors(), str(partial), metadata={"split": stage, "modality": name})
+        partial.replace(path)
+        return features, False
+
+    def wrap(self, cfg: DictConfig, module: Any, datamodule: Any) -> CachedDataModule:
+        """A data module serving the cached features of every encoder of ``module``.
+
+        Raises:
+            ValueError: An encoder whose outputs cannot be cached.
+        """
+        encoders: Mapping[str, ModalityEncoder] = module.encoders
+        check_cacheable(encoders)
+        tokens = self.keeps_tokens(module)
+        # Keys first: fast tokenizers keep truncation and padding settings from their first
+        # use, which would change the pickled preprocessing once any loader has run.
+        keys = {(name, stage): cache_key(encoder, cfg.model.encoders[name], cfg.data,
+                                         datamodule, stage, tokens)
+                for name, encoder in encoders.items() for stage in STAGES}
+        datamodule.setup("fit")
+        datamodule.setup("test")
+        splits: dict[str, dict[str, SplitFeatures]] = {stage: {} for stage in STAGES}
+        report = {}
+        for (name, stage), key in keys.items():
+            splits[stage][name], hit = self.split_features(name, encoders[name], key,
+                                                           datamodule, stage, tokens)
+            report[f"{name}/{stage}"] = {"key": key, "reused": hit}
+        log.info("feature cache in %s (tokens=%s): %s", self.directory, tokens, report)
+        return CachedDataModule(datamodule, splits, report)
+
+
+def with_feature_cache(cfg: DictConfig, module: Any, datamodule: Any) -> Any:
+    """``datamodule``, or its cached-feature version when ``feature_cache.enabled``.
+
+    The encoders run on the GPU while the cache is built when the trainer uses one.
+    """
+    options = cfg.get("feature_cache")
+    if not options or not options.get("enabled"):
+        return datamodule
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    use_gpu = torch.cuda.is_available() and accelerator in ("gpu", "cuda", "auto")
+    cache = FeatureCache(options.dir, options.get("tokens", "auto"),
+                         "cuda" if use_gpu else "cpu")
+    return cache.wrap(cfg, module, datamodule)

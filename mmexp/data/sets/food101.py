@@ -32,6 +32,8 @@ OBTAIN = ("It is distributed by its authors (http://visiir.lip6.fr) and mirrored
           "(https://www.kaggle.com/datasets/gianmarco96/upmcfood101); extract it so that the "
           "folder holds images/train/, images/test/ and texts/{train,test}_titles.csv.")
 # Images of the release's splits (train: 67,988; test: 22,716), the rows the CSVs describe.
+# MMBT's 60,101 train + 5,000 dev come from the original per-page text files instead, which
+# lack some pages; its test split has the same 22,716 images.
 PUBLISHED_COUNTS = {"train_titles": 67988, "test_titles": 22716}
 # The 101 dishes (the classes of Food-101, Bossard et al. 2014), folder names, sorted.
 CLASSES = [

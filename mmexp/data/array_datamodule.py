@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mmexp.data.arrays import ArrayCollator, ArrayDataset, ArraySplit, nonfinite_rows
+from mmexp.data.sampling import stage_sampler
 from mmexp.data.screening import POLICIES, SHOWN, BadSample
 from mmexp.encoders.processors import ModalityProcessor
 
@@ -192,25 +193,26 @@ class ArrayDataModule(pl.LightningDataModule):
             if name not in self.datasets:
                 self.datasets[name] = self.dataset(name)
 
-    def _loader(self, stage: str, shuffle: bool) -> DataLoader:
+    def _loader(self, stage: str) -> DataLoader:
         if stage not in self.datasets:
             self.setup()
         key = "train" if stage == "train" else "eval"
         return DataLoader(
             self.datasets[stage],
             batch_size=self.batch_size if stage == "train" else self.eval_batch_size,
-            shuffle=shuffle, num_workers=self.num_workers, pin_memory=self.pin_memory,
+            num_workers=self.num_workers, pin_memory=self.pin_memory,
+            sampler=stage_sampler(self.datasets[stage], stage),
             persistent_workers=self.persistent_workers,
             collate_fn=ArrayCollator(self.processors[key], self.regression), drop_last=False)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches."""
-        return self._loader("train", shuffle=True)
+        return self._loader("train")
 
     def val_dataloader(self) -> DataLoader:
         """Validation batches in file order."""
-        return self._loader("val", shuffle=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
         """Test batches in file order."""
-        return self._loader("test", shuffle=False)
+        return self._loader("test")

@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from mmexp.data.sampling import stage_sampler
 from mmexp.encoders.base import CachedFeatures
 
 # Row-aligned tensors of a split, next to the features of the modality.
@@ -138,23 +139,24 @@ class CachedDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Nothing to read: the features are in memory."""
 
-    def _loader(self, stage: str, shuffle: bool) -> DataLoader:
+    def _loader(self, stage: str) -> DataLoader:
         split = self.splits[stage]
         batch_size = getattr(self.base, "batch_size", 64)
         if stage != "train":
             batch_size = getattr(self.base, "eval_batch_size", None) or batch_size
         # In-memory gathers are faster in the main process than any worker hand-off.
-        return DataLoader(split, batch_size=batch_size, shuffle=shuffle,
+        return DataLoader(split, batch_size=batch_size,
+                          sampler=stage_sampler(split, stage),
                           collate_fn=split.collate, num_workers=0)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training rows."""
-        return self._loader("train", shuffle=True)
+        return self._loader("train")
 
     def val_dataloader(self) -> DataLoader:
         """Validation rows in split order."""
-        return self._loader("val", shuffle=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
         """Test rows in split order."""
-        return self._loader("test", shuffle=False)
+        return self._loader("test")

@@ -22,6 +22,7 @@ from mmexp.data.manifest import (
     read_manifest,
     split_rows,
 )
+from mmexp.data.sampling import stage_sampler
 from mmexp.data.screening import POLICIES, BadSample, screen_rows
 from mmexp.encoders.processors import ModalityProcessor
 
@@ -248,14 +249,14 @@ class ManifestDataModule(pl.LightningDataModule):
             if name not in self.datasets:
                 self.datasets[name] = self.dataset(name)
 
-    def _loader(self, stage: str, shuffle: bool) -> DataLoader:
+    def _loader(self, stage: str) -> DataLoader:
         if stage not in self.datasets:
             self.setup()
         key = "train" if stage == "train" else "eval"
         return DataLoader(
             self.datasets[stage],
             batch_size=self.batch_size if stage == "train" else self.eval_batch_size,
-            shuffle=shuffle,
+            sampler=stage_sampler(self.datasets[stage], stage),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
@@ -265,12 +266,12 @@ class ManifestDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches."""
-        return self._loader("train", shuffle=True)
+        return self._loader("train")
 
     def val_dataloader(self) -> DataLoader:
         """Validation batches in manifest order."""
-        return self._loader("val", shuffle=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
         """Test batches in manifest order."""
-        return self._loader("test", shuffle=False)
+        return self._loader("test")

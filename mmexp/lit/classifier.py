@@ -14,7 +14,13 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from mmexp.encoders.base import EncoderOutput, ModalityEncoder
 from mmexp.fusion.base import FusionStrategy
-from mmexp.lit.common import configure_optimization, log_validation, save_run_config
+from mmexp.lit.common import (
+    EpochMeans,
+    configure_optimization,
+    log_training_step,
+    log_validation,
+    save_run_config,
+)
 from mmexp.metrics.classification import classification_metrics
 
 Batch = dict[str, Any]
@@ -71,6 +77,8 @@ class MultimodalClassifier(pl.LightningModule):
         self.val_metrics = metrics(num_classes, "val")
         self.test_metrics = metrics(num_classes, "test")
         self.val_loss = MeanMetric()
+        self.train_means = EpochMeans(["loss"])
+        self.test_loss = MeanMetric()
         self.test_confusion = MulticlassConfusionMatrix(num_classes) if confusion_matrix else None
         # The last test run's confusion matrix (rows true, columns predicted), for reports.
         self.test_confusion_result: torch.Tensor | None = None
@@ -115,16 +123,15 @@ class MultimodalClassifier(pl.LightningModule):
         """Optimise the loss and accumulate training metrics."""
         logits, loss = self._shared_step(batch)
         self.train_metrics.update(logits.detach(), batch["label"])
-        # Not on the progress bar: its values are read with .item() every step, a device
-        # sync that stalls the GPU queue; loggers read it every log_every_n_steps.
-        self.log("train/loss", loss, on_step=True, on_epoch=True,
-                 batch_size=len(batch["label"]))
+        log_training_step(self, loss, len(batch["label"]))
+        self.train_means.update({"loss": loss}, len(batch["label"]))
         return loss
 
     def on_train_epoch_end(self) -> None:
         """Log the epoch's training metrics."""
         self.log_dict(self.train_metrics.compute())
         self.train_metrics.reset()
+        self.train_means.log_and_reset(self, "train/", "_epoch")
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         """Accumulate validation loss and metrics."""
@@ -145,12 +152,13 @@ class MultimodalClassifier(pl.LightningModule):
         self.test_metrics.update(logits, batch["label"])
         if self.test_confusion is not None:
             self.test_confusion.update(logits, batch["label"])
-        self.log("test/loss", loss, on_epoch=True, batch_size=len(batch["label"]))
+        self.test_loss.update(loss, weight=len(batch["label"]))
 
     def on_test_epoch_end(self) -> None:
         """Log the test metrics."""
-        self.log_dict(self.test_metrics.compute())
+        self.log_dict({**self.test_metrics.compute(), "test/loss": self.test_loss.compute()})
         self.test_metrics.reset()
+        self.test_loss.reset()
         if self.test_confusion is not None:
             self.test_confusion_result = self.test_confusion.compute().cpu()
             self.test_confusion.reset()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from torch import nn
 from torch.optim import Optimizer
-from torchmetrics import Metric
+from torchmetrics import MeanMetric, Metric
 
 
 def configure_optimization(
@@ -23,6 +24,40 @@ def configure_optimization(
     total_steps = int(module.trainer.estimated_stepping_batches)
     scheduler = scheduler_factory(optimizer, total_steps=total_steps)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class EpochMeans(nn.Module):
+    """Weighted means of training values over an epoch and over every process.
+
+    torchmetrics sums them across processes when :meth:`log_and_reset` computes them, in
+    the epoch-end hook every process runs; Lightning's own ``sync_dist`` reduction may run
+    where only rank 0 reads the values (the progress bar), which deadlocks DDP.
+    """
+
+    def __init__(self, names: Sequence[str]) -> None:
+        super().__init__()
+        self.means = nn.ModuleDict({name: MeanMetric() for name in names})
+
+    def update(self, values: Mapping[str, torch.Tensor], weight: int) -> None:
+        """Add one batch's values (detached) with the batch size as weight."""
+        for name, value in values.items():
+            self.means[name].update(value.detach(), weight=weight)
+
+    def log_and_reset(self, module: pl.LightningModule, prefix: str, suffix: str = "") -> None:
+        """Log ``<prefix><name><suffix>`` for every value seen this epoch, then reset."""
+        for name, mean in self.means.items():
+            if mean.update_called:
+                module.log(f"{prefix}{name}{suffix}", mean.compute())
+            mean.reset()
+
+
+def log_training_step(module: pl.LightningModule, loss: torch.Tensor, batch_size: int) -> None:
+    """Log this process's step loss without a device sync per step.
+
+    Not on the progress bar, whose values are read with ``.item()`` every step; loggers
+    read it every ``log_every_n_steps``. Epoch means go through :class:`EpochMeans`.
+    """
+    module.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=batch_size)
 
 
 def log_validation(

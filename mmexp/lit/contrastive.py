@@ -24,7 +24,13 @@ from torchmetrics import MaxMetric, MeanMetric, MinMetric
 
 from mmexp.encoders.base import EncoderOutput, ModalityEncoder
 from mmexp.fusion.base import FusionStrategy
-from mmexp.lit.common import configure_optimization, log_validation, save_run_config
+from mmexp.lit.common import (
+    EpochMeans,
+    configure_optimization,
+    log_training_step,
+    log_validation,
+    save_run_config,
+)
 from mmexp.losses.itm import MatchingLoss, select
 from mmexp.metrics.retrieval import RetrievalRecall
 
@@ -91,6 +97,8 @@ class ContrastivePretrainer(pl.LightningModule):
         self.val_retrieval = RetrievalRecall(self.modalities, recall_ks)
         self.test_retrieval = RetrievalRecall(self.modalities, recall_ks)
         self.val_loss = MeanMetric()
+        self.train_means = EpochMeans(["loss_epoch", "contrastive_loss", "itm_loss", "itm_acc",
+                                       "temperature"])
         self.val_matching_accuracy = MeanMetric()
         self.best_monitored = MaxMetric() if monitor_mode == "max" else MinMetric()
         self.run_config: dict[str, Any] | None = None
@@ -142,17 +150,18 @@ class ContrastivePretrainer(pl.LightningModule):
         """Reset the best value seen during the sanity check."""
         self.best_monitored.reset()
 
+    def on_train_epoch_end(self) -> None:
+        """Log the epoch means of the training losses, over every process."""
+        self.train_means.log_and_reset(self, "train/")
+
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         """Optimise the contrastive (and matching) loss."""
         losses, _ = self._losses(batch)
         size = len(batch["index"])
         total = losses.pop("loss")
-        self.log("train/loss", total, on_step=True, on_epoch=True, prog_bar=True,
-                 batch_size=size)
-        self.log_dict({f"train/{k}": v for k, v in losses.items()}, on_step=False,
-                      on_epoch=True, batch_size=size)
-        self.log("train/temperature", 1.0 / self.loss_fn.logit_scale.detach(), on_step=False,
-                 on_epoch=True, batch_size=size)
+        log_training_step(self, total, size)
+        self.train_means.update({"loss_epoch": total, **losses,
+                                 "temperature": 1.0 / self.loss_fn.logit_scale}, size)
         return total
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:

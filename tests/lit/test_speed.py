@@ -55,7 +55,7 @@ def test_hugging_face_checkpointing_recomputes_with_identical_gradients(tmp_path
     inputs = processor.collate([processor(t) for t in ["a red square", "the big blue circle"]])
     reference = _gradients(encoder, inputs)
     assert enable_gradient_checkpointing({"text": encoder}) == ["text"]
-    assert encoder.backbone.is_gradient_checkpointing
+    assert encoder.backbone.is_activation_checkpointing
     checkpointed = _gradients(encoder, inputs)
     for name, grad in reference.items():
         torch.testing.assert_close(checkpointed[name], grad, rtol=1e-5, atol=1e-6, msg=name)

@@ -41,6 +41,9 @@ def write_per_class_csv(rows: Sequence[dict], path: Path) -> None:
         writer.writerows(rows)
 
 
+ANNOTATE_UP_TO = 30
+
+
 def plot_confusion_matrix(confusion: torch.Tensor, label_names: Sequence[str], path: Path) -> None:
     """Save a row-normalised confusion matrix with counts in the cells."""
     import matplotlib
@@ -50,7 +53,10 @@ def plot_confusion_matrix(confusion: torch.Tensor, label_names: Sequence[str], p
 
     counts = confusion.long()
     rates = counts.double() / counts.sum(dim=1, keepdim=True).clamp_min(1)
-    size = max(3.5, 0.6 * len(label_names) + 2)
+    # Past a few dozen classes the cell counts are unreadable and drawing thousands of
+    # labels dominates the report's time (101 classes: over a minute); colour alone then.
+    annotate = len(label_names) <= ANNOTATE_UP_TO
+    size = max(3.5, 0.6 * min(len(label_names), ANNOTATE_UP_TO) + 2)
     figure, axes = plt.subplots(figsize=(size + 1, size))
     image = axes.imshow(rates.numpy(), cmap="Blues", vmin=0.0, vmax=1.0)
     ticks = range(len(label_names))
@@ -58,7 +64,7 @@ def plot_confusion_matrix(confusion: torch.Tensor, label_names: Sequence[str], p
     axes.set_yticks(ticks, label_names)
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
-    for row in ticks:
+    for row in ticks if annotate else ():
         for column in ticks:
             colour = "white" if rates[row, column] > 0.5 else "black"
             axes.text(column, row, int(counts[row, column]), ha="center", va="center",

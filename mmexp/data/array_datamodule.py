@@ -201,7 +201,7 @@ class ArrayDataModule(pl.LightningDataModule):
             self.datasets[stage],
             batch_size=self.batch_size if stage == "train" else self.eval_batch_size,
             num_workers=self.num_workers, pin_memory=self.pin_memory,
-            sampler=stage_sampler(self.datasets[stage], stage),
+            sampler=stage_sampler(self.datasets[stage], stage), shuffle=stage == "train",
             persistent_workers=self.persistent_workers,
             collate_fn=ArrayCollator(self.processors[key], self.regression), drop_last=False)
 

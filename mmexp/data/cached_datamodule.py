@@ -146,7 +146,7 @@ class CachedDataModule(pl.LightningDataModule):
             batch_size = getattr(self.base, "eval_batch_size", None) or batch_size
         # In-memory gathers are faster in the main process than any worker hand-off.
         return DataLoader(split, batch_size=batch_size,
-                          sampler=stage_sampler(split, stage),
+                          sampler=stage_sampler(split, stage), shuffle=stage == "train",
                           collate_fn=split.collate, num_workers=0)
 
     def train_dataloader(self) -> DataLoader:

@@ -256,7 +256,7 @@ class ManifestDataModule(pl.LightningDataModule):
         return DataLoader(
             self.datasets[stage],
             batch_size=self.batch_size if stage == "train" else self.eval_batch_size,
-            sampler=stage_sampler(self.datasets[stage], stage),
+            sampler=stage_sampler(self.datasets[stage], stage), shuffle=stage == "train",
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,

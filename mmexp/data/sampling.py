@@ -3,7 +3,7 @@
 Training: one permutation of the split per epoch, seeded by the run seed and the epoch,
 dealt round-robin to the processes. The global batch ``k`` (the union of every process's
 batch ``k``) is then the same set of samples on 1 or N processes, so a DDP run with the same
-global batch follows the single-process run (the check in tests/lit/test_ddp_equivalence.py).
+global batch follows the single-process run. Not the default yet (see training_sampler).
 
 Evaluation: every sample scored exactly once. Lightning gives validation and test loaders a
 ``DistributedSampler``, which pads the split to a multiple of the number of processes by
@@ -29,6 +29,9 @@ def _distributed() -> bool:
 def training_sampler(dataset: Dataset) -> DistributedSampler:
     """Seeded per-epoch permutation, this process's share of it (all of it alone).
 
+    Not used by default yet: it changes the single-process training order, which moves the
+    figures of the learning tests; the DDP-equals-one-process test needs it.
+
     The seed is the run's (``seed_everything`` sets the initial seed on every process);
     Lightning calls ``set_epoch`` at each epoch, which reshuffles.
     """
@@ -39,7 +42,9 @@ def training_sampler(dataset: Dataset) -> DistributedSampler:
 
 def stage_sampler(dataset: Dataset, stage: str) -> Sampler | None:
     """The sampler of the loader of ``stage`` (``train``, ``val`` or ``test``)."""
-    return training_sampler(dataset) if stage == "train" else evaluation_sampler(dataset)
+    # Training keeps PyTorch's shuffling (Lightning swaps in its DistributedSampler under
+    # DDP); training_sampler is not the default yet, see its docstring.
+    return None if stage == "train" else evaluation_sampler(dataset)
 
 
 def evaluation_sampler(dataset: Dataset) -> Sampler | None:

@@ -86,6 +86,14 @@ def output_from(pooled: torch.Tensor, tokens: torch.Tensor | None = None,
     return EncoderOutput(tokens=tokens, mask=mask.bool(), pooled=pooled, present=present)
 
 
+def project_features(proj: nn.Module, features: Mapping[str, torch.Tensor]) -> EncoderOutput:
+    """Apply one projection to the pooled vector and, when kept, the tokens."""
+    pooled = proj(features["pooled"])
+    if "tokens" not in features:
+        return output_from(pooled)
+    return output_from(pooled, proj(features["tokens"]), features["mask"])
+
+
 class CachedFeatures(dict):
     """A collated batch of one modality's cached frozen-encoder outputs (feature cache).
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from mmexp.encoders.audio_features import HFAudioProcessor
-from mmexp.encoders.base import EncoderOutput, masked_mean, output_from
+from mmexp.encoders.base import EncoderOutput, masked_mean, project_features
 from mmexp.encoders.freezing import BackboneEncoder
 from mmexp.encoders.hub import hf_from_pretrained
 
@@ -108,7 +108,4 @@ class HFAudioEncoder(BackboneEncoder):
 
     def from_frozen_features(self, features: Mapping[str, torch.Tensor]) -> EncoderOutput:
         """Project frames to ``[B, T, D]`` tokens and the mean to ``[B, D]``."""
-        pooled = self.proj(features["pooled"])
-        if "tokens" not in features:
-            return output_from(pooled)
-        return output_from(pooled, self.proj(features["tokens"]), features["mask"])
+        return project_features(self.proj, features)

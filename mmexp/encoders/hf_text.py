@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmexp.encoders.base import EncoderOutput, masked_mean, output_from
+from mmexp.encoders.base import EncoderOutput, masked_mean, project_features
 from mmexp.encoders.freezing import BackboneEncoder
 from mmexp.encoders.hub import hf_from_pretrained
 from mmexp.encoders.processors import TextProcessor
@@ -90,10 +90,7 @@ class HFTextEncoder(BackboneEncoder):
 
     def from_frozen_features(self, features: Mapping[str, torch.Tensor]) -> EncoderOutput:
         """Project hidden states to ``[B, T, D]`` tokens and the pooled vector to ``[B, D]``."""
-        pooled = self.proj(features["pooled"])
-        if "tokens" not in features:
-            return output_from(pooled)
-        return output_from(pooled, self.proj(features["tokens"]), features["mask"])
+        return project_features(self.proj, features)
 
 
 def minilm_model_dir() -> Path:

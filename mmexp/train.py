@@ -24,6 +24,7 @@ from mmexp.data.cached_datamodule import CachedDataModule
 from mmexp.data.feature_cache import with_feature_cache
 from mmexp.data.screening import skipped_report
 from mmexp.finetune import prepare_finetune
+from mmexp.lit.preemption import Preempted
 from mmexp.lit.speed import apply_speed_options, speed_options
 from mmexp.tracking.run_record import RunRecord
 from mmexp.tracking.sweep_jobs import run_job
@@ -51,6 +52,36 @@ def _log_config(trainer: pl.Trainer, cfg: DictConfig, record: RunRecord) -> None
 def _save_resolved_config(cfg: DictConfig, output_dir: Path) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+
+
+def resume_path(cfg: DictConfig, trainer: pl.Trainer) -> str | None:
+    """The checkpoint ``ckpt_path`` names: a file, a run folder (its ``last.ckpt``) or ``last``.
+
+    ``last`` is this run folder's ``last.ckpt`` when there is one (a requeued or restarted
+    job) and a fresh start otherwise.
+
+    Raises:
+        FileNotFoundError: A run folder without ``checkpoints/last.ckpt``, or no such path.
+    """
+    value = cfg.get("ckpt_path")
+    if value is None:
+        return None
+    if str(value) == "last":
+        callback = _checkpoint_callback(trainer)
+        folder = Path(callback.dirpath) if callback and callback.dirpath else None
+        last = folder / "last.ckpt" if folder else None
+        if last is None or not last.is_file():
+            log.info("ckpt_path=last: no last.ckpt in %s yet, starting from scratch", folder)
+            return None
+        log.info("resuming from %s", last)
+        return str(last)
+    path = Path(value)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path: no checkpoint at {path} (give a .ckpt file, a run "
+                                f"folder holding checkpoints/last.ckpt, or last)")
+    return str(path)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -95,7 +126,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer = build_trainer(cfg)
         _log_config(trainer, cfg, record)
         if cfg.get("train"):
-            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            trainer.fit(model, datamodule=datamodule, ckpt_path=resume_path(cfg, trainer))
             metrics.update(trainer.callback_metrics)
         checkpoint = _checkpoint_callback(trainer)
         # Read before testing: restoring the best checkpoint also restores this callback's
@@ -117,6 +148,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if rank_zero_only.rank != 0:
             return {"metrics": metrics}
         result = record.finish(metrics, **extra)
+    except Preempted as stop:
+        if rank_zero_only.rank == 0:
+            record.interrupt(str(stop), stop.checkpoint, metrics)
+        log.warning("%s", stop)
+        raise
     except BaseException as error:
         if rank_zero_only.rank == 0:
             record.fail(error, metrics)

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mmexp.data.arrays import ArrayCollator, ArrayDataset, ArraySplit, nonfinite_rows
-from mmexp.data.sampling import stage_sampler
+from mmexp.data.loaders import TrainerProgress, stage_loader
 from mmexp.data.screening import POLICIES, SHOWN, BadSample
 from mmexp.encoders.processors import ModalityProcessor
 
@@ -197,13 +197,12 @@ class ArrayDataModule(pl.LightningDataModule):
         if stage not in self.datasets:
             self.setup()
         key = "train" if stage == "train" else "eval"
-        return DataLoader(
-            self.datasets[stage],
-            batch_size=self.batch_size if stage == "train" else self.eval_batch_size,
-            num_workers=self.num_workers, pin_memory=self.pin_memory,
-            sampler=stage_sampler(self.datasets[stage], stage), shuffle=stage == "train",
-            persistent_workers=self.persistent_workers,
-            collate_fn=ArrayCollator(self.processors[key], self.regression), drop_last=False)
+        return stage_loader(
+            self.datasets[stage], stage,
+            self.batch_size if stage == "train" else self.eval_batch_size,
+            TrainerProgress(self), num_workers=self.num_workers,
+            pin_memory=self.pin_memory, persistent_workers=self.persistent_workers,
+            collate_fn=ArrayCollator(self.processors[key], self.regression))
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches."""

@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mmexp.data.sampling import stage_sampler
+from mmexp.data.loaders import TrainerProgress, stage_loader
 from mmexp.encoders.base import CachedFeatures
 
 # Row-aligned tensors of a split, next to the features of the modality.
@@ -145,9 +145,8 @@ class CachedDataModule(pl.LightningDataModule):
         if stage != "train":
             batch_size = getattr(self.base, "eval_batch_size", None) or batch_size
         # In-memory gathers are faster in the main process than any worker hand-off.
-        return DataLoader(split, batch_size=batch_size,
-                          sampler=stage_sampler(split, stage), shuffle=stage == "train",
-                          collate_fn=split.collate, num_workers=0)
+        return stage_loader(split, stage, batch_size, TrainerProgress(self),
+                            collate_fn=split.collate, num_workers=0)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training rows."""

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mmexp.data.dataset import ManifestDataset, MultimodalCollator
+from mmexp.data.loaders import TrainerProgress, stage_loader
 from mmexp.data.manifest import (
     Record,
     infer_label_names,
@@ -22,7 +23,6 @@ from mmexp.data.manifest import (
     read_manifest,
     split_rows,
 )
-from mmexp.data.sampling import stage_sampler
 from mmexp.data.screening import POLICIES, BadSample, screen_rows
 from mmexp.encoders.processors import ModalityProcessor
 
@@ -253,16 +253,12 @@ class ManifestDataModule(pl.LightningDataModule):
         if stage not in self.datasets:
             self.setup()
         key = "train" if stage == "train" else "eval"
-        return DataLoader(
-            self.datasets[stage],
-            batch_size=self.batch_size if stage == "train" else self.eval_batch_size,
-            sampler=stage_sampler(self.datasets[stage], stage), shuffle=stage == "train",
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-            collate_fn=MultimodalCollator(self.processors[key]),
-            drop_last=False,
-        )
+        return stage_loader(
+            self.datasets[stage], stage,
+            self.batch_size if stage == "train" else self.eval_batch_size,
+            TrainerProgress(self), num_workers=self.num_workers,
+            pin_memory=self.pin_memory, persistent_workers=self.persistent_workers,
+            collate_fn=MultimodalCollator(self.processors[key]))
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches."""

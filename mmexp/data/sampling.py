@@ -1,9 +1,11 @@
-"""Samplers that make runs independent of the number of processes.
+"""Samplers that make runs independent of the number of processes and resumable mid-epoch.
 
 Training: one permutation of the split per epoch, seeded by the run seed and the epoch,
 dealt round-robin to the processes. The global batch ``k`` (the union of every process's
 batch ``k``) is then the same set of samples on 1 or N processes, so a DDP run with the same
-global batch follows the single-process run. Not the default yet (see training_sampler).
+global batch follows the single-process run. The sampler also knows where in the epoch a
+checkpoint was taken (:meth:`ShuffledEpochs.resume_at`), so a resumed run sees the rest of
+the epoch in the same order instead of starting it over.
 
 Evaluation: every sample scored exactly once. Lightning gives validation and test loaders a
 ``DistributedSampler``, which pads the split to a multiple of the number of processes by
@@ -16,35 +18,88 @@ all of them.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+from typing import Any
+
 import torch
-import torch.distributed as dist
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+from mmexp.losses.distributed import distributed_world
 
 
-def training_sampler(dataset: Dataset) -> DistributedSampler:
-    """Seeded per-epoch permutation, this process's share of it (all of it alone).
+class ShuffledEpochs(DistributedSampler):
+    """Each epoch a seeded permutation of all samples, dealt round-robin to the ranks.
 
-    Not used by default yet: it changes the single-process training order, which moves the
-    figures of the learning tests; the DDP-equals-one-process test needs it.
+    Being a ``DistributedSampler``, Lightning keeps it under DDP instead of replacing it,
+    and calls :meth:`set_epoch` every epoch. The order depends only on ``seed`` and the
+    epoch, never on the number of ranks, so global batch ``k`` holds the same samples on one
+    process as on N (the last global batch is padded with samples from the start of the
+    epoch, as ``DistributedSampler`` does, when the ranks would otherwise get unequal
+    counts: DDP needs every rank to take the same number of steps).
 
-    The seed is the run's (``seed_everything`` sets the initial seed on every process);
-    Lightning calls ``set_epoch`` at each epoch, which reshuffles.
+    Args:
+        dataset: The training split (only its length is read).
+        seed: Seed of the permutations.
+        num_replicas: Number of ranks; defaults to the process group's.
+        rank: This rank; defaults to the process group's.
     """
-    world, rank = (dist.get_world_size(), dist.get_rank()) if _distributed() else (1, 0)
-    return DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
-                              seed=torch.initial_seed() % 2**31)
+
+    def __init__(self, dataset: Any, seed: int = 0, num_replicas: int | None = None,
+                 rank: int | None = None) -> None:
+        default_rank, default_world = distributed_world()
+        super().__init__(dataset, shuffle=True, seed=seed, drop_last=False,
+                         num_replicas=default_world if num_replicas is None else num_replicas,
+                         rank=default_rank if rank is None else rank)
+        # Global position (samples of the epoch's order already trained on) to start from
+        # in epoch ``_resume_epoch``; set from a checkpoint by resume_at().
+        self._resume_epoch = -1
+        self._resume_position = 0
+
+    def order(self) -> list[int]:
+        """This epoch's order of all samples, the same on every rank."""
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return torch.randperm(len(self.dataset), generator=generator).tolist()
+
+    def resume_at(self, epoch: int, position: int) -> None:
+        """Start epoch ``epoch`` at global position ``position`` of its order.
+
+        Any process count can resume: positions count samples of the global order, which
+        does not depend on the number of ranks.
+        """
+        self._resume_epoch, self._resume_position = epoch, position
+
+    def start(self) -> int:
+        """Global position this epoch starts at (0 unless resumed into it)."""
+        return self._resume_position if self.epoch == self._resume_epoch else 0
+
+    def __iter__(self) -> Iterator[int]:
+        order = self.order()
+        # Pad to a multiple of the ranks by repeating the start, then skip what the resumed
+        # run already trained on: the remaining samples keep their rank and step.
+        order = (order * math.ceil(self.total_size / len(order)))[:self.total_size]
+        return iter(order[self.start() + self.rank:self.total_size:self.num_replicas])
+
+    def __len__(self) -> int:
+        # The whole epoch's count, also after resuming into it: Lightning counts the
+        # batches it already ran into the epoch's progress.
+        return self.num_samples
 
 
-def stage_sampler(dataset: Dataset, stage: str) -> Sampler | None:
-    """The sampler of the loader of ``stage`` (``train``, ``val`` or ``test``)."""
-    # Training keeps PyTorch's shuffling (Lightning swaps in its DistributedSampler under
-    # DDP); training_sampler is not the default yet, see its docstring.
-    return None if stage == "train" else evaluation_sampler(dataset)
+def stage_sampler(dataset: Dataset, stage: str, seed: int | None = None) -> Sampler | None:
+    """The sampler of the loader of ``stage`` (``train``, ``val`` or ``test``).
+
+    Args:
+        dataset: The split.
+        stage: ``train``, ``val`` or ``test``.
+        seed: Seed of the training order; defaults to the process's initial seed, which
+            ``seed_everything`` sets alike on every rank.
+    """
+    if stage == "train":
+        seed = torch.initial_seed() % 2**31 if seed is None else seed
+        return ShuffledEpochs(dataset, seed=seed)
+    return evaluation_sampler(dataset)
 
 
 def evaluation_sampler(dataset: Dataset) -> Sampler | None:
@@ -53,6 +108,6 @@ def evaluation_sampler(dataset: Dataset) -> Sampler | None:
     Loaders are built after the process group starts, so this sees the run's world size;
     a loader built before (a sanity read outside the trainer) gets the plain order.
     """
-    if not _distributed():
+    if distributed_world()[1] == 1:
         return None
     return UnrepeatedDistributedSampler(dataset, shuffle=False)

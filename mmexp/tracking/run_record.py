@@ -115,6 +115,12 @@ class RunRecord:
         return self._end("failed", metrics=metrics or {},
                          error=f"{type(error).__name__}: {error}")
 
+    def interrupt(self, reason: str, checkpoint: str | Path,
+                  metrics: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Mark the run stopped before its end with a checkpoint to resume from."""
+        return self._end("interrupted", metrics=metrics or {}, error=reason,
+                         resume_from=str(checkpoint))
+
     def _end(self, status: str, metrics: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
         self.payload.update(
             status=status,

@@ -63,8 +63,30 @@ def run_tags(*, _root_: DictConfig) -> list[str]:
     return user + [f"{axis}:{value}" for axis, value in run_axes(_root_).items()]
 
 
+def slurm_tasks_per_node(devices: Any) -> int:
+    """SLURM tasks per node for ``trainer.devices``: one process per device.
+
+    Raises:
+        ValueError: ``devices`` is not a positive count (``-1`` or ``auto`` cannot size a
+            SLURM allocation).
+    """
+    if isinstance(devices, int) and not isinstance(devices, bool) and devices > 0:
+        return devices
+    raise ValueError(f"launcher=slurm needs trainer.devices as a number of devices per node "
+                     f"(one SLURM task each), got {devices!r}: set trainer.devices=<n>")
+
+
+def slurm_gpus_per_node(accelerator: Any, devices: Any) -> int | None:
+    """GPUs to request per node: the devices of a GPU trainer, none for CPU runs."""
+    if str(accelerator) in ("gpu", "cuda"):
+        return slurm_tasks_per_node(devices)
+    return None
+
+
 def register_resolvers() -> None:
     """Register mmexp's resolvers (idempotent)."""
     OmegaConf.register_new_resolver("mmexp_job_dir", job_dir_name, replace=True)
     OmegaConf.register_new_resolver("mmexp_run_name", run_name, replace=True)
     OmegaConf.register_new_resolver("mmexp_run_tags", run_tags, replace=True)
+    OmegaConf.register_new_resolver("mmexp_slurm_tasks", slurm_tasks_per_node, replace=True)
+    OmegaConf.register_new_resolver("mmexp_slurm_gpus", slurm_gpus_per_node, replace=True)

@@ -15,17 +15,16 @@ caption) and ``member`` (each caption's position among the split's captions).
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import Dataset
 
 from mmexp.data.dataset import decode
 from mmexp.data.manifest import Record, row_name
+from mmexp.data.sampling import ShuffledEpochs
 from mmexp.encoders.processors import ModalityProcessor
 
 log = logging.getLogger(__name__)
@@ -134,21 +133,14 @@ class GroupedCollator:
         }
 
 
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-class OneCaptionPerImage(DistributedSampler):
+class OneCaptionPerImage(ShuffledEpochs):
     """Each epoch, every image once in a random order, each with one of its captions.
 
     The draw depends only on ``seed`` and the epoch (Lightning calls :meth:`set_epoch`), so
     a run is reproducible, resumes with the same draws, and every rank draws alike before
     taking its shard. Within an epoch an image appears once, so a batch holds no two
     captions of one image; the only repeats are the few pairs that pad the last shard
-    under DDP, which the losses mask by image id. Being a ``DistributedSampler``, Lightning
-    keeps it under DDP instead of replacing it.
+    under DDP, which the losses mask by image id.
 
     Args:
         offsets: ``[N + 1]`` start of each image's captions among the pairs
@@ -160,11 +152,9 @@ class OneCaptionPerImage(DistributedSampler):
 
     def __init__(self, offsets: torch.Tensor, seed: int = 0, num_replicas: int | None = None,
                  rank: int | None = None) -> None:
-        default_rank, default_world = _world()
         self.offsets = torch.as_tensor(offsets, dtype=torch.long)
-        super().__init__(range(len(self.offsets) - 1), shuffle=True, seed=seed,
-                         num_replicas=default_world if num_replicas is None else num_replicas,
-                         rank=default_rank if rank is None else rank)
+        super().__init__(range(len(self.offsets) - 1), seed=seed, num_replicas=num_replicas,
+                         rank=rank)
 
     def draw(self) -> torch.Tensor:
         """This epoch's pairs on all ranks: one per image, images in random order."""
@@ -174,8 +164,6 @@ class OneCaptionPerImage(DistributedSampler):
         choice = (torch.rand(len(counts), generator=generator) * counts).long()
         return (self.offsets[:-1] + choice)[order]
 
-    def __iter__(self) -> Iterator[int]:
-        pairs = self.draw().tolist()
-        # Pad to a multiple of the ranks, as DistributedSampler does, by repeating the start.
-        pairs = (pairs * math.ceil(self.total_size / len(pairs)))[:self.total_size]
-        return iter(pairs[self.rank:self.total_size:self.num_replicas])
+    def order(self) -> list[int]:
+        """This epoch's pairs (see :meth:`draw`)."""
+        return self.draw().tolist()

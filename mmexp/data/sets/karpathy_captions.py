@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from mmexp.data.datamodule import ManifestDataModule
 from mmexp.data.dataset import MultimodalCollator
+from mmexp.data.loaders import ResumableLoader, TrainerProgress, stage_loader
 from mmexp.data.manifest import Record, row_name
 from mmexp.data.screening import SHOWN, BadSample
 from mmexp.data.sets.captions import (
@@ -211,13 +212,15 @@ class KarpathyCaptionsDataModule(ManifestDataModule):
                                    "pin_memory": self.pin_memory,
                                    "persistent_workers": self.persistent_workers}
         if stage != "train":
-            return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False,
-                              collate_fn=GroupedCollator(self.processors["eval"]), **options)
-        sampler = (OneCaptionPerImage(dataset.offsets, self.caption_seed)
-                   if self.train_captions == "sample" else None)
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=sampler is None,
-                          sampler=sampler, collate_fn=MultimodalCollator(self.processors["train"]),
-                          **options)
+            return stage_loader(dataset, stage, self.eval_batch_size, TrainerProgress(self),
+                                collate_fn=GroupedCollator(self.processors["eval"]), **options)
+        collate = MultimodalCollator(self.processors["train"])
+        if self.train_captions != "sample":
+            return stage_loader(dataset, stage, self.batch_size, TrainerProgress(self),
+                                collate_fn=collate, **options)
+        return ResumableLoader(dataset, OneCaptionPerImage(dataset.offsets, self.caption_seed),
+                               TrainerProgress(self), batch_size=self.batch_size,
+                               collate_fn=collate, **options)
 
     def train_dataloader(self) -> DataLoader:
         """Image-caption pairs: one caption per image per epoch, or all of them."""

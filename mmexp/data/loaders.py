@@ -1,0 +1,120 @@
+"""Data loaders of every data module: resumable training order, unpadded evaluation.
+
+Lightning saves the state of a training loader that has ``state_dict`` / ``load_state_dict``
+in each checkpoint and gives it back on resume. :class:`ResumableLoader` saves the epoch and
+the global position of the next sample to train on, so a run resumed from a mid-epoch
+checkpoint goes on with the batches it had not trained on, in the same order.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from mmexp.data.sampling import ShuffledEpochs, stage_sampler
+
+
+class TrainingProgress(Protocol):
+    """Where the training loop is, as the loader needs it."""
+
+    def epoch(self) -> int:
+        """The epoch being trained (or about to be)."""
+
+    def trained_batches(self) -> int:
+        """Batches of that epoch this process has trained on."""
+
+
+class ResumableLoader(DataLoader):
+    """A training loader whose position within the epoch goes into checkpoints.
+
+    Args:
+        dataset: The training split.
+        sampler: Its :class:`ShuffledEpochs` sampler.
+        progress: The training loop's epoch and batches trained in it. The loader cannot
+            count them itself: Lightning fetches one batch ahead of the step it runs, and
+            on resume creates the epoch's iterator before it tells the sampler the epoch.
+        **options: Passed to ``DataLoader``.
+    """
+
+    def __init__(self, dataset: Dataset, sampler: ShuffledEpochs,
+                 progress: TrainingProgress, **options: Any) -> None:
+        # The worker seeds come from this generator, reseeded per epoch below, so they do
+        # not depend on whether the run was resumed (nor draw from the global generator,
+        # whose state the resumed run restores).
+        super().__init__(dataset, sampler=sampler, generator=torch.Generator(), **options)
+        self.progress = progress
+
+    def __iter__(self) -> Any:
+        self.sampler.set_epoch(self.progress.epoch())
+        self.generator.manual_seed(self.sampler.seed + self.sampler.epoch)
+        return super().__iter__()
+
+    def state_dict(self) -> dict[str, int]:
+        """Epoch and global position of the next sample to train on."""
+        sampler = self.sampler
+        trained = min(self.progress.trained_batches() * self.batch_size, sampler.num_samples)
+        return {"epoch": sampler.epoch, "position": trained * sampler.num_replicas,
+                "seed": sampler.seed, "samples": len(sampler.dataset)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume the saved epoch at its saved position.
+
+        Raises:
+            ValueError: The checkpoint was taken on another training split or seed, whose
+                order this run cannot reproduce.
+        """
+        sampler = self.sampler
+        if state["samples"] != len(sampler.dataset) or state["seed"] != sampler.seed:
+            raise ValueError(
+                f"the checkpoint's training order ({state['samples']} samples, seed "
+                f"{state['seed']}) is not this run's ({len(sampler.dataset)} samples, seed "
+                f"{sampler.seed}): resume with the data and seed of the run that saved it")
+        sampler.resume_at(state["epoch"], state["position"])
+
+
+def stage_loader(dataset: Dataset, stage: str, batch_size: int,
+                 progress: TrainingProgress, seed: int | None = None,
+                 **options: Any) -> DataLoader:
+    """The loader of ``stage``: resumable shuffled epochs for training, else split order.
+
+    Args:
+        dataset: The split.
+        stage: ``train``, ``val`` or ``test``.
+        batch_size: Samples per batch and process.
+        progress: The training loop's progress (see :class:`ResumableLoader`).
+        seed: Seed of the training order (see :func:`~mmexp.data.sampling.stage_sampler`).
+        **options: Passed to ``DataLoader`` (workers, pinning, collate function...).
+    """
+    sampler = stage_sampler(dataset, stage, seed)
+    if isinstance(sampler, ShuffledEpochs):
+        return ResumableLoader(dataset, sampler, progress, batch_size=batch_size,
+                               drop_last=False, **options)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False,
+                      drop_last=False, **options)
+
+
+class TrainerProgress:
+    """The progress of the trainer a data module is attached to (none yet: epoch 0)."""
+
+    def __init__(self, datamodule: Any) -> None:
+        self.datamodule = datamodule
+
+    def _loop(self) -> Any:
+        trainer = getattr(self.datamodule, "trainer", None)
+        return trainer.fit_loop if trainer is not None else None
+
+    def epoch(self) -> int:
+        """The epoch Lightning gives the sampler (also right while resuming)."""
+        loop = self._loop()
+        return loop.epoch_progress.current.processed if loop is not None else 0
+
+    def trained_batches(self) -> int:
+        """Training steps done in this epoch.
+
+        ``processed``, not ``completed``: checkpoints are written in ``on_train_batch_end``,
+        after the step and before Lightning counts it completed.
+        """
+        loop = self._loop()
+        return loop.epoch_loop.batch_progress.current.processed if loop is not None else 0

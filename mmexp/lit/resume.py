@@ -1,0 +1,116 @@
+"""What a checkpoint needs beyond weights and optimizer for a resumed run to match.
+
+Lightning's checkpoint holds the weights, optimizer and scheduler states, loop progress and
+the training loader's position (:class:`~mmexp.data.loaders.ResumableLoader`). A run
+resumed from the middle of an epoch would still differ from the uninterrupted one in three
+ways, which :class:`ResumeState` closes:
+
+* The training loader: Lightning builds it before restoring the loop, so it would start
+  the resumed epoch over in the first epoch's order; it is built again once restored.
+* Random number generators (dropout, random masking): their states at the checkpoint are
+  restored before training resumes.
+* Metrics accumulated so far (training accuracy and mean loss over the epoch, the best
+  validation value over epochs): their states are saved and restored, so the epoch's
+  figures cover all of its batches and ``*_best`` all epochs.
+
+Random data augmentation in the main process is not replayed exactly: the loader fetches
+one batch ahead of the step, and that batch is drawn again on resume.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torchmetrics import Metric
+
+
+def rng_states() -> dict[str, Any]:
+    """The states of Python's, NumPy's and PyTorch's generators (CUDA's too when used)."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    states: dict[str, Any] = {
+        "python": random.getstate(),
+        # plain types and tensors only: checkpoints load with weights_only=True
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore generator states saved by :func:`rng_states`."""
+    random.setstate(tuple(states["python"]))
+    kind, keys, position, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+# Metrics that accumulate over training steps (epoch means, training accuracy) or over
+# epochs (best validation value so far). Validation and test metrics start empty at every
+# evaluation, and are not carried.
+CARRIED_METRICS = ("train", "best")
+
+
+def _metrics(module: pl.LightningModule) -> dict[str, Metric]:
+    return {name: m for name, m in module.named_modules()
+            if isinstance(m, Metric) and name.startswith(CARRIED_METRICS)}
+
+
+class ResumeState(pl.Callback):
+    """Save generator and metric states in checkpoints; restore them on resume."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        """Add generator and metric states to the checkpoint."""
+        metrics = {}
+        for name, metric in _metrics(pl_module).items():
+            state = {key: getattr(metric, key) for key in metric._defaults}  # noqa: SLF001
+            metrics[name] = {"state": state, "updates": metric._update_count}  # noqa: SLF001
+        checkpoint["mmexp_resume"] = {"rng": rng_states(), "metrics": metrics}
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        """Keep the saved states for the first resumed step."""
+        self._pending = checkpoint.get("mmexp_resume")
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Resuming: rebuild the training loader; restore generators and metrics.
+
+        Lightning builds the training loader while configuring the optimizers (the
+        schedule asks for the number of steps), before it restores the loop's progress
+        from the checkpoint, and then keeps that loader: its order would be the first
+        epoch's from the start, and the saved loader position would never be loaded.
+        Building it again here starts it at the restored epoch and position.
+        """
+        if trainer.ckpt_path is None or self._pending is None:
+            return
+        loop = trainer.fit_loop
+        loop._combined_loader = None  # noqa: SLF001 - see the docstring
+        loop.setup_data()
+        # Nothing draws from the generators between here and the next training step (the
+        # loader's workers take their seeds from its own generator).
+        pending, self._pending = self._pending, None
+        set_rng_states(pending["rng"])
+        metrics = _metrics(pl_module)
+        for name, saved in pending["metrics"].items():
+            metric = metrics.get(name)
+            if metric is None:
+                continue
+            for key, value in saved["state"].items():
+                if isinstance(value, torch.Tensor):
+                    value = value.to(metric.device)
+                elif isinstance(value, list):
+                    value = [v.to(metric.device) for v in value]
+                setattr(metric, key, value)
+            metric._update_count = saved["updates"]  # noqa: SLF001
+            metric._computed = None  # noqa: SLF001

@@ -1,0 +1,46 @@
+"""Faults injected into real runs: signals, kills and failing writes at a chosen step."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+
+class SignalAtStep(pl.Callback):
+    """Send ``signal`` to this process after training step ``step`` (0-based global)."""
+
+    def __init__(self, step: int, signal: str = "SIGTERM") -> None:
+        self.step, self.signal = step, signal
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step == self.step + 1:
+            os.kill(os.getpid(), getattr(signal, self.signal))
+
+
+class KillAtStep(pl.Callback):
+    """SIGKILL this process (no handler, no save) after training step ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step == self.step + 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class NanLossAtStep(pl.Callback):
+    """Make the training loss NaN at global step ``step`` by poisoning the batch's images."""
+
+    def __init__(self, step: int, key: str = "image") -> None:
+        self.step, self.key = step, key
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                             batch: Any, batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            batch[self.key].mul_(torch.nan)

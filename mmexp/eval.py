@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mmexp import CONFIG_DIR
 from mmexp.builders import build_data_and_model
+from mmexp.config_check import check_config
 from mmexp.finetune import prepare_finetune
 from mmexp.tracking.run_record import RunRecord
 from mmexp.utils.checkpoints import load_checkpoint
@@ -54,6 +55,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     record = RunRecord(output_dir, cfg.task_name, None, list(cfg.get("tags") or []))
     record.start()
     try:
+        check_config(cfg)  # the eval config's trainer, callbacks and logger
         checkpoint = load_checkpoint(cfg.ckpt_path)
         run_cfg = OmegaConf.create(checkpoint["mmexp_config"])
         run_cfg.merge_with_dotlist(list(cfg.get("overrides") or []))

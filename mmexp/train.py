@@ -20,6 +20,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from mmexp import CONFIG_DIR
 from mmexp.builders import build_data_and_model, measure_fusion_cost
+from mmexp.config_check import check_config
 from mmexp.data.cached_datamodule import CachedDataModule
 from mmexp.data.feature_cache import with_feature_cache
 from mmexp.data.screening import skipped_report
@@ -101,6 +102,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     trainer: pl.Trainer | None = None
     try:
+        check_config(cfg)  # before any data generation or model building
         if cfg.get("seed") is not None:
             pl.seed_everything(cfg.seed, workers=True)
         finetuning = prepare_finetune(cfg)

@@ -16,12 +16,10 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
 
 from mmexp.data.arrays import ArrayCollator, ArrayDataset, ArraySplit, nonfinite_rows
-from mmexp.data.loaders import TrainerProgress, stage_loader
+from mmexp.data.loaders import SplitLoaders
 from mmexp.data.screening import POLICIES, SHOWN, BadSample
 from mmexp.encoders.processors import ModalityProcessor
 
@@ -30,7 +28,7 @@ log = logging.getLogger(__name__)
 STAGES = ("train", "val", "test")
 
 
-class ArrayDataModule(pl.LightningDataModule):
+class ArrayDataModule(SplitLoaders):
     """Train/val/test loaders over the splits a subclass reads (:meth:`read_splits`).
 
     Args:
@@ -193,25 +191,7 @@ class ArrayDataModule(pl.LightningDataModule):
             if name not in self.datasets:
                 self.datasets[name] = self.dataset(name)
 
-    def _loader(self, stage: str) -> DataLoader:
-        if stage not in self.datasets:
-            self.setup()
-        key = "train" if stage == "train" else "eval"
-        return stage_loader(
-            self.datasets[stage], stage,
-            self.batch_size if stage == "train" else self.eval_batch_size,
-            TrainerProgress(self), num_workers=self.num_workers,
-            pin_memory=self.pin_memory, persistent_workers=self.persistent_workers,
-            collate_fn=ArrayCollator(self.processors[key], self.regression))
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches."""
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        """Validation batches in file order."""
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        """Test batches in file order."""
-        return self._loader("test")
+    def collator(self, stage: str) -> ArrayCollator:
+        """Batches of array rows processed for ``stage``."""
+        return ArrayCollator(self.processors["train" if stage == "train" else "eval"],
+                             self.regression)

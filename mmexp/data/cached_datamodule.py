@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mmexp.data.loaders import TrainerProgress, stage_loader
+from mmexp.data.loaders import SplitLoaders, TrainerProgress, stage_loader
 from mmexp.encoders.base import CachedFeatures
 
 # Row-aligned tensors of a split, next to the features of the modality.
@@ -112,7 +112,7 @@ class CachedSplit(Dataset):
         return batch
 
 
-class CachedDataModule(pl.LightningDataModule):
+class CachedDataModule(SplitLoaders):
     """Loaders over cached features; other attributes come from the wrapped data module.
 
     Args:
@@ -139,7 +139,8 @@ class CachedDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Nothing to read: the features are in memory."""
 
-    def _loader(self, stage: str) -> DataLoader:
+    def loader(self, stage: str) -> DataLoader:
+        """The loader of ``stage``, over the cached features."""
         split = self.splits[stage]
         batch_size = getattr(self.base, "batch_size", 64)
         if stage != "train":
@@ -147,15 +148,3 @@ class CachedDataModule(pl.LightningDataModule):
         # In-memory gathers are faster in the main process than any worker hand-off.
         return stage_loader(split, stage, batch_size, TrainerProgress(self),
                             collate_fn=split.collate, num_workers=0)
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training rows."""
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        """Validation rows in split order."""
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        """Test rows in split order."""
-        return self._loader("test")

@@ -8,12 +8,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
 
 from mmexp.data.dataset import ManifestDataset, MultimodalCollator
-from mmexp.data.loaders import TrainerProgress, stage_loader
+from mmexp.data.loaders import SplitLoaders
 from mmexp.data.manifest import (
     Record,
     infer_label_names,
@@ -29,7 +27,7 @@ from mmexp.encoders.processors import ModalityProcessor
 STAGES = ("train", "val", "test")
 
 
-class ManifestDataModule(pl.LightningDataModule):
+class ManifestDataModule(SplitLoaders):
     """Train/val/test loaders over a JSONL or CSV manifest.
 
     The encoders own the preprocessing: call :meth:`set_processors` with theirs before
@@ -249,25 +247,6 @@ class ManifestDataModule(pl.LightningDataModule):
             if name not in self.datasets:
                 self.datasets[name] = self.dataset(name)
 
-    def _loader(self, stage: str) -> DataLoader:
-        if stage not in self.datasets:
-            self.setup()
-        key = "train" if stage == "train" else "eval"
-        return stage_loader(
-            self.datasets[stage], stage,
-            self.batch_size if stage == "train" else self.eval_batch_size,
-            TrainerProgress(self), num_workers=self.num_workers,
-            pin_memory=self.pin_memory, persistent_workers=self.persistent_workers,
-            collate_fn=MultimodalCollator(self.processors[key]))
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches."""
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        """Validation batches in manifest order."""
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        """Test batches in manifest order."""
-        return self._loader("test")
+    def collator(self, stage: str) -> MultimodalCollator:
+        """Batches of samples processed for ``stage`` (training or evaluation transforms)."""
+        return MultimodalCollator(self.processors["train" if stage == "train" else "eval"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -118,3 +119,41 @@ class TrainerProgress:
         """
         loop = self._loop()
         return loop.epoch_loop.batch_progress.current.processed if loop is not None else 0
+
+
+class SplitLoaders(pl.LightningDataModule):
+    """A data module's three loaders, built alike from its split data sets.
+
+    Subclasses fill ``self.datasets`` in :meth:`setup` and name their batch assembly in
+    :meth:`collator`; batch sizes and loader options are the usual attributes
+    (``batch_size``, ``eval_batch_size``, ``num_workers``, ``pin_memory``,
+    ``persistent_workers``).
+    """
+
+    datasets: dict[str, Dataset]
+
+    def collator(self, stage: str) -> Any:
+        """The collate function of ``stage``'s loader."""
+        raise NotImplementedError
+
+    def loader(self, stage: str) -> DataLoader:
+        """The loader of ``stage`` (see :func:`stage_loader`)."""
+        if stage not in self.datasets:
+            self.setup()
+        return stage_loader(
+            self.datasets[stage], stage,
+            self.batch_size if stage == "train" else self.eval_batch_size,
+            TrainerProgress(self), num_workers=self.num_workers, pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers, collate_fn=self.collator(stage))
+
+    def train_dataloader(self) -> DataLoader:
+        """Training batches: a new seeded order each epoch."""
+        return self.loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches in split order."""
+        return self.loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches in split order."""
+        return self.loader("test")

@@ -9,9 +9,10 @@ after it. :class:`NonFiniteLoss` watches the loss of every step:
   that produced the NaN has updated the weights by then, so no checkpoint is written after
   it (the error stops the run before the next save).
 * ``action="skip"`` drops the gradients of a batch with a non-finite loss, so the
-  optimizer leaves the weights as they were, and goes on; after ``max_skips`` such batches
-  in a row it stops as above. Deciding before the optimizer step waits on the device once
-  per step.
+  optimizer leaves the weights as they were, puts back the normalization layers' running
+  statistics its forward pass updated (BatchNorm), and goes on; after ``max_skips`` such
+  batches in a row it stops as above. Deciding before the optimizer step waits on the
+  device once per step.
 
 Under DDP the ranks agree (one all-reduce of a flag per step), so every rank stops or
 skips at the same step.
@@ -20,6 +21,7 @@ skips at the same step.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -30,6 +32,13 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 log = logging.getLogger(__name__)
 
 ACTIONS = ("stop", "skip")
+# Buffers a training forward pass updates (BatchNorm and the other normalization layers).
+RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def _running_stats(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [buffer for name, buffer in module.named_buffers()
+            if name.rpartition(".")[2] in RUNNING_STATS]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -51,6 +60,7 @@ class NonFiniteLoss(pl.Callback):
         self._bad: torch.Tensor | None = None  # this step's flag, still on the device
         self._where: tuple[int, int, int] = (0, 0, 0)
         self._skipped_in_a_row = 0
+        self._stats: list[torch.Tensor] = []  # running statistics before this step (skip)
         self.skipped = 0
 
     def _agree(self, trainer: pl.Trainer, flag: torch.Tensor) -> torch.Tensor:
@@ -69,6 +79,8 @@ class NonFiniteLoss(pl.Callback):
         """Check the previous step; note where this one is."""
         self._check_previous(trainer)
         self._where = (trainer.current_epoch, trainer.global_step, batch_idx)
+        if self.action == "skip":
+            self._stats = [stat.clone() for stat in _running_stats(pl_module)]
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Check the last step before validating (and checkpointing) its weights."""
@@ -95,6 +107,9 @@ class NonFiniteLoss(pl.Callback):
             return
         self._skipped_in_a_row += 1
         self.skipped += 1
+        # The forward pass of the non-finite batch has updated the running statistics.
+        for stat, before in zip(_running_stats(pl_module), self._stats, strict=False):
+            stat.copy_(before)
         epoch, step, batch_idx = self._where
         log.warning("non-finite training loss at epoch %d, step %d (batch %d): batch skipped",
                     epoch, step, batch_idx)
@@ -107,7 +122,11 @@ class NonFiniteLoss(pl.Callback):
     def _fail(self, trainer: pl.Trainer, count: str = "") -> None:
         epoch, step, batch_idx = self._where
         callback = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
-        last_good = (callback.last_model_path or callback.best_model_path) if callback else ""
+        # ModelCheckpoint names a file before writing it: a save this error stopped is named
+        # there although it never reached the disk.
+        named = ((callback.last_model_path, callback.best_model_path, *callback.best_k_models)
+                 if callback else ())
+        last_good = next((path for path in named if path and Path(path).is_file()), "")
         resume = (f"the last checkpoint before it is {last_good}" if last_good
                   else "no checkpoint was written before it")
         what = f" ({count})" if count else ""

@@ -11,6 +11,7 @@ handler installed before it (submitit requeues the job there) and ends the run w
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 from collections.abc import Sequence
@@ -118,6 +119,14 @@ class SaveOnSignal(pl.Callback):
         # Hand the signal on to the handler found at start (submitit requeues the job
         # there), but not to Lightning's: it would stop at its own pace, and its SIGTERM
         # handler broadcasts from rank 0 at a moment the other ranks do not expect.
+        # Log this step's metrics, as Lightning would right after this hook, so the run's
+        # logs hold every step the checkpoint holds.
+        trainer._logger_connector.update_train_step_metrics()  # noqa: SLF001
+        for logger in trainer.loggers:
+            logger.save()
         if callable(previous) and not isinstance(previous, _HandlersCompose):
-            previous(signum, None)
+            # The launcher may end the process itself (submitit, once requeued): Preempted
+            # does so below, after train() has recorded the run as interrupted.
+            with contextlib.suppress(SystemExit):
+                previous(signum, None)
         raise Preempted(signum, path, trainer.global_step)

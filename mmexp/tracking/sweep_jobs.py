@@ -1,9 +1,11 @@
 """Multirun job policy: a failing job does not stop the sweep, a finished job is not rerun.
 
-Hydra's basic launcher runs the jobs of a multirun in one process, so an exception in one
-job ends the whole sweep. Researchers running a fusion x task x seed matrix want the other
-cells to go on and the failed cell to be visible in the results, and they want to rerun
-the same command after fixing or extending it without paying again for finished cells.
+Researchers running a fusion x task x seed matrix want the other cells to go on when one
+fails, with the failed cell visible in the results (its ``results.json`` says ``failed``;
+the sweeper gets NaN), and they want to rerun the same command after fixing or extending
+it without paying again for finished cells. With ``fail_fast=true`` a failure stops the
+sweep instead: Hydra's launchers start every job whatever the earlier ones returned, so the
+failing job leaves a marker in the sweep folder and every later job stops at once on it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,15 @@ from mmexp.tracking.run_record import RESULTS_FILE
 log = logging.getLogger(__name__)
 
 RESOLVED_CONFIG_FILE = "config.yaml"
+FAIL_FAST_MARKER = "FAILED_FAST"
+
+
+class SweepStopped(RuntimeError):
+    """A job of a ``fail_fast`` sweep did not start because an earlier job failed."""
+
+
+def _fail_fast_marker() -> Path:
+    return Path(HydraConfig.get().sweep.dir) / FAIL_FAST_MARKER
 
 
 def in_multirun() -> bool:
@@ -69,6 +80,10 @@ def run_job(cfg: DictConfig, job: Any) -> float | None:
         The optimized metric, or NaN for a job that failed inside a multirun (sweepers
         such as Optuna record NaN as a failed trial).
     """
+    fail_fast = in_multirun() and cfg.get("fail_fast", False)
+    if fail_fast and _fail_fast_marker().is_file():
+        raise SweepStopped(f"not started: fail_fast=true and an earlier job failed "
+                           f"({_fail_fast_marker().read_text().strip()})")
     if cfg.get("skip_completed", True):
         done = finished_result(cfg)
         if done is not None:
@@ -76,8 +91,10 @@ def run_job(cfg: DictConfig, job: Any) -> float | None:
             return objective_value(done, cfg)
     try:
         return objective_value(job(cfg), cfg)
-    except Exception:
-        if not in_multirun() or cfg.get("fail_fast", False):
+    except Exception as error:
+        if fail_fast:
+            _fail_fast_marker().write_text(f"{cfg.paths.output_dir}: {error}\n")
+        if not in_multirun() or fail_fast:
             raise
         log.exception(
             "job in %s failed; its results.json records the error and the sweep goes on "

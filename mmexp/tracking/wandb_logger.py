@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+import secrets
+import string
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,11 @@ class ResilientWandbLogger(WandbLogger):
     def experiment(self) -> Any:  # noqa: D102 - documented on WandbLogger
         if self._experiment is not None:
             return self._experiment
+        if not self._wandb_init.get("id"):
+            # One W&B run per run folder: a run resumed into its folder (ckpt_path=last, a
+            # requeued SLURM job) logs on into the run it started.
+            self._wandb_init["id"] = folder_run_id(Path(self._save_dir))
+            self._wandb_init.setdefault("resume", "allow")
         try:
             return super().experiment
         except Exception as error:  # W&B raises many types (CommError, UsageError, timeouts)
@@ -68,17 +75,21 @@ class ResilientWandbLogger(WandbLogger):
         import wandb
 
         asked = self._wandb_init.get("mode", "online")
+        # A fresh id: W&B keeps the failed run's id reserved in this process.
+        retry = {key: value for key, value in self._wandb_init.items()
+                 if key not in ("id", "resume")}
+        cause = error
         for mode in ("offline", "disabled"):
             if mode == asked:
                 continue
             try:
-                self._experiment = wandb.init(**{**self._wandb_init, "mode": mode})
+                self._experiment = wandb.init(**{**retry, "mode": mode})
             except Exception as retry_error:  # noqa: BLE001 - any failure: try the next mode
                 error = retry_error
                 continue
             folder = getattr(self._experiment, "dir", None) if mode == "offline" else None
             self.fallback = (
-                f"W&B {asked} run could not start ({type(error).__name__}: {error}); "
+                f"W&B {asked} run could not start ({type(cause).__name__}: {cause}); "
                 + (f"logged offline instead, upload later with: wandb sync {Path(folder).parent}"
                    if mode == "offline" else "W&B logging disabled for this run")
             )
@@ -92,6 +103,21 @@ class ResilientWandbLogger(WandbLogger):
             super().log_metrics(metrics, step)
         except Exception as error:  # a lost connection must not end a long run
             log.warning("W&B could not log metrics at step %s (%s); continuing", step, error)
+
+
+RUN_ID_FILE = "wandb_run_id"
+
+
+def folder_run_id(folder: Path) -> str:
+    """The W&B run id of a run folder: read from it, or created and stored there."""
+    stored = folder / RUN_ID_FILE
+    if stored.is_file():
+        return stored.read_text().strip()
+    # W&B's own ids: 8 lowercase letters and digits
+    run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+    folder.mkdir(parents=True, exist_ok=True)
+    stored.write_text(run_id + "\n")
+    return run_id
 
 
 def create_wandb_logger(

@@ -8,17 +8,28 @@ code while it is read; the allow-list keeps the config from naming arbitrary cal
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from mmexp.lit.checkpoint_io import safe_load
 
-# Modules whose callables a checkpoint's config may instantiate.
+# Modules whose callables a checkpoint's config may instantiate; a lab's own modules are
+# added with MMEXP_TRUSTED_TARGETS=mylab.,otherlab.encoders. (comma-separated prefixes).
 ALLOWED_TARGET_PREFIXES: tuple[str, ...] = (
     "mmexp.", "torch.", "torchvision.", "torchmetrics.", "pytorch_lightning.", "lightning.",
     "lightning_fabric.", "timm.", "transformers.", "peft.", "functools.partial",
 )
+TRUSTED_TARGETS_ENV = "MMEXP_TRUSTED_TARGETS"
+# The parts of a checkpoint's config that evaluation and finetuning build.
+BUILT_FROM_CHECKPOINT = ("data", "model", "fusion", "objective", "finetune")
+
+
+def allowed_prefixes() -> tuple[str, ...]:
+    """The built-in prefixes plus those in ``MMEXP_TRUSTED_TARGETS``."""
+    extra = os.environ.get(TRUSTED_TARGETS_ENV, "")
+    return ALLOWED_TARGET_PREFIXES + tuple(p.strip() for p in extra.split(",") if p.strip())
 
 
 def targets(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
@@ -36,18 +47,24 @@ def targets(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
 
 
 def check_targets(config: dict[str, Any], source: str,
-                  allowed: Sequence[str] = ALLOWED_TARGET_PREFIXES) -> None:
-    """Refuse a config whose ``_target_`` values leave the allowed modules.
+                  allowed: Sequence[str] | None = None) -> None:
+    """Refuse a config whose built parts name ``_target_`` values outside allowed modules.
+
+    Only the parts evaluation and finetuning instantiate are checked
+    (:data:`BUILT_FROM_CHECKPOINT`); a run's callbacks and loggers are never rebuilt from
+    its checkpoint.
 
     Raises:
         ValueError: Naming the key path, its value and the file.
     """
-    for where, target in targets(config):
+    allowed = allowed_prefixes() if allowed is None else tuple(allowed)
+    built = {key: config[key] for key in BUILT_FROM_CHECKPOINT if key in config}
+    for where, target in targets(built):
         if not target.startswith(tuple(allowed)):
             raise ValueError(
                 f"{source}: {where}={target!r} is outside the modules a checkpoint may "
                 f"instantiate ({', '.join(p.rstrip('.') for p in allowed)}); refusing to "
-                f"build a model from it")
+                f"build a model from it (trust more modules with {TRUSTED_TARGETS_ENV})")
 
 
 def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:

@@ -35,12 +35,36 @@ class KillAtStep(pl.Callback):
 
 
 class NanLossAtStep(pl.Callback):
-    """Make the training loss NaN at global step ``step`` by poisoning the batch's images."""
+    """Make the training loss NaN at global step ``step`` by poisoning the batch's images.
 
-    def __init__(self, step: int, key: str = "image") -> None:
-        self.step, self.key = step, key
+    With ``every=True``, at every step from ``step`` on.
+    """
+
+    def __init__(self, step: int, key: str = "image", every: bool = False) -> None:
+        self.step, self.key, self.every = step, key, every
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                              batch: Any, batch_idx: int) -> None:
-        if trainer.global_step == self.step:
+        if trainer.global_step == self.step or (self.every and trainer.global_step > self.step):
             batch[self.key].mul_(torch.nan)
+
+
+class RaiseAtStep(pl.Callback):
+    """Raise ``RuntimeError(message)`` after training step ``step`` (0-based global)."""
+
+    def __init__(self, step: int, message: str = "injected crash") -> None:
+        self.step, self.message = step, message
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step == self.step + 1:
+            raise RuntimeError(f"{self.message} after step {self.step}")
+
+
+class SignalOnFirstAttempt(SignalAtStep):
+    """:class:`SignalAtStep`, but only in a job SLURM has not restarted yet."""
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        if int(os.environ.get("SLURM_RESTART_COUNT", "0")) == 0:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)

@@ -204,7 +204,12 @@ class KarpathyCaptionsDataModule(ManifestDataModule):
         return kind(rows, self.root, processors, self.source_of(stage),
                     skip_unreadable=self.on_bad_sample == "skip")
 
-    def _caption_loader(self, stage: str) -> DataLoader:
+    def loader(self, stage: str) -> DataLoader:
+        """The loader of ``stage``.
+
+        Training: image-caption pairs, one caption per image per epoch or all of them.
+        Evaluation: images, each with all its captions.
+        """
         if stage not in self.datasets:
             self.setup()
         dataset = self.datasets[stage]
@@ -212,8 +217,11 @@ class KarpathyCaptionsDataModule(ManifestDataModule):
                                    "pin_memory": self.pin_memory,
                                    "persistent_workers": self.persistent_workers}
         if stage != "train":
-            return stage_loader(dataset, stage, self.eval_batch_size, TrainerProgress(self),
-                                collate_fn=GroupedCollator(self.processors["eval"]), **options)
+            # Lightning's padding DistributedSampler under DDP, not the unpadded one of the
+            # other data sets: contrastive evaluation gathers features across ranks, which
+            # needs equal shards; the retrieval metric counts a repeated image once (by id).
+            return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False,
+                              collate_fn=GroupedCollator(self.processors["eval"]), **options)
         collate = MultimodalCollator(self.processors["train"])
         if self.train_captions != "sample":
             return stage_loader(dataset, stage, self.batch_size, TrainerProgress(self),
@@ -222,14 +230,3 @@ class KarpathyCaptionsDataModule(ManifestDataModule):
                                TrainerProgress(self), batch_size=self.batch_size,
                                collate_fn=collate, **options)
 
-    def train_dataloader(self) -> DataLoader:
-        """Image-caption pairs: one caption per image per epoch, or all of them."""
-        return self._caption_loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        """Validation images, each with all its captions."""
-        return self._caption_loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        """Test images, each with all its captions."""
-        return self._caption_loader("test")

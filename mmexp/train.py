@@ -25,6 +25,7 @@ from mmexp.data.cached_datamodule import CachedDataModule
 from mmexp.data.feature_cache import with_feature_cache
 from mmexp.data.screening import skipped_report
 from mmexp.finetune import prepare_finetune
+from mmexp.lit.checkpoint_io import newest_checkpoint
 from mmexp.lit.preemption import Preempted
 from mmexp.lit.speed import apply_speed_options, speed_options
 from mmexp.tracking.run_record import RunRecord
@@ -37,7 +38,9 @@ log = logging.getLogger(__name__)
 
 
 def _checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
-    return next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    # The one keeping the best checkpoint on the monitored metric.
+    return next((c for c in trainer.callbacks
+                 if isinstance(c, ModelCheckpoint) and c.monitor is not None), None)
 
 
 def _log_config(trainer: pl.Trainer, cfg: DictConfig, record: RunRecord) -> None:
@@ -134,7 +137,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         # Read before testing: restoring the best checkpoint also restores this callback's
         # state as it was then (without the later last.ckpt).
         best_path = checkpoint.best_model_path if checkpoint else ""
-        last_path = checkpoint.last_model_path if checkpoint else ""
+        last_path = str(newest_checkpoint(trainer) or "")
         if cfg.get("test"):
             trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None)
             metrics.update(trainer.callback_metrics)

@@ -90,3 +90,19 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                         weights_only: bool | None = None) -> dict[str, Any]:
         """Read with ``weights_only=True`` (see :func:`safe_load`)."""
         return safe_load(path)
+
+
+def newest_checkpoint(trainer: Any) -> Path | None:
+    """The newest checkpoint file the trainer's ``ModelCheckpoint`` callbacks wrote.
+
+    ``ModelCheckpoint`` records a file name before writing it, so a save that failed is
+    named there although it never reached the disk: only existing files count.
+    """
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    named = [Path(path) for callback in trainer.callbacks
+             if isinstance(callback, ModelCheckpoint)
+             for path in (callback.last_model_path, callback.best_model_path,
+                          *callback.best_k_models) if path]
+    existing = [path for path in named if path.is_file()]
+    return max(existing, key=lambda path: path.stat().st_mtime_ns, default=None)

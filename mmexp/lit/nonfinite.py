@@ -21,13 +21,13 @@ skips at the same step.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
-from pytorch_lightning.callbacks import ModelCheckpoint
+
+from mmexp.lit.checkpoint_io import newest_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +94,10 @@ class NonFiniteLoss(pl.Callback):
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            loss: torch.Tensor) -> None:
         """Flag this step's loss (without waiting for it)."""
-        bad = (~torch.isfinite(loss.detach())).to(torch.int32).reshape(1)
-        self._bad = self._agree(trainer, bad)
+        bad = self._agree(trainer, (~torch.isfinite(loss.detach())).to(torch.int32).reshape(1))
+        # Under gradient accumulation a NaN in any micro-batch poisons the step: keep the
+        # flag until the optimizer step (skip) or the check of the next batch (stop).
+        self._bad = bad if self._bad is None else torch.maximum(self._bad, bad)
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                                  optimizer: torch.optim.Optimizer) -> None:
@@ -104,6 +106,7 @@ class NonFiniteLoss(pl.Callback):
             return
         if not bool(self._bad.item()):
             self._skipped_in_a_row = 0
+            self._bad = None
             return
         self._skipped_in_a_row += 1
         self.skipped += 1
@@ -121,12 +124,7 @@ class NonFiniteLoss(pl.Callback):
 
     def _fail(self, trainer: pl.Trainer, count: str = "") -> None:
         epoch, step, batch_idx = self._where
-        callback = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
-        # ModelCheckpoint names a file before writing it: a save this error stopped is named
-        # there although it never reached the disk.
-        named = ((callback.last_model_path, callback.best_model_path, *callback.best_k_models)
-                 if callback else ())
-        last_good = next((path for path in named if path and Path(path).is_file()), "")
+        last_good = newest_checkpoint(trainer)
         resume = (f"the last checkpoint before it is {last_good}" if last_good
                   else "no checkpoint was written before it")
         what = f" ({count})" if count else ""

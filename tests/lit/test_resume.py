@@ -38,10 +38,12 @@ def _assert_same_run(resumed: dict, reference: dict) -> None:
     ours, theirs = weights(resumed["last_checkpoint"]), weights(reference["last_checkpoint"])
     assert ours.keys() == theirs.keys()
     for key in ours:
-        torch.testing.assert_close(ours[key], theirs[key], rtol=0, atol=1e-6, msg=key)
+        difference = (ours[key].float() - theirs[key].float()).abs().max().item()
+        assert difference <= 1e-6, f"{key} differs by up to {difference:.3g}"
 
 
-@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGUSR1"])
+@pytest.mark.parametrize("signal_name", [
+    "SIGTERM", pytest.param("SIGUSR1", marks=pytest.mark.slow)])
 def test_signal_mid_epoch_saves_and_the_resumed_run_matches(make_train_cfg, uninterrupted,
                                                             signal_name):
     fault = ["+callbacks.fault._target_=tests.helpers.faults.SignalAtStep",

@@ -38,8 +38,11 @@ def test_concat_learns_synergy(make_train_cfg):
 @pytest.mark.parametrize("fusion", ["tensor", "cross_attention", "early_tokens"])
 def test_interaction_strategies_learn_synergy(make_train_cfg, fusion):
     # From scratch on 800 samples a seed may stay stuck at chance (tensor fusion: 0.49, 0.74
-    # and 0.93 on seeds 0-2), so the claim is about most seeds: the median of three.
-    accuracies = [accuracy_of(make_train_cfg, fusion, "synergy", "[image,audio]", 12, seed)
+    # and 0.93 on seeds 0-2), so the claim is about most seeds: the median of three. The
+    # joint transformer over tokens starts slower: 0.87, 0.49, 0.49 after 12 epochs, 0.84 on
+    # seeds 1 and 2 after 24.
+    epochs = 24 if fusion == "early_tokens" else 12
+    accuracies = [accuracy_of(make_train_cfg, fusion, "synergy", "[image,audio]", epochs, seed)
                   for seed in (0, 1, 2)]
     median = sorted(accuracies)[1]
     assert median > 0.7, f"{fusion} should learn synergy on most seeds, got {accuracies}"

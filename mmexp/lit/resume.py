@@ -92,11 +92,13 @@ class ResumeState(pl.Callback):
         epoch's from the start, and the saved loader position would never be loaded.
         Building it again here starts it at the restored epoch and position.
         """
-        if trainer.ckpt_path is None or self._pending is None:
+        if trainer.ckpt_path is None:
             return
         loop = trainer.fit_loop
         loop._combined_loader = None  # noqa: SLF001 - see the docstring
         loop.setup_data()
+        if self._pending is None:
+            return  # a checkpoint written without these states: the loader is all it gets
         # Nothing draws from the generators between here and the next training step (the
         # loader's workers take their seeds from its own generator).
         pending, self._pending = self._pending, None

@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from mmexp.data.cached_datamodule import CachedDataModule, SplitFeatures
 from mmexp.encoders.base import ModalityEncoder
+from mmexp.utils.rng import rng_untouched
 
 log = logging.getLogger(__name__)
 
@@ -234,4 +235,7 @@ def with_feature_cache(cfg: DictConfig, module: Any, datamodule: Any) -> Any:
     use_gpu = torch.cuda.is_available() and accelerator in ("gpu", "cuda", "auto")
     cache = FeatureCache(options.dir, options.get("tokens", "auto"),
                          "cuda" if use_gpu else "cpu")
-    return cache.wrap(cfg, module, datamodule)
+    # Only the run that builds an entry runs its loaders here: the generators are left as
+    # they were, so that run trains exactly like every later run reading the entry.
+    with rng_untouched():
+        return cache.wrap(cfg, module, datamodule)

@@ -19,38 +19,13 @@ one batch ahead of the step, and that batch is drawn again on resume.
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from torchmetrics import Metric
 
-
-def rng_states() -> dict[str, Any]:
-    """The states of Python's, NumPy's and PyTorch's generators (CUDA's too when used)."""
-    kind, keys, position, has_gauss, gauss = np.random.get_state()
-    states: dict[str, Any] = {
-        "python": random.getstate(),
-        # plain types and tensors only: checkpoints load with weights_only=True
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def set_rng_states(states: dict[str, Any]) -> None:
-    """Restore generator states saved by :func:`rng_states`."""
-    random.setstate(tuple(states["python"]))
-    kind, keys, position, has_gauss, gauss = states["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
+from mmexp.utils.rng import rng_states, set_rng_states
 
 # Metrics that accumulate over training steps (epoch means, training accuracy) or over
 # epochs (best validation value so far). Validation and test metrics start empty at every

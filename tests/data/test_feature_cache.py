@@ -145,3 +145,13 @@ def test_trainable_or_augmenting_encoders_are_refused_before_training(frozen_cfg
         train(frozen_cfg("feature_cache.enabled=true", "model.encoders.text.freeze=none"))
     with pytest.raises(ValueError, match=r"model.encoders.image: its preprocessing augments"):
         train(frozen_cfg("feature_cache.enabled=true", "model.encoders.image.augment=true"))
+
+
+def test_building_the_cache_leaves_the_run_as_a_later_cached_run(frozen_cfg):
+    """Building the cache draws no random numbers the run would draw: metrics are equal."""
+    overrides = ("feature_cache.enabled=true", "fusion=gated", "model.head.dropout=0.3")
+    building = train(frozen_cfg(*overrides, run_name="a"))
+    reusing = train(frozen_cfg(*overrides, run_name="b"))
+    assert not any(entry["reused"] for entry in building["feature_cache"].values())
+    assert all(entry["reused"] for entry in reusing["feature_cache"].values())
+    assert building["metrics"] == reusing["metrics"]

@@ -162,6 +162,8 @@ def build_module(cfg: DictConfig, num_classes: int) -> pl.LightningModule:
             raise type(cause)(f"objective.module: {cause}") from error
         raise
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
+    # Read by the module's checkpoint hooks (mmexp.lit.frozen_weights).
+    module.save_frozen_weights = bool(cfg.model.get("save_frozen_weights", True))
     return module
 
 

@@ -5,21 +5,24 @@ from it; ``overrides`` changes parts of that config (e.g. the batch size or a da
 
 Examples:
     mmexp-eval ckpt_path=outputs/train/runs/<date>/checkpoints/last.ckpt
-    mmexp-eval ckpt_path=... 'overrides=[data.eval_batch_size=256]'
+    mmexp-eval ckpt_path=... 'overrides=["data.eval_batch_size=256"]'
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import hydra
+import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from mmexp import CONFIG_DIR
 from mmexp.builders import build_data_and_model
 from mmexp.config_check import check_config
 from mmexp.finetune import prepare_finetune
+from mmexp.lit.frozen_weights import left_out_towers, restore_frozen_weights
 from mmexp.tracking.run_record import RunRecord
 from mmexp.utils.checkpoints import load_checkpoint
 from mmexp.utils.instantiate import build_trainer
@@ -27,14 +30,19 @@ from mmexp.utils.resolvers import register_resolvers
 from mmexp.utils.summary import print_summary
 
 
-def skip_pretrained_weights(run_cfg: DictConfig) -> None:
+def skip_pretrained_weights(run_cfg: DictConfig, keep: Iterable[str] = ()) -> None:
     """Build timm encoders without fetching pretrained weights: the checkpoint replaces them.
 
     Hugging Face encoders still read their config and weights from ``name_or_path``
     (the architecture is defined there), so that path must be reachable when evaluating.
+
+    Args:
+        run_cfg: The run's config, changed in place.
+        keep: Modalities whose frozen weights the checkpoint left out
+            (``model.save_frozen_weights=false``): built from their source as configured.
     """
-    for node in (run_cfg.model.get("encoders") or {}).values():
-        if node is None:
+    for modality, node in (run_cfg.model.get("encoders") or {}).items():
+        if node is None or modality in keep:
             continue
         if "pretrained" in node:
             node.pretrained = False
@@ -59,11 +67,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         checkpoint = load_checkpoint(cfg.ckpt_path)
         run_cfg = OmegaConf.create(checkpoint["mmexp_config"])
         run_cfg.merge_with_dotlist(list(cfg.get("overrides") or []))
-        skip_pretrained_weights(run_cfg)
+        # Frozen towers the checkpoint left out are rebuilt as in the run: from their
+        # pretrained source, the finetuning source checkpoint, or the seed.
+        left_out = left_out_towers(checkpoint)
+        skip_pretrained_weights(run_cfg, keep=left_out)
+        if run_cfg.get("seed") is not None:
+            pl.seed_everything(run_cfg.seed, workers=True)
+        finetuning = prepare_finetune(run_cfg, load_source=bool(left_out))
         datamodule, model = build_data_and_model(run_cfg)
-        finetuning = prepare_finetune(run_cfg, load_source=False)
         if finetuning is not None:  # the finetuned structure (adapters, linear probe head)
-            finetuning.apply(model, load_weights=False)
+            finetuning.apply(model, load_weights=bool(left_out))
+        restore_frozen_weights(checkpoint["state_dict"], checkpoint, model.state_dict(),
+                               origin=str(cfg.ckpt_path))
         model.load_state_dict(checkpoint["state_dict"])
         trainer = build_trainer(cfg)
         trainer.test(model, datamodule=datamodule)

@@ -29,6 +29,9 @@ FAST_OVERRIDES = [
 ]
 
 
+pytest_plugins = ["tests.helpers.frozen_towers"]
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _offline_environment() -> None:
     os.environ.setdefault("WANDB_MODE", "offline")

@@ -15,10 +15,10 @@ preprocessing augments (features would differ between epochs).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
+import os
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from mmexp.data.cached_datamodule import CachedDataModule, SplitFeatures
 from mmexp.encoders.base import ModalityEncoder
+from mmexp.utils.digest import hash_parts, tensor_bytes, tensors_digest
 from mmexp.utils.rng import rng_untouched
 
 log = logging.getLogger(__name__)
@@ -41,22 +42,9 @@ LOADER_KEYS = ("batch_size", "eval_batch_size", "num_workers", "pin_memory",
 FORMAT_VERSION = 1
 
 
-def _hash(*parts: bytes) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    for part in parts:
-        digest.update(len(part).to_bytes(8, "little"))
-        digest.update(part)
-    return digest.hexdigest()
-
-
 def weights_digest(module: torch.nn.Module) -> str:
     """Hash of a module's parameters and buffers (names, dtypes, shapes and values)."""
-    parts = []
-    for name, tensor in sorted(module.state_dict().items()):
-        value = tensor.detach().cpu().contiguous()
-        parts += [f"{name}:{value.dtype}:{tuple(value.shape)}".encode(),
-                  value.view(torch.uint8).numpy().tobytes() if value.numel() else b""]
-    return _hash(*parts)
+    return tensors_digest(module.state_dict())
 
 
 class _StablePickler(pickle.Pickler):
@@ -64,9 +52,7 @@ class _StablePickler(pickle.Pickler):
 
     def persistent_id(self, obj: Any) -> Any:
         if isinstance(obj, torch.Tensor):
-            value = obj.detach().cpu().contiguous()
-            return ("tensor", str(value.dtype), tuple(value.shape),
-                    _hash(value.view(torch.uint8).numpy().tobytes() if value.numel() else b""))
+            return ("tensor", str(obj.dtype), tuple(obj.shape), hash_parts(tensor_bytes(obj)))
         return None
 
 
@@ -74,7 +60,7 @@ def processor_digest(processor: Any) -> str:
     """Hash of an encoder's preprocessing (transform, tokenizer, feature extractor)."""
     buffer = io.BytesIO()
     _StablePickler(buffer, protocol=4).dump(processor)
-    return _hash(buffer.getvalue())
+    return hash_parts(buffer.getvalue())
 
 
 def source_stamp(datamodule: Any, stage: str) -> str:
@@ -87,17 +73,30 @@ def source_stamp(datamodule: Any, stage: str) -> str:
     return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
-def cache_key(encoder: ModalityEncoder, encoder_cfg: Any, data_cfg: Any, datamodule: Any,
-              stage: str, tokens: bool) -> str:
-    """The key of one encoder's features on one split (see the module docstring)."""
+def encoder_stamp(encoder: ModalityEncoder, encoder_cfg: Any) -> tuple[bytes, ...]:
+    """What identifies an encoder's outputs on any split: config, frozen weights, preprocessing."""
+    return (json.dumps(OmegaConf.to_container(encoder_cfg, resolve=True), sort_keys=True,
+                       default=str).encode(),
+            weights_digest(encoder.frozen_part()).encode(),
+            processor_digest(encoder.processor(train=False)).encode())
+
+
+def cache_key(stamp: tuple[bytes, ...], data_cfg: Any, datamodule: Any, stage: str,
+              tokens: bool) -> str:
+    """The key of one encoder's features on one split (see the module docstring).
+
+    Args:
+        stamp: The encoder's :func:`encoder_stamp` (hashing the weights once per encoder).
+        data_cfg: The ``data`` config; loader options stay out of the key.
+        datamodule: Names the file each split is read from, if any.
+        stage: ``train``, ``val`` or ``test``.
+        tokens: Whether token sequences are stored.
+    """
     data = {k: v for k, v in OmegaConf.to_container(data_cfg, resolve=True).items()
             if k not in LOADER_KEYS}
-    return _hash(
+    return hash_parts(
         str(FORMAT_VERSION).encode(),
-        json.dumps(OmegaConf.to_container(encoder_cfg, resolve=True), sort_keys=True,
-                   default=str).encode(),
-        weights_digest(encoder.frozen_part()).encode(),
-        processor_digest(encoder.processor(train=False)).encode(),
+        *stamp,
         json.dumps(data, sort_keys=True, default=str).encode(),
         source_stamp(datamodule, stage).encode(),
         f"{stage}:tokens={tokens}".encode(),
@@ -190,9 +189,10 @@ class FeatureCache:
                   "test": datamodule.test_dataloader}[stage]()
         features = compute_features(encoder, name, loader, tokens, self.device)
         self.directory.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial")
+        partial = path.with_suffix(f".{os.getpid()}.partial")
         # Written aside, then renamed: a run stopped mid-write leaves no entry that looks
-        # complete, and concurrent sweep jobs never read a half-written file.
+        # complete, and concurrent sweep jobs or DDP ranks (each writes its own file) never
+        # read or truncate a half-written one.
         save_file(features.tensors(), str(partial), metadata={"split": stage, "modality": name})
         partial.replace(path)
         return features, False
@@ -208,9 +208,10 @@ class FeatureCache:
         tokens = self.keeps_tokens(module)
         # Keys first: fast tokenizers keep truncation and padding settings from their first
         # use, which would change the pickled preprocessing once any loader has run.
-        keys = {(name, stage): cache_key(encoder, cfg.model.encoders[name], cfg.data,
-                                         datamodule, stage, tokens)
-                for name, encoder in encoders.items() for stage in STAGES}
+        stamps = {name: encoder_stamp(encoder, cfg.model.encoders[name])
+                  for name, encoder in encoders.items()}
+        keys = {(name, stage): cache_key(stamps[name], cfg.data, datamodule, stage, tokens)
+                for name in encoders for stage in STAGES}
         datamodule.setup("fit")
         datamodule.setup("test")
         splits: dict[str, dict[str, SplitFeatures]] = {stage: {} for stage in STAGES}

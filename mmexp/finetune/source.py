@@ -18,6 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
+from mmexp.lit.frozen_weights import FROZEN_WEIGHTS_KEY, restore_frozen_weights
 from mmexp.utils.checkpoints import load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ class PretrainedCheckpoint:
         state_dict: Its weights.
         config: The resolved config of the pretraining run.
         provenance: Run folder, task, objective, W&B run and progress of that run.
+        left_out: Which frozen tower weights the checkpoint does not hold
+            (:mod:`mmexp.lit.frozen_weights`); they come from the towers built from its config.
     """
 
     reference: str
@@ -86,6 +89,7 @@ class PretrainedCheckpoint:
     state_dict: dict[str, torch.Tensor]
     config: dict[str, Any]
     provenance: dict[str, Any] = field(default_factory=dict)
+    left_out: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, reference: str, cache_dir: Path) -> PretrainedCheckpoint:
@@ -98,13 +102,14 @@ class PretrainedCheckpoint:
         path = resolve_checkpoint(reference, cache_dir)
         checkpoint = load_checkpoint(path, KEY)
         return cls(reference, path, checkpoint["state_dict"], checkpoint["mmexp_config"],
-                   checkpoint.get("mmexp_provenance", {}))
+                   checkpoint.get("mmexp_provenance", {}),
+                   {FROZEN_WEIGHTS_KEY: checkpoint.get(FROZEN_WEIGHTS_KEY) or {}})
 
     @property
     def towers(self) -> list[str]:
         """Modalities whose encoder weights the checkpoint holds."""
         names = {key.split(".")[1] for key in self.state_dict if key.startswith("encoders.")}
-        return sorted(names)
+        return sorted(names | set(self.left_out.get(FROZEN_WEIGHTS_KEY) or {}))
 
     def adopt_encoders(self, cfg: DictConfig, modalities: list[str]) -> None:
         """Set ``model.encoders.<m>`` and ``model.width`` in ``cfg`` to the pretraining run's.
@@ -127,7 +132,10 @@ class PretrainedCheckpoint:
             RuntimeError: The weights do not fit the encoder; the message names the keys.
         """
         prefix = f"encoders.{modality}."
-        weights = {k[len(prefix):]: v for k, v in self.state_dict.items() if k.startswith(prefix)}
+        state = {k: v for k, v in self.state_dict.items() if k.startswith(prefix)}
+        built = {prefix + k: v for k, v in encoder.state_dict().items()}
+        restore_frozen_weights(state, self.left_out, built, str(self.path), [modality])
+        weights = {k[len(prefix):]: v for k, v in state.items()}
         try:
             encoder.load_state_dict(weights, strict=True)
         except RuntimeError as error:

@@ -21,6 +21,7 @@ from mmexp.lit.common import (
     log_validation,
     save_run_config,
 )
+from mmexp.lit.frozen_weights import drop_frozen_weights, restore_frozen_weights
 from mmexp.metrics.classification import classification_metrics
 
 Batch = dict[str, Any]
@@ -170,3 +171,9 @@ class MultimodalClassifier(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the resolved run config so the checkpoint can be evaluated alone."""
         save_run_config(self, checkpoint)
+        drop_frozen_weights(self, checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Take frozen encoder weights left out of the checkpoint from the built encoders."""
+        restore_frozen_weights(checkpoint["state_dict"], checkpoint, self.state_dict(),
+                               origin="the checkpoint being loaded")

@@ -31,6 +31,7 @@ from mmexp.lit.common import (
     log_validation,
     save_run_config,
 )
+from mmexp.lit.frozen_weights import drop_frozen_weights, restore_frozen_weights
 from mmexp.losses.itm import MatchingLoss, select
 from mmexp.metrics.retrieval import RetrievalRecall
 
@@ -201,3 +202,9 @@ class ContrastivePretrainer(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the resolved run config and provenance (read back by finetuning)."""
         save_run_config(self, checkpoint)
+        drop_frozen_weights(self, checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Take frozen encoder weights left out of the checkpoint from the built encoders."""
+        restore_frozen_weights(checkpoint["state_dict"], checkpoint, self.state_dict(),
+                               origin="the checkpoint being loaded")

@@ -22,7 +22,11 @@ from mmexp import CONFIG_DIR
 from mmexp.builders import build_data_and_model
 from mmexp.config_check import check_config
 from mmexp.finetune import prepare_finetune
-from mmexp.lit.frozen_weights import left_out_towers, restore_frozen_weights
+from mmexp.lit.frozen_weights import (
+    FROZEN_WEIGHTS_KEY,
+    left_out_towers,
+    restore_frozen_weights,
+)
 from mmexp.tracking.run_record import RunRecord
 from mmexp.utils.checkpoints import load_checkpoint
 from mmexp.utils.instantiate import build_trainer
@@ -70,15 +74,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         # Frozen towers the checkpoint left out are rebuilt as in the run: from their
         # pretrained source, the finetuning source checkpoint, or the seed.
         left_out = left_out_towers(checkpoint)
-        skip_pretrained_weights(run_cfg, keep=left_out)
         if run_cfg.get("seed") is not None:
             pl.seed_everything(run_cfg.seed, workers=True)
         finetuning = prepare_finetune(run_cfg, load_source=bool(left_out))
+        skip_pretrained_weights(run_cfg, keep=left_out)
         datamodule, model = build_data_and_model(run_cfg)
         if finetuning is not None:  # the finetuned structure (adapters, linear probe head)
             finetuning.apply(model, load_weights=bool(left_out))
-        restore_frozen_weights(checkpoint["state_dict"], checkpoint, model.state_dict(),
-                               origin=str(cfg.ckpt_path))
+        restore_frozen_weights(checkpoint["state_dict"], checkpoint.get(FROZEN_WEIGHTS_KEY),
+                               model.state_dict(), origin=str(cfg.ckpt_path))
         model.load_state_dict(checkpoint["state_dict"])
         trainer = build_trainer(cfg)
         trainer.test(model, datamodule=datamodule)

@@ -80,7 +80,7 @@ class PretrainedCheckpoint:
         state_dict: Its weights.
         config: The resolved config of the pretraining run.
         provenance: Run folder, task, objective, W&B run and progress of that run.
-        left_out: Which frozen tower weights the checkpoint does not hold
+        left_out: The frozen tower weights the checkpoint does not hold, per modality
             (:mod:`mmexp.lit.frozen_weights`); they come from the towers built from its config.
     """
 
@@ -103,13 +103,13 @@ class PretrainedCheckpoint:
         checkpoint = load_checkpoint(path, KEY)
         return cls(reference, path, checkpoint["state_dict"], checkpoint["mmexp_config"],
                    checkpoint.get("mmexp_provenance", {}),
-                   {FROZEN_WEIGHTS_KEY: checkpoint.get(FROZEN_WEIGHTS_KEY) or {}})
+                   checkpoint.get(FROZEN_WEIGHTS_KEY) or {})
 
     @property
     def towers(self) -> list[str]:
         """Modalities whose encoder weights the checkpoint holds."""
         names = {key.split(".")[1] for key in self.state_dict if key.startswith("encoders.")}
-        return sorted(names | set(self.left_out.get(FROZEN_WEIGHTS_KEY) or {}))
+        return sorted(names | set(self.left_out))
 
     def adopt_encoders(self, cfg: DictConfig, modalities: list[str]) -> None:
         """Set ``model.encoders.<m>`` and ``model.width`` in ``cfg`` to the pretraining run's.

@@ -31,7 +31,11 @@ from mmexp.lit.common import (
     log_validation,
     save_run_config,
 )
-from mmexp.lit.frozen_weights import drop_frozen_weights, restore_frozen_weights
+from mmexp.lit.frozen_weights import (
+    FROZEN_WEIGHTS_KEY,
+    drop_frozen_weights,
+    restore_frozen_weights,
+)
 from mmexp.losses.itm import MatchingLoss, select
 from mmexp.metrics.retrieval import RetrievalRecall
 
@@ -206,5 +210,5 @@ class ContrastivePretrainer(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Take frozen encoder weights left out of the checkpoint from the built encoders."""
-        restore_frozen_weights(checkpoint["state_dict"], checkpoint, self.state_dict(),
-                               origin="the checkpoint being loaded")
+        restore_frozen_weights(checkpoint["state_dict"], checkpoint.get(FROZEN_WEIGHTS_KEY),
+                               self.state_dict(), origin="the checkpoint being loaded")

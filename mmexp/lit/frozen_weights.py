@@ -77,14 +77,14 @@ def left_out_towers(checkpoint: Mapping[str, Any]) -> list[str]:
     return sorted(checkpoint.get(FROZEN_WEIGHTS_KEY) or {})
 
 
-def restore_frozen_weights(state: dict[str, torch.Tensor], checkpoint: Mapping[str, Any],
+def restore_frozen_weights(state: dict[str, torch.Tensor], record: Mapping[str, Any] | None,
                            available: Mapping[str, torch.Tensor], origin: str,
                            modalities: Iterable[str] | None = None) -> None:
     """Put the weights a checkpoint left out back into its ``state``, checked by digest.
 
     Args:
         state: The checkpoint's state dict, completed in place.
-        checkpoint: The checkpoint (its :data:`FROZEN_WEIGHTS_KEY` record is read).
+        record: The checkpoint's :data:`FROZEN_WEIGHTS_KEY` entry (``None``: nothing left out).
         available: State-dict entries of the model built to load it, same names.
         origin: What is being loaded, for messages (a path).
         modalities: Restore only these towers (all that were left out by default).
@@ -93,7 +93,7 @@ def restore_frozen_weights(state: dict[str, torch.Tensor], checkpoint: Mapping[s
         FrozenWeightsMismatchError: A left-out weight is missing from ``available``, or
             the values there are not the ones the run trained with.
     """
-    record = checkpoint.get(FROZEN_WEIGHTS_KEY) or {}
+    record = record or {}
     for modality in modalities if modalities is not None else record:
         if modality not in record:
             continue

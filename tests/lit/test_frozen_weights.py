@@ -89,7 +89,7 @@ def test_finetuning_source_without_frozen_towers_loads_them_checked(frozen_cfg, 
     module.on_save_checkpoint(checkpoint)
     source = PretrainedCheckpoint("ref", tmp_path / "x.ckpt", checkpoint["state_dict"],
                                   module.run_config, {},
-                                  {FROZEN_WEIGHTS_KEY: checkpoint[FROZEN_WEIGHTS_KEY]})
+                                  checkpoint[FROZEN_WEIGHTS_KEY])
     assert source.towers == ["image", "text"]
     rebuilt = build_data_and_model(frozen_cfg(*LEAVE_OUT, run_name="again"))[1]
     source.load_encoder("image", rebuilt.encoders["image"])

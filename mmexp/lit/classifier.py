@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.optim import Optimizer
@@ -16,22 +15,16 @@ from mmexp.encoders.base import EncoderOutput, ModalityEncoder
 from mmexp.fusion.base import FusionStrategy
 from mmexp.lit.common import (
     EpochMeans,
-    configure_optimization,
+    MultimodalModule,
     log_training_step,
     log_validation,
-    save_run_config,
-)
-from mmexp.lit.frozen_weights import (
-    FROZEN_WEIGHTS_KEY,
-    drop_frozen_weights,
-    restore_frozen_weights,
 )
 from mmexp.metrics.classification import classification_metrics
 
 Batch = dict[str, Any]
 
 
-class MultimodalClassifier(pl.LightningModule):
+class MultimodalClassifier(MultimodalModule):
     """Classify samples from several modalities with an injected fusion strategy.
 
     Everything that varies in an ablation (encoders, fusion, head, loss, optimizer,
@@ -167,17 +160,3 @@ class MultimodalClassifier(pl.LightningModule):
         if self.test_confusion is not None:
             self.test_confusion_result = self.test_confusion.compute().cpu()
             self.test_confusion.reset()
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        """Build the injected optimizer and, if any, the per-step schedule."""
-        return configure_optimization(self, self.optimizer_factory, self.scheduler_factory)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store the resolved run config so the checkpoint can be evaluated alone."""
-        save_run_config(self, checkpoint)
-        drop_frozen_weights(self, checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Take frozen encoder weights left out of the checkpoint from the built encoders."""
-        restore_frozen_weights(checkpoint["state_dict"], checkpoint.get(FROZEN_WEIGHTS_KEY),
-                               self.state_dict(), origin="the checkpoint being loaded")

@@ -11,6 +11,12 @@ from torch import nn
 from torch.optim import Optimizer
 from torchmetrics import MeanMetric, Metric
 
+from mmexp.lit.frozen_weights import (
+    FROZEN_WEIGHTS_KEY,
+    drop_frozen_weights,
+    restore_frozen_weights,
+)
+
 
 def configure_optimization(
     module: pl.LightningModule,
@@ -108,3 +114,30 @@ def save_run_config(module: pl.LightningModule, checkpoint: dict[str, Any]) -> N
     if getattr(module, "run_config", None) is not None:
         checkpoint["mmexp_config"] = module.run_config
     checkpoint["mmexp_provenance"] = provenance(module)
+
+
+class MultimodalModule(pl.LightningModule):
+    """What every mmexp module shares: injected optimization and standalone checkpoints.
+
+    Subclasses set ``optimizer_factory`` and ``scheduler_factory`` (injected partials). Each
+    checkpoint carries the resolved run config and provenance, and leaves out the frozen
+    encoder weights when ``model.save_frozen_weights=false``
+    (:mod:`mmexp.lit.frozen_weights`).
+    """
+
+    optimizer_factory: Callable[..., Optimizer]
+    scheduler_factory: Callable[..., Any] | None = None
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """Build the injected optimizer and, if any, the per-step schedule."""
+        return configure_optimization(self, self.optimizer_factory, self.scheduler_factory)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the run config and provenance; leave frozen weights out if configured."""
+        save_run_config(self, checkpoint)
+        drop_frozen_weights(self, checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Take frozen encoder weights left out of the checkpoint from the built encoders."""
+        restore_frozen_weights(checkpoint["state_dict"], checkpoint.get(FROZEN_WEIGHTS_KEY),
+                               self.state_dict(), origin="the checkpoint being loaded")

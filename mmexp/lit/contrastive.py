@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,15 +25,9 @@ from mmexp.encoders.base import EncoderOutput, ModalityEncoder
 from mmexp.fusion.base import FusionStrategy
 from mmexp.lit.common import (
     EpochMeans,
-    configure_optimization,
+    MultimodalModule,
     log_training_step,
     log_validation,
-    save_run_config,
-)
-from mmexp.lit.frozen_weights import (
-    FROZEN_WEIGHTS_KEY,
-    drop_frozen_weights,
-    restore_frozen_weights,
 )
 from mmexp.losses.itm import MatchingLoss, select
 from mmexp.metrics.retrieval import RetrievalRecall
@@ -42,7 +35,7 @@ from mmexp.metrics.retrieval import RetrievalRecall
 Batch = dict[str, Any]
 
 
-class ContrastivePretrainer(pl.LightningModule):
+class ContrastivePretrainer(MultimodalModule):
     """Align two modality towers (CLIP-style) and, optionally, train a matching head.
 
     The towers are ordinary mmexp encoders: their L2-normalised pooled vectors are the
@@ -198,17 +191,3 @@ class ContrastivePretrainer(pl.LightningModule):
         """Log test retrieval recalls."""
         self.log_dict({f"test/{k}": v for k, v in self.test_retrieval.compute().items()})
         self.test_retrieval.reset()
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        """Build the injected optimizer and, if any, the per-step schedule."""
-        return configure_optimization(self, self.optimizer_factory, self.scheduler_factory)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store the resolved run config and provenance (read back by finetuning)."""
-        save_run_config(self, checkpoint)
-        drop_frozen_weights(self, checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Take frozen encoder weights left out of the checkpoint from the built encoders."""
-        restore_frozen_weights(checkpoint["state_dict"], checkpoint.get(FROZEN_WEIGHTS_KEY),
-                               self.state_dict(), origin="the checkpoint being loaded")

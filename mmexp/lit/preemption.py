@@ -116,14 +116,14 @@ class SaveOnSignal(pl.Callback):
                     trainer.global_step)
         previous = self._previous.get(signum)
         self._restore_handlers()
-        # Hand the signal on to the handler found at start (submitit requeues the job
-        # there), but not to Lightning's: it would stop at its own pace, and its SIGTERM
-        # handler broadcasts from rank 0 at a moment the other ranks do not expect.
         # Log this step's metrics, as Lightning would right after this hook, so the run's
         # logs hold every step the checkpoint holds.
         trainer._logger_connector.update_train_step_metrics()  # noqa: SLF001
         for logger in trainer.loggers:
             logger.save()
+        # Hand the signal on to the handler found at start (submitit requeues the job
+        # there), but not to Lightning's: it would stop at its own pace, and its SIGTERM
+        # handler broadcasts from rank 0 at a moment the other ranks do not expect.
         if callable(previous) and not isinstance(previous, _HandlersCompose):
             # The launcher may end the process itself (submitit, once requeued): Preempted
             # does so below, after train() has recorded the run as interrupted.

@@ -8,6 +8,12 @@ from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MultilabelAveragePrecision, MultilabelF1Score
 
 
+def _probabilities(logits: torch.Tensor) -> torch.Tensor:
+    # float64: float32's sigmoid rounds every logit above ~17 to 1, ties that would change the
+    # average precision, and rounds tiny positive logits to 0.5, which the threshold rejects.
+    return torch.sigmoid(logits.double())
+
+
 class SamplesF1(Metric):
     """F1 of each sample's predicted label set against its true set, averaged over samples.
 
@@ -23,13 +29,14 @@ class SamplesF1(Metric):
     def __init__(self, threshold: float = 0.5) -> None:
         super().__init__()
         self.threshold = threshold
-        self.add_state("f1_sum", default=torch.tensor(0.0, dtype=torch.float64),
-                       dist_reduce_fx="sum")
+        self.add_state(
+            "f1_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
+        )
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
         """Add ``[B, C]`` logits and ``[B, C]`` multi-hot targets."""
-        predicted = torch.sigmoid(logits) > self.threshold
+        predicted = _probabilities(logits) > self.threshold
         truth = targets.bool()
         overlap = (predicted & truth).sum(dim=1).double()
         sizes = (predicted.sum(dim=1) + truth.sum(dim=1)).double()
@@ -41,6 +48,30 @@ class SamplesF1(Metric):
         return (self.f1_sum / self.count.clamp_min(1)).float()
 
 
+class ProbabilityF1Score(MultilabelF1Score):
+    """torchmetrics' multi-label F1 updated with logits: it scores their sigmoid.
+
+    torchmetrics applies a sigmoid only to an update with some value outside [0, 1]; one whose
+    logits all lie within [0, 1] would be thresholded at 0.5 as if they were probabilities.
+    """
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        """Add ``[B, C]`` logits and ``[B, C]`` multi-hot targets."""
+        super().update(_probabilities(preds), target)
+
+
+class ProbabilityAveragePrecision(MultilabelAveragePrecision):
+    """torchmetrics' multi-label average precision updated with logits; see ProbabilityF1Score.
+
+    The ranking is the logits' either way, but only if every update is on one scale: a batch
+    left as logits would otherwise be ranked against another's sigmoid.
+    """
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        """Add ``[B, C]`` logits and ``[B, C]`` multi-hot targets."""
+        super().update(_probabilities(preds), target)
+
+
 def multilabel_metrics(num_classes: int, prefix: str) -> MetricCollection:
     """Micro, macro, weighted and samples F1 and macro average precision (mAP).
 
@@ -49,18 +80,19 @@ def multilabel_metrics(num_classes: int, prefix: str) -> MetricCollection:
         prefix: Split name, e.g. ``"val"``.
 
     Returns:
-        A collection updated with ``(logits, multi-hot targets)``, named ``<prefix>/<metric>``.
+        A collection updated with ``(logits, multi-hot targets)``, named ``<prefix>/<metric>``;
+        every metric scores the logits' sigmoid (a label is predicted where its logit is > 0).
     """
     # No value checks on the per-step training metrics (a device sync each; see
     # classification_metrics).
     checks = {"validate_args": prefix != "train"}
     return MetricCollection(
         {
-            "f1_micro": MultilabelF1Score(num_classes, average="micro", **checks),
-            "f1_macro": MultilabelF1Score(num_classes, average="macro", **checks),
-            "f1_weighted": MultilabelF1Score(num_classes, average="weighted", **checks),
+            "f1_micro": ProbabilityF1Score(num_classes, average="micro", **checks),
+            "f1_macro": ProbabilityF1Score(num_classes, average="macro", **checks),
+            "f1_weighted": ProbabilityF1Score(num_classes, average="weighted", **checks),
             "f1_samples": SamplesF1(),
-            "map": MultilabelAveragePrecision(num_classes, average="macro", **checks),
+            "map": ProbabilityAveragePrecision(num_classes, average="macro", **checks),
         },
         prefix=f"{prefix}/",
     )

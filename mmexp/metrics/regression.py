@@ -1,16 +1,24 @@
 """Sentiment-regression metrics of CMU-MOSI / CMU-MOSEI, as the papers report them.
 
-Scores are real numbers in [-3, 3] (Zadeh et al., 2016; 2018). The figures are those of the
-MulT evaluation (Tsai et al., ACL 2019), which MultiBench (Liang et al., NeurIPS 2021) and
-later work reuse:
+Scores are real numbers in [-3, 3] (Zadeh et al., 2016; 2018). ``mae``, ``corr``, ``acc7`` and
+``acc5`` are those of MulT's evaluation (Tsai et al., ACL 2019, ``src/eval_metrics.py``), which
+MultiBench (Liang et al., NeurIPS 2021) copies:
 
 * ``mae``: mean absolute error; ``corr``: Pearson correlation of predictions and targets.
 * ``acc7`` / ``acc5``: predictions and targets clipped to [-3, 3] / [-2, 2], rounded to the
   nearest integer (half to even, as ``numpy.round``), then compared.
-* Binary sentiment in the two conventions papers report side by side:
-  ``acc2_has0`` / ``f1_has0``: non-negative against negative, over all samples;
-  ``acc2_non0`` / ``f1_non0``: positive against negative, leaving out samples whose target
-  is exactly 0. F1 is scikit-learn's ``average="weighted"`` over the two classes.
+
+Binary sentiment comes in the two conventions papers report side by side; F1 is
+scikit-learn's ``average="weighted"`` over the two classes, called as ``(y_true, y_pred)``:
+
+* ``acc2_has0`` / ``f1_has0``: non-negative (``>= 0``) against negative, over all samples:
+  the convention of MMSA / Self-MM (Yu et al., AAAI 2021). MulT's ``exclude_zero=False`` (and
+  MultiBench's) splits positive (``> 0``) against non-positive instead.
+* ``acc2_non0`` / ``f1_non0``: positive against negative, leaving out samples whose target
+  is exactly 0: MulT's ``exclude_zero=True``, which MultiBench's ``eval_affect`` follows, and
+  MMSA's ``Non0``. MulT (and MultiBench's copy) call ``f1_score(preds > 0, truth > 0)``, the
+  arguments swapped, which weights each class by its predicted rather than its true count
+  and so changes the weighted F1 slightly; MMSA, like mmexp, passes them in order.
 
 Every metric keeps sums only (no stored predictions), so values are exact under DDP.
 """

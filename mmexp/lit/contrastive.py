@@ -152,6 +152,16 @@ class ContrastivePretrainer(MultimodalModule):
         """Log the epoch means of the training losses, over every process."""
         self.train_means.log_and_reset(self, "train/")
 
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """Step, then clamp the loss's temperature into its bounds, as open_clip does."""
+        super().optimizer_step(*args, **kwargs)
+        # Here rather than in on_train_batch_end: Lightning calls this once per real step (not
+        # on the batches that only accumulate gradients), and before any batch-end hook, where
+        # callbacks may save a checkpoint that must not hold the unclamped value.
+        clamp = getattr(self.loss_fn, "clamp_parameters_", None)
+        if clamp is not None:
+            clamp()
+
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         """Optimise the contrastive (and matching) loss."""
         losses, _ = self._losses(batch)

@@ -42,7 +42,8 @@ class ClipLoss(nn.Module):
     Args:
         init_temperature: Initial softmax temperature (CLIP: 0.07).
         learnable_temperature: Train the temperature.
-        max_logit_scale: Upper clamp of ``1 / temperature`` (CLIP: 100) against instability.
+        max_logit_scale: Upper bound of ``1 / temperature`` (CLIP: 100) against instability,
+            enforced on the parameter after each optimizer step by :meth:`clamp_parameters_`.
         local_loss: Compute only this rank's rows of the logits.
         gather_with_grad: Differentiable all-gather (exact global gradient); see
             :mod:`mmexp.losses.distributed`.
@@ -64,8 +65,19 @@ class ClipLoss(nn.Module):
 
     @property
     def logit_scale(self) -> torch.Tensor:
-        """``1 / temperature``, clamped."""
-        return self.log_logit_scale.clamp(max=self.max_log_logit_scale).exp()
+        """``1 / temperature``, unclamped: the bound is kept by :meth:`clamp_parameters_`."""
+        # A clamp here would zero the parameter's gradient for good once it reached the bound
+        # (from the start with init_temperature=0.01: float32 rounds log(100) up).
+        return self.log_logit_scale.exp()
+
+    def clamp_parameters_(self) -> None:
+        """Clamp the log logit scale into ``[0, log(max_logit_scale)]`` in place.
+
+        As open_clip does after every optimizer step: the temperature stays within
+        ``[1 / max_logit_scale, 1]`` and keeps its gradient at the bound.
+        """
+        with torch.no_grad():
+            self.log_logit_scale.clamp_(0, self.max_log_logit_scale)
 
     def forward(self, features_a: torch.Tensor, features_b: torch.Tensor,
                 ids: torch.Tensor | None = None) -> torch.Tensor:

@@ -9,6 +9,7 @@ from open_clip.loss import ClipLoss as OpenClipLoss
 from open_clip.loss import SigLipLoss as OpenSigLipLoss
 
 from mmexp.losses import ClipLoss, SigLipLoss
+from mmexp.train import train
 from tests.helpers.distributed import run_distributed
 from tests.losses import contrastive_workers as workers
 
@@ -43,6 +44,7 @@ def test_clip_temperature_is_learned_and_clamped():
     assert loss.log_logit_scale.grad is not None and loss.log_logit_scale.grad != 0
     with torch.no_grad():
         loss.log_logit_scale.fill_(10.0)
+    loss.clamp_parameters_()
     assert loss.logit_scale.item() == pytest.approx(100.0)
     frozen = ClipLoss(learnable_temperature=False)
     assert not frozen.log_logit_scale.requires_grad
@@ -157,3 +159,52 @@ def test_siglip_counts_pairs_of_the_same_item_as_positives():
     got = _loss_and_grads(loss(a, b, ids=IDS), a, b)
     for value, want in zip(got, expected, strict=True):
         torch.testing.assert_close(value, want)
+
+
+@pytest.mark.parametrize("log_scale", [None, math.log(100.0), 5.0])
+def test_clip_temperature_at_or_above_the_bound_keeps_its_gradient(log_scale):
+    # None: init_temperature=0.01, whose float32 log scale lies just above log(100).
+    loss = ClipLoss(init_temperature=0.01)
+    if log_scale is not None:
+        with torch.no_grad():
+            loss.log_logit_scale.fill_(log_scale)
+    assert loss.log_logit_scale.item() >= math.log(100.0) - 1e-6
+    a, b = _features()
+    (grad,) = torch.autograd.grad(loss(a, b), loss.log_logit_scale)
+    # open_clip takes the scale as given: its gradient through exp of the same parameter.
+    reference = loss.log_logit_scale.detach().clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(OpenClipLoss()(a, b, reference.exp()), reference)
+    torch.testing.assert_close(grad, expected)
+    assert grad.abs().item() > 1e-4
+
+
+@pytest.mark.parametrize(
+    ("log_scale", "clamped"),
+    [(10.0, math.log(100.0)), (math.log(100.0) + 1e-3, math.log(100.0)), (2.0, 2.0), (-1.0, 0.0)],
+)
+def test_clamp_parameters_bounds_the_scale_as_open_clip(log_scale, clamped):
+    loss = ClipLoss(max_logit_scale=100.0)
+    with torch.no_grad():
+        loss.log_logit_scale.fill_(log_scale)
+    loss.clamp_parameters_()
+    # open_clip_train: logit_scale.clamp_(0, math.log(100)) after every optimizer step.
+    assert loss.log_logit_scale.item() == pytest.approx(clamped, abs=1e-6)
+    assert loss.logit_scale.item() == pytest.approx(math.exp(clamped), rel=1e-5)
+    assert loss.log_logit_scale.requires_grad
+
+
+def test_contrastive_pretraining_keeps_the_learned_scale_within_the_bound(make_train_cfg):
+    # Logit scale 200 at the start, above the bound of 100; two batches a step.
+    cfg = make_train_cfg(
+        "objective=contrastive",
+        "objective.loss.init_temperature=0.005",
+        "data.num_train=96",
+        "data.num_val=32",
+        "data.num_test=32",
+        "trainer.max_epochs=1",
+        "++trainer.accumulate_grad_batches=2",
+    )
+    result = train(cfg)
+    state = torch.load(result["best_checkpoint"], weights_only=True)["state_dict"]
+    log_scale = state["loss_fn.log_logit_scale"]
+    assert log_scale.item() <= math.log(100.0) + 1e-6

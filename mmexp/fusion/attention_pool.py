@@ -21,6 +21,11 @@ class AttentionFusion(FusionStrategy):
     vector is ``sum_m alpha_m x_m``. Unlike a fixed average, the weights depend on the
     sample, so an uninformative modality can be down-weighted per input.
 
+    Simplified: the paper's scores also read the decoder state (``W_B s_{i-1}``), which a
+    classifier does not have, and its values are modality-specific projections
+    ``W_ck x_k``; here the values are the encoder outputs themselves (already projected to
+    ``dim`` by each encoder).
+
     Modalities a sample lacks are masked out of the softmax; a sample with none gets zeros.
 
     Args:
@@ -29,6 +34,9 @@ class AttentionFusion(FusionStrategy):
         hidden_dim: Width of the scoring projections; ``None`` means ``dim``. This is the
             width :func:`mmexp.fusion.cost.match_params` scales.
     """
+
+    # A weighted mean of the vectors, like a sum, cannot tell a matching pair from another.
+    judges_pairs = False
 
     def __init__(self, modalities: Sequence[str], dim: int, hidden_dim: int | None = None) -> None:
         super().__init__(modalities, dim)

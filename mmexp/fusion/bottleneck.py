@@ -22,6 +22,17 @@ class BottleneckFusion(FusionStrategy):
     ``fusion_layer`` are purely unimodal (the paper's mid fusion). The output is the mean of
     the modalities' final CLS states.
 
+    As in the paper and scenic's implementation, the bottleneck a fusion layer reads is the
+    one the previous layer wrote, so the first fusion layer sees the learned initial tokens
+    and cross-modal information first reaches a stream in layer ``fusion_layer + 1``. A last
+    layer that only writes the bottleneck therefore exchanges nothing; settings without a
+    layer that reads what another modality wrote (``fusion_layer > depth - 2``, which
+    includes ``depth = 1``) are refused rather than silently trained as late fusion.
+
+    Simplified: the paper classifies each modality's CLS and averages the logits (trained
+    with per-modality losses in scenic); here the CLS states are averaged and go to the same
+    head as every other strategy of the ablation.
+
     Padded tokens and all tokens of an absent modality are masked; an absent modality is left
     out of the bottleneck average and of the CLS mean (a sample with no modality keeps its
     bottleneck and gets a zero output).
@@ -32,13 +43,15 @@ class BottleneckFusion(FusionStrategy):
         depth: Number of layers per modality.
         heads: Attention heads; must divide ``dim``.
         num_bottleneck: Number of shared bottleneck tokens.
-        fusion_layer: Index of the first layer that uses the bottleneck.
+        fusion_layer: Index of the first layer that uses the bottleneck; at most
+            ``depth - 2``.
         hidden_dim: Feed-forward width; ``None`` means ``4 * dim``. This is the width
             :func:`mmexp.fusion.cost.match_params` scales.
         dropout: Dropout inside the Transformer layers.
 
     Raises:
-        ValueError: Invalid ``heads``, ``depth``, ``num_bottleneck`` or ``fusion_layer``.
+        ValueError: Invalid ``heads``, ``num_bottleneck`` or ``fusion_layer`` (including
+            ``depth < 2``).
     """
 
     uses_tokens = True
@@ -61,10 +74,14 @@ class BottleneckFusion(FusionStrategy):
             raise ValueError(
                 f"BottleneckFusion: num_bottleneck must be positive, got {num_bottleneck}"
             )
-        if not 0 <= fusion_layer < depth:
-            # fusion_layer == depth would leave the bottleneck unused (no fusion at all).
+        if not 0 <= fusion_layer <= depth - 2:
+            # The bottleneck written in layer l is read in layer l + 1: a fusion that starts in
+            # the last layer (or a single layer) would exchange nothing between modalities.
             raise ValueError(
-                f"BottleneckFusion: fusion_layer must be in [0, depth={depth}), got {fusion_layer}"
+                f"BottleneckFusion: fusion_layer must be in [0, depth - 2] = [0, {depth - 2}] "
+                f"for depth={depth}, got {fusion_layer}: the bottleneck a layer writes is read "
+                "by the next one, so a fusion that starts in the last layer exchanges nothing "
+                "(raise fusion.depth or lower fusion.fusion_layer)"
             )
         self.out_dim = dim
         self.fusion_layer = fusion_layer

@@ -112,6 +112,11 @@ class CrossAttentionFusion(FusionStrategy):
     streams read the previous layer's states, so the exchange is symmetric. The output is the
     concatenation of the masked-mean pooled streams (``out_dim = dim * M``).
 
+    Simplified relative to LXMERT: the cross- and the self-attention block each have a
+    feed-forward layer (LXMERT has one after both), the cross-attention weights are not
+    shared between the directions (LXMERT shares them), and the output pools the streams
+    instead of reading a CLS token (LXMERT) or multiplying the streams' summaries (ViLBERT).
+
     Padded tokens and all tokens of an absent modality are masked as keys; an absent
     modality's own stream pools to zeros, and a stream whose context is entirely absent skips
     the cross-attention update.

@@ -20,12 +20,19 @@ class FiLMFusion(FusionStrategy):
     the deviation from one, as the paper recommends), that modulate the tokens of every other
     modality inside a residual block shaped like the paper's: ``x + W_2 ReLU(gamma * N(W_1 x)
     + beta)``, with ``N`` a normalisation without affine parameters (FiLM supplies them).
-    Each modulated sequence is masked-mean pooled; the output concatenates, in modality
-    order, the conditioning pooled vector and the modulated pooled vectors
-    (``out_dim = dim * M``).
+    Each modulated sequence is masked-mean pooled and the output concatenates the modulated
+    pooled vectors in modality order (``out_dim = dim * (M - 1)``): as in the paper, the
+    classifier sees the conditioning modality only through the modulation.
+    ``concat_conditioning=True`` also puts the conditioning pooled vector into the output
+    (``out_dim = dim * M``), a variant that contains concatenation fusion and so is not a
+    clean "FiLM vs concat" row.
+
+    Simplified: one FiLM-ed residual block per modulated modality instead of the paper's four
+    convolutional ones, a LayerNorm without affine parameters in place of BatchNorm, and the
+    residual wraps the whole block with a linear output projection.
 
     A sample that lacks the conditioning modality gets the identity modulation
-    (``gamma = 1, beta = 0``) and a zero conditioning slot; a sample that lacks a modulated
+    (``gamma = 1, beta = 0``) (and a zero conditioning slot); a sample that lacks a modulated
     modality gets a zero slot for it.
 
     Args:
@@ -36,6 +43,7 @@ class FiLMFusion(FusionStrategy):
         hidden_dim: Width of the modulated hidden layer; ``None`` means ``dim``. This is the
             width :func:`mmexp.fusion.cost.match_params` scales.
         dropout: Dropout before the output projection of each block.
+        concat_conditioning: Also output the conditioning modality's pooled vector.
 
     Raises:
         ValueError: ``conditioning`` is not one of ``modalities``.
@@ -51,6 +59,7 @@ class FiLMFusion(FusionStrategy):
         conditioning: str | None = None,
         hidden_dim: int | None = None,
         dropout: float = 0.0,
+        concat_conditioning: bool = False,
     ) -> None:
         super().__init__(modalities, dim)
         if conditioning is None:
@@ -63,7 +72,9 @@ class FiLMFusion(FusionStrategy):
         hidden = hidden_dim or dim
         self.conditioning = conditioning
         self.targets = tuple(m for m in self.modalities if m != conditioning)
-        self.out_dim = dim * len(self.modalities)
+        self.concat_conditioning = concat_conditioning
+        self.outputs_order = self.modalities if concat_conditioning else self.targets
+        self.out_dim = dim * len(self.outputs_order)
         # One FiLM generator and one residual block per modulated modality.
         self.generators = nn.ModuleDict({m: nn.Linear(dim, 2 * hidden) for m in self.targets})
         self.inputs = nn.ModuleDict({m: nn.Linear(dim, hidden) for m in self.targets})
@@ -72,7 +83,7 @@ class FiLMFusion(FusionStrategy):
         self.outputs = nn.ModuleDict({m: nn.Linear(hidden, dim) for m in self.targets})
 
     def forward(self, features: Mapping[str, EncoderOutput]) -> torch.Tensor:
-        """Return the ``[B, dim * M]`` conditioning and modulated pooled vectors."""
+        """Return the ``[B, out_dim]`` modulated (and conditioning) pooled vectors."""
         self.check_inputs(features)
         condition = features[self.conditioning]
         has_condition = condition.present_mask()[:, None]
@@ -90,4 +101,4 @@ class FiLMFusion(FusionStrategy):
             hidden = torch.relu(gamma[:, None] * hidden + beta[:, None])
             modulated = tokens + self.outputs[name](self.dropout(hidden))
             pooled[name] = masked_mean(modulated, real)
-        return torch.cat([pooled[m] for m in self.modalities], dim=-1)
+        return torch.cat([pooled[m] for m in self.outputs_order], dim=-1)

@@ -23,10 +23,17 @@ class MulTFusion(FusionStrategy):
     source's (layer-normalised) input sequence at every block, as in the paper. The outputs
     of all sources of a target are concatenated along the channels and processed by
     ``self_depth`` self-attention blocks; each target is then masked-mean pooled and the
-    targets are concatenated (``out_dim = M * (M - 1) * dim``). Sinusoidal positions are
-    added to the inputs, as in the paper. The paper's 1-D convolutional input projection is
-    omitted because the encoders already project every modality to the same width; the
-    paper's last-element pooling is replaced by the masked mean, which is robust to padding.
+    targets are concatenated (``out_dim = M * (M - 1) * dim``). As in the authors' code
+    (``modules/transformer.py``), every Transformer stack scales its input by ``sqrt(width)``
+    before adding sinusoidal positions (queries, keys and values alike) and ends in a
+    LayerNorm.
+
+    Simplified: the 1-D convolutional input projection is omitted (the authors' code uses
+    kernel size 1, i.e. a linear map, and the encoders already project every modality to the
+    same width); the last-element pooling is replaced by the masked mean, which is robust to
+    padding; the feed-forward layers use GELU instead of ReLU, keys and values have a
+    LayerNorm of their own, there is no causal attention mask and no embedding dropout; the
+    default depths (2 cross-modal, 1 self-attention) are smaller than the paper's 4-5 and 3.
 
     Padded tokens and absent modalities are masked as keys; a target whose source is absent
     for a sample skips that source's attention updates, and an absent target pools to zeros.
@@ -88,6 +95,15 @@ class MulTFusion(FusionStrategy):
                 for target in self.modalities
             }
         )
+        # The LayerNorm that ends each cross-modal stack, and each self-attention stack.
+        self.cross_norms = nn.ModuleDict(
+            {
+                target: nn.ModuleDict(
+                    {source: nn.LayerNorm(dim) for source in self.modalities if source != target}
+                )
+                for target in self.modalities
+            }
+        )
         self.norms = nn.ModuleDict({m: nn.LayerNorm(sources * dim) for m in self.modalities})
 
     def forward(self, features: Mapping[str, EncoderOutput]) -> torch.Tensor:
@@ -98,8 +114,7 @@ class MulTFusion(FusionStrategy):
             output = features[name]
             valid[name] = output.mask & output.present_mask()[:, None]
             # Zeroing first keeps padding and absent placeholders out of every product.
-            tokens = output.tokens.masked_fill(~valid[name][..., None], 0.0)
-            inputs[name] = tokens + sinusoidal_positions(tokens.shape[1], self.dim, tokens)
+            inputs[name] = embed(output.tokens.masked_fill(~valid[name][..., None], 0.0))
         pooled = []
         for target in self.modalities:
             branches = []
@@ -107,12 +122,22 @@ class MulTFusion(FusionStrategy):
                 states = inputs[target]
                 for block in blocks:
                     states = block(states, valid[source], inputs[source])
-                branches.append(states)
-            states = torch.cat(branches, dim=-1)
+                branches.append(self.cross_norms[target][source](states))
+            states = embed(torch.cat(branches, dim=-1))
             for block in self.self_attention[target]:
                 states = block(states, valid[target])
             pooled.append(masked_mean(self.norms[target](states), valid[target]))
         return torch.cat(pooled, dim=-1)
+
+
+def embed(tokens: torch.Tensor) -> torch.Tensor:
+    """MulT's stack input: ``sqrt(width) * tokens`` plus sinusoidal positions.
+
+    The scale keeps the features from being drowned by the unit-amplitude positions (as in
+    Vaswani et al., 2017, and the MulT code).
+    """
+    width = tokens.shape[-1]
+    return math.sqrt(width) * tokens + sinusoidal_positions(tokens.shape[1], width, tokens)
 
 
 def sinusoidal_positions(length: int, dim: int, like: torch.Tensor) -> torch.Tensor:

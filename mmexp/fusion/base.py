@@ -45,11 +45,19 @@ class FusionStrategy(nn.Module):
         min_modalities: Fewest modalities the published method is defined for.
         uses_tokens: Whether it reads token sequences (else only pooled vectors), which
             tells a feature cache whether to store them.
+        judges_pairs: Whether a head on the output can tell if the modalities' inputs
+            belong together (image-text matching needs it). False where the output keeps
+            one modality only, or pools them additively so that ``a + b`` cannot be told
+            from ``c + d``.
+        aux_weight: Weight of the per-modality auxiliary losses of
+            :meth:`fuse_with_auxiliary` (0 for strategies that have none).
     """
 
     produces_logits: bool = False
     min_modalities: int = 1
     uses_tokens: bool = False
+    judges_pairs: bool = True
+    aux_weight: float = 0.0
 
     def __init__(self, modalities: Sequence[str], dim: int) -> None:
         super().__init__()
@@ -83,3 +91,15 @@ class FusionStrategy(nn.Module):
     def forward(self, features: Mapping[str, EncoderOutput]) -> torch.Tensor:
         """Fuse the modality features of a batch."""
         raise NotImplementedError  # pragma: no cover - abstract
+
+    def fuse_with_auxiliary(
+        self, features: Mapping[str, EncoderOutput]
+    ) -> tuple[torch.Tensor, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+        """The fused output and any per-modality predictions trained on the label too.
+
+        Returns:
+            ``(output, auxiliary)``: ``auxiliary`` maps a modality to its own ``[B, C]``
+            logits and the ``[B]`` mask of the samples that have it; empty for strategies
+            without auxiliary losses (the default).
+        """
+        return self(features), {}

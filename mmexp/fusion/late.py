@@ -9,6 +9,7 @@ from torch import nn
 
 from mmexp.encoders.base import EncoderOutput
 from mmexp.fusion.base import FusionStrategy
+from mmexp.lit.heads import MLPHead
 
 COMBINE_RULES = ("mean", "learned", "poe")
 
@@ -27,6 +28,13 @@ class LateFusion(FusionStrategy):
       Contrastive Divergence", Neural Computation 2002): the sum of the per-modality
       log-probabilities, i.e. the logits of the normalised product of their distributions.
 
+    Each per-modality classifier is an :class:`~mmexp.lit.heads.MLPHead` of the shape every
+    other row of an ablation gets as its shared head (``conf/fusion/late.yaml`` reads
+    ``model.head``), so late fusion does not lose to a unimodal baseline on head size alone.
+    With ``aux_weight > 0`` each per-modality classifier is also trained on the label by
+    itself (:meth:`auxiliary_logits`), as classic late fusion trains its unimodal
+    classifiers.
+
     The output already is class logits (``produces_logits = True``), so the builder pairs it
     with an identity head and must pass ``num_classes``.
 
@@ -35,13 +43,18 @@ class LateFusion(FusionStrategy):
         dim: Width of every encoder output.
         num_classes: Number of classes of every per-modality classifier.
         combine: ``"mean"``, ``"learned"`` or ``"poe"``.
-        hidden_dim: Width of the hidden layer of each per-modality classifier; ``None`` makes
-            them linear. This is the width :func:`mmexp.fusion.cost.match_params` scales.
-        dropout: Dropout before the output layer of an MLP classifier.
+        hidden_dims: Hidden widths of each per-modality classifier; empty makes them linear.
+            These are the widths :func:`mmexp.fusion.cost.match_params` scales.
+        dropout: Dropout before each linear layer after the first of a classifier.
+        aux_weight: Weight of the per-modality auxiliary losses (0: trained on the fused
+            logits only).
 
     Raises:
-        ValueError: Unknown ``combine`` rule or non-positive ``num_classes``.
+        ValueError: Unknown ``combine`` rule, non-positive ``num_classes`` or negative
+            ``aux_weight``.
     """
+
+    judges_pairs = False  # per-modality decisions, never compared
 
     produces_logits = True
 
@@ -51,8 +64,9 @@ class LateFusion(FusionStrategy):
         dim: int,
         num_classes: int,
         combine: str = "mean",
-        hidden_dim: int | None = None,
-        dropout: float = 0.0,
+        hidden_dims: Sequence[int] = (256,),
+        dropout: float = 0.1,
+        aux_weight: float = 0.0,
     ) -> None:
         super().__init__(modalities, dim)
         if combine not in COMBINE_RULES:
@@ -61,15 +75,34 @@ class LateFusion(FusionStrategy):
             )
         if num_classes <= 0:
             raise ValueError(f"LateFusion: num_classes must be positive, got {num_classes}")
+        if aux_weight < 0:
+            raise ValueError(f"LateFusion: aux_weight must be >= 0, got {aux_weight}")
         self.combine = combine
         self.out_dim = num_classes
+        self.aux_weight = aux_weight
         self.classifiers = nn.ModuleDict(
-            {name: _classifier(dim, num_classes, hidden_dim, dropout) for name in self.modalities}
+            {m: MLPHead(dim, num_classes, tuple(hidden_dims), dropout) for m in self.modalities}
         )
         # Zeros: the learned rule starts as the plain mean and only departs from it if that
         # helps; the parameter exists only for that rule so the others have no unused weights.
         self.weight_logits = (
             nn.Parameter(torch.zeros(len(self.modalities))) if combine == "learned" else None
+        )
+
+    def modality_logits(self, features: Mapping[str, EncoderOutput]) -> torch.Tensor:
+        """Return every per-modality classifier's ``[B, M, num_classes]`` logits.
+
+        An absent modality's classifier reads zeros; its logits are left out by the callers.
+        """
+        self.check_inputs(features)
+        return torch.stack(
+            [
+                self.classifiers[m](
+                    features[m].pooled.masked_fill(~features[m].present_mask()[:, None], 0.0)
+                )
+                for m in self.modalities
+            ],
+            dim=1,
         )
 
     def forward(self, features: Mapping[str, EncoderOutput]) -> torch.Tensor:
@@ -78,17 +111,14 @@ class LateFusion(FusionStrategy):
         A sample's absent modalities are left out of the combination; a sample with no
         modality at all gets zero logits (a uniform prediction).
         """
-        self.check_inputs(features)
-        present = torch.stack([features[m].present_mask() for m in self.modalities], dim=1)
-        logits = torch.stack(
-            [
-                self.classifiers[m](
-                    features[m].pooled.masked_fill(~features[m].present_mask()[:, None], 0.0)
-                )
-                for m in self.modalities
-            ],
-            dim=1,
-        )  # [B, M, C]
+        return self.combine_logits(self.modality_logits(features), self.presence(features))
+
+    def presence(self, features: Mapping[str, EncoderOutput]) -> torch.Tensor:
+        """Return the ``[B, M]`` mask of the modalities each sample has."""
+        return torch.stack([features[m].present_mask() for m in self.modalities], dim=1)
+
+    def combine_logits(self, logits: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """Combine ``[B, M, C]`` per-modality logits over the present modalities."""
         if self.combine == "poe":
             log_probs = logits.log_softmax(dim=-1).masked_fill(~present[..., None], 0.0)
             return log_probs.sum(dim=1)
@@ -102,14 +132,18 @@ class LateFusion(FusionStrategy):
         logits = logits.masked_fill(~present[..., None], 0.0)
         return (weights[..., None] * logits).sum(dim=1)
 
+    def fuse_with_auxiliary(
+        self, features: Mapping[str, EncoderOutput]
+    ) -> tuple[torch.Tensor, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+        """The combined logits and, with ``aux_weight > 0``, each modality's own logits.
 
-def _classifier(dim: int, num_classes: int, hidden_dim: int | None, dropout: float) -> nn.Module:
-    """A linear classifier, or a one-hidden-layer MLP when ``hidden_dim`` is given."""
-    if hidden_dim is None:
-        return nn.Linear(dim, num_classes)
-    return nn.Sequential(
-        nn.Linear(dim, hidden_dim),
-        nn.GELU(),
-        nn.Dropout(dropout),
-        nn.Linear(hidden_dim, num_classes),
-    )
+        Returns:
+            ``(logits, auxiliary)``: ``auxiliary`` maps each modality to its ``[B, C]``
+            logits and ``[B]`` presence mask (empty when ``aux_weight`` is 0).
+        """
+        logits = self.modality_logits(features)
+        present = self.presence(features)
+        combined = self.combine_logits(logits, present)
+        if self.aux_weight == 0:
+            return combined, {}
+        return combined, {m: (logits[:, i], present[:, i]) for i, m in enumerate(self.modalities)}

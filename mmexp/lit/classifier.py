@@ -106,11 +106,31 @@ class MultimodalClassifier(MultimodalModule):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Return class logits ``[B, num_classes]``."""
-        return self.head(self.fusion(self.encode(batch)))
+        return self.predictions(self.head(self.fusion(self.encode(batch))))
+
+    def predictions(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Shape head (or per-modality classifier) outputs as the loss and metrics take them."""
+        return outputs
 
     def _shared_step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(batch)
         return logits, self.loss_fn(logits, batch["label"])
+
+    def _training_losses(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and training loss: the fused loss plus any per-modality auxiliary losses.
+
+        Auxiliary losses (e.g. late fusion's unimodal classifiers, ``fusion.aux_weight``)
+        count only in training; validation and test score the fused prediction alone.
+        """
+        fused, auxiliary = self.fusion.fuse_with_auxiliary(self.encode(batch))
+        logits = self.predictions(self.head(fused))
+        labels = batch["label"]
+        loss = self.loss_fn(logits, labels)
+        terms = [self.loss_fn(self.predictions(own)[present], labels[present])
+                 for own, present in auxiliary.values() if present.any()]
+        if terms:
+            loss = loss + self.fusion.aux_weight * torch.stack(terms).mean()
+        return logits, loss
 
     def on_train_start(self) -> None:
         """Reset the best value seen during the sanity check."""
@@ -119,7 +139,7 @@ class MultimodalClassifier(MultimodalModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         """Optimise the loss and accumulate training metrics."""
-        logits, loss = self._shared_step(batch)
+        logits, loss = self._training_losses(batch)
         self.train_metrics.update(logits.detach(), batch["label"])
         log_training_step(self, loss, len(batch["label"]))
         self.train_means.update({"loss": loss}, len(batch["label"]))

@@ -18,7 +18,7 @@ from torchmetrics import MetricCollection
 
 from mmexp.encoders.base import ModalityEncoder
 from mmexp.fusion.base import FusionStrategy
-from mmexp.lit.classifier import Batch, MultimodalClassifier
+from mmexp.lit.classifier import MultimodalClassifier
 from mmexp.metrics.regression import regression_metrics
 
 
@@ -77,6 +77,6 @@ class MultimodalRegressor(MultimodalClassifier):
                              f"mosei), but {type(datamodule).__name__} gives class indices; "
                              "use objective=classify")
 
-    def forward(self, batch: Batch) -> torch.Tensor:
-        """Return the predictions ``[B]``."""
-        return super().forward(batch).squeeze(-1)
+    def predictions(self, outputs: torch.Tensor) -> torch.Tensor:
+        """One score per sample: ``[B, 1]`` outputs become ``[B]``."""
+        return outputs.squeeze(-1)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
+from torch import nn
 
 from mmexp.encoders import EncoderOutput
 from mmexp.fusion import ConcatFusion, FusionStrategy, LateFusion, UnimodalFusion
@@ -219,6 +220,8 @@ def test_golden_concat():
 def golden_late(combine: str) -> LateFusion:
     torch.manual_seed(0)
     fusion = LateFusion(["image", "text"], dim=2, num_classes=2, combine=combine)
+    # Linear per-modality classifiers with set weights: the test is about the combination.
+    fusion.classifiers["image"], fusion.classifiers["text"] = nn.Linear(2, 2), nn.Linear(2, 2)
     with torch.no_grad():
         fusion.classifiers["image"].weight.copy_(torch.eye(2))
         fusion.classifiers["image"].bias.zero_()

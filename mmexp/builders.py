@@ -8,6 +8,7 @@ them at instantiation instead of asking the user to keep them consistent by hand
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from mmexp import CONFIG_DIR
 from mmexp.encoders.base import ModalityEncoder
 from mmexp.encoders.processors import ModalityProcessor
 from mmexp.fusion.base import FusionStrategy
-from mmexp.fusion.cost import fusion_cost, match_params
+from mmexp.fusion.cost import count_params, fusion_cost, match_params
 
 
 def build_encoders(cfg: DictConfig) -> dict[str, ModalityEncoder]:
@@ -63,6 +64,15 @@ def _fusion_class(cfg: DictConfig) -> type[FusionStrategy]:
     return cls
 
 
+def fusion_choices(accepts: Callable[[type[FusionStrategy]], bool]) -> list[str]:
+    """The shipped ``fusion=`` choices whose strategy class ``accepts``, sorted."""
+    fusion_dir = Path(CONFIG_DIR) / "fusion"
+    return sorted(
+        path.stem for path in fusion_dir.glob("*.yaml")
+        if accepts(_fusion_class(OmegaConf.create({"fusion": OmegaConf.load(path)})))
+    )
+
+
 def check_fusion(cfg: DictConfig) -> None:
     """Fail before any data or model work when the fusion cannot take the modalities.
 
@@ -73,12 +83,7 @@ def check_fusion(cfg: DictConfig) -> None:
     cls = _fusion_class(cfg)
     count = len(cfg.data.modalities)
     if count < cls.min_modalities:
-        fusion_dir = Path(CONFIG_DIR) / "fusion"
-        valid = sorted(
-            path.stem for path in fusion_dir.glob("*.yaml")
-            if _fusion_class(OmegaConf.create({"fusion": OmegaConf.load(path)})).min_modalities
-            <= count
-        )
+        valid = fusion_choices(lambda candidate: candidate.min_modalities <= count)
         raise ValueError(
             f"fusion {cls.__name__} needs at least {cls.min_modalities} modalities but "
             f"data.modalities={list(cfg.data.modalities)}; with {count} modality choose one "
@@ -86,34 +91,128 @@ def check_fusion(cfg: DictConfig) -> None:
         )
 
 
-def build_fusion(cfg: DictConfig, num_classes: int) -> FusionStrategy:
-    """Instantiate ``fusion`` over the configured modalities at width ``model.width``.
+def can_judge_pairs(cls: type[FusionStrategy]) -> bool:
+    """Whether a match head on ``cls``'s output can tell matching pairs from others."""
+    return cls.judges_pairs and not cls.produces_logits
 
-    Decision-level strategies also get ``num_classes``. With ``fusion.match_params`` set
-    to a parameter budget, the strategy's ``hidden_dim`` is chosen so that its parameter
-    count is the largest within the budget (fair comparisons across strategies).
+
+def check_matching_fusion(cfg: DictConfig) -> str | None:
+    """Why the fusion cannot serve image-text matching, or ``None`` when it can (or is unused).
+
+    Matching (``objective=itm``: ``objective.module.matching_weight > 0``) scores whether two
+    inputs belong together; a strategy that keeps one modality, pools them additively or
+    outputs class logits gives a head nothing to compare, and training would sit at the
+    "no match" rate of 2/3 while looking plausible.
+    """
+    module = cfg.objective.get("module") or {}
+    if not uses_fusion(cfg) or float(module.get("matching_weight") or 0) <= 0:
+        return None
+    cls = _fusion_class(cfg)
+    if can_judge_pairs(cls):
+        return None
+    reason = ("it outputs class logits" if cls.produces_logits else
+              "its output cannot tell whether the two inputs belong together (one modality "
+              "only, or an additive pooling in which a + b looks like c + d)")
+    return (f"{cls.__name__} cannot judge image-text pairs: {reason}; choose one of "
+            f"fusion={fusion_choices(can_judge_pairs)} (cross_attention and early_tokens are "
+            "the published choices)")
+
+
+#: How far under its budget a matched row may end (``fusion.match_params``).
+MATCH_TOLERANCE = 0.05
+#: Largest width ``fusion.match_params`` tries.
+MAX_MATCHED_WIDTH = 1 << 16
+
+
+def build_fusion_and_head(
+    cfg: DictConfig, num_classes: int, head_outputs: int | None = None
+) -> tuple[FusionStrategy, nn.Module]:
+    """Instantiate ``fusion`` over the modalities at ``model.width`` and the head after it.
+
+    Decision-level strategies also get ``num_classes`` and an identity head. With
+    ``fusion.match_params`` set to a parameter budget, the width that scales (see
+    :func:`budget_scaling`) is the largest whose fusion + head parameters fit the budget, so
+    that every row of an ablation spends the same parameters on what differs between rows.
+
+    Args:
+        cfg: The composed run config.
+        num_classes: Outputs of decision-level strategies and, by default, of the head.
+        head_outputs: Outputs of the head when they differ from ``num_classes`` (the two
+            match / no-match scores of image-text matching).
+
+    Returns:
+        ``(fusion, head)``.
     """
     check_fusion(cfg)
     cls = _fusion_class(cfg)
-    node = OmegaConf.to_container(cfg.fusion, resolve=True)
-    budget = node.pop("match_params", None)  # type: ignore[union-attr]
+    fusion_node: dict[str, Any] = OmegaConf.to_container(cfg.fusion, resolve=True)  # type: ignore[assignment]
+    head_node: dict[str, Any] = OmegaConf.to_container(cfg.model.head, resolve=True)  # type: ignore[assignment]
+    budget = fusion_node.pop("match_params", None)
     options: dict[str, Any] = {"modalities": list(cfg.data.modalities),
                                "dim": int(cfg.model.width)}
     if cls.produces_logits:
         options["num_classes"] = num_classes
+
+    def make(fusion_config: dict[str, Any], head_config: dict[str, Any]) -> nn.ModuleList:
+        fusion = instantiate(fusion_config, **options)
+        if not isinstance(fusion, FusionStrategy):
+            raise TypeError(f"fusion._target_ built {type(fusion).__name__}, not a "
+                            "FusionStrategy")
+        head = nn.Identity() if fusion.produces_logits else instantiate(
+            head_config, in_dim=fusion.out_dim, out_dim=head_outputs or num_classes)
+        return nn.ModuleList([fusion, head])
+
     if budget is not None:
-        if "hidden_dim" not in inspect.signature(cls).parameters:
+        at_width = budget_scaling(cls, fusion_node, head_node)
+        width = match_params(lambda w: make(*at_width(w)), int(budget), high=MAX_MATCHED_WIDTH)
+        fusion_node, head_node = at_width(width)
+    fusion, head = make(fusion_node, head_node)
+    if budget is not None:
+        total = count_params(fusion) + count_params(head)
+        if total < (1 - MATCH_TOLERANCE) * int(budget):
             raise ValueError(
-                f"fusion.match_params: {cls.__name__} has no width to scale (it is "
-                "parameter-free); match capacity through model.width or the head instead"
+                f"fusion.match_params={budget}: {cls.__name__} reaches only {total} "
+                f"parameters (fusion + head) at the largest width {MAX_MATCHED_WIDTH}, more "
+                f"than {MATCH_TOLERANCE:.0%} under the budget; lower the budget"
             )
-        options["hidden_dim"] = match_params(
-            lambda width: instantiate(node, **options, hidden_dim=width), int(budget)
+    return fusion, head  # type: ignore[return-value]
+
+
+def budget_scaling(
+    cls: type[FusionStrategy], fusion_node: dict[str, Any], head_node: dict[str, Any]
+) -> Callable[[int], tuple[dict[str, Any], dict[str, Any]]]:
+    """Which width ``fusion.match_params`` scales: the fusion's, else the head's.
+
+    A strategy with an internal width (``hidden_dim``) scales it with the head fixed;
+    decision-level strategies scale their per-modality classifiers (``hidden_dims``); the
+    parameter-free ones (concat, sum, product, unimodal) scale the hidden layers of the
+    shared head, which is where their capacity is.
+
+    Returns:
+        ``width -> (fusion config, head config)`` at that width.
+
+    Raises:
+        ValueError: Nothing to scale (no width in the fusion, and a head without
+            ``hidden_dims``).
+    """
+    accepted = inspect.signature(cls).parameters
+    if "hidden_dim" in accepted:
+        return lambda width: ({**fusion_node, "hidden_dim": width}, head_node)
+    if "hidden_dims" in accepted:
+        return lambda width: (_widths(fusion_node, width), head_node)
+    head_class = get_class(head_node["_target_"])
+    if cls.produces_logits or "hidden_dims" not in inspect.signature(head_class).parameters:
+        raise ValueError(
+            f"fusion.match_params: neither {cls.__name__} nor the head "
+            f"{head_node['_target_']} has a width to scale; match capacity through "
+            "model.width instead"
         )
-    fusion = instantiate(node, **options)
-    if not isinstance(fusion, FusionStrategy):
-        raise TypeError(f"fusion._target_ built {type(fusion).__name__}, not a FusionStrategy")
-    return fusion
+    return lambda width: (fusion_node, _widths(head_node, width))
+
+
+def _widths(node: dict[str, Any], width: int) -> dict[str, Any]:
+    """``node`` with every hidden layer ``width`` wide (one layer if it had none)."""
+    return {**node, "hidden_dims": [width] * max(1, len(node.get("hidden_dims") or []))}
 
 
 def uses_fusion(cfg: DictConfig) -> bool:
@@ -146,11 +245,14 @@ def build_module(cfg: DictConfig, num_classes: int) -> pl.LightningModule:
         "scheduler": instantiate(cfg.model.scheduler) if cfg.model.get("scheduler") else None,
     }
     if uses_fusion(cfg) and "fusion" in accepted:
-        fusion = build_fusion(cfg, num_classes)
+        # A module with a matching head (image-text matching) scores pairs: two outputs.
+        matching = "matching_head" in accepted
+        fusion, head = build_fusion_and_head(cfg, num_classes, 2 if matching else None)
         parts["fusion"] = fusion
-        if "head" in accepted:
-            parts["head"] = (nn.Identity() if fusion.produces_logits else instantiate(
-                cfg.model.head, in_dim=fusion.out_dim, out_dim=num_classes))
+        if matching:
+            parts["matching_head"] = head
+        elif "head" in accepted:
+            parts["head"] = head
     if "num_classes" in accepted:
         parts["num_classes"] = num_classes
     try:
@@ -195,10 +297,13 @@ def encoder_processors(
 def measure_fusion_cost(
     module: pl.LightningModule, datamodule: pl.LightningDataModule
 ) -> dict[str, int] | None:
-    """Parameters and forward FLOPs per sample of the fusion, at the data's real lengths.
+    """Parameters of fusion and head, and forward FLOPs per sample of the fusion.
 
     Token counts come from encoding a few validation samples, so the figure matches what the
     strategy costs on this data set (token-level strategies scale with sequence length).
+    ``params`` and ``flops_per_sample`` are the fusion's; ``head_params`` the head's; and
+    ``trainable_params`` what of both trains (what differs between the rows of an ablation,
+    the figure :func:`build_fusion_and_head` budgets with ``fusion.match_params``).
     ``None`` for a module without a fusion strategy (contrastive pretraining).
     """
     fusion: Any = getattr(module, "fusion", None)
@@ -211,4 +316,9 @@ def measure_fusion_cost(
     with torch.no_grad():
         lengths = {name: int(encoder(batch[name]).tokens.shape[1])
                    for name, encoder in encoders.items()}
-    return fusion_cost(fusion, lengths, fusion.dim)
+    cost = fusion_cost(fusion, lengths, fusion.dim)
+    head: nn.Module = getattr(module, "head", None) or nn.Identity()
+    cost["head_params"] = count_params(head)
+    cost["trainable_params"] = sum(p.numel() for part in (fusion, head)
+                                   for p in part.parameters() if p.requires_grad)
+    return cost

@@ -2,13 +2,15 @@
 
 Fusion ablations are only fair when the strategies have comparable capacity: a strategy that
 wins with ten times the parameters says little about fusion. :func:`fusion_cost` reports the
-size and compute of a strategy on given input shapes, and :func:`match_params` picks the
-width of a strategy so that its parameter count meets a budget.
+size and compute of a strategy on given input shapes, and :func:`match_params` picks a width
+so that the parameter count of what it builds meets a budget.
 
-Every strategy whose size is governed by an internal width takes it as the constructor
-argument ``hidden_dim`` (see each class); parameter-free strategies (``ConcatFusion``,
-``UnimodalFusion``, ``SumFusion``, ``ProductFusion``) have nothing to scale and should be
-matched through the head or the encoders instead.
+The builder (:func:`mmexp.builders.build_fusion_and_head`) budgets everything that differs
+between the rows of an ablation: the fusion and the head after it. Every strategy whose size
+is governed by an internal width takes it as the constructor argument ``hidden_dim`` (see
+each class); decision-level fusion scales its per-modality classifiers, and the
+parameter-free strategies (``ConcatFusion``, ``UnimodalFusion``, ``SumFusion``,
+``ProductFusion``) the hidden layers of the shared head.
 """
 
 from __future__ import annotations
@@ -91,24 +93,23 @@ def fusion_cost(
 
 
 def match_params(
-    build: Callable[[int], FusionStrategy], budget: int, low: int = 8, high: int = 4096
+    build: Callable[[int], nn.Module], budget: int, low: int = 8, high: int = 4096
 ) -> int:
-    """Find the width whose strategy has the most parameters within ``budget``.
+    """Find the width whose module has the most parameters within ``budget``.
 
     Bisection over ``width`` in ``[low, high]``, assuming the parameter count of
-    ``build(width)`` does not decrease with the width (true of every ``hidden_dim``
-    argument of the built-in strategies). The candidates are built on the ``meta`` device, so
-    no memory is allocated for their weights.
+    ``build(width)`` does not decrease with the width (true of every width the builder
+    scales). The candidates are built on the ``meta`` device, so no memory is allocated for
+    their weights.
 
     Example:
         ``match_params(lambda w: GatedFusion(["image", "text"], 128, hidden_dim=w), 100_000)``
 
     Args:
-        build: Builds the strategy for a given width.
+        build: Builds the module (e.g. fusion and head together) for a given width.
         budget: Largest allowed parameter count.
         low: Smallest width considered.
-        high: Largest width considered; returned as is when even it fits the budget (which
-            is always the case for parameter-free strategies).
+        high: Largest width considered; returned as is when even it fits the budget.
 
     Returns:
         The largest width in ``[low, high]`` whose parameter count is at most ``budget``.

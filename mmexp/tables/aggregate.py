@@ -59,6 +59,8 @@ class Table:
     row_axis: str
     column_axis: str
     baseline: Any = None
+    #: Trainable parameters of fusion + head of each row's runs (distinct values, sorted).
+    row_params: dict[Any, list[int]] = field(default_factory=dict)
 
     def cell(self, row: Any, column: Any) -> Cell:
         """The cell at ``(row, column)``; an empty cell when no run had that pair."""
@@ -92,11 +94,14 @@ def build_table(
     if mode not in ("max", "min"):
         raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
     cells: dict[tuple[Any, Any], Cell] = defaultdict(Cell)
+    params: dict[Any, set[int]] = defaultdict(set)
     for run in runs:
         row = run.axis(row_axis)
         column = run.axis(column_axis) if column_axis else metric
         if row is None:
             continue
+        if run.fusion_cost.get("trainable_params") is not None:
+            params[row].add(int(run.fusion_cost["trainable_params"]))
         cell = cells[(row, column)]
         value = run.metrics.get(metric)
         if run.status != "completed" or value is None or not math.isfinite(value):
@@ -109,7 +114,8 @@ def build_table(
     columns = sorted({key[1] for key in cells}, key=str)
     if baseline is not None and str(baseline) not in {str(r) for r in rows}:
         raise ValueError(f"baseline {baseline!r} is not a value of {row_axis!r}: {rows}")
-    table = Table(rows, columns, dict(cells), metric, row_axis, column_axis or "", baseline)
+    table = Table(rows, columns, dict(cells), metric, row_axis, column_axis or "", baseline,
+                  {row: sorted(values) for row, values in params.items()})
     _mark_best(table, mode)
     if baseline is not None:
         _paired_tests(table, next(r for r in rows if str(r) == str(baseline)))

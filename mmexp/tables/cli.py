@@ -3,7 +3,7 @@ r"""``mmexp-table``: a folder of runs (or a W&B project) into a paper table.
 Examples:
     mmexp-table outputs/train/multiruns/2026-11-23_10-00-00 --rows fusion --cols data.task
     mmexp-table outputs/ --rows fusion --cols data.task --metric test/f1_macro \
-        --baseline concat --out tables/fusion
+        --baseline concat --params --out tables/fusion
     mmexp-table --wandb my-team/mmexp --group fusion_ablation --rows fusion --cols data.task
 """
 
@@ -32,6 +32,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mode", choices=("max", "min"), default="max",
                         help="whether higher or lower is better")
     parser.add_argument("--baseline", help="row to test the others against (paired t-test)")
+    parser.add_argument("--params", action="store_true",
+                        help="add a column with each row's trainable fusion + head parameters")
     parser.add_argument("--digits", type=int, default=2, help="decimals shown")
     parser.add_argument("--scale", type=float, default=100.0,
                         help="multiply values by this for display (100: percent)")
@@ -49,10 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     runs = collect_wandb(args.wandb, args.group) if args.wandb else collect_local(args.runs)
     table = build_table(runs, args.metric, args.rows, args.cols, args.seed_axis, args.mode,
                         args.baseline)
-    markdown = to_markdown(table, args.digits, args.scale)
+    markdown = to_markdown(table, args.digits, args.scale, args.params)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text(markdown)
-    args.out.with_suffix(".tex").write_text(to_latex(table, args.digits, args.scale))
+    args.out.with_suffix(".tex").write_text(to_latex(table, args.digits, args.scale, args.params))
     write_csv(table, args.out.with_suffix(".csv"))
     write_bar_chart(table, args.out.with_suffix(".png"), args.scale)
     sys.stdout.write(markdown)

@@ -30,6 +30,8 @@ class RunResult:
         config: The resolved config (nested mapping).
         choices: Config-group choices (``{"fusion": "concat", ...}``).
         source: Where the run was read from (folder or W&B path).
+        fusion_cost: Parameters of fusion and head and the fusion's FLOPs per sample
+            (``results.json`` ``fusion_cost``), empty when the run has no fusion.
     """
 
     status: str
@@ -37,6 +39,7 @@ class RunResult:
     config: dict[str, Any]
     choices: dict[str, str] = field(default_factory=dict)
     source: str = ""
+    fusion_cost: dict[str, int] = field(default_factory=dict)
 
     def axis(self, name: str) -> Any:
         """Value of an axis: a config-group choice (``fusion``) or a dotted config key."""
@@ -63,6 +66,7 @@ def read_run_folder(folder: Path) -> RunResult:
         config=config,  # type: ignore[arg-type]
         choices=payload.get("choices", {}),
         source=str(folder),
+        fusion_cost=payload.get("fusion_cost") or {},
     )
 
 
@@ -111,5 +115,6 @@ def collect_wandb(path: str, group: str | None = None, api: Any = None) -> list[
             config=config,
             choices=dict(config.get("run", {}).get("choices", {})),
             source=f"wandb:{path}/{run.id}",
+            fusion_cost=dict(config.get("run", {}).get("fusion_cost") or {}),
         ))
     return runs

@@ -28,29 +28,51 @@ def cell_text(cell: Cell, digits: int, scale: float) -> str:
     return text
 
 
-def _header(table: Table) -> list[str]:
-    return [table.row_axis, *map(str, table.columns)]
+PARAMS_HEADER = "params"
 
 
-def to_markdown(table: Table, digits: int = 2, scale: float = 100.0) -> str:
-    """A GitHub Markdown table with the best cell of each column in bold."""
-    lines = ["| " + " | ".join(_header(table)) + " |",
-             "|" + "---|" * (len(table.columns) + 1)]
+def params_text(values: list[int]) -> str:
+    """Trainable fusion + head parameters of a row: ``123,456``, a range, or ``--``."""
+    if not values:
+        return MISSING
+    if len(values) == 1:
+        return f"{values[0]:,}"
+    return f"{values[0]:,}-{values[-1]:,}"
+
+
+def _header(table: Table, params: bool) -> list[str]:
+    return [table.row_axis, *([PARAMS_HEADER] if params else []), *map(str, table.columns)]
+
+
+def to_markdown(table: Table, digits: int = 2, scale: float = 100.0,
+                params: bool = False) -> str:
+    """A GitHub Markdown table with the best cell of each column in bold.
+
+    Args:
+        table: The aggregated table.
+        digits: Decimals shown.
+        scale: Factor applied to the values for display.
+        params: Add a column with each row's trainable fusion + head parameters.
+    """
+    header = _header(table, params)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table.rows:
-        texts = []
+        texts = [params_text(table.row_params.get(row, []))] if params else []
         for column in table.columns:
             cell = table.cell(row, column)
             text = cell_text(cell, digits, scale)
             texts.append(f"**{text}**" if cell.best else text)
         lines.append(f"| {row} | " + " | ".join(texts) + " |")
     lines.append("")
-    lines.append(_legend(table, scale))
+    lines.append(_legend(table, scale, params))
     return "\n".join(lines) + "\n"
 
 
-def _legend(table: Table, scale: float) -> str:
+def _legend(table: Table, scale: float, params: bool = False) -> str:
     unit = " (x100)" if scale == 100.0 else ""
     legend = f"{table.metric}{unit}: mean ± std over seeds (n runs); best per column in bold"
+    if params:
+        legend += "; params: trainable parameters of fusion + head"
     if table.baseline is not None:
         legend += f"; * p < {SIGNIFICANCE} vs {table.baseline} (paired t-test over seeds)"
     return legend + "; † some runs failed; -- no run."
@@ -63,13 +85,15 @@ def _latex_escape(text: str) -> str:
     return text
 
 
-def to_latex(table: Table, digits: int = 2, scale: float = 100.0) -> str:
-    """A booktabs ``tabular``; best cells in bold (``textbf``)."""
-    header = " & ".join(_latex_escape(h) for h in _header(table))
-    lines = [r"\begin{tabular}{l" + "c" * len(table.columns) + "}", r"\toprule",
+def to_latex(table: Table, digits: int = 2, scale: float = 100.0,
+             params: bool = False) -> str:
+    """A booktabs ``tabular``; best cells in bold (``textbf``); see :func:`to_markdown`."""
+    header = " & ".join(_latex_escape(h) for h in _header(table, params))
+    align = "r" if params else ""
+    lines = [r"\begin{tabular}{l" + align + "c" * len(table.columns) + "}", r"\toprule",
              header + r" \\", r"\midrule"]
     for row in table.rows:
-        texts = []
+        texts = [params_text(table.row_params.get(row, []))] if params else []
         for column in table.columns:
             cell = table.cell(row, column)
             text = cell_text(cell, digits, scale).replace("±", r"$\pm$")
@@ -85,14 +109,16 @@ def write_csv(table: Table, path: Path) -> None:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow([table.row_axis, table.column_axis or "metric", "metric", "mean", "std",
-                         "n", "failed", "best", "p_value"])
+                         "n", "failed", "best", "p_value", "params"])
         for row in table.rows:
+            params = table.row_params.get(row, [])
             for column in table.columns:
                 cell = table.cell(row, column)
                 writer.writerow([row, column, table.metric,
                                  "" if math.isnan(cell.mean) else cell.mean,
                                  "" if math.isnan(cell.std) else cell.std, cell.n, cell.failed,
-                                 int(cell.best), "" if cell.p_value is None else cell.p_value])
+                                 int(cell.best), "" if cell.p_value is None else cell.p_value,
+                                 "|".join(map(str, params))])
 
 
 def write_bar_chart(table: Table, path: Path, scale: float = 100.0) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mmexp.builders import build_data_and_model, check_fusion
@@ -37,15 +38,36 @@ def test_strategy_trains_one_step_with_three_modalities(make_train_cfg, fusion):
     assert isinstance(model.head, nn.Identity) == model.fusion.produces_logits
 
 
-def test_match_params_scales_the_fusion_to_the_budget(make_train_cfg):
+def test_match_params_budgets_fusion_and_head(make_train_cfg):
     budget = 60_000
-    cfg = make_train_cfg("fusion=tensor", f"fusion.match_params={budget}")
-    _, model = build_data_and_model(cfg)
-    params = count_params(model.fusion)
-    assert 0.9 * budget <= params <= budget
-    cfg = make_train_cfg("fusion=concat", "fusion.match_params=1000")
-    with pytest.raises(ValueError, match="parameter-free"):
-        build_data_and_model(cfg)
+    for fusion in ("tensor", "concat"):  # concat has no weights: its head is scaled
+        cfg = make_train_cfg(f"fusion={fusion}", f"fusion.match_params={budget}")
+        _, model = build_data_and_model(cfg)
+        params = count_params(model.fusion) + count_params(model.head)
+        assert 0.95 * budget <= params <= budget, fusion
+    result = train(make_train_cfg("fusion=tensor", f"fusion.match_params={budget}"))
+    cost = result["fusion_cost"]
+    assert cost["params"] + cost["head_params"] == cost["trainable_params"]
+    assert 0.95 * budget <= cost["trainable_params"] <= budget
+
+
+def test_late_fusion_auxiliary_losses_train_each_modality_on_the_label(make_train_cfg):
+    cfg = make_train_cfg("fusion=late", "fusion.aux_weight=0.5")
+    datamodule, model = build_data_and_model(cfg)
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))
+    model.eval()  # no dropout: the two computations see the same classifiers
+    logits, loss = model._training_losses(batch)
+    features = model.encode(batch)
+    own = [model.fusion.classifiers[m](features[m].pooled) for m in ("image", "text")]
+    labels = batch["label"]
+    fused = (own[0] + own[1]) / 2
+    expected = F.cross_entropy(fused, labels) + 0.5 * (
+        F.cross_entropy(own[0], labels) + F.cross_entropy(own[1], labels)) / 2
+    torch.testing.assert_close(logits, fused)
+    torch.testing.assert_close(loss, expected)
+    # Validation and test score the fused prediction alone.
+    torch.testing.assert_close(model._shared_step(batch)[1], F.cross_entropy(fused, labels))
 
 
 def test_impossible_combination_fails_before_data_with_valid_choices(make_train_cfg):
@@ -72,4 +94,6 @@ def test_late_fusion_run_records_its_cost(make_train_cfg):
     assert result["status"] == "completed"
     cost = result["fusion_cost"]
     assert cost["params"] > 0 and cost["flops_per_sample"] > 0
+    # The per-modality classifiers are the fusion; the head after it is the identity.
+    assert cost["head_params"] == 0 and cost["trainable_params"] == cost["params"]
     assert torch.isfinite(torch.tensor(result["metrics"]["test/acc"]))

@@ -8,6 +8,8 @@ import sys
 import pytest
 from PIL import Image
 
+from mmexp.fusion.cost import count_params
+from mmexp.lit.heads import MLPHead
 from mmexp.tables.cli import main
 from mmexp.tables.collect import collect_local
 from tests.conftest import FAST_OVERRIDES
@@ -54,6 +56,22 @@ def test_table_cli_writes_all_formats_with_n_per_cell(sweep_dir, tmp_path, capsy
     assert r"\begin{tabular}{lcc}" in out.with_suffix(".tex").read_text()
     with Image.open(out.with_suffix(".png")) as image:
         assert image.size[0] > 300 and image.size[1] > 200
+
+
+def test_table_cli_params_column_shows_trainable_fusion_and_head_parameters(sweep_dir, tmp_path,
+                                                                           capsys):
+    out = tmp_path / "params"
+    assert main([str(sweep_dir), "--rows", "data.modalities", "--cols", "data.task",
+                 "--params", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    # One modality through concat: the fusion has no weights, the head is model.head on 128.
+    expected = count_params(MLPHead(128, 3, (256,)))
+    assert "| data.modalities | params | redundant | unique_text |" in printed
+    assert f"| image | {expected:,} |" in printed and f"| text | {expected:,} |" in printed
+    assert "params: trainable parameters of fusion + head" in printed
+    assert r"\begin{tabular}{lrcc}" in out.with_suffix(".tex").read_text()
+    with out.with_suffix(".csv").open() as handle:
+        assert {row["params"] for row in csv.DictReader(handle)} == {str(expected)}
 
 
 def test_table_cli_errors_name_the_problem(tmp_path):

@@ -42,6 +42,8 @@ from typing import Any, Literal, Union
 from hydra._internal.utils import _locate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from mmexp.builders import check_matching_fusion
+
 SPECIAL_KEYS = frozenset({"_target_", "_partial_", "_recursive_", "_convert_", "_args_"})
 
 #: Parameters the code passes at instantiation (``mmexp.builders``, ``build_trainer``),
@@ -50,7 +52,8 @@ INJECTED: dict[str, set[str]] = {
     "model.encoders.*": {"out_dim"},
     "model.head": {"in_dim", "out_dim"},
     "fusion": {"modalities", "dim", "num_classes", "hidden_dim"},
-    "objective.module": {"encoders", "fusion", "head", "num_classes", "optimizer", "scheduler"},
+    "objective.module": {"encoders", "fusion", "head", "matching_head", "num_classes",
+                         "optimizer", "scheduler"},
     "trainer": {"callbacks", "logger"},
 }
 
@@ -92,6 +95,7 @@ def check_config(cfg: DictConfig) -> None:
         if key != "hydra" and not _is_opaque(cfg, key):
             _walk(cfg[key], str(key), problems)
     _check_widths(cfg, problems)
+    _check_matching(cfg, problems)
     if problems:
         raise ConfigError(problems)
 
@@ -265,6 +269,16 @@ def _param(node: DictConfig, name: str) -> Any:
     except Exception:
         return None
     return None if parameter is None or parameter.default is parameter.empty else parameter.default
+
+
+def _check_matching(cfg: DictConfig, problems: list[str]) -> None:
+    """Image-text matching needs a fusion whose output can tell pairs apart."""
+    try:
+        reason = check_matching_fusion(cfg)
+    except Exception:  # an unimportable fusion target is reported by the node check
+        return
+    if reason is not None:
+        problems.append(f"fusion: {reason}")
 
 
 def _check_widths(cfg: DictConfig, problems: list[str]) -> None:

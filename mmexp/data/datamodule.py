@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from mmexp.data.dataset import ManifestDataset, MultimodalCollator
+from mmexp.data.dataset import ManifestDataset, MultimodalCollator, content_ids
 from mmexp.data.loaders import SplitLoaders
 from mmexp.data.manifest import (
     Record,
@@ -59,6 +59,10 @@ class ManifestDataModule(SplitLoaders):
             finetuning and learning curves. Validation and test splits stay whole.
         subset_seed: Seed of the training subset draw (fixed across training seeds, so
             that seeds vary the model and not the data).
+        content_column: Column that says what a row shows (any JSON value). Rows with equal
+            values show the same content, so the contrastive and matching losses never take
+            them as each other's negatives (batches carry ``content`` ids); ``None``: each
+            row is its own content.
     """
 
     def __init__(
@@ -80,6 +84,7 @@ class ManifestDataModule(SplitLoaders):
         on_bad_sample: str = "raise",
         train_subset: int | float | None = None,
         subset_seed: int = 0,
+        content_column: str | None = None,
     ) -> None:
         super().__init__()
         if not modalities:
@@ -112,6 +117,7 @@ class ManifestDataModule(SplitLoaders):
                              f"got {train_subset!r}")
         self.train_subset = train_subset
         self.subset_seed = subset_seed
+        self.content_column = content_column
         self.processors: dict[str, dict[str, ModalityProcessor]] = {}
         self.datasets: dict[str, ManifestDataset] = {}
 
@@ -220,8 +226,11 @@ class ManifestDataModule(SplitLoaders):
             processors = self.processors["train" if stage == "train" else "eval"]
         label_of = multi_hot if self.multilabel else label_index
         labels = label_of(rows, self.label_column, self.label_names, self.source_of(stage))
+        contents = (content_ids(rows, self.content_column, self.source_of(stage))
+                    if self.content_column else None)
         return ManifestDataset(rows, labels, self.root, self.columns, processors,
-                               self.source_of(stage), skip_unreadable=self.on_bad_sample == "skip")
+                               self.source_of(stage), skip_unreadable=self.on_bad_sample == "skip",
+                               contents=contents)
 
     def _subset(self, rows: Sequence[Record]) -> Sequence[Record]:
         size = (self.train_subset if isinstance(self.train_subset, int)

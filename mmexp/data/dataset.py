@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -93,6 +95,7 @@ class ManifestDataset(Dataset):
         source: The manifest file, named in error messages.
         skip_unreadable: Return ``None`` (logged with file and row) for a sample whose file
             cannot be decoded, instead of raising; the collator leaves it out and counts it.
+        contents: Content id of each row (:func:`content_ids`), returned as ``content``.
     """
 
     def __init__(
@@ -104,8 +107,10 @@ class ManifestDataset(Dataset):
         processors: Mapping[str, ModalityProcessor] | None,
         source: Path,
         skip_unreadable: bool = False,
+        contents: Sequence[int] | None = None,
     ) -> None:
         self.rows = list(rows)
+        self.contents = list(contents) if contents is not None else None
         self.skip_unreadable = skip_unreadable
         self.labels = list(labels)
         self.root = root
@@ -119,6 +124,8 @@ class ManifestDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         row = self.rows[index]
         sample: dict[str, Any] = {"index": index, "label": self.labels[index]}
+        if self.contents is not None:
+            sample["content"] = self.contents[index]
         for modality, column in self.columns.items():
             try:
                 value = decode(modality, row[column], self.root)
@@ -132,6 +139,25 @@ class ManifestDataset(Dataset):
                 raise type(error)(message) from error
             sample[modality] = value
         return sample
+
+
+def content_ids(rows: Sequence[Record], column: str, source: Path) -> list[int]:
+    """A stable integer per distinct value of ``column``: equal values, equal ids.
+
+    Values are compared as canonical JSON (sorted keys), so a dictionary of attributes works
+    as well as a string; the id is the first 63 bits of its SHA-1, the same in every process.
+
+    Raises:
+        KeyError: A row lacks the column (named with the manifest and the row).
+    """
+    ids = []
+    for index, row in enumerate(rows):
+        if column not in row:
+            raise KeyError(f"{source}: {row_name(row, index)} has no {column!r} column "
+                           "(data.content_column)")
+        text = json.dumps(row[column], sort_keys=True)
+        ids.append(int.from_bytes(hashlib.sha1(text.encode()).digest()[:8], "little") >> 1)
+    return ids
 
 
 class MultimodalCollator:
@@ -157,5 +183,7 @@ class MultimodalCollator:
         }
         batch["label"] = torch.tensor([s["label"] for s in samples], dtype=torch.long)
         batch["index"] = torch.tensor([s["index"] for s in samples], dtype=torch.long)
+        if "content" in samples[0]:
+            batch["content"] = torch.tensor([s["content"] for s in samples], dtype=torch.long)
         batch["num_skipped"] = skipped
         return batch

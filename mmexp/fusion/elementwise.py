@@ -56,6 +56,9 @@ class SumFusion(_ElementwiseFusion):
         dim: Width of every encoder output.
     """
 
+    # a + b cannot be told from c + d: no head can judge whether a pair belongs together.
+    judges_pairs = False
+
     identity = 0.0
 
     def reduce(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:

@@ -35,6 +35,8 @@ class UnimodalFusion(FusionStrategy):
         ValueError: ``modality`` is not one of ``modalities``.
     """
 
+    judges_pairs = False  # one modality only
+
     def __init__(self, modalities: Sequence[str], dim: int, modality: str | None = None) -> None:
         super().__init__(modalities, dim)
         if modality is None:

@@ -3,7 +3,9 @@
 Batches come in two shapes. Paired batches (every data set) hold ``B`` rows of both
 modalities, row ``i`` of each a pair, and ``index`` ``[B]``: the id of each row's
 first-modality item. Rows with the same id are the same item (an image drawn with two of its
-captions, or a distributed sampler's repeat) and are never each other's negatives. Grouped
+captions, or a distributed sampler's repeat) and are never each other's negatives; so are
+rows with equal ``content`` ids, when the data has them (``data.content_column``: two
+samples showing the same scene). Grouped
 batches (caption data sets at evaluation) hold ``B`` first-modality items once each and ``M``
 second-modality items, with ``group`` ``[M]`` (the ``index`` of the item each belongs to) and
 ``member`` ``[M]`` (their own ids), so that every image is encoded once and all its captions
@@ -52,7 +54,11 @@ class ContrastivePretrainer(MultimodalModule):
         scheduler: Optional partial schedule constructor taking ``(optimizer, total_steps)``.
         fusion: Fusion strategy over both modalities for image-text matching (ITM); only
             used with ``matching_weight > 0``.
-        matching_weight: Weight of the ITM loss with hard negatives; 0 disables it.
+        matching_head: Maps the fused pair to its two match scores (the builder gives the
+            ``model.head`` MLP); ``None``: a linear layer.
+        matching_weight: Weight of the ITM loss; 0 disables it.
+        matching_negatives: ``"random"`` (UNITER, ViLT) or ``"hard"`` (ALBEF: mined from the
+            contrastive similarities); see :mod:`mmexp.losses.itm`.
         recall_ks: Cut-offs of the retrieval recall.
         monitor: Validation metric whose best value is tracked as ``<monitor>_best``.
         monitor_mode: ``"max"`` or ``"min"``.
@@ -65,7 +71,9 @@ class ContrastivePretrainer(MultimodalModule):
         optimizer: Callable[..., Optimizer],
         scheduler: Callable[..., Any] | None = None,
         fusion: FusionStrategy | None = None,
+        matching_head: nn.Module | None = None,
         matching_weight: float = 0.0,
+        matching_negatives: str = "hard",
         recall_ks: tuple[int, ...] = (1, 5, 10),
         monitor: str = "val/rsum",
         monitor_mode: str = "max",
@@ -87,7 +95,8 @@ class ContrastivePretrainer(MultimodalModule):
         self.encoders = nn.ModuleDict(dict(encoders))
         self.modalities = tuple(encoders)
         self.loss_fn = loss
-        self.matching = MatchingLoss(fusion) if matching_weight > 0 and fusion else None
+        self.matching = (MatchingLoss(fusion, matching_head, matching_negatives)
+                         if matching_weight > 0 and fusion else None)
         self.matching_weight = matching_weight
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -124,7 +133,9 @@ class ContrastivePretrainer(MultimodalModule):
         features = self.encode(batch)
         embeddings = [self.embed(features[m]) for m in self.modalities]
         # The losses score pairs: a grouped batch becomes one pair per second-modality item.
-        pairs, paired_features, ids = embeddings, features, batch["index"]
+        # Rows showing the same content (``content`` ids, when the data has them) are no
+        # negatives of each other either.
+        pairs, paired_features, ids = embeddings, features, batch.get("content", batch["index"])
         rows = self.partner_rows(batch)
         if rows is not None:
             first = self.modalities[0]

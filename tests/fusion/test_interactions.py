@@ -7,9 +7,13 @@ interactions learn it. On ``redundant`` every modality suffices and every strate
 well. Fixed seeds and CPU determinism make the figures repeatable.
 """
 
+from pathlib import Path
+
 import pytest
 
 from mmexp.train import train
+
+CONF = Path(__file__).resolve().parents[2] / "conf" / "fusion"
 
 SMALL = ["data.num_train=800", "data.num_val=200", "data.num_test=200",
          "callbacks.early_stopping=null", "data.eval_batch_size=200"]
@@ -29,23 +33,51 @@ def test_synergy_stays_near_chance_without_interactions(make_train_cfg, fusion):
     assert accuracy < 0.65, f"{fusion} should stay near chance on synergy, got {accuracy:.3f}"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("fusion", ["unimodal_image", "unimodal_audio", "late"])
+def test_synergy_stays_near_chance_on_every_seed(make_train_cfg, fusion):
+    # With the interaction strategies' longest budget, so that "does not learn" is not "has
+    # not had time": no single modality carries the label, whatever the seed.
+    accuracies = [accuracy_of(make_train_cfg, fusion, "synergy", "[image,audio]", 12, seed)
+                  for seed in (1, 2)]
+    assert max(accuracies) < 0.65, f"{fusion} on synergy: {accuracies}"
+
+
 def test_concat_learns_synergy(make_train_cfg):
     accuracy = accuracy_of(make_train_cfg, "concat", "synergy", "[image,audio]", 6)
     assert accuracy > 0.85, f"concat should learn synergy, got {accuracy:.3f}"
 
 
+# Every strategy that models cross-modal interactions (all but the unimodal baselines and
+# decision-level late fusion, checked by test_the_claim_covers_every_interaction_strategy).
+INTERACTION = ["concat", "sum", "product", "gated", "attention", "tensor", "low_rank",
+               "early_tokens", "cross_attention", "bottleneck", "film", "mult"]
+# From scratch on 800 samples a seed may stay stuck at chance (tensor fusion: 0.49, 0.74
+# and 0.93 on seeds 0-2), so the claim is about most seeds: 2 of 3. The joint transformers
+# over tokens start slower (early_tokens: 0.87, 0.49, 0.49 after 12 epochs, 0.84 on seeds 1
+# and 2 after 24).
+SYNERGY_EPOCHS = {"early_tokens": 24, "cross_attention": 12, "bottleneck": 12, "mult": 12,
+                  "tensor": 12, "film": 12}
+
+
+def test_the_claim_covers_every_interaction_strategy():
+    names = {p.stem for p in CONF.glob("*.yaml")}
+    decision_or_unimodal = {n for n in names if n == "late" or n.startswith("unimodal")}
+    assert set(INTERACTION) == names - decision_or_unimodal
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("fusion", ["tensor", "cross_attention", "early_tokens"])
-def test_interaction_strategies_learn_synergy(make_train_cfg, fusion):
-    # From scratch on 800 samples a seed may stay stuck at chance (tensor fusion: 0.49, 0.74
-    # and 0.93 on seeds 0-2), so the claim is about most seeds: the median of three. The
-    # joint transformer over tokens starts slower: 0.87, 0.49, 0.49 after 12 epochs, 0.84 on
-    # seeds 1 and 2 after 24.
-    epochs = 24 if fusion == "early_tokens" else 12
-    accuracies = [accuracy_of(make_train_cfg, fusion, "synergy", "[image,audio]", epochs, seed)
-                  for seed in (0, 1, 2)]
-    median = sorted(accuracies)[1]
-    assert median > 0.7, f"{fusion} should learn synergy on most seeds, got {accuracies}"
+@pytest.mark.parametrize("fusion", INTERACTION)
+def test_interaction_strategies_learn_synergy_on_most_seeds(make_train_cfg, fusion):
+    epochs = SYNERGY_EPOCHS.get(fusion, 8)
+    accuracies = []
+    for seed in (0, 1, 2):
+        accuracies.append(accuracy_of(make_train_cfg, fusion, "synergy", "[image,audio]",
+                                      epochs, seed))
+        learned = sum(a > 0.7 for a in accuracies)
+        if learned == 2 or len(accuracies) - learned == 2:
+            break  # decided: the third seed cannot change the verdict
+    assert sum(a > 0.7 for a in accuracies) >= 2, f"{fusion} on synergy: {accuracies}"
 
 
 # Joint transformers over token sequences start slower from scratch on 800 samples.

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from mmexp.builders import build_fusion_and_head, build_module
-from mmexp.fusion.cost import count_params
+from mmexp.fusion.cost import count_params, fusion_cost
 from mmexp.lit.heads import MLPHead
 from tests.conftest import compose_config
 
@@ -107,3 +107,42 @@ def test_parameter_free_rows_are_matched_through_the_head(tmp_path):
     width = head[1].out_features  # LayerNorm, then the first hidden layer
     # LN(256) + Linear(256, w) + Linear(w, 3) = 512 + 257 w + 3 w + 3
     assert 512 + 260 * width + 3 <= 100_000 < 512 + 260 * (width + 1) + 3
+
+
+def readme_strategy_rows() -> list[tuple[str, list[str]]]:
+    """``(fusion name, [fusion params, head params, FLOPs])`` of each README table row."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("| `fusion=` | method |", 1)[1].split("\n\n", 1)[0]
+    rows = []
+    for line in table.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        for name in cells[0].replace("`", "").split(", "):
+            rows.append((name, cells[3:6]))
+    return rows
+
+
+def parse_figure(text: str) -> tuple[float, float]:
+    """A README figure (``794 k``, ``1.19 M``, ``68 k (2 heads)``) and half its last digit."""
+    number, _, unit = text.split(" (")[0].partition(" ")
+    scale = {"": 1, "k": 1e3, "M": 1e6}[unit]
+    decimals = len(number.partition(".")[2])
+    return float(number) * scale, 0.5 * scale * 10 ** -decimals
+
+
+def test_readme_strategy_table_matches_the_built_rows(tmp_path):
+    rows = readme_strategy_rows()
+    assert {name for name, _ in rows} == set(STRATEGIES)
+    for name, figures in rows:
+        torch.manual_seed(0)
+        fusion, head = build_fusion_and_head(
+            compose(tmp_path, f"fusion={name}", "data.modalities=[image,text,audio]"
+                    if name == "unimodal_audio" else "data.modalities=[image,text]"), NUM_CLASSES)
+        lengths = {"image": 16, "text": 18, "audio": 20}
+        cost = fusion_cost(fusion, {m: lengths[m] for m in fusion.modalities}, 128)
+        actual = [cost["params"], count_params(head), cost["flops_per_sample"]]
+        if name == "unimodal_audio":
+            actual[2] = 0  # its cost does not depend on the other modalities
+        for label, text, value in zip(("fusion params", "head params", "FLOPs"), figures,
+                                      actual, strict=True):
+            expected, tolerance = parse_figure(text)
+            assert abs(value - expected) <= tolerance, (name, label, text, value)

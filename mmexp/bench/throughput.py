@@ -57,7 +57,8 @@ def training_loss(module: pl.LightningModule, batch: Batch) -> torch.Tensor:
                             "matching; benchmark objective=contrastive")
         features = module.encode(batch)
         embeddings = [F.normalize(features[m].pooled, dim=-1) for m in module.modalities]
-        return module.loss_fn(*embeddings)
+        # Pairs showing the same content are no negatives of each other (data.content_column).
+        return module.loss_fn(*embeddings, ids=batch.get("content"))
     if isinstance(module, MultimodalClassifier):
         return module.loss_fn(module(batch), batch["label"])
     raise TypeError(f"mmexp-bench: no plain loop for {type(module).__name__}")
@@ -180,6 +181,9 @@ class ThroughputBenchmark:
                 torch.nn.utils.clip_grad_norm_(params, float(self.clip))
             scaler.step(optimizer)
             scaler.update()
+            clamp = getattr(module, "loss_fn", None)
+            if hasattr(clamp, "clamp_parameters_"):  # the CLIP temperature bound, as mmexp's
+                clamp.clamp_parameters_()
             optimizer.zero_grad(set_to_none=True)
             if schedule is not None:
                 schedule.step()

@@ -172,8 +172,9 @@ def build_fusion_and_head(
         if total < (1 - MATCH_TOLERANCE) * int(budget):
             raise ValueError(
                 f"fusion.match_params={budget}: {cls.__name__} reaches only {total} "
-                f"parameters (fusion + head) at the largest width {MAX_MATCHED_WIDTH}, more "
-                f"than {MATCH_TOLERANCE:.0%} under the budget; lower the budget"
+                f"parameters (fusion + head) at width {width}, more than "
+                f"{MATCH_TOLERANCE:.0%} under the budget (the widest tried is "
+                f"{MAX_MATCHED_WIDTH}); choose another budget"
             )
     return fusion, head  # type: ignore[return-value]
 

@@ -181,9 +181,9 @@ class ThroughputBenchmark:
                 torch.nn.utils.clip_grad_norm_(params, float(self.clip))
             scaler.step(optimizer)
             scaler.update()
-            clamp = getattr(module, "loss_fn", None)
-            if hasattr(clamp, "clamp_parameters_"):  # the CLIP temperature bound, as mmexp's
-                clamp.clamp_parameters_()
+            loss_fn = getattr(module, "loss_fn", None)
+            if hasattr(loss_fn, "clamp_parameters_"):  # the CLIP temperature bound, as mmexp's
+                loss_fn.clamp_parameters_()
             optimizer.zero_grad(set_to_none=True)
             if schedule is not None:
                 schedule.step()

@@ -121,7 +121,10 @@ class MultimodalClassifier(MultimodalModule):
 
         Auxiliary losses (e.g. late fusion's unimodal classifiers, ``fusion.aux_weight``)
         count only in training; validation and test score the fused prediction alone.
+        Without them the step goes through ``self(batch)``, which ``model.compile`` compiles.
         """
+        if self.fusion.aux_weight == 0:
+            return self._shared_step(batch)
         fused, auxiliary = self.fusion.fuse_with_auxiliary(self.encode(batch))
         logits = self.predictions(self.head(fused))
         labels = batch["label"]

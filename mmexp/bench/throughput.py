@@ -58,7 +58,7 @@ def training_loss(module: pl.LightningModule, batch: Batch) -> torch.Tensor:
         features = module.encode(batch)
         embeddings = [F.normalize(features[m].pooled, dim=-1) for m in module.modalities]
         # Pairs showing the same content are no negatives of each other (data.content_column).
-        return module.loss_fn(*embeddings, ids=batch.get("content"))
+        return module.loss_fn(*embeddings, ids=batch.get("content", batch["index"]))
     if isinstance(module, MultimodalClassifier):
         return module.loss_fn(module(batch), batch["label"])
     raise TypeError(f"mmexp-bench: no plain loop for {type(module).__name__}")

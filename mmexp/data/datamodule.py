@@ -59,8 +59,9 @@ class ManifestDataModule(SplitLoaders):
             finetuning and learning curves. Validation and test splits stay whole.
         subset_seed: Seed of the training subset draw (fixed across training seeds, so
             that seeds vary the model and not the data).
-        content_column: Column that says what a row shows (any JSON value). Rows with equal
-            values show the same content, so the contrastive and matching losses never take
+        content_column: Column that says what a row shows (any JSON value; a dictionary
+            keyed by modality is compared on the loaded modalities). Rows with equal values
+            show the same content, so the contrastive and matching losses never take
             them as each other's negatives (batches carry ``content`` ids); ``None``: each
             row is its own content.
     """
@@ -226,8 +227,8 @@ class ManifestDataModule(SplitLoaders):
             processors = self.processors["train" if stage == "train" else "eval"]
         label_of = multi_hot if self.multilabel else label_index
         labels = label_of(rows, self.label_column, self.label_names, self.source_of(stage))
-        contents = (content_ids(rows, self.content_column, self.source_of(stage))
-                    if self.content_column else None)
+        contents = (content_ids(rows, self.content_column, self.source_of(stage),
+                                self.modalities) if self.content_column else None)
         return ManifestDataset(rows, labels, self.root, self.columns, processors,
                                self.source_of(stage), skip_unreadable=self.on_bad_sample == "skip",
                                contents=contents)

@@ -141,11 +141,15 @@ class ManifestDataset(Dataset):
         return sample
 
 
-def content_ids(rows: Sequence[Record], column: str, source: Path) -> list[int]:
+def content_ids(
+    rows: Sequence[Record], column: str, source: Path, modalities: Sequence[str] = ()
+) -> list[int]:
     """A stable integer per distinct value of ``column``: equal values, equal ids.
 
     Values are compared as canonical JSON (sorted keys), so a dictionary of attributes works
     as well as a string; the id is the first 63 bits of its SHA-1, the same in every process.
+    A dictionary keyed by modality (shapes' ``attributes``) is compared on the loaded
+    ``modalities`` only: image-text pairs that differ only in their audio show the same.
 
     Raises:
         KeyError: A row lacks the column (named with the manifest and the row).
@@ -155,7 +159,10 @@ def content_ids(rows: Sequence[Record], column: str, source: Path) -> list[int]:
         if column not in row:
             raise KeyError(f"{source}: {row_name(row, index)} has no {column!r} column "
                            "(data.content_column)")
-        text = json.dumps(row[column], sort_keys=True)
+        value = row[column]
+        if isinstance(value, dict) and modalities and set(modalities) <= set(value):
+            value = {m: value[m] for m in modalities}
+        text = json.dumps(value, sort_keys=True)
         ids.append(int.from_bytes(hashlib.sha1(text.encode()).digest()[:8], "little") >> 1)
     return ids
 

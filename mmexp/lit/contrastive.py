@@ -73,7 +73,7 @@ class ContrastivePretrainer(MultimodalModule):
         fusion: FusionStrategy | None = None,
         matching_head: nn.Module | None = None,
         matching_weight: float = 0.0,
-        matching_negatives: str = "hard",
+        matching_negatives: str = "random",
         recall_ks: tuple[int, ...] = (1, 5, 10),
         monitor: str = "val/rsum",
         monitor_mode: str = "max",

@@ -14,9 +14,9 @@ Two published ways to draw each pair's negative partner from the batch:
 A fusion strategy from the fusion library reads the two modalities' tokens and a match head
 says match / no match. ALBEF's fusion is a cross-attention encoder with a linear layer on
 its CLS; mmexp's default is ``fusion=cross_attention`` with the shared ``model.head`` (an
-MLP; ``model.head.hidden_dims=[]`` makes it ALBEF's linear layer). Strategies whose output
-cannot tell a matching pair from another (additive poolings, one modality, class logits)
-are refused.
+MLP; ``model.head.hidden_dims=[]`` leaves a LayerNorm and ALBEF's linear layer).
+Strategies whose output cannot tell a matching pair from another (additive poolings, one
+modality, class logits) are refused.
 
 Negatives are mined within each rank's batch: the fusion needs the negatives' tokens, and
 gathering token sequences across ranks would cost more than the extra negatives are worth.
@@ -37,7 +37,8 @@ NEGATIVES = ("hard", "random")
 def sample_random_negatives(logits: torch.Tensor) -> torch.Tensor:
     """Draw one negative column per row uniformly over ``j != i`` with a finite logit.
 
-    Columns masked with ``-inf`` (another pair of the same item or content) are never drawn.
+    Columns masked with ``-inf`` (another pair of the same item or content) are drawn only
+    for a row that has no other column (every pair of the batch shows the same content).
 
     Args:
         logits: ``[B, B]`` similarities (only which are finite matters).
@@ -63,12 +64,16 @@ def sample_hard_negatives(logits: torch.Tensor) -> torch.Tensor:
     if logits.shape[0] < 2 or logits.shape[0] != logits.shape[1]:
         raise ValueError(f"hard negatives need a square batch of >= 2 pairs, got "
                          f"{tuple(logits.shape)}")
-    weights = torch.softmax(logits.detach().float(), dim=1)
+    logits = logits.detach().float()
+    weights = torch.softmax(logits, dim=1)
     weights.fill_diagonal_(0.0)
-    # A row whose off-diagonal mass underflowed to zero falls back to uniform negatives.
-    empty = weights.sum(dim=1, keepdim=True) <= 0
-    uniform = 1.0 - torch.eye(len(weights), device=weights.device)
-    weights = torch.where(empty, uniform, weights)
+    # A row whose off-diagonal mass underflowed to zero falls back to uniform negatives over
+    # the allowed (finite) columns, and only a row with none at all (every other pair shows
+    # the same content) to any other column.
+    off_diagonal = 1.0 - torch.eye(len(weights), device=weights.device)
+    allowed = off_diagonal * logits.isfinite()
+    uniform = torch.where(allowed.sum(dim=1, keepdim=True) > 0, allowed, off_diagonal)
+    weights = torch.where(weights.sum(dim=1, keepdim=True) <= 0, uniform, weights)
     return torch.multinomial(weights, 1).squeeze(1)
 
 
@@ -92,15 +97,15 @@ class MatchingLoss(nn.Module):
     """Binary matching loss over positives and mined negatives in both directions.
 
     Each batch of ``B`` pairs gives ``3B`` fused examples: the ``B`` true pairs, each ``a``
-    with a hard-negative ``b`` and each ``b`` with a hard-negative ``a``.
+    with a negative ``b`` and each ``b`` with a negative ``a`` (random or mined).
 
     Args:
         fusion: A fusion strategy over exactly the two modalities whose output can judge a
             pair (``judges_pairs``; decision-level and additive strategies are refused).
         head: Maps the fused output to the two scores (no match, match); ``None`` gives a
             linear layer, as ALBEF's.
-        negatives: ``"hard"`` (ALBEF: mined from the similarities) or ``"random"``
-            (UNITER, ViLT).
+        negatives: ``"random"`` (UNITER, ViLT) or ``"hard"`` (ALBEF: mined from the
+            similarities).
 
     Raises:
         ValueError: The fusion cannot judge pairs or does not fuse exactly two modalities,
@@ -108,7 +113,7 @@ class MatchingLoss(nn.Module):
     """
 
     def __init__(
-        self, fusion: FusionStrategy, head: nn.Module | None = None, negatives: str = "hard"
+        self, fusion: FusionStrategy, head: nn.Module | None = None, negatives: str = "random"
     ) -> None:
         super().__init__()
         if negatives not in NEGATIVES:

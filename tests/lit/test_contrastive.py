@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from mmexp.builders import build_module
+from mmexp.builders import build_module, encoder_processors
 from mmexp.config_check import ConfigError
 from mmexp.encoders.base import EncoderOutput
 from mmexp.eval import evaluate
@@ -79,6 +79,7 @@ def test_itm_reaches_ninety_percent_on_the_default(make_train_cfg):
 def test_matching_negatives_skip_same_content_pairs():
     # Rows 0 and 1 show the same content (masked to -inf): neither is drawn as the other's
     # negative, by either rule; every other column is.
+    torch.manual_seed(0)
     logits = torch.randn(4, 4)
     logits[0, 1] = logits[1, 0] = float("-inf")
     for sample in (sample_hard_negatives, sample_random_negatives):
@@ -90,6 +91,14 @@ def test_matching_negatives_skip_same_content_pairs():
                            for _ in range(3000)])[:, 0]
     # Random negatives ignore the similarities: columns 1 and 2 about equally often.
     assert abs((uniform == 1).float().mean() - 0.5) < 0.05
+    # A confident row whose off-diagonal softmax mass underflows falls back to the allowed
+    # columns only (column 2), never to the masked same-content one.
+    confident = torch.tensor([[1000.0, float("-inf"), 0.0],
+                              [float("-inf"), 1000.0, 0.0],
+                              [0.0, 0.0, 1000.0]])
+    draws = torch.stack([sample_hard_negatives(confident) for _ in range(200)])
+    assert (draws[:, 0] == 2).all() and (draws[:, 1] == 2).all()
+    assert set(draws[:, 2].tolist()) == {0, 1}
 
 
 def test_shapes_batches_carry_content_ids_of_identical_scenes(make_train_cfg):
@@ -98,11 +107,33 @@ def test_shapes_batches_carry_content_ids_of_identical_scenes(make_train_cfg):
     datamodule.prepare_data()
     dataset = datamodule.dataset("train", processed=False)
     contents = [dataset[i]["content"] for i in range(len(dataset))]
-    scenes = [json.dumps(row["attributes"], sort_keys=True) for row in dataset.rows]
+    # What the fused pair shows: image and text attributes (audio is not loaded).
+    scenes = [(row["attributes"]["image"], row["attributes"]["text"]) for row in dataset.rows]
     for i in range(len(scenes)):
         for j in range(i):
             assert (contents[i] == contents[j]) == (scenes[i] == scenes[j])
-    assert len(set(scenes)) < len(scenes)  # the check above saw equal scenes
+    assert len({json.dumps(s, sort_keys=True) for s in scenes}) < len(scenes)  # saw equal ones
+
+
+def test_contrastive_loss_drops_same_content_pairs_from_the_softmax(make_train_cfg):
+    cfg = make_train_cfg("objective=contrastive")
+    module = build_module(cfg, 3).eval()
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.set_processors(*encoder_processors(module))
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))
+    assert len(set(batch["content"].tolist())) < len(batch["content"])  # some scene repeats
+    with torch.no_grad():
+        losses, (a, b) = module._losses(batch)
+        logits = module.loss_fn.logit_scale * a @ b.T
+    # Brute force: row i's softmax leaves out the other rows of the same content.
+    same = batch["content"][:, None] == batch["content"][None, :]
+    same.fill_diagonal_(False)
+    expected = (F.cross_entropy(logits.masked_fill(same, float("-inf")), torch.arange(len(a)))
+                + F.cross_entropy(logits.T.masked_fill(same, float("-inf")),
+                                  torch.arange(len(a)))) / 2
+    torch.testing.assert_close(losses["contrastive_loss"], expected)
 
 
 @pytest.mark.parametrize("fusion", ["late", "sum", "attention", "unimodal_image"])

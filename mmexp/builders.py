@@ -104,15 +104,17 @@ def check_matching_fusion(cfg: DictConfig) -> str | None:
     outputs class logits gives a head nothing to compare, and training would sit at the
     "no match" rate of 2/3 while looking plausible.
     """
-    module = cfg.objective.get("module") or {}
-    if not uses_fusion(cfg) or float(module.get("matching_weight") or 0) <= 0:
+    objective = cfg.get("objective")  # absent from mmexp-eval's own config
+    module = (objective.get("module") if objective is not None else None) or {}
+    if not module or not uses_fusion(cfg) or float(module.get("matching_weight") or 0) <= 0:
         return None
     cls = _fusion_class(cfg)
     if can_judge_pairs(cls):
         return None
     reason = ("it outputs class logits" if cls.produces_logits else
               "its output cannot tell whether the two inputs belong together (one modality "
-              "only, or an additive pooling in which a + b looks like c + d)")
+              "only, or an additive pooling: with towers aligned by the contrastive loss, a "
+              "pair's a + b looks like c + c)")
     return (f"{cls.__name__} cannot judge image-text pairs: {reason}; choose one of "
             f"fusion={fusion_choices(can_judge_pairs)} (cross_attention and early_tokens are "
             "the published choices)")
@@ -305,9 +307,14 @@ def measure_fusion_cost(
     ``params`` and ``flops_per_sample`` are the fusion's; ``head_params`` the head's; and
     ``trainable_params`` what of both trains (what differs between the rows of an ablation,
     the figure :func:`build_fusion_and_head` budgets with ``fusion.match_params``).
-    ``None`` for a module without a fusion strategy (contrastive pretraining).
+    For image-text matching these are its fusion and match head; ``None`` for a module
+    without a fusion strategy (contrastive pretraining alone).
     """
     fusion: Any = getattr(module, "fusion", None)
+    head: nn.Module = getattr(module, "head", None) or nn.Identity()
+    matching: Any = getattr(module, "matching", None)  # image-text matching's fusion + head
+    if fusion is None and matching is not None:
+        fusion, head = matching.fusion, matching.head
     if fusion is None:
         return None
     datamodule.setup("validate")
@@ -318,7 +325,6 @@ def measure_fusion_cost(
         lengths = {name: int(encoder(batch[name]).tokens.shape[1])
                    for name, encoder in encoders.items()}
     cost = fusion_cost(fusion, lengths, fusion.dim)
-    head: nn.Module = getattr(module, "head", None) or nn.Identity()
     cost["head_params"] = count_params(head)
     cost["trainable_params"] = sum(p.numel() for part in (fusion, head)
                                    for p in part.parameters() if p.requires_grad)

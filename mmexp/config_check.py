@@ -275,7 +275,7 @@ def _check_matching(cfg: DictConfig, problems: list[str]) -> None:
     """Image-text matching needs a fusion whose output can tell pairs apart."""
     try:
         reason = check_matching_fusion(cfg)
-    except Exception:  # an unimportable fusion target is reported by the node check
+    except (ImportError, TypeError, ValueError):  # a bad fusion target: the node check says
         return
     if reason is not None:
         problems.append(f"fusion: {reason}")

@@ -125,8 +125,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             record.payload["speed_options"] = speed
         cost = measure_fusion_cost(model, datamodule)
         if cost is not None:
-            log.info("fusion %s: %d parameters, %d FLOPs per sample",
-                     type(model.fusion).__name__, cost["params"], cost["flops_per_sample"])
+            log.info("fusion: %d parameters (head: %d), %d FLOPs per sample",
+                     cost["params"], cost["head_params"], cost["flops_per_sample"])
             record.payload["fusion_cost"] = cost
         trainer = build_trainer(cfg)
         _log_config(trainer, cfg, record)

@@ -35,7 +35,8 @@ class AttentionFusion(FusionStrategy):
             width :func:`mmexp.fusion.cost.match_params` scales.
     """
 
-    # A weighted mean of the vectors, like a sum, cannot tell a matching pair from another.
+    # A weighted mean of the vectors, like a sum (see SumFusion), cannot tell a matching pair
+    # of aligned towers from another.
     judges_pairs = False
 
     def __init__(self, modalities: Sequence[str], dim: int, hidden_dim: int | None = None) -> None:

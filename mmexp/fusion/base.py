@@ -47,8 +47,8 @@ class FusionStrategy(nn.Module):
             tells a feature cache whether to store them.
         judges_pairs: Whether a head on the output can tell if the modalities' inputs
             belong together (image-text matching needs it). False where the output keeps
-            one modality only, or pools them additively so that ``a + b`` cannot be told
-            from ``c + d``.
+            one modality only, or pools them additively: matching trains the towers into
+            one aligned space, where a pair's ``a + b`` cannot be told from ``c + c``.
         aux_weight: Weight of the per-modality auxiliary losses of
             :meth:`fuse_with_auxiliary` (0 for strategies that have none).
     """

@@ -56,7 +56,8 @@ class SumFusion(_ElementwiseFusion):
         dim: Width of every encoder output.
     """
 
-    # a + b cannot be told from c + d: no head can judge whether a pair belongs together.
+    # Matching trains the towers to align (a close to b for a match), and then the sum of a
+    # pair, a + b, cannot be told from c + c with c = (a + b) / 2: no head can judge it.
     judges_pairs = False
 
     identity = 0.0

@@ -32,7 +32,7 @@ class LateFusion(FusionStrategy):
     other row of an ablation gets as its shared head (``conf/fusion/late.yaml`` reads
     ``model.head``), so late fusion does not lose to a unimodal baseline on head size alone.
     With ``aux_weight > 0`` each per-modality classifier is also trained on the label by
-    itself (:meth:`auxiliary_logits`), as classic late fusion trains its unimodal
+    itself (:meth:`fuse_with_auxiliary`), as classic late fusion trains its unimodal
     classifiers.
 
     The output already is class logits (``produces_logits = True``), so the builder pairs it

@@ -222,8 +222,8 @@ def test_bottleneck_refuses_settings_that_exchange_nothing(depth, fusion_layer):
 
 
 def test_bottleneck_is_the_only_path_between_modalities():
-    # Before the fusion layer each stream is unimodal: the bottleneck's updates are the only
-    # cross-modal route, so a layer-0 image CLS (read before any exchange) ignores the text.
+    # The bottleneck is the only cross-modal route, and the first fusion layer reads its
+    # learned initial value: the image CLS after that layer still ignores the text.
     torch.manual_seed(0)
     fusion = BottleneckFusion(["image", "text"], DIM, depth=3, heads=2, fusion_layer=1, dropout=0.0)
     feats = features(grad=True)
@@ -276,6 +276,39 @@ def test_cross_attention_queries_one_stream_and_attends_to_the_other():
     torch.testing.assert_close(out, torch.cat(expected, dim=1), atol=1e-5, rtol=1e-5)
 
 
+def sinusoids(length: int, width: int) -> torch.Tensor:
+    """The standard sinusoidal position table (Vaswani et al., 2017)."""
+    position = torch.arange(length)[:, None].float()
+    frequency = torch.exp(torch.arange(0, width, 2).float() * (-math.log(10000.0) / width))
+    table = torch.zeros(length, width)
+    table[:, 0::2] = torch.sin(position * frequency)
+    table[:, 1::2] = torch.cos(position * frequency)
+    return table
+
+
+def test_mult_written_out_for_two_modalities():
+    # Each stack input is sqrt(d) * x + positions (queries, keys and values), each
+    # cross-modal stack ends in a LayerNorm, then the self-attention stack and its LayerNorm.
+    torch.manual_seed(0)
+    fusion = MulTFusion(["image", "text"], DIM, depth=1, self_depth=1, heads=2,
+                        dropout=0.0).eval()
+    feats = features()
+
+    def stack_input(x):
+        return math.sqrt(DIM) * x + sinusoids(x.shape[1], DIM)
+
+    pooled = []
+    for target, source in (("image", "text"), ("text", "image")):
+        valid_source = torch.ones(BATCH, feats[source].tokens.shape[1], dtype=torch.bool)
+        valid_target = torch.ones(BATCH, feats[target].tokens.shape[1], dtype=torch.bool)
+        states = fusion.cross[target][source][0](
+            stack_input(feats[target].tokens), valid_source, stack_input(feats[source].tokens))
+        states = stack_input(fusion.cross_norms[target][source](states))
+        states = fusion.self_attention[target][0](states, valid_target)
+        pooled.append(fusion.norms[target](states).mean(dim=1))
+    torch.testing.assert_close(fusion(feats), torch.cat(pooled, dim=1), atol=1e-5, rtol=1e-5)
+
+
 def test_mult_scales_inputs_and_is_directional():
     torch.manual_seed(0)
     names = ("image", "text", "audio")
@@ -298,11 +331,4 @@ def test_mult_scales_inputs_and_is_directional():
     from mmexp.fusion.mult import embed
 
     x = torch.randn(1, 5, DIM)
-    position = torch.arange(5)[:, None].float()
-    frequency = torch.exp(torch.arange(0, DIM, 2).float() * (-math.log(10000.0) / DIM))
-    table = torch.zeros(5, DIM)
-    table[:, 0::2], table[:, 1::2] = (
-        torch.sin(position * frequency),
-        torch.cos(position * frequency),
-    )
-    torch.testing.assert_close(embed(x), math.sqrt(DIM) * x + table)
+    torch.testing.assert_close(embed(x), math.sqrt(DIM) * x + sinusoids(5, DIM))

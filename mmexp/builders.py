@@ -21,6 +21,7 @@ from torch import nn
 
 from mmexp import CONFIG_DIR
 from mmexp.encoders.base import ModalityEncoder
+from mmexp.encoders.freezing import count_parameters
 from mmexp.encoders.processors import ModalityProcessor
 from mmexp.fusion.base import FusionStrategy
 from mmexp.fusion.cost import count_params, fusion_cost, match_params
@@ -326,6 +327,5 @@ def measure_fusion_cost(
                    for name, encoder in encoders.items()}
     cost = fusion_cost(fusion, lengths, fusion.dim)
     cost["head_params"] = count_params(head)
-    cost["trainable_params"] = sum(p.numel() for part in (fusion, head)
-                                   for p in part.parameters() if p.requires_grad)
+    cost["trainable_params"] = sum(count_parameters(part)[0] for part in (fusion, head))
     return cost

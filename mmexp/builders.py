@@ -23,7 +23,7 @@ from mmexp import CONFIG_DIR
 from mmexp.encoders.base import ModalityEncoder
 from mmexp.encoders.freezing import count_parameters
 from mmexp.encoders.processors import ModalityProcessor
-from mmexp.fusion.base import FusionStrategy
+from mmexp.fusion.base import FusionStrategy, can_judge_pairs
 from mmexp.fusion.cost import count_params, fusion_cost, match_params
 
 
@@ -90,11 +90,6 @@ def check_fusion(cfg: DictConfig) -> None:
             f"data.modalities={list(cfg.data.modalities)}; with {count} modality choose one "
             f"of fusion={valid}"
         )
-
-
-def can_judge_pairs(cls: type[FusionStrategy]) -> bool:
-    """Whether a match head on ``cls``'s output can tell matching pairs from others."""
-    return cls.judges_pairs and not cls.produces_logits
 
 
 def check_matching_fusion(cfg: DictConfig) -> str | None:

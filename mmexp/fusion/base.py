@@ -31,6 +31,11 @@ def check_heads(owner: str, dim: int, heads: int) -> None:
         raise ValueError(f"{owner}: heads ({heads}) must divide dim ({dim})")
 
 
+def can_judge_pairs(cls: type[FusionStrategy]) -> bool:
+    """Whether a match head on the output of ``cls`` can tell matching pairs from others."""
+    return cls.judges_pairs and not cls.produces_logits
+
+
 class FusionStrategy(nn.Module):
     """Base class: validates the modalities and fixes their order.
 

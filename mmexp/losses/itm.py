@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmexp.encoders.base import EncoderOutput
-from mmexp.fusion.base import FusionStrategy
+from mmexp.fusion.base import FusionStrategy, can_judge_pairs
 
 NEGATIVES = ("hard", "random")
 
@@ -120,7 +120,7 @@ class MatchingLoss(nn.Module):
             raise ValueError(f"matching negatives must be one of {list(NEGATIVES)}, got "
                              f"{negatives!r} (objective.module.matching_negatives)")
         self.sample = sample_hard_negatives if negatives == "hard" else sample_random_negatives
-        if fusion.produces_logits or not fusion.judges_pairs:
+        if not can_judge_pairs(type(fusion)):
             raise ValueError(
                 f"matching needs a fusion whose output can tell a matching pair from another; "
                 f"{type(fusion).__name__} cannot (it outputs logits, keeps one modality or "

@@ -69,7 +69,8 @@ def fusion_choices(accepts: Callable[[type[FusionStrategy]], bool]) -> list[str]
     """The shipped ``fusion=`` choices whose strategy class ``accepts``, sorted."""
     fusion_dir = Path(CONFIG_DIR) / "fusion"
     return sorted(
-        path.stem for path in fusion_dir.glob("*.yaml")
+        path.stem
+        for path in fusion_dir.glob("*.yaml")
         if accepts(_fusion_class(OmegaConf.create({"fusion": OmegaConf.load(path)})))
     )
 
@@ -107,13 +108,18 @@ def check_matching_fusion(cfg: DictConfig) -> str | None:
     cls = _fusion_class(cfg)
     if can_judge_pairs(cls):
         return None
-    reason = ("it outputs class logits" if cls.produces_logits else
-              "its output cannot tell whether the two inputs belong together (one modality "
-              "only, or an additive pooling: with towers aligned by the contrastive loss, a "
-              "pair's a + b looks like c + c)")
-    return (f"{cls.__name__} cannot judge image-text pairs: {reason}; choose one of "
-            f"fusion={fusion_choices(can_judge_pairs)} (cross_attention and early_tokens are "
-            "the published choices)")
+    reason = (
+        "it outputs class logits"
+        if cls.produces_logits
+        else "its output cannot tell whether the two inputs belong together (one modality "
+        "only, or an additive pooling: with towers aligned by the contrastive loss, a "
+        "pair's a + b looks like c + c)"
+    )
+    return (
+        f"{cls.__name__} cannot judge image-text pairs: {reason}; choose one of "
+        f"fusion={fusion_choices(can_judge_pairs)} (cross_attention and early_tokens are "
+        "the published choices)"
+    )
 
 
 #: How far under its budget a matched row may end (``fusion.match_params``).
@@ -146,18 +152,21 @@ def build_fusion_and_head(
     fusion_node: dict[str, Any] = OmegaConf.to_container(cfg.fusion, resolve=True)  # type: ignore[assignment]
     head_node: dict[str, Any] = OmegaConf.to_container(cfg.model.head, resolve=True)  # type: ignore[assignment]
     budget = fusion_node.pop("match_params", None)
-    options: dict[str, Any] = {"modalities": list(cfg.data.modalities),
-                               "dim": int(cfg.model.width)}
+    options: dict[str, Any] = {"modalities": list(cfg.data.modalities), "dim": int(cfg.model.width)}
     if cls.produces_logits:
         options["num_classes"] = num_classes
 
     def make(fusion_config: dict[str, Any], head_config: dict[str, Any]) -> nn.ModuleList:
         fusion = instantiate(fusion_config, **options)
         if not isinstance(fusion, FusionStrategy):
-            raise TypeError(f"fusion._target_ built {type(fusion).__name__}, not a "
-                            "FusionStrategy")
-        head = nn.Identity() if fusion.produces_logits else instantiate(
-            head_config, in_dim=fusion.out_dim, out_dim=head_outputs or num_classes)
+            raise TypeError(f"fusion._target_ built {type(fusion).__name__}, not a FusionStrategy")
+        head = (
+            nn.Identity()
+            if fusion.produces_logits
+            else instantiate(
+                head_config, in_dim=fusion.out_dim, out_dim=head_outputs or num_classes
+            )
+        )
         return nn.ModuleList([fusion, head])
 
     if budget is not None:
@@ -318,8 +327,9 @@ def measure_fusion_cost(
     batch = next(iter(loader))
     encoders: Any = module.encoders
     with torch.no_grad():
-        lengths = {name: int(encoder(batch[name]).tokens.shape[1])
-                   for name, encoder in encoders.items()}
+        lengths = {
+            name: int(encoder(batch[name]).tokens.shape[1]) for name, encoder in encoders.items()
+        }
     cost = fusion_cost(fusion, lengths, fusion.dim)
     cost["head_params"] = count_params(head)
     cost["trainable_params"] = sum(count_parameters(part)[0] for part in (fusion, head))

@@ -52,8 +52,15 @@ INJECTED: dict[str, set[str]] = {
     "model.encoders.*": {"out_dim"},
     "model.head": {"in_dim", "out_dim"},
     "fusion": {"modalities", "dim", "num_classes", "hidden_dim"},
-    "objective.module": {"encoders", "fusion", "head", "matching_head", "num_classes",
-                         "optimizer", "scheduler"},
+    "objective.module": {
+        "encoders",
+        "fusion",
+        "head",
+        "matching_head",
+        "num_classes",
+        "optimizer",
+        "scheduler",
+    },
     "trainer": {"callbacks", "logger"},
 }
 
@@ -121,8 +128,13 @@ def _walk(node: Any, path: str, problems: list[str]) -> None:
 
 def _lookup(table: dict[str, set[str]], path: str) -> set[str]:
     depth = path.count(".")
-    return set().union(*(names for pattern, names in table.items()
-                         if pattern.count(".") == depth and fnmatchcase(path, pattern)))
+    return set().union(
+        *(
+            names
+            for pattern, names in table.items()
+            if pattern.count(".") == depth and fnmatchcase(path, pattern)
+        )
+    )
 
 
 def _check_node(node: DictConfig, path: str, problems: list[str]) -> None:
@@ -145,24 +157,33 @@ def _check_node(node: DictConfig, path: str, problems: list[str]) -> None:
             problems.append(f"{path}.{key}: unknown key for {target}{hint}")
     if not node.get("_partial_") and "_args_" not in node:
         given = set(node) | _lookup(INJECTED, path)
-        problems.extend(f"{path}.{name}: missing, required by {target}"
-                        for name in schema.required if name not in given)
+        problems.extend(
+            f"{path}.{name}: missing, required by {target}"
+            for name in schema.required
+            if name not in given
+        )
 
 
 @functools.cache
 def _schema(target: Any) -> _Schema:
     """Parameters of ``target``, following ``**kwargs`` passed on to ``super().__init__``."""
     is_class = isinstance(target, type)
-    chain = ([vars(k)["__init__"] for k in target.__mro__
-              if k is not object and "__init__" in vars(k)] if is_class else [target])
+    chain = (
+        [vars(k)["__init__"] for k in target.__mro__ if k is not object and "__init__" in vars(k)]
+        if is_class
+        else [target]
+    )
     params: dict[str, inspect.Parameter] = {}
     hints: dict[str, Any] = {}
     required: tuple[str, ...] = ()
     for index, function in enumerate(chain):
-        own = list(inspect.signature(function).parameters.values())[int(is_class):]
+        own = list(inspect.signature(function).parameters.values())[int(is_class) :]
         if index == 0:  # a parent's required parameters are usually passed by the subclass
-            required = tuple(p.name for p in own if p.default is p.empty
-                             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+            required = tuple(
+                p.name
+                for p in own
+                if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            )
         for parameter in own:
             if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
                 params.setdefault(parameter.name, parameter)
@@ -184,8 +205,10 @@ def _forwards_to_super(function: Any, kwargs_name: str) -> bool:
         return False
     for call in ast.walk(tree):
         if isinstance(call, ast.Call) and ast.unparse(call.func) == "super().__init__":
-            return any(k.arg is None and isinstance(k.value, ast.Name) and k.value.id == kwargs_name
-                       for k in call.keywords)
+            return any(
+                k.arg is None and isinstance(k.value, ast.Name) and k.value.id == kwargs_name
+                for k in call.keywords
+            )
     return False
 
 
@@ -198,21 +221,30 @@ def _hints(function: Any) -> dict[str, Any]:
         return {}
 
 
-def _check_type(node: DictConfig, key: str, schema: _Schema, path: str,
-                problems: list[str]) -> None:
+def _check_type(
+    node: DictConfig, key: str, schema: _Schema, path: str, problems: list[str]
+) -> None:
     expected = schema.hints[key]
     try:
         value = node[key]
-        if (isinstance(value, DictConfig) and "_target_" in value
-                or value is None and schema.params[key].default is None
-                or _matches(value, expected) is not False):
+        if (
+            isinstance(value, DictConfig)
+            and "_target_" in value
+            or value is None
+            and schema.params[key].default is None
+            or _matches(value, expected) is not False
+        ):
             return
-        shown = (OmegaConf.to_container(value, resolve=True)
-                 if isinstance(value, (DictConfig, ListConfig)) else value)
+        shown = (
+            OmegaConf.to_container(value, resolve=True)
+            if isinstance(value, (DictConfig, ListConfig))
+            else value
+        )
     except Exception:  # ??? or an interpolation that does not resolve (yet)
         return
-    problems.append(f"{path}: expected {_type_name(expected)}, got {shown!r} "
-                    f"({type(shown).__name__})")
+    problems.append(
+        f"{path}: expected {_type_name(expected)}, got {shown!r} ({type(shown).__name__})"
+    )
 
 
 def _matches(value: Any, expected: Any) -> bool | None:
@@ -290,8 +322,13 @@ def _check_widths(cfg: DictConfig, problems: list[str]) -> None:
     feature_dims = _get(cfg, "data.feature_dims") or {}
     fusion = _get(cfg, "fusion")
     heads = _param(fusion, "heads") if isinstance(fusion, DictConfig) else None
-    if (isinstance(heads, int) and isinstance(width, int) and heads > 0 and width % heads
-            and _get(cfg, "objective.uses_fusion") is not False):
+    if (
+        isinstance(heads, int)
+        and isinstance(width, int)
+        and heads > 0
+        and width % heads
+        and _get(cfg, "objective.uses_fusion") is not False
+    ):
         problems.append(f"fusion.heads: {heads} heads do not divide model.width={width}")
     for modality in modalities if isinstance(modalities, ListConfig) else []:
         node = encoders.get(modality)
@@ -305,10 +342,17 @@ def _check_widths(cfg: DictConfig, problems: list[str]) -> None:
         inner_path = f"{prefix}.width"
         if inner is None:
             inner, inner_path = width, "model.width"
-        if (isinstance(heads, int) and isinstance(inner, int) and heads > 0 and inner % heads
-                and _param(node, "kind") in (None, "transformer")):
+        if (
+            isinstance(heads, int)
+            and isinstance(inner, int)
+            and heads > 0
+            and inner % heads
+            and _param(node, "kind") in (None, "transformer")
+        ):
             problems.append(f"{prefix}.heads: {heads} heads do not divide {inner_path}={inner}")
         input_dim, data_dim = _get(node, "input_dim"), feature_dims.get(modality)
         if isinstance(input_dim, int) and isinstance(data_dim, int) and input_dim != data_dim:
-            problems.append(f"{prefix}.input_dim={input_dim} does not match "
-                            f"data.feature_dims.{modality}={data_dim}")
+            problems.append(
+                f"{prefix}.input_dim={input_dim} does not match "
+                f"data.feature_dims.{modality}={data_dim}"
+            )

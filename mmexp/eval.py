@@ -81,8 +81,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         datamodule, model = build_data_and_model(run_cfg)
         if finetuning is not None:  # the finetuned structure (adapters, linear probe head)
             finetuning.apply(model, load_weights=bool(left_out))
-        restore_frozen_weights(checkpoint["state_dict"], checkpoint.get(FROZEN_WEIGHTS_KEY),
-                               model.state_dict(), origin=str(cfg.ckpt_path))
+        restore_frozen_weights(
+            checkpoint["state_dict"],
+            checkpoint.get(FROZEN_WEIGHTS_KEY),
+            model.state_dict(),
+            origin=str(cfg.ckpt_path),
+        )
         model.load_state_dict(checkpoint["state_dict"])
         trainer = build_trainer(cfg)
         trainer.test(model, datamodule=datamodule)
@@ -90,10 +94,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     except BaseException as error:
         record.fail(error)
         raise
-    result = record.finish(metrics, checkpoint=str(Path(cfg.ckpt_path).resolve()),
-                           source_run=run_cfg.paths.get("output_dir"))
-    print_summary("mmexp eval: test metrics", result["metrics"],
-                  {"checkpoint": cfg.ckpt_path, "eval folder": output_dir})
+    result = record.finish(
+        metrics,
+        checkpoint=str(Path(cfg.ckpt_path).resolve()),
+        source_run=run_cfg.paths.get("output_dir"),
+    )
+    print_summary(
+        "mmexp eval: test metrics",
+        result["metrics"],
+        {"checkpoint": cfg.ckpt_path, "eval folder": output_dir},
+    )
     return result
 
 

@@ -39,15 +39,27 @@ log = logging.getLogger(__name__)
 
 def _checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
     # The one keeping the best checkpoint on the monitored metric.
-    return next((c for c in trainer.callbacks
-                 if isinstance(c, ModelCheckpoint) and c.monitor is not None), None)
+    return next(
+        (c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor is not None),
+        None,
+    )
 
 
 def _log_config(trainer: pl.Trainer, cfg: DictConfig, record: RunRecord) -> None:
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    meta = {key: record.payload.get(key) for key in
-            ("git", "packages", "python", "hostname", "choices", "overrides", "fusion_cost",
-             "pretrained_from")}
+    meta = {
+        key: record.payload.get(key)
+        for key in (
+            "git",
+            "packages",
+            "python",
+            "hostname",
+            "choices",
+            "overrides",
+            "fusion_cost",
+            "pretrained_from",
+        )
+    }
     for logger in trainer.loggers:
         logger.log_hyperparams({**resolved, "run": meta})
 
@@ -83,8 +95,10 @@ def resume_path(cfg: DictConfig, trainer: pl.Trainer) -> str | None:
     if path.is_dir():
         path = path / "checkpoints" / "last.ckpt"
     if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path: no checkpoint at {path} (give a .ckpt file, a run "
-                                f"folder holding checkpoints/last.ckpt, or last)")
+        raise FileNotFoundError(
+            f"ckpt_path: no checkpoint at {path} (give a .ckpt file, a run "
+            f"folder holding checkpoints/last.ckpt, or last)"
+        )
     return str(path)
 
 
@@ -125,8 +139,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             record.payload["speed_options"] = speed
         cost = measure_fusion_cost(model, datamodule)
         if cost is not None:
-            log.info("fusion: %d parameters (head: %d), %d FLOPs per sample",
-                     cost["params"], cost["head_params"], cost["flops_per_sample"])
+            log.info(
+                "fusion: %d parameters (head: %d), %d FLOPs per sample",
+                cost["params"],
+                cost["head_params"],
+                cost["flops_per_sample"],
+            )
             record.payload["fusion_cost"] = cost
         trainer = build_trainer(cfg)
         _log_config(trainer, cfg, record)
@@ -142,8 +160,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None)
             metrics.update(trainer.callback_metrics)
         extra = {
-            "tracking_fallbacks": [lg.fallback for lg in trainer.loggers
-                                   if getattr(lg, "fallback", None)],
+            "tracking_fallbacks": [
+                lg.fallback for lg in trainer.loggers if getattr(lg, "fallback", None)
+            ],
             "monitor": cfg.monitor,
             "best_checkpoint": best_path or None,
             "last_checkpoint": last_path or None,
@@ -164,8 +183,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise
     finally:
         _close_loggers(trainer)
-    print_summary(f"mmexp {cfg.task_name}: final metrics", result["metrics"],
-                  {"run folder": output_dir, "best checkpoint": best_path or "-"})
+    print_summary(
+        f"mmexp {cfg.task_name}: final metrics",
+        result["metrics"],
+        {"run folder": output_dir, "best checkpoint": best_path or "-"},
+    )
     return result
 
 

@@ -72,8 +72,6 @@ def make_train_cfg(tmp_path: Path, data_dir: Path):
     """Factory: ``make_train_cfg(*overrides)`` composes ``train.yaml`` with the fast settings."""
 
     def make(*overrides: str, run_name: str = "run") -> DictConfig:
-        return compose_config(
-            "train", [*FAST_OVERRIDES, *overrides], tmp_path / run_name, data_dir
-        )
+        return compose_config("train", [*FAST_OVERRIDES, *overrides], tmp_path / run_name, data_dir)
 
     return make

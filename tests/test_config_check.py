@@ -12,14 +12,27 @@ from tests.conftest import FAST_OVERRIDES, compose_config
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # Every option of these groups is composed once; the groups are independent, so the n-th
 # options of all of them share one composition (about 20 instead of 80, 0.5 s each).
-GROUPS = ["data", "fusion", "objective", "trainer", "model/encoders/image",
-          "model/encoders/text", "model/encoders/audio", "finetune", "init", "callbacks",
-          "logger", "debug"]
+GROUPS = [
+    "data",
+    "fusion",
+    "objective",
+    "trainer",
+    "model/encoders/image",
+    "model/encoders/text",
+    "model/encoders/audio",
+    "finetune",
+    "init",
+    "callbacks",
+    "logger",
+    "debug",
+]
 OPTIONS = {group: sorted(p.stem for p in (CONF / group).glob("*.yaml")) for group in GROUPS}
 COMBINED = [
     # vision is in no default encoder group; data=mosi|mosei need it (experiment=mosi adds it)
-    ["+model/encoders/vision=features",
-     *(f"{group}={names[i]}" for group, names in OPTIONS.items() if i < len(names))]
+    [
+        "+model/encoders/vision=features",
+        *(f"{group}={names[i]}" for group, names in OPTIONS.items() if i < len(names)),
+    ]
     for i in range(max(map(len, OPTIONS.values())))
 ]
 # an experiment overrides groups: each is composed on its own
@@ -34,8 +47,9 @@ def problems(cfg) -> list[str]:
     return caught.value.problems
 
 
-@pytest.mark.parametrize("overrides", SHIPPED, ids=lambda overrides: ",".join(overrides[1:3]
-                                                                              or overrides))
+@pytest.mark.parametrize(
+    "overrides", SHIPPED, ids=lambda overrides: ",".join(overrides[1:3] or overrides)
+)
 def test_every_shipped_config_validates_clean(tmp_path, data_dir, overrides):
     # composed as is: data.root=??? and other mandatory values are left unresolved
     check_config(compose_config("train", overrides, tmp_path / "run", data_dir))
@@ -47,11 +61,13 @@ def test_eval_config_validates_clean(tmp_path, data_dir):
 
 def test_unknown_key_is_named_with_the_closest_parameter(make_train_cfg):
     found = problems(make_train_cfg("fusion=gated", "+fusion.hiden_dim=8"))
-    assert found == ["fusion.hiden_dim: unknown key for mmexp.fusion.GatedFusion; "
-                     "did you mean 'hidden_dim'?"]
+    assert found == [
+        "fusion.hiden_dim: unknown key for mmexp.fusion.GatedFusion; did you mean 'hidden_dim'?"
+    ]
     found = problems(make_train_cfg("+trainer.max_epoch=3"))
-    assert found == ["trainer.max_epoch: unknown key for pytorch_lightning.Trainer; "
-                     "did you mean 'max_epochs'?"]
+    assert found == [
+        "trainer.max_epoch: unknown key for pytorch_lightning.Trainer; did you mean 'max_epochs'?"
+    ]
     found = problems(make_train_cfg("+data.zzz=1"))
     assert found == ["data.zzz: unknown key for mmexp.data.shapes_datamodule.ShapesDataModule"]
 
@@ -65,9 +81,15 @@ def test_keys_passed_on_to_the_parent_class_are_known(make_train_cfg):
 
 def test_wrong_types_are_named(make_train_cfg):
     assert problems(make_train_cfg("trainer.max_epochs=ten")) == [
-        "trainer.max_epochs: expected int | None, got 'ten' (str)"]
-    found = problems(make_train_cfg("data.modalities=image", "model.head.dropout=true",
-                                    "model.encoders.image.channels=[16,x]"))
+        "trainer.max_epochs: expected int | None, got 'ten' (str)"
+    ]
+    found = problems(
+        make_train_cfg(
+            "data.modalities=image",
+            "model.head.dropout=true",
+            "model.encoders.image.channels=[16,x]",
+        )
+    )
     assert "data.modalities: expected Sequence[str], got 'image' (str)" in found
     assert "model.head.dropout: expected float, got True (bool)" in found  # bool is not a number
     assert any(p.startswith("model.encoders.image.channels: expected") for p in found)
@@ -75,12 +97,17 @@ def test_wrong_types_are_named(make_train_cfg):
 
 
 def test_missing_required_parameter_unless_the_code_injects_it(make_train_cfg):
-    found = problems(make_train_cfg(
-        "+callbacks.extra._target_=pytorch_lightning.callbacks.LearningRateMonitor",
-        "+callbacks.stop._target_=mmexp.fusion.ConcatFusion"))
+    found = problems(
+        make_train_cfg(
+            "+callbacks.extra._target_=pytorch_lightning.callbacks.LearningRateMonitor",
+            "+callbacks.stop._target_=mmexp.fusion.ConcatFusion",
+        )
+    )
     # fusion's modalities and dim are injected by the builder, not a callback's
-    assert found == ["callbacks.stop.modalities: missing, required by mmexp.fusion.ConcatFusion",
-                     "callbacks.stop.dim: missing, required by mmexp.fusion.ConcatFusion"]
+    assert found == [
+        "callbacks.stop.modalities: missing, required by mmexp.fusion.ConcatFusion",
+        "callbacks.stop.dim: missing, required by mmexp.fusion.ConcatFusion",
+    ]
 
 
 def test_unimportable_target_is_named(make_train_cfg):
@@ -90,33 +117,51 @@ def test_unimportable_target_is_named(make_train_cfg):
 
 def test_mismatched_widths_name_both_keys(tmp_path, data_dir, make_train_cfg):
     assert problems(make_train_cfg("fusion=early_tokens", "fusion.heads=3")) == [
-        "fusion.heads: 3 heads do not divide model.width=128"]
+        "fusion.heads: 3 heads do not divide model.width=128"
+    ]
     check_config(make_train_cfg("fusion=mult", "model.width=100"))  # 4 heads divide 100
     assert problems(make_train_cfg("model.encoders.text.heads=5")) == [
-        "model.encoders.text.heads: 5 heads do not divide model.encoders.text.width=96"]
-    cfg = compose_config("train", ["experiment=mosi", "model.encoders.audio.input_dim=10",
-                                   "model.encoders.vision.heads=3"], tmp_path / "run", data_dir)
+        "model.encoders.text.heads: 5 heads do not divide model.encoders.text.width=96"
+    ]
+    cfg = compose_config(
+        "train",
+        ["experiment=mosi", "model.encoders.audio.input_dim=10", "model.encoders.vision.heads=3"],
+        tmp_path / "run",
+        data_dir,
+    )
     assert problems(cfg) == [
         "model.encoders.audio.input_dim=10 does not match data.feature_dims.audio=5",
-        "model.encoders.vision.heads: 3 heads do not divide model.width=64"]
+        "model.encoders.vision.heads: 3 heads do not divide model.width=64",
+    ]
     assert problems(make_train_cfg("data.modalities=[image,audio]", "~model/encoders/audio")) == [
-        "data.modalities: includes 'audio' but model.encoders.audio is not set"]
+        "data.modalities: includes 'audio' but model.encoders.audio is not set"
+    ]
 
 
 def test_every_problem_is_reported_at_once(make_train_cfg):
-    found = problems(make_train_cfg("fusion=early_tokens", "fusion.heads=3",
-                                    "+fusion.hiden_dim=8", "trainer.max_epochs=ten",
-                                    "+callbacks.early_stopping.patiance=2"))
+    found = problems(
+        make_train_cfg(
+            "fusion=early_tokens",
+            "fusion.heads=3",
+            "+fusion.hiden_dim=8",
+            "trainer.max_epochs=ten",
+            "+callbacks.early_stopping.patiance=2",
+        )
+    )
     assert sorted(p.split(":")[0] for p in found) == [
-        "callbacks.early_stopping.patiance", "fusion.heads", "fusion.hiden_dim",
-        "trainer.max_epochs"]
+        "callbacks.early_stopping.patiance",
+        "fusion.heads",
+        "fusion.hiden_dim",
+        "trainer.max_epochs",
+    ]
 
 
 def test_train_fails_before_generating_data(tmp_path):
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    cfg = compose_config("train", [*FAST_OVERRIDES, "+trainer.max_epoch=3"], tmp_path / "run",
-                         data_dir)
+    cfg = compose_config(
+        "train", [*FAST_OVERRIDES, "+trainer.max_epoch=3"], tmp_path / "run", data_dir
+    )
     with pytest.raises(ConfigError, match=r"trainer\.max_epoch: unknown key"):
         train(cfg)
     assert list(data_dir.iterdir()) == []

@@ -64,8 +64,11 @@ def test_experiment_configs_build_a_model(tmp_path, data_dir, experiment):
     # An experiment on a published data set has no shapes sizes to shrink: only the fast
     # settings its data config has apply.
     pinned = compose_config("train", [f"experiment={experiment}"], tmp_path / "probe", data_dir)
-    fast = [o for o in FAST_OVERRIDES
-            if not o.startswith("data.") or o.split("=")[0].split(".", 1)[1] in pinned.data]
+    fast = [
+        o
+        for o in FAST_OVERRIDES
+        if not o.startswith("data.") or o.split("=")[0].split(".", 1)[1] in pinned.data
+    ]
     image = pinned.model.encoders.get("image")
     if image is not None and image.get("pretrained"):
         fast.append("model.encoders.image.pretrained=false")  # no hub downloads in tests
@@ -91,8 +94,7 @@ def test_finetune_protocols_apply_to_each_init(make_train_cfg, protocol, init):
     lineage = finetuning.apply(module)
     assert lineage["towers"] == (["image", "text"] if init == "scratch" else ["text"])
     trainable_text = count_parameters(module.encoders["text"])[0]
-    assert (trainable_text == count_parameters(module.encoders["text"])[1]) == (
-        protocol == "full")
+    assert (trainable_text == count_parameters(module.encoders["text"])[1]) == (protocol == "full")
 
 
 def test_init_without_a_protocol_is_refused(make_train_cfg):

@@ -57,8 +57,11 @@ def test_checkpoint_is_weights_only_and_eval_reproduces_test_metrics(make_train_
     assert checkpoint["mmexp_config"]["data"]["task"] == cfg.data.task
     eval_dir = Path(cfg.paths.output_dir).parent / "eval"
     eval_cfg = compose_config(
-        "eval", [f"ckpt_path={result['best_checkpoint']}", "trainer.accelerator=cpu",
-                 "callbacks=none"], eval_dir, data_dir)
+        "eval",
+        [f"ckpt_path={result['best_checkpoint']}", "trainer.accelerator=cpu", "callbacks=none"],
+        eval_dir,
+        data_dir,
+    )
     evaluated = evaluate(eval_cfg)
     assert evaluated["metrics"]["test/acc"] == pytest.approx(result["metrics"]["test/acc"])
     assert json.loads((eval_dir / "results.json").read_text())["status"] == "completed"
@@ -88,10 +91,18 @@ def test_cli_trains_with_wandb_offline_and_prints_summary(tmp_path, data_dir):
     overrides = [o for o in FAST_OVERRIDES if not o.startswith("logger")]
     env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
     env.pop("WANDB_API_KEY", None)
-    command = [sys.executable, "-m", "mmexp.train", f"hydra.run.dir={run_dir}",
-               f"paths.data_dir={data_dir}", "data.task=redundant", *overrides]
-    completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600,
-                               cwd=tmp_path)
+    command = [
+        sys.executable,
+        "-m",
+        "mmexp.train",
+        f"hydra.run.dir={run_dir}",
+        f"paths.data_dir={data_dir}",
+        "data.task=redundant",
+        *overrides,
+    ]
+    completed = subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "final metrics" in completed.stdout and "test/acc" in completed.stdout
     results = json.loads((run_dir / "results.json").read_text())
@@ -117,13 +128,21 @@ def test_eval_of_a_timm_run_does_not_refetch_pretrained_weights(make_train_cfg, 
     weights = run_root / "vit_tiny.pth"
     torch.save(tiny_vit_backbone().state_dict(), weights)
     cfg = make_train_cfg(
-        "model/encoders/image=timm", "model.encoders.image.name=vit_tiny_patch16_224",
-        f"model.encoders.image.checkpoint_path={weights}", "model.encoders.image.img_size=32",
-        "model.encoders.image.model_kwargs={depth: 2}", "trainer.max_epochs=1", run_name="vit")
+        "model/encoders/image=timm",
+        "model.encoders.image.name=vit_tiny_patch16_224",
+        f"model.encoders.image.checkpoint_path={weights}",
+        "model.encoders.image.img_size=32",
+        "model.encoders.image.model_kwargs={depth: 2}",
+        "trainer.max_epochs=1",
+        run_name="vit",
+    )
     result = train(cfg)
     weights.unlink()  # the pretrained file is gone: eval must use the checkpoint alone
     eval_cfg = compose_config(
-        "eval", [f"ckpt_path={result['best_checkpoint']}", "trainer.accelerator=cpu",
-                 "callbacks=none"], run_root / "eval_vit", data_dir)
+        "eval",
+        [f"ckpt_path={result['best_checkpoint']}", "trainer.accelerator=cpu", "callbacks=none"],
+        run_root / "eval_vit",
+        data_dir,
+    )
     evaluated = evaluate(eval_cfg)
     assert evaluated["metrics"]["test/acc"] == pytest.approx(result["metrics"]["test/acc"])

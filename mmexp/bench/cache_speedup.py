@@ -30,13 +30,15 @@ def fusion_node(name: str) -> DictConfig:
     path = Path(CONFIG_DIR) / "fusion" / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise ValueError(f"bench.feature_cache.strategies: unknown fusion {name!r}; "
-                         f"choose from {known}")
+        raise ValueError(
+            f"bench.feature_cache.strategies: unknown fusion {name!r}; choose from {known}"
+        )
     return OmegaConf.load(path)  # type: ignore[return-value]
 
 
-def ablation_job(cfg: DictConfig, strategy: str, cached: bool, cache_dir: Path,
-                 run_dir: Path) -> DictConfig:
+def ablation_job(
+    cfg: DictConfig, strategy: str, cached: bool, cache_dir: Path, run_dir: Path
+) -> DictConfig:
     """One job of the ablation: ``cfg`` with another fusion and the cache switched."""
     job = copy.deepcopy(cfg)
     with open_dict(job):
@@ -72,10 +74,16 @@ def cache_speedup(cfg: DictConfig, strategies: Sequence[str]) -> dict[str, Any]:
                 job = ablation_job(cfg, strategy, cached, root / "cache", root / side / strategy)
                 begun = time.perf_counter()
                 result = train(job)
-                runs.append({"fusion": strategy, "seconds": time.perf_counter() - begun,
-                             monitor: result["metrics"].get(monitor),
-                             "test": {k: v for k, v in result["metrics"].items()
-                                      if k.startswith("test/")}})
+                runs.append(
+                    {
+                        "fusion": strategy,
+                        "seconds": time.perf_counter() - begun,
+                        monitor: result["metrics"].get(monitor),
+                        "test": {
+                            k: v for k, v in result["metrics"].items() if k.startswith("test/")
+                        },
+                    }
+                )
             sides[side] = {"seconds": time.perf_counter() - start, "runs": runs}
     return {
         "strategies": list(strategies),

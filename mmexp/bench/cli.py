@@ -79,16 +79,19 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
         options = cfg.bench.throughput
         datamodule.setup("fit")
         batches = prefetch(datamodule.train_dataloader(), int(options.distinct_batches), device)
-        benchmark = ThroughputBenchmark(cfg, module, batches, device,
-                                        int(options.warmup_steps), int(options.steps))
+        benchmark = ThroughputBenchmark(
+            cfg, module, batches, device, int(options.warmup_steps), int(options.steps)
+        )
         results["suites"]["throughput"] = benchmark.run(int(options.repeats))
     if "loading" in suites:
         options = cfg.bench.loading
         results["suites"]["loading"] = loading_throughput(
-            cfg, module, list(options.workers), int(options.batches), options.pin_memory)
+            cfg, module, list(options.workers), int(options.batches), options.pin_memory
+        )
     if "feature_cache" in suites:
         results["suites"]["feature_cache"] = cache_speedup(
-            cfg, list(cfg.bench.feature_cache.strategies))
+            cfg, list(cfg.bench.feature_cache.strategies)
+        )
     output = Path(cfg.bench.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2) + "\n")
@@ -102,18 +105,24 @@ def print_results(results: dict[str, Any], output: Path) -> None:
     suites = results["suites"]
     if "throughput" in suites:
         data = suites["throughput"]
-        table = Table(title=f"training throughput on {results['device']} "
-                            f"({data['precision']}, batch {data['batch_size']})",
-                      title_justify="left")
+        table = Table(
+            title=f"training throughput on {results['device']} "
+            f"({data['precision']}, batch {data['batch_size']})",
+            title_justify="left",
+        )
         for column in ("loop", "samples/s", "ms/step", "peak MiB", "MFU", "last loss"):
             table.add_column(column, justify="right")
         for name in ("plain", "mmexp"):
             row = data[name]
             memory = row["peak_memory_mib"]
-            table.add_row(name, f"{row['samples_per_s']:.1f}", f"{row['step_ms']:.2f}",
-                          "-" if memory is None else f"{memory:.0f}",
-                          "-" if row["mfu"] is None else f"{100 * row['mfu']:.1f}%",
-                          f"{row['final_loss']:.5f}")
+            table.add_row(
+                name,
+                f"{row['samples_per_s']:.1f}",
+                f"{row['step_ms']:.2f}",
+                "-" if memory is None else f"{memory:.0f}",
+                "-" if row["mfu"] is None else f"{100 * row['mfu']:.1f}%",
+                f"{row['final_loss']:.5f}",
+            )
         console.print(table)
         console.print(f"[bold]mmexp / plain[/bold]: {data['ratio']:.3f}x")
     if "loading" in suites:
@@ -122,9 +131,13 @@ def print_results(results: dict[str, Any], output: Path) -> None:
         for column in ("workers", "samples/s", "per worker", "first batch s", "speedup"):
             table.add_column(column, justify="right")
         for row in data["rows"]:
-            table.add_row(str(row["workers"]), f"{row['samples_per_s']:.1f}",
-                          f"{row['samples_per_s_per_worker']:.1f}",
-                          f"{row['first_batch_s']:.2f}", f"{row['speedup']:.2f}x")
+            table.add_row(
+                str(row["workers"]),
+                f"{row['samples_per_s']:.1f}",
+                f"{row['samples_per_s_per_worker']:.1f}",
+                f"{row['first_batch_s']:.2f}",
+                f"{row['speedup']:.2f}x",
+            )
         console.print(table)
         if "throughput" in suites:
             _warn_if_starved(console, suites)
@@ -135,16 +148,30 @@ def print_results(results: dict[str, Any], output: Path) -> None:
 
 def _print_cache_speedup(console: Console, data: dict[str, Any]) -> None:
     monitor = data["monitor"]
-    table = Table(title=f"frozen-encoder ablation, {len(data['strategies'])} strategies x "
-                        f"{data['epochs']} epochs", title_justify="left")
+    table = Table(
+        title=f"frozen-encoder ablation, {len(data['strategies'])} strategies x "
+        f"{data['epochs']} epochs",
+        title_justify="left",
+    )
     for column in ("fusion", "s without", "s with", f"{monitor} without", f"{monitor} with"):
         table.add_column(column, justify="right")
-    for plain, cached in zip(data["without_cache"]["runs"], data["with_cache"]["runs"],
-                             strict=True):
-        table.add_row(plain["fusion"], f"{plain['seconds']:.1f}", f"{cached['seconds']:.1f}",
-                      _number(plain[monitor]), _number(cached[monitor]))
-    table.add_row("total", f"{data['without_cache']['seconds']:.1f}",
-                  f"{data['with_cache']['seconds']:.1f}", "", "")
+    for plain, cached in zip(
+        data["without_cache"]["runs"], data["with_cache"]["runs"], strict=True
+    ):
+        table.add_row(
+            plain["fusion"],
+            f"{plain['seconds']:.1f}",
+            f"{cached['seconds']:.1f}",
+            _number(plain[monitor]),
+            _number(cached[monitor]),
+        )
+    table.add_row(
+        "total",
+        f"{data['without_cache']['seconds']:.1f}",
+        f"{data['with_cache']['seconds']:.1f}",
+        "",
+        "",
+    )
     console.print(table)
     console.print(f"[bold]feature cache speedup[/bold]: {data['speedup']:.1f}x")
 
@@ -158,9 +185,11 @@ def _warn_if_starved(console: Console, suites: dict[str, Any]) -> None:
     consumed = suites["throughput"]["mmexp"]["samples_per_s"]
     fastest = max(suites["loading"]["rows"], key=lambda row: row["samples_per_s"])
     if fastest["samples_per_s"] < consumed:
-        console.print(f"[yellow]the loader delivers at most {fastest['samples_per_s']:.0f} "
-                      f"samples/s ({fastest['workers']} workers) but training consumes "
-                      f"{consumed:.0f}: training will wait on data[/yellow]")
+        console.print(
+            f"[yellow]the loader delivers at most {fastest['samples_per_s']:.0f} "
+            f"samples/s ({fastest['workers']} workers) but training consumes "
+            f"{consumed:.0f}: training will wait on data[/yellow]"
+        )
 
 
 register_resolvers()

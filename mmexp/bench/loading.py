@@ -37,8 +37,13 @@ def _read(loader: Any, batches: int) -> tuple[float, float, int]:
     return first, time.perf_counter() - start - first, samples
 
 
-def loading_throughput(cfg: DictConfig, module: Any, workers: Sequence[int], batches: int,
-                       pin_memory: bool | None = None) -> dict[str, Any]:
+def loading_throughput(
+    cfg: DictConfig,
+    module: Any,
+    workers: Sequence[int],
+    batches: int,
+    pin_memory: bool | None = None,
+) -> dict[str, Any]:
     """Samples per second of the training loader for each worker count.
 
     Args:
@@ -63,9 +68,15 @@ def loading_throughput(cfg: DictConfig, module: Any, workers: Sequence[int], bat
         datamodule.setup("fit")
         first, seconds, samples = _read(datamodule.train_dataloader(), batches)
         rate = samples / seconds if seconds > 0 else float("nan")
-        rows.append({"workers": int(count), "samples_per_s": rate,
-                     "samples_per_s_per_worker": rate / max(int(count), 1),
-                     "first_batch_s": first, "samples": samples})
+        rows.append(
+            {
+                "workers": int(count),
+                "samples_per_s": rate,
+                "samples_per_s_per_worker": rate / max(int(count), 1),
+                "first_batch_s": first,
+                "samples": samples,
+            }
+        )
     base = rows[0]["samples_per_s"] if rows else float("nan")
     for row in rows:
         row["speedup"] = row["samples_per_s"] / base

@@ -28,8 +28,7 @@ from mmexp.lit.classifier import MultimodalClassifier
 from mmexp.lit.contrastive import ContrastivePretrainer
 from mmexp.lit.speed import apply_speed_options, speed_options
 
-AUTOCAST = {"32-true": None, "32": None, "bf16-mixed": torch.bfloat16,
-            "16-mixed": torch.float16}
+AUTOCAST = {"32-true": None, "32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 Batch = dict[str, Any]
 
 
@@ -40,8 +39,10 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
         ValueError: A precision the plain loop does not reproduce (``*-true`` half types).
     """
     if str(precision) not in AUTOCAST:
-        raise ValueError(f"mmexp-bench: trainer.precision={precision!r} is not benchmarked; "
-                         f"use one of {sorted(AUTOCAST)}")
+        raise ValueError(
+            f"mmexp-bench: trainer.precision={precision!r} is not benchmarked; "
+            f"use one of {sorted(AUTOCAST)}"
+        )
     return AUTOCAST[str(precision)]
 
 
@@ -53,8 +54,10 @@ def training_loss(module: pl.LightningModule, batch: Batch) -> torch.Tensor:
     """
     if isinstance(module, ContrastivePretrainer):
         if module.matching is not None:
-            raise TypeError("mmexp-bench: the plain loop does not reproduce image-text "
-                            "matching; benchmark objective=contrastive")
+            raise TypeError(
+                "mmexp-bench: the plain loop does not reproduce image-text "
+                "matching; benchmark objective=contrastive"
+            )
         features = module.encode(batch)
         embeddings = [F.normalize(features[m].pooled, dim=-1) for m in module.modalities]
         # Pairs showing the same content are no negatives of each other (data.content_column).
@@ -98,13 +101,20 @@ class _StepTimer(pl.Callback):
         self.start = self.end = 0.0
         self.final_loss = float("nan")
 
-    def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule,
-                             batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if batch_idx == self.warmup:
             self.start = self.clock.now()
 
-    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule,
-                           outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         if batch_idx == self.total - 1:
             self.end = self.clock.now()
             self.final_loss = float(outputs["loss"])
@@ -122,8 +132,15 @@ class ThroughputBenchmark:
         steps: Timed steps per repeat.
     """
 
-    def __init__(self, cfg: DictConfig, module: pl.LightningModule, batches: Sequence[Batch],
-                 device: torch.device, warmup_steps: int, steps: int) -> None:
+    def __init__(
+        self,
+        cfg: DictConfig,
+        module: pl.LightningModule,
+        batches: Sequence[Batch],
+        device: torch.device,
+        warmup_steps: int,
+        steps: int,
+    ) -> None:
         if int(cfg.trainer.get("devices", 1)) != 1 or int(cfg.trainer.get("num_nodes", 1)) != 1:
             raise ValueError("mmexp-bench measures one device: set trainer.devices=1")
         self.cfg = cfg
@@ -139,8 +156,10 @@ class ThroughputBenchmark:
         self.accumulate = int(cfg.trainer.get("accumulate_grad_batches", 1))
         self.batch_size = len(self.batches[0]["index"])
         if self.total % self.accumulate:
-            raise ValueError(f"mmexp-bench: warmup_steps + steps ({self.total}) must be a "
-                             f"multiple of trainer.accumulate_grad_batches ({self.accumulate})")
+            raise ValueError(
+                f"mmexp-bench: warmup_steps + steps ({self.total}) must be a "
+                f"multiple of trainer.accumulate_grad_batches ({self.accumulate})"
+            )
         # Both loops run under the same cuDNN autotuning setting (Lightning sets it globally).
         torch.backends.cudnn.benchmark = bool(cfg.trainer.get("benchmark"))
 
@@ -162,11 +181,15 @@ class ThroughputBenchmark:
         module = self.fresh_module().train()
         params = [p for p in module.parameters() if p.requires_grad]
         optimizer = module.optimizer_factory(params=params)
-        schedule = (module.scheduler_factory(optimizer, total_steps=self.total // self.accumulate)
-                    if module.scheduler_factory else None)
+        schedule = (
+            module.scheduler_factory(optimizer, total_steps=self.total // self.accumulate)
+            if module.scheduler_factory
+            else None
+        )
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
-        autocast = (torch.autocast(self.device.type, dtype=self.dtype) if self.dtype
-                    else nullcontext())
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else nullcontext()
+        )
         start, loss = 0.0, torch.zeros(())
         for step in range(self.total):
             if step == self.warmup:
@@ -197,13 +220,21 @@ class ThroughputBenchmark:
         with tempfile.TemporaryDirectory() as logs:
             trainer = pl.Trainer(
                 accelerator=self.device.type if self.device.type != "cuda" else "gpu",
-                devices=1, precision=self.precision, max_steps=self.total // self.accumulate,
-                accumulate_grad_batches=self.accumulate, gradient_clip_val=self.clip,
-                limit_val_batches=0, num_sanity_val_steps=0, logger=CSVLogger(logs),
+                devices=1,
+                precision=self.precision,
+                max_steps=self.total // self.accumulate,
+                accumulate_grad_batches=self.accumulate,
+                gradient_clip_val=self.clip,
+                limit_val_batches=0,
+                num_sanity_val_steps=0,
+                logger=CSVLogger(logs),
                 log_every_n_steps=int(trainer_cfg.get("log_every_n_steps", 50)),
-                enable_checkpointing=False, enable_progress_bar=False,
-                enable_model_summary=False, callbacks=[timer],
-                benchmark=bool(trainer_cfg.get("benchmark")), default_root_dir=logs,
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                callbacks=[timer],
+                benchmark=bool(trainer_cfg.get("benchmark")),
+                default_root_dir=logs,
             )
             trainer.fit(module, train_dataloaders=CycledBatches(self.batches, self.total))
         return timer.end - timer.start, timer.final_loss
@@ -225,8 +256,10 @@ class ThroughputBenchmark:
                 timings[name].append(seconds)
                 memory[name] = self.clock.peak_memory_mib()
         results: dict[str, Measurement] = {
-            name: summarise(name, timings[name], self.steps, self.batch_size, memory[name],
-                            losses[name]) for name in timings
+            name: summarise(
+                name, timings[name], self.steps, self.batch_size, memory[name], losses[name]
+            )
+            for name in timings
         }
         flops = self.flops_per_step()
         peak = peak_flops(self.device)

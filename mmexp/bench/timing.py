@@ -102,10 +102,17 @@ class Measurement:
         return asdict(self)
 
 
-def summarise(name: str, seconds: Sequence[float], steps: int, batch_size: int,
-              memory: float | None, final_loss: float) -> Measurement:
+def summarise(
+    name: str,
+    seconds: Sequence[float],
+    steps: int,
+    batch_size: int,
+    memory: float | None,
+    final_loss: float,
+) -> Measurement:
     """Median throughput over repeats of ``steps`` timed steps each."""
     rates = [steps * batch_size / s for s in seconds]
     median_seconds = statistics.median(seconds)
-    return Measurement(name, statistics.median(rates), 1000 * median_seconds / steps, memory,
-                       final_loss, rates)
+    return Measurement(
+        name, statistics.median(rates), 1000 * median_seconds / steps, memory, final_loss, rates
+    )

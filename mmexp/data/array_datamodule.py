@@ -50,23 +50,31 @@ class ArrayDataModule(SplitLoaders):
     # Valid range of regression targets (inclusive); None accepts any finite value.
     label_range: tuple[float, float] | None = None
 
-    def __init__(self, modalities: Sequence[str], batch_size: int = 64,
-                 eval_batch_size: int | None = None, num_workers: int = 0,
-                 pin_memory: bool = False, persistent_workers: bool = False,
-                 on_bad_sample: str = "raise", train_subset: int | float | None = None,
-                 subset_seed: int = 0) -> None:
+    def __init__(
+        self,
+        modalities: Sequence[str],
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        on_bad_sample: str = "raise",
+        train_subset: int | float | None = None,
+        subset_seed: int = 0,
+    ) -> None:
         super().__init__()
         if not modalities:
             raise ValueError("data.modalities is empty; name at least one modality")
         if on_bad_sample not in POLICIES:
-            raise ValueError(f"data.on_bad_sample must be one of {POLICIES}, got "
-                             f"{on_bad_sample!r}")
+            raise ValueError(f"data.on_bad_sample must be one of {POLICIES}, got {on_bad_sample!r}")
         if train_subset is not None and not (
             (isinstance(train_subset, int) and train_subset >= 1)
             or (isinstance(train_subset, float) and 0 < train_subset <= 1)
         ):
-            raise ValueError(f"data.train_subset must be a count >= 1 or a fraction in (0, 1], "
-                             f"got {train_subset!r}")
+            raise ValueError(
+                f"data.train_subset must be a count >= 1 or a fraction in (0, 1], "
+                f"got {train_subset!r}"
+            )
         self.modalities = tuple(modalities)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -122,21 +130,33 @@ class ArrayDataModule(SplitLoaders):
         for key, rows in flags.items():
             for index in np.flatnonzero(rows).tolist():
                 if index not in bad:
-                    bad[index] = BadSample(str(split.sources[key]), stage, split.name(index),
-                                           self._reason(key, split.labels[index]))
+                    bad[index] = BadSample(
+                        str(split.sources[key]),
+                        stage,
+                        split.name(index),
+                        self._reason(key, split.labels[index]),
+                    )
         if bad and self.on_bad_sample == "raise":
             listed = "\n  ".join(str(b) for b in list(bad.values())[:SHOWN])
             more = f"\n  ... and {len(bad) - SHOWN} more" if len(bad) > SHOWN else ""
-            raise ValueError(f"{len(bad)} bad sample(s) in the {stage} split (set "
-                             f"data.on_bad_sample=skip to leave them out):\n  {listed}{more}")
+            raise ValueError(
+                f"{len(bad)} bad sample(s) in the {stage} split (set "
+                f"data.on_bad_sample=skip to leave them out):\n  {listed}{more}"
+            )
         if bad:
-            log.warning("data.on_bad_sample=skip: left out %d of %d %s samples, e.g. %s",
-                        len(bad), len(split), stage, next(iter(bad.values())))
+            log.warning(
+                "data.on_bad_sample=skip: left out %d of %d %s samples, e.g. %s",
+                len(bad),
+                len(split),
+                stage,
+                next(iter(bad.values())),
+            )
             self.bad_samples.extend(bad.values())
         kept = np.setdiff1d(np.arange(len(split)), np.fromiter(bad, dtype=np.int64))
         if not len(kept):
-            raise ValueError(f"{split.sources['label']}: no usable samples left in the {stage} "
-                             "split")
+            raise ValueError(
+                f"{split.sources['label']}: no usable samples left in the {stage} split"
+            )
         return kept
 
     @cached_property
@@ -144,8 +164,9 @@ class ArrayDataModule(SplitLoaders):
         splits = self.read_splits()
         return {stage: (splits[stage], self.screen(stage, splits[stage])) for stage in STAGES}
 
-    def set_processors(self, train: Mapping[str, ModalityProcessor],
-                       evaluation: Mapping[str, ModalityProcessor]) -> None:
+    def set_processors(
+        self, train: Mapping[str, ModalityProcessor], evaluation: Mapping[str, ModalityProcessor]
+    ) -> None:
         """Install the encoders' preprocessing; it must take arrays, not decoded files."""
         for name, processors in (("train", train), ("evaluation", evaluation)):
             missing = set(self.modalities) - set(processors)
@@ -157,7 +178,8 @@ class ArrayDataModule(SplitLoaders):
                         f"model.encoders.{modality} preprocesses files ("
                         f"{type(processors[modality]).__name__}), but this data set holds "
                         f"arrays; choose an array encoder (model/encoders/{modality}=lenet or "
-                        "features) or the data set's experiment (experiment=avmnist|mosi|mosei)")
+                        "features) or the data set's experiment (experiment=avmnist|mosi|mosei)"
+                    )
         self.processors = {"train": dict(train), "eval": dict(evaluation)}
         self.datasets.clear()
 
@@ -174,11 +196,16 @@ class ArrayDataModule(SplitLoaders):
         return ArrayDataset(split, positions, self.modalities, processors, stage)
 
     def _subset(self, positions: np.ndarray) -> np.ndarray:
-        size = (self.train_subset if isinstance(self.train_subset, int)
-                else max(1, round(self.train_subset * len(positions))))
+        size = (
+            self.train_subset
+            if isinstance(self.train_subset, int)
+            else max(1, round(self.train_subset * len(positions)))
+        )
         if size > len(positions):
-            raise ValueError(f"data.train_subset={self.train_subset} but the train split has "
-                             f"only {len(positions)} samples")
+            raise ValueError(
+                f"data.train_subset={self.train_subset} but the train split has "
+                f"only {len(positions)} samples"
+            )
         generator = torch.Generator().manual_seed(self.subset_seed)
         chosen = torch.randperm(len(positions), generator=generator)[:size].sort().values
         return positions[chosen.numpy()]
@@ -186,12 +213,14 @@ class ArrayDataModule(SplitLoaders):
     def setup(self, stage: str | None = None) -> None:
         """Read the arrays and build the data sets needed for ``stage``."""
         stages = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(
-            stage or "", STAGES)
+            stage or "", STAGES
+        )
         for name in stages:
             if name not in self.datasets:
                 self.datasets[name] = self.dataset(name)
 
     def collator(self, stage: str) -> ArrayCollator:
         """Batches of array rows processed for ``stage``."""
-        return ArrayCollator(self.processors["train" if stage == "train" else "eval"],
-                             self.regression)
+        return ArrayCollator(
+            self.processors["train" if stage == "train" else "eval"], self.regression
+        )

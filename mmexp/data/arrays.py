@@ -55,7 +55,7 @@ class ArraySplit:
         # A copy: a view would keep a read-only memory-mapped page behind the tensor.
         value = np.array(self.arrays[modality][index], dtype=np.float32)
         if modality in self.starts:
-            value = value[int(self.starts[modality][index]):]
+            value = value[int(self.starts[modality][index]) :]
         scale = self.scales.get(modality)
         return value * np.float32(scale) if scale is not None else value
 
@@ -71,16 +71,22 @@ def nonfinite_rows(array: Any) -> np.ndarray:
     if not np.issubdtype(array.dtype, np.floating):
         return flags  # integers cannot hold either
     for start in range(0, len(array), CHUNK):
-        block = np.asarray(array[start:start + CHUNK])
-        flags[start:start + len(block)] = ~np.isfinite(block.reshape(len(block), -1)).all(1)
+        block = np.asarray(array[start : start + CHUNK])
+        flags[start : start + len(block)] = ~np.isfinite(block.reshape(len(block), -1)).all(1)
     return flags
 
 
 class ArrayDataset(Dataset):
     """Samples of one split: each modality's array row, processed, with label and index."""
 
-    def __init__(self, split: ArraySplit, positions: np.ndarray, modalities: Sequence[str],
-                 processors: Mapping[str, ModalityProcessor] | None, stage: str) -> None:
+    def __init__(
+        self,
+        split: ArraySplit,
+        positions: np.ndarray,
+        modalities: Sequence[str],
+        processors: Mapping[str, ModalityProcessor] | None,
+        stage: str,
+    ) -> None:
         self.split = split
         self.positions = positions
         self.modalities = tuple(modalities)
@@ -99,8 +105,10 @@ class ArrayDataset(Dataset):
                 try:
                     value = self.processors[modality](value)
                 except (ValueError, TypeError) as error:
-                    raise type(error)(f"{self.split.sources[modality]}: {self.stage} "
-                                      f"{self.split.name(index)}, {modality}: {error}") from error
+                    raise type(error)(
+                        f"{self.split.sources[modality]}: {self.stage} "
+                        f"{self.split.name(index)}, {modality}: {error}"
+                    ) from error
             sample[modality] = value
         return sample
 
@@ -114,8 +122,10 @@ class ArrayCollator:
 
     def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """``{modality: batch, "label": [B], "index": [B], "num_skipped": 0}``."""
-        batch: dict[str, Any] = {name: processor.collate([s[name] for s in samples])
-                                 for name, processor in self.processors.items()}
+        batch: dict[str, Any] = {
+            name: processor.collate([s[name] for s in samples])
+            for name, processor in self.processors.items()
+        }
         batch["label"] = torch.tensor([s["label"] for s in samples], dtype=self.label_dtype)
         batch["index"] = torch.tensor([s["index"] for s in samples], dtype=torch.long)
         batch["num_skipped"] = 0  # bad rows are found at setup, never while reading

@@ -63,10 +63,8 @@ def read_wav(path: str | Path | BinaryIO, name: str | None = None) -> tuple[np.n
         usable = len(frames) - len(frames) % width
         samples = np.frombuffer(frames[:usable], dtype=dtype).astype(np.float64)
     else:
-        raise ValueError(f"cannot read WAV file {label}: unsupported sample width "
-                         f"{8 * width} bits")
+        raise ValueError(f"cannot read WAV file {label}: unsupported sample width {8 * width} bits")
     if channels < 1 or len(samples) % channels:
-        raise ValueError(f"cannot read WAV file {label}: truncated data for {channels} "
-                         "channels")
+        raise ValueError(f"cannot read WAV file {label}: truncated data for {channels} channels")
     waveform = (samples - offset) / scale
     return waveform.reshape(-1, channels).mean(axis=1).astype(np.float32), rate

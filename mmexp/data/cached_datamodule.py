@@ -38,8 +38,12 @@ class SplitFeatures:
     positions: torch.Tensor
 
     @classmethod
-    def from_rows(cls, rows: Sequence[Mapping[str, torch.Tensor]], labels: torch.Tensor,
-                  positions: torch.Tensor) -> SplitFeatures:
+    def from_rows(
+        cls,
+        rows: Sequence[Mapping[str, torch.Tensor]],
+        labels: torch.Tensor,
+        positions: torch.Tensor,
+    ) -> SplitFeatures:
         """Stack per-sample rows, padding token sequences (and their masks) to one length."""
         if not rows:
             raise ValueError("feature cache: a split produced no samples")
@@ -48,8 +52,10 @@ class SplitFeatures:
             values = [row[name] for row in rows]
             if name in ("tokens", "mask"):
                 length = max(v.shape[0] for v in values)
-                values = [torch.nn.functional.pad(v, (0, 0) * (v.dim() - 1)
-                                                  + (0, length - v.shape[0])) for v in values]
+                values = [
+                    torch.nn.functional.pad(v, (0, 0) * (v.dim() - 1) + (0, length - v.shape[0]))
+                    for v in values
+                ]
             features[name] = torch.stack(values)
         # Token features are stored in half precision: a quarter of the disk of float64,
         # half of float32, and more precise than the bf16 most GPU runs train in.
@@ -65,8 +71,11 @@ class SplitFeatures:
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """Everything in one flat dict, as a cache file stores it."""
-        return {**{k: v.contiguous() for k, v in self.features.items()},
-                LABELS: self.labels.contiguous(), POSITIONS: self.positions.contiguous()}
+        return {
+            **{k: v.contiguous() for k, v in self.features.items()},
+            LABELS: self.labels.contiguous(),
+            POSITIONS: self.positions.contiguous(),
+        }
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -79,8 +88,10 @@ class CachedSplit(Dataset):
         first = next(iter(modalities.values()))
         for name, split in modalities.items():
             if not torch.equal(split.positions, first.positions):
-                raise ValueError(f"feature cache: modality {name!r} covers other samples than "
-                                 f"{next(iter(modalities))!r}; delete the cache entries")
+                raise ValueError(
+                    f"feature cache: modality {name!r} covers other samples than "
+                    f"{next(iter(modalities))!r}; delete the cache entries"
+                )
         self.modalities = dict(modalities)
         self.labels = first.labels
         self.positions = first.positions
@@ -103,8 +114,10 @@ class CachedSplit(Dataset):
                 length = int(used.max()) + 1 if len(used) else 1
                 features["mask"] = features["mask"][:, :length].bool()
                 features["tokens"] = features["tokens"][:, :length]
-            features = {key: value.float() if value.dtype == torch.float16 else value
-                        for key, value in features.items()}
+            features = {
+                key: value.float() if value.dtype == torch.float16 else value
+                for key, value in features.items()
+            }
             batch[name] = CachedFeatures(features)
         batch["label"] = self.labels[index]
         batch["index"] = self.positions[index]
@@ -121,9 +134,12 @@ class CachedDataModule(SplitLoaders):
         report: Cache keys and whether each entry was reused, for the run record.
     """
 
-    def __init__(self, base: pl.LightningDataModule,
-                 splits: Mapping[str, Mapping[str, SplitFeatures]],
-                 report: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        base: pl.LightningDataModule,
+        splits: Mapping[str, Mapping[str, SplitFeatures]],
+        report: Mapping[str, Any],
+    ) -> None:
         super().__init__()
         self.base = base
         self.splits = {stage: CachedSplit(features) for stage, features in splits.items()}
@@ -146,5 +162,6 @@ class CachedDataModule(SplitLoaders):
         if stage != "train":
             batch_size = getattr(self.base, "eval_batch_size", None) or batch_size
         # In-memory gathers are faster in the main process than any worker hand-off.
-        return stage_loader(split, stage, batch_size, TrainerProgress(self),
-                            collate_fn=split.collate, num_workers=0)
+        return stage_loader(
+            split, stage, batch_size, TrainerProgress(self), collate_fn=split.collate, num_workers=0
+        )

@@ -104,8 +104,7 @@ class ManifestDataModule(SplitLoaders):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.check_files = check_files
         if on_bad_sample not in POLICIES:
-            raise ValueError(f"data.on_bad_sample must be one of {POLICIES}, got "
-                             f"{on_bad_sample!r}")
+            raise ValueError(f"data.on_bad_sample must be one of {POLICIES}, got {on_bad_sample!r}")
         self.on_bad_sample = on_bad_sample
         self.multilabel = multilabel
         # Samples left out at setup under on_bad_sample=skip, for the run record.
@@ -114,8 +113,10 @@ class ManifestDataModule(SplitLoaders):
             (isinstance(train_subset, int) and train_subset >= 1)
             or (isinstance(train_subset, float) and 0 < train_subset <= 1)
         ):
-            raise ValueError(f"data.train_subset must be a count >= 1 or a fraction in (0, 1], "
-                             f"got {train_subset!r}")
+            raise ValueError(
+                f"data.train_subset must be a count >= 1 or a fraction in (0, 1], "
+                f"got {train_subset!r}"
+            )
         self.train_subset = train_subset
         self.subset_seed = subset_seed
         self.content_column = content_column
@@ -159,8 +160,9 @@ class ManifestDataModule(SplitLoaders):
         """The usable rows of ``stage`` under ``on_bad_sample``; records the bad ones."""
         return self.take(rows, self.usable_positions(stage, rows))
 
-    def usable_positions(self, stage: str, rows: Sequence[Record],
-                         columns: Mapping[str, str] | None = None) -> list[int]:
+    def usable_positions(
+        self, stage: str, rows: Sequence[Record], columns: Mapping[str, str] | None = None
+    ) -> list[int]:
         """Positions of the usable rows; the bad ones are raised or recorded.
 
         ``columns`` restricts the check to some modalities (default: all of them).
@@ -170,9 +172,16 @@ class ManifestDataModule(SplitLoaders):
             names = list(self.meta["label_names"])
             known = {*names, *(str(i) for i in range(len(names)))}
         kept, bad = screen_rows(
-            rows, stage, self.on_bad_sample, columns=self.columns if columns is None else columns,
-            label_column=self.label_column, known_labels=known, root=self.root,
-            check_files=self.check_files, source=self.source_of(stage))
+            rows,
+            stage,
+            self.on_bad_sample,
+            columns=self.columns if columns is None else columns,
+            label_column=self.label_column,
+            known_labels=known,
+            root=self.root,
+            check_files=self.check_files,
+            source=self.source_of(stage),
+        )
         self.bad_samples.extend(bad)
         return kept
 
@@ -182,8 +191,9 @@ class ManifestDataModule(SplitLoaders):
         for stage, rows in self._raw_splits.items():
             splits[stage] = self.screen(stage, rows)
             if not splits[stage]:
-                raise ValueError(f"{self.source_of(stage)}: no usable rows left in the {stage} "
-                                 "split")
+                raise ValueError(
+                    f"{self.source_of(stage)}: no usable rows left in the {stage} split"
+                )
         return splits
 
     @cached_property
@@ -191,8 +201,12 @@ class ManifestDataModule(SplitLoaders):
         """Class names, index order."""
         if "label_names" in self.meta:
             return list(self.meta["label_names"])
-        labelled = [r for rows in self._raw_splits.values() for r in rows
-                    if r.get(self.label_column) not in (None, "")]
+        labelled = [
+            r
+            for rows in self._raw_splits.values()
+            for r in rows
+            if r.get(self.label_column) not in (None, "")
+        ]
         if self.multilabel:
             return sorted({n for r in labelled for n in label_set(r[self.label_column])})
         return infer_label_names(labelled, self.label_column)
@@ -227,18 +241,33 @@ class ManifestDataModule(SplitLoaders):
             processors = self.processors["train" if stage == "train" else "eval"]
         label_of = multi_hot if self.multilabel else label_index
         labels = label_of(rows, self.label_column, self.label_names, self.source_of(stage))
-        contents = (content_ids(rows, self.content_column, self.source_of(stage),
-                                self.modalities) if self.content_column else None)
-        return ManifestDataset(rows, labels, self.root, self.columns, processors,
-                               self.source_of(stage), skip_unreadable=self.on_bad_sample == "skip",
-                               contents=contents)
+        contents = (
+            content_ids(rows, self.content_column, self.source_of(stage), self.modalities)
+            if self.content_column
+            else None
+        )
+        return ManifestDataset(
+            rows,
+            labels,
+            self.root,
+            self.columns,
+            processors,
+            self.source_of(stage),
+            skip_unreadable=self.on_bad_sample == "skip",
+            contents=contents,
+        )
 
     def _subset(self, rows: Sequence[Record]) -> Sequence[Record]:
-        size = (self.train_subset if isinstance(self.train_subset, int)
-                else max(1, round(self.train_subset * len(rows))))
+        size = (
+            self.train_subset
+            if isinstance(self.train_subset, int)
+            else max(1, round(self.train_subset * len(rows)))
+        )
         if size > len(rows):
-            raise ValueError(f"data.train_subset={self.train_subset} but the train split of "
-                             f"{self.source_of('train')} has only {len(rows)} rows")
+            raise ValueError(
+                f"data.train_subset={self.train_subset} but the train split of "
+                f"{self.source_of('train')} has only {len(rows)} rows"
+            )
         generator = torch.Generator().manual_seed(self.subset_seed)
         chosen = torch.randperm(len(rows), generator=generator)[:size].sort().values
         return self.take(rows, chosen.tolist())

@@ -157,8 +157,9 @@ def content_ids(
     ids = []
     for index, row in enumerate(rows):
         if column not in row:
-            raise KeyError(f"{source}: {row_name(row, index)} has no {column!r} column "
-                           "(data.content_column)")
+            raise KeyError(
+                f"{source}: {row_name(row, index)} has no {column!r} column (data.content_column)"
+            )
         value = row[column]
         if isinstance(value, dict) and modalities and set(modalities) <= set(value):
             value = {m: value[m] for m in modalities}
@@ -180,8 +181,10 @@ class MultimodalCollator:
         """
         kept = [s for s in samples if s is not None]
         if not kept:
-            raise RuntimeError(f"every sample of a batch of {len(samples)} was unreadable; "
-                               "see the warnings above for the files")
+            raise RuntimeError(
+                f"every sample of a batch of {len(samples)} was unreadable; "
+                "see the warnings above for the files"
+            )
         skipped = len(samples) - len(kept)
         samples = kept
         batch: dict[str, Any] = {

@@ -37,8 +37,15 @@ log = logging.getLogger(__name__)
 
 STAGES = ("train", "val", "test")
 # Loader options do not change what a sample is; they stay out of the key.
-LOADER_KEYS = ("batch_size", "eval_batch_size", "num_workers", "pin_memory",
-               "persistent_workers", "prefetch_factor", "check_files")
+LOADER_KEYS = (
+    "batch_size",
+    "eval_batch_size",
+    "num_workers",
+    "pin_memory",
+    "persistent_workers",
+    "prefetch_factor",
+    "check_files",
+)
 FORMAT_VERSION = 1
 
 
@@ -75,14 +82,18 @@ def source_stamp(datamodule: Any, stage: str) -> str:
 
 def encoder_stamp(encoder: ModalityEncoder, encoder_cfg: Any) -> tuple[bytes, ...]:
     """What identifies an encoder's outputs on any split: config, frozen weights, preprocessing."""
-    return (json.dumps(OmegaConf.to_container(encoder_cfg, resolve=True), sort_keys=True,
-                       default=str).encode(),
-            weights_digest(encoder.frozen_part()).encode(),
-            processor_digest(encoder.processor(train=False)).encode())
+    return (
+        json.dumps(
+            OmegaConf.to_container(encoder_cfg, resolve=True), sort_keys=True, default=str
+        ).encode(),
+        weights_digest(encoder.frozen_part()).encode(),
+        processor_digest(encoder.processor(train=False)).encode(),
+    )
 
 
-def cache_key(stamp: tuple[bytes, ...], data_cfg: Any, datamodule: Any, stage: str,
-              tokens: bool) -> str:
+def cache_key(
+    stamp: tuple[bytes, ...], data_cfg: Any, datamodule: Any, stage: str, tokens: bool
+) -> str:
     """The key of one encoder's features on one split (see the module docstring).
 
     Args:
@@ -92,8 +103,11 @@ def cache_key(stamp: tuple[bytes, ...], data_cfg: Any, datamodule: Any, stage: s
         stage: ``train``, ``val`` or ``test``.
         tokens: Whether token sequences are stored.
     """
-    data = {k: v for k, v in OmegaConf.to_container(data_cfg, resolve=True).items()
-            if k not in LOADER_KEYS}
+    data = {
+        k: v
+        for k, v in OmegaConf.to_container(data_cfg, resolve=True).items()
+        if k not in LOADER_KEYS
+    }
     return hash_parts(
         str(FORMAT_VERSION).encode(),
         *stamp,
@@ -117,8 +131,9 @@ def check_cacheable(encoders: Mapping[str, ModalityEncoder]) -> None:
 
 
 @torch.inference_mode()
-def compute_features(encoder: ModalityEncoder, name: str, loader: Any, tokens: bool,
-                     device: torch.device) -> SplitFeatures:
+def compute_features(
+    encoder: ModalityEncoder, name: str, loader: Any, tokens: bool, device: torch.device
+) -> SplitFeatures:
     """Run the frozen part of ``encoder`` over every batch; rows placed by sample index."""
     was_training = encoder.training
     encoder.eval().to(device)
@@ -128,14 +143,18 @@ def compute_features(encoder: ModalityEncoder, name: str, loader: Any, tokens: b
         inputs = _to_device(batch[name], device)
         features = encoder.frozen_features(inputs, tokens)
         for row, index in enumerate(batch["index"].tolist()):
-            rows[index] = {key: (value[row].float() if value.is_floating_point() else value[row])
-                           .cpu() for key, value in features.items()}
+            rows[index] = {
+                key: (value[row].float() if value.is_floating_point() else value[row]).cpu()
+                for key, value in features.items()
+            }
             labels[index] = batch["label"][row]
     encoder.train(was_training)
     positions = sorted(rows)
-    return SplitFeatures.from_rows([rows[i] for i in positions],
-                                   torch.stack([labels[i] for i in positions]),
-                                   torch.tensor(positions, dtype=torch.long))
+    return SplitFeatures.from_rows(
+        [rows[i] for i in positions],
+        torch.stack([labels[i] for i in positions]),
+        torch.tensor(positions, dtype=torch.long),
+    )
 
 
 def _to_device(value: Any, device: torch.device) -> Any:
@@ -155,8 +174,9 @@ class FeatureCache:
         device: Where the encoders run while the cache is built.
     """
 
-    def __init__(self, directory: str | Path, tokens: str | bool = "auto",
-                 device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, directory: str | Path, tokens: str | bool = "auto", device: str | torch.device = "cpu"
+    ) -> None:
         if tokens not in ("auto", True, False):
             raise ValueError(f"feature_cache.tokens must be auto, true or false, got {tokens!r}")
         self.directory = Path(directory)
@@ -176,8 +196,15 @@ class FeatureCache:
         """File of one encoder's features on one split."""
         return self.directory / f"{name}-{key}.safetensors"
 
-    def split_features(self, name: str, encoder: ModalityEncoder, key: str, datamodule: Any,
-                       stage: str, tokens: bool) -> tuple[SplitFeatures, bool]:
+    def split_features(
+        self,
+        name: str,
+        encoder: ModalityEncoder,
+        key: str,
+        datamodule: Any,
+        stage: str,
+        tokens: bool,
+    ) -> tuple[SplitFeatures, bool]:
         """Read a cache entry, or compute and write it; ``(features, was_cached)``."""
         path = self.entry(name, key)
         if path.is_file():
@@ -185,8 +212,11 @@ class FeatureCache:
                 return SplitFeatures.from_tensors(load_file(str(path))), True
             except Exception as error:  # a truncated or foreign file: rebuild it
                 log.warning("feature cache: unreadable %s (%s); recomputing it", path, error)
-        loader = {"train": datamodule.train_dataloader, "val": datamodule.val_dataloader,
-                  "test": datamodule.test_dataloader}[stage]()
+        loader = {
+            "train": datamodule.train_dataloader,
+            "val": datamodule.val_dataloader,
+            "test": datamodule.test_dataloader,
+        }[stage]()
         features = compute_features(encoder, name, loader, tokens, self.device)
         self.directory.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".{os.getpid()}.partial")
@@ -208,17 +238,23 @@ class FeatureCache:
         tokens = self.keeps_tokens(module)
         # Keys first: fast tokenizers keep truncation and padding settings from their first
         # use, which would change the pickled preprocessing once any loader has run.
-        stamps = {name: encoder_stamp(encoder, cfg.model.encoders[name])
-                  for name, encoder in encoders.items()}
-        keys = {(name, stage): cache_key(stamps[name], cfg.data, datamodule, stage, tokens)
-                for name in encoders for stage in STAGES}
+        stamps = {
+            name: encoder_stamp(encoder, cfg.model.encoders[name])
+            for name, encoder in encoders.items()
+        }
+        keys = {
+            (name, stage): cache_key(stamps[name], cfg.data, datamodule, stage, tokens)
+            for name in encoders
+            for stage in STAGES
+        }
         datamodule.setup("fit")
         datamodule.setup("test")
         splits: dict[str, dict[str, SplitFeatures]] = {stage: {} for stage in STAGES}
         report = {}
         for (name, stage), key in keys.items():
-            splits[stage][name], hit = self.split_features(name, encoders[name], key,
-                                                           datamodule, stage, tokens)
+            splits[stage][name], hit = self.split_features(
+                name, encoders[name], key, datamodule, stage, tokens
+            )
             report[f"{name}/{stage}"] = {"key": key, "reused": hit}
         log.info("feature cache in %s (tokens=%s): %s", self.directory, tokens, report)
         return CachedDataModule(datamodule, splits, report)
@@ -234,8 +270,7 @@ def with_feature_cache(cfg: DictConfig, module: Any, datamodule: Any) -> Any:
         return datamodule
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     use_gpu = torch.cuda.is_available() and accelerator in ("gpu", "cuda", "auto")
-    cache = FeatureCache(options.dir, options.get("tokens", "auto"),
-                         "cuda" if use_gpu else "cpu")
+    cache = FeatureCache(options.dir, options.get("tokens", "auto"), "cuda" if use_gpu else "cpu")
     # Only the run that builds an entry runs its loaders here: the generators are left as
     # they were, so that run trains exactly like every later run reading the entry.
     with rng_untouched():

@@ -67,8 +67,13 @@ class HFDataModule(ManifestDataModule):
     ) -> None:
         # File-existence checks do not apply: images and audio are held by the data set.
         loader_options["check_files"] = False
-        super().__init__(root=Path(path), columns=columns, label_column=label_column,
-                         split_names=split_names or DEFAULT_SPLITS, **loader_options)
+        super().__init__(
+            root=Path(path),
+            columns=columns,
+            label_column=label_column,
+            split_names=split_names or DEFAULT_SPLITS,
+            **loader_options,
+        )
         self.path = path
         self.name = name
         self.data_files = data_files
@@ -84,8 +89,13 @@ class HFDataModule(ManifestDataModule):
         import datasets
 
         try:
-            loaded = datasets.load_dataset(self.path, self.name, data_files=self.data_files,
-                                           revision=self.revision, cache_dir=self.cache_dir)
+            loaded = datasets.load_dataset(
+                self.path,
+                self.name,
+                data_files=self.data_files,
+                revision=self.revision,
+                cache_dir=self.cache_dir,
+            )
         except FileNotFoundError as error:
             raise FileNotFoundError(
                 f"data.path={self.path!r}: not found locally and not reachable on the hub "
@@ -93,8 +103,10 @@ class HFDataModule(ManifestDataModule):
             ) from error
         missing = sorted(set(self.split_names.values()) - set(loaded))
         if missing:
-            raise ValueError(f"data.path={self.path!r} has splits {sorted(loaded)}, not "
-                             f"{missing}; set data.split_names")
+            raise ValueError(
+                f"data.path={self.path!r} has splits {sorted(loaded)}, not "
+                f"{missing}; set data.split_names"
+            )
         return loaded
 
     def _undecoded(self, dataset: Any) -> Any:
@@ -103,8 +115,10 @@ class HFDataModule(ManifestDataModule):
         columns = [self.columns[m] for m in ("image", "audio") if m in self.columns]
         for column in columns:
             if column not in dataset.features:
-                raise ValueError(f"data.path={self.path!r} has no column {column!r}; columns: "
-                                 f"{sorted(dataset.features)} (set data.columns)")
+                raise ValueError(
+                    f"data.path={self.path!r} has no column {column!r}; columns: "
+                    f"{sorted(dataset.features)} (set data.columns)"
+                )
             feature = dataset.features[column]
             if isinstance(feature, (datasets.Image, datasets.Audio)):
                 dataset = dataset.cast_column(column, type(feature)(decode=False))
@@ -112,8 +126,10 @@ class HFDataModule(ManifestDataModule):
 
     def read_splits(self) -> dict[str, list[Record]]:
         """Each stage's split, as lazily read rows."""
-        return {stage: LazyRows(self._undecoded(self._dataset_dict[split]))  # type: ignore[misc]
-                for stage, split in self.split_names.items()}
+        return {
+            stage: LazyRows(self._undecoded(self._dataset_dict[split]))  # type: ignore[misc]
+            for stage, split in self.split_names.items()
+        }
 
     @staticmethod
     def take(rows: Sequence[Record], positions: list[int]) -> Sequence[Record]:
@@ -137,13 +153,19 @@ class HFDataModule(ManifestDataModule):
 
         train = self._dataset_dict[self.split_names["train"]]
         if self.label_column not in train.features:
-            raise ValueError(f"data.label_column={self.label_column!r} is not a column of "
-                             f"{self.path!r}: {sorted(train.features)}")
+            raise ValueError(
+                f"data.label_column={self.label_column!r} is not a column of "
+                f"{self.path!r}: {sorted(train.features)}"
+            )
         feature = train.features[self.label_column]
         if isinstance(feature, datasets.ClassLabel):
             return list(feature.names)
-        values = {v for split in self.split_names.values()
-                  for v in self._dataset_dict[split][self.label_column] if v is not None}
+        values = {
+            v
+            for split in self.split_names.values()
+            for v in self._dataset_dict[split][self.label_column]
+            if v is not None
+        }
         if all(isinstance(v, int) for v in values):
             return [str(i) for i in range(max(values) + 1)]
         return sorted(str(v) for v in values)

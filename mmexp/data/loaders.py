@@ -39,8 +39,9 @@ class ResumableLoader(DataLoader):
         **options: Passed to ``DataLoader``.
     """
 
-    def __init__(self, dataset: Dataset, sampler: ShuffledEpochs,
-                 progress: TrainingProgress, **options: Any) -> None:
+    def __init__(
+        self, dataset: Dataset, sampler: ShuffledEpochs, progress: TrainingProgress, **options: Any
+    ) -> None:
         # The worker seeds come from this generator, reseeded per epoch below, so they do
         # not depend on whether the run was resumed (nor draw from the global generator,
         # whose state the resumed run restores).
@@ -56,8 +57,12 @@ class ResumableLoader(DataLoader):
         """Epoch and global position of the next sample to train on."""
         sampler = self.sampler
         trained = min(self.progress.trained_batches() * self.batch_size, sampler.num_samples)
-        return {"epoch": sampler.epoch, "position": trained * sampler.num_replicas,
-                "seed": sampler.seed, "samples": len(sampler.dataset)}
+        return {
+            "epoch": sampler.epoch,
+            "position": trained * sampler.num_replicas,
+            "seed": sampler.seed,
+            "samples": len(sampler.dataset),
+        }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Resume the saved epoch at its saved position.
@@ -71,13 +76,19 @@ class ResumableLoader(DataLoader):
             raise ValueError(
                 f"the checkpoint's training order ({state['samples']} samples, seed "
                 f"{state['seed']}) is not this run's ({len(sampler.dataset)} samples, seed "
-                f"{sampler.seed}): resume with the data and seed of the run that saved it")
+                f"{sampler.seed}): resume with the data and seed of the run that saved it"
+            )
         sampler.resume_at(state["epoch"], state["position"])
 
 
-def stage_loader(dataset: Dataset, stage: str, batch_size: int,
-                 progress: TrainingProgress, seed: int | None = None,
-                 **options: Any) -> DataLoader:
+def stage_loader(
+    dataset: Dataset,
+    stage: str,
+    batch_size: int,
+    progress: TrainingProgress,
+    seed: int | None = None,
+    **options: Any,
+) -> DataLoader:
     """The loader of ``stage``: resumable shuffled epochs for training, else split order.
 
     Args:
@@ -90,10 +101,12 @@ def stage_loader(dataset: Dataset, stage: str, batch_size: int,
     """
     sampler = stage_sampler(dataset, stage, seed)
     if isinstance(sampler, ShuffledEpochs):
-        return ResumableLoader(dataset, sampler, progress, batch_size=batch_size,
-                               drop_last=False, **options)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False,
-                      drop_last=False, **options)
+        return ResumableLoader(
+            dataset, sampler, progress, batch_size=batch_size, drop_last=False, **options
+        )
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, shuffle=False, drop_last=False, **options
+    )
 
 
 class TrainerProgress:
@@ -141,10 +154,15 @@ class SplitLoaders(pl.LightningDataModule):
         if stage not in self.datasets:
             self.setup()
         return stage_loader(
-            self.datasets[stage], stage,
+            self.datasets[stage],
+            stage,
             self.batch_size if stage == "train" else self.eval_batch_size,
-            TrainerProgress(self), num_workers=self.num_workers, pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers, collate_fn=self.collator(stage))
+            TrainerProgress(self),
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            collate_fn=self.collator(stage),
+        )
 
     def train_dataloader(self) -> DataLoader:
         """Training batches: a new seeded order each epoch."""

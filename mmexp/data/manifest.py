@@ -57,8 +57,9 @@ def read_manifest(path: str | Path) -> list[Record]:
             return pq.read_table(path).to_pylist()
         except Exception as error:  # pyarrow raises ArrowInvalid and OSError variants
             raise ValueError(f"{path}: not a readable Parquet file ({error})") from error
-    raise ValueError(f"unsupported manifest format {path.suffix!r} for {path}; use .jsonl, "
-                     ".csv or .parquet")
+    raise ValueError(
+        f"unsupported manifest format {path.suffix!r} for {path}; use .jsonl, .csv or .parquet"
+    )
 
 
 def row_name(row: Record, position: int) -> str:
@@ -115,8 +116,10 @@ def multi_hot(
         vector = [0] * len(label_names)
         for name in label_set(row[label_column]):
             if name not in by_name:
-                raise ValueError(f"{source}: {row_name(row, position)} has unknown label "
-                                 f"{name!r}; known classes: {list(label_names)}")
+                raise ValueError(
+                    f"{source}: {row_name(row, position)} has unknown label "
+                    f"{name!r}; known classes: {list(label_names)}"
+                )
             vector[by_name[name]] = 1
         vectors.append(vector)
     return vectors

@@ -46,12 +46,18 @@ class ShuffledEpochs(DistributedSampler):
         rank: This rank; defaults to the process group's.
     """
 
-    def __init__(self, dataset: Any, seed: int = 0, num_replicas: int | None = None,
-                 rank: int | None = None) -> None:
+    def __init__(
+        self, dataset: Any, seed: int = 0, num_replicas: int | None = None, rank: int | None = None
+    ) -> None:
         default_rank, default_world = distributed_world()
-        super().__init__(dataset, shuffle=True, seed=seed, drop_last=False,
-                         num_replicas=default_world if num_replicas is None else num_replicas,
-                         rank=default_rank if rank is None else rank)
+        super().__init__(
+            dataset,
+            shuffle=True,
+            seed=seed,
+            drop_last=False,
+            num_replicas=default_world if num_replicas is None else num_replicas,
+            rank=default_rank if rank is None else rank,
+        )
         # Global position (samples of the epoch's order already trained on) to start from
         # in epoch ``_resume_epoch``; set from a checkpoint by resume_at().
         self._resume_epoch = -1
@@ -78,8 +84,8 @@ class ShuffledEpochs(DistributedSampler):
         order = self.order()
         # Pad to a multiple of the ranks by repeating the start, then skip what the resumed
         # run already trained on: the remaining samples keep their rank and step.
-        order = (order * math.ceil(self.total_size / len(order)))[:self.total_size]
-        return iter(order[self.start() + self.rank:self.total_size:self.num_replicas])
+        order = (order * math.ceil(self.total_size / len(order)))[: self.total_size]
+        return iter(order[self.start() + self.rank : self.total_size : self.num_replicas])
 
     def __len__(self) -> int:
         # The whole epoch's count, also after resuming into it: Lightning counts the

@@ -38,16 +38,26 @@ class BadSample:
         return f"{self.source}: {self.stage} {self.row}: {self.reason}"
 
 
-def problem(row: Record, columns: Mapping[str, str], label_column: str,
-            known_labels: set[str] | None, root: Path, check_files: bool) -> str | None:
+def problem(
+    row: Record,
+    columns: Mapping[str, str],
+    label_column: str,
+    known_labels: set[str] | None,
+    root: Path,
+    check_files: bool,
+) -> str | None:
     """Why ``row`` cannot be used, or ``None`` when it can."""
     for modality, column in columns.items():
         value = row.get(column)
         if value is None or (isinstance(value, str) and not value.strip()):
             return f"empty {modality} (column {column!r})"
         is_path = isinstance(value, (str, Path))  # not bytes held inline (HF data sets)
-        if check_files and modality in FILE_MODALITIES and is_path and not (
-                root / str(value)).is_file():
+        if (
+            check_files
+            and modality in FILE_MODALITIES
+            and is_path
+            and not (root / str(value)).is_file()
+        ):
             return f"missing {modality} file {root / str(value)}"
     label = row.get(label_column)
     if isinstance(label, (list, tuple)):  # a multi-label row: every member must be known
@@ -106,11 +116,18 @@ def screen_rows(
     if bad and policy == "raise":
         listed = "\n  ".join(str(b) for b in bad[:SHOWN])
         more = f"\n  ... and {len(bad) - SHOWN} more" if len(bad) > SHOWN else ""
-        raise ValueError(f"{len(bad)} bad sample(s) in the {stage} split (set "
-                         f"data.on_bad_sample=skip to leave them out):\n  {listed}{more}")
+        raise ValueError(
+            f"{len(bad)} bad sample(s) in the {stage} split (set "
+            f"data.on_bad_sample=skip to leave them out):\n  {listed}{more}"
+        )
     if bad:
-        log.warning("data.on_bad_sample=skip: left out %d of %d %s samples, e.g. %s",
-                    len(bad), len(rows), stage, bad[0])
+        log.warning(
+            "data.on_bad_sample=skip: left out %d of %d %s samples, e.g. %s",
+            len(bad),
+            len(rows),
+            stage,
+            bad[0],
+        )
     return kept, bad
 
 

@@ -39,8 +39,10 @@ class ArrayImageProcessor:
         if array.size == height * width:  # flattened or with a channel axis already
             array = array.reshape(height, width)
         else:
-            raise ValueError(f"expected a {height}x{width} array, got shape {list(array.shape)}; "
-                             "set the encoder's input_size")
+            raise ValueError(
+                f"expected a {height}x{width} array, got shape {list(array.shape)}; "
+                "set the encoder's input_size"
+            )
         return torch.from_numpy(np.ascontiguousarray(array)).unsqueeze(0)
 
     def collate(self, items: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -71,18 +73,25 @@ class LeNetEncoder(ModalityEncoder):
         ValueError: The layers would pool the input below one cell.
     """
 
-    def __init__(self, out_dim: int = 128, modality: str = "image",
-                 input_size: Sequence[int] = (28, 28), channels: int = 6,
-                 additional_layers: int = 3) -> None:
+    def __init__(
+        self,
+        out_dim: int = 128,
+        modality: str = "image",
+        input_size: Sequence[int] = (28, 28),
+        channels: int = 6,
+        additional_layers: int = 3,
+    ) -> None:
         super().__init__(out_dim)
         self.modality = modality
         self.input_size = (int(input_size[0]), int(input_size[1]))
         cells = [side // 2 ** (additional_layers + 1) for side in self.input_size]
         if min(cells) < 1:
-            raise ValueError(f"model.encoders.{modality}: {additional_layers + 1} pooling layers "
-                             f"reduce a {self.input_size} input below one cell; use fewer "
-                             "additional_layers")
-        widths = [channels * 2 ** i for i in range(additional_layers + 1)]
+            raise ValueError(
+                f"model.encoders.{modality}: {additional_layers + 1} pooling layers "
+                f"reduce a {self.input_size} input below one cell; use fewer "
+                "additional_layers"
+            )
+        widths = [channels * 2**i for i in range(additional_layers + 1)]
         blocks = [_block(1, widths[0], 5)]
         blocks += [_block(a, b, 3) for a, b in zip(widths[:-1], widths[1:], strict=True)]
         self.stages = nn.Sequential(*blocks)

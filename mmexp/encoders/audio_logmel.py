@@ -49,8 +49,12 @@ class LogMelSpectrogram(nn.Module):
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         """Compute ``log(mel power + 1e-6)``."""
         spec = torch.stft(
-            waveform.float(), self.n_fft, self.hop_length, window=self.window,
-            return_complex=True, center=True,
+            waveform.float(),
+            self.n_fft,
+            self.hop_length,
+            window=self.window,
+            return_complex=True,
+            center=True,
         )
         mel = torch.einsum("bft,fm->bmt", spec.abs().pow(2), self.filters)
         return torch.log(mel + 1e-6)

@@ -75,9 +75,12 @@ def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
 
 
-def output_from(pooled: torch.Tensor, tokens: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None,
-                present: torch.Tensor | None = None) -> EncoderOutput:
+def output_from(
+    pooled: torch.Tensor,
+    tokens: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    present: torch.Tensor | None = None,
+) -> EncoderOutput:
     """An :class:`EncoderOutput`; without tokens the pooled vector is the one token."""
     if tokens is None:
         tokens = pooled[:, None]
@@ -189,8 +192,12 @@ class ModalityEncoder(nn.Module):
 
     def from_frozen_features(self, features: Mapping[str, torch.Tensor]) -> EncoderOutput:
         """The encoder output from :meth:`frozen_features` (computed now or cached)."""
-        return output_from(features["pooled"], features.get("tokens"), features.get("mask"),
-                           features.get("present"))
+        return output_from(
+            features["pooled"],
+            features.get("tokens"),
+            features.get("mask"),
+            features.get("present"),
+        )
 
     def set_grad_checkpointing(self, enable: bool = True) -> bool:
         """Recompute activations in the backward pass instead of storing them.

@@ -45,9 +45,11 @@ class FeatureSequenceProcessor:
         """Check the width and truncate one sequence."""
         array = np.asarray(raw, dtype=np.float32)
         if array.ndim != 2 or array.shape[1] != self.input_dim:
-            raise ValueError(f"expected a [T, {self.input_dim}] feature sequence, got shape "
-                             f"{list(array.shape)}; set the encoder's input_dim "
-                             "(data.feature_dims)")
+            raise ValueError(
+                f"expected a [T, {self.input_dim}] feature sequence, got shape "
+                f"{list(array.shape)}; set the encoder's input_dim "
+                "(data.feature_dims)"
+            )
         if self.max_length is not None:
             array = array[: self.max_length]
         return torch.from_numpy(np.ascontiguousarray(array))
@@ -70,8 +72,9 @@ class FeatureSequenceProcessor:
 def sinusoidal_positions(length: int, width: int, device: torch.device) -> torch.Tensor:
     """``[length, width]`` sine/cosine position codes (Vaswani et al., 2017); any length."""
     position = torch.arange(length, device=device, dtype=torch.float32).unsqueeze(1)
-    frequency = torch.exp(torch.arange(0, width, 2, device=device, dtype=torch.float32)
-                          * (-math.log(10000.0) / width))
+    frequency = torch.exp(
+        torch.arange(0, width, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / width)
+    )
     codes = torch.zeros(length, width, device=device)
     codes[:, 0::2] = torch.sin(position * frequency)
     codes[:, 1::2] = torch.cos(position * frequency)[:, : width // 2]
@@ -97,38 +100,64 @@ class FeatureSequenceEncoder(ModalityEncoder):
         max_length: Steps kept per sequence; ``None`` keeps all.
     """
 
-    def __init__(self, out_dim: int = 128, modality: str = "text", input_dim: int = 300,
-                 kind: str = "transformer", width: int | None = None, depth: int = 1,
-                 heads: int = 4, dropout: float = 0.1, pooling: str = "mean",
-                 input_norm: str = "batch", max_length: int | None = None) -> None:
+    def __init__(
+        self,
+        out_dim: int = 128,
+        modality: str = "text",
+        input_dim: int = 300,
+        kind: str = "transformer",
+        width: int | None = None,
+        depth: int = 1,
+        heads: int = 4,
+        dropout: float = 0.1,
+        pooling: str = "mean",
+        input_norm: str = "batch",
+        max_length: int | None = None,
+    ) -> None:
         super().__init__(out_dim)
         if kind not in KINDS:
-            raise ValueError(f"model.encoders.{modality}.kind must be one of {KINDS}, "
-                             f"got {kind!r}")
+            raise ValueError(f"model.encoders.{modality}.kind must be one of {KINDS}, got {kind!r}")
         if pooling not in POOLINGS:
-            raise ValueError(f"model.encoders.{modality}.pooling must be one of {POOLINGS}, "
-                             f"got {pooling!r}")
+            raise ValueError(
+                f"model.encoders.{modality}.pooling must be one of {POOLINGS}, got {pooling!r}"
+            )
         if input_norm not in INPUT_NORMS:
-            raise ValueError(f"model.encoders.{modality}.input_norm must be one of "
-                             f"{INPUT_NORMS}, got {input_norm!r}")
+            raise ValueError(
+                f"model.encoders.{modality}.input_norm must be one of "
+                f"{INPUT_NORMS}, got {input_norm!r}"
+            )
         self.modality = modality
         self.input_dim = input_dim
         self.kind = kind
         self.pooling = pooling
         self.max_length = max_length
         width = width or out_dim
-        self.norm_in = {"batch": nn.BatchNorm1d(input_dim), "layer": nn.LayerNorm(input_dim),
-                        "none": nn.Identity()}[input_norm]
+        self.norm_in = {
+            "batch": nn.BatchNorm1d(input_dim),
+            "layer": nn.LayerNorm(input_dim),
+            "none": nn.Identity(),
+        }[input_norm]
         self.embed = nn.Linear(input_dim, width)
         self.sequence: nn.Module | None = None
         if depth > 0 and kind == "transformer":
-            layer = nn.TransformerEncoderLayer(width, heads, dim_feedforward=2 * width,
-                                               dropout=dropout, batch_first=True,
-                                               norm_first=True, activation="gelu")
+            layer = nn.TransformerEncoderLayer(
+                width,
+                heads,
+                dim_feedforward=2 * width,
+                dropout=dropout,
+                batch_first=True,
+                norm_first=True,
+                activation="gelu",
+            )
             self.sequence = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         elif depth > 0:
-            self.sequence = nn.GRU(width, width, num_layers=depth, batch_first=True,
-                                   dropout=dropout if depth > 1 else 0.0)
+            self.sequence = nn.GRU(
+                width,
+                width,
+                num_layers=depth,
+                batch_first=True,
+                dropout=dropout if depth > 1 else 0.0,
+            )
         self.norm_out = nn.LayerNorm(width)
         self.proj = nn.Linear(width, out_dim)
 
@@ -144,9 +173,21 @@ class FeatureSequenceEncoder(ModalityEncoder):
             # step has no batch statistics: the running ones are used.
             real, norm = features[mask], self.norm_in
             normed = torch.zeros_like(features)
-            normed[mask] = norm(real) if len(real) > 1 or not self.training else (
-                nn.functional.batch_norm(real, norm.running_mean, norm.running_var,
-                                         norm.weight, norm.bias, training=False, eps=norm.eps))
+            normed[mask] = (
+                norm(real)
+                if len(real) > 1 or not self.training
+                else (
+                    nn.functional.batch_norm(
+                        real,
+                        norm.running_mean,
+                        norm.running_var,
+                        norm.weight,
+                        norm.bias,
+                        training=False,
+                        eps=norm.eps,
+                    )
+                )
+            )
             features = normed
         else:
             features = self.norm_in(features)
@@ -158,8 +199,9 @@ class FeatureSequenceEncoder(ModalityEncoder):
             # Packed, so that padding never enters the recurrence (as MultiBench's GRU).
             lengths = mask.sum(dim=1).clamp_min(1).cpu()
             packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-            x, _ = pad_packed_sequence(self.sequence(packed)[0], batch_first=True,
-                                       total_length=x.shape[1])
+            x, _ = pad_packed_sequence(
+                self.sequence(packed)[0], batch_first=True, total_length=x.shape[1]
+            )
         tokens = self.proj(self.norm_out(x))
         if self.pooling == "last":
             last = (mask.sum(dim=1) - 1).clamp_min(0)

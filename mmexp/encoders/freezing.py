@@ -257,7 +257,8 @@ class BackboneEncoder(ModalityEncoder):
             if enable:
                 # Non-reentrant checkpointing works with frozen inputs and under DDP.
                 backbone.gradient_checkpointing_enable(
-                    gradient_checkpointing_kwargs={"use_reentrant": False})
+                    gradient_checkpointing_kwargs={"use_reentrant": False}
+                )
             else:
                 backbone.gradient_checkpointing_disable()
             return True

@@ -98,8 +98,9 @@ class HFAudioEncoder(BackboneEncoder):
         hidden = self.backbone(**model_inputs).last_hidden_state
         return hidden, self.frame_mask(inputs["lengths"].to(hidden.device), hidden.shape[1])
 
-    def frozen_features(self, inputs: Mapping[str, torch.Tensor],
-                        tokens: bool) -> dict[str, torch.Tensor]:
+    def frozen_features(
+        self, inputs: Mapping[str, torch.Tensor], tokens: bool
+    ) -> dict[str, torch.Tensor]:
         """Mean of the real frames (and the frames with their mask if asked)."""
         hidden, mask = self.backbone_features(inputs)
         # The mean before the (affine) projection equals the mean after it.

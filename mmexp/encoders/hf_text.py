@@ -79,8 +79,9 @@ class HFTextEncoder(BackboneEncoder):
         ).last_hidden_state
         return hidden, mask
 
-    def frozen_features(self, inputs: Mapping[str, torch.Tensor],
-                        tokens: bool) -> dict[str, torch.Tensor]:
+    def frozen_features(
+        self, inputs: Mapping[str, torch.Tensor], tokens: bool
+    ) -> dict[str, torch.Tensor]:
         """Pooled hidden state (and the hidden states with their mask if asked)."""
         hidden, mask = self.backbone_features(inputs)
         # Pooling before the (affine) projection equals pooling after it, and lets a

@@ -58,9 +58,7 @@ def fetch_failed_message(name: str, key: str, local_hint: str) -> str:
     )
 
 
-def hf_from_pretrained(
-    loader: Callable[..., T], name_or_path: str, key: str, **kwargs: Any
-) -> T:
+def hf_from_pretrained(loader: Callable[..., T], name_or_path: str, key: str, **kwargs: Any) -> T:
     """Call ``loader`` (a ``from_pretrained``) on a local folder or a hub name.
 
     Args:

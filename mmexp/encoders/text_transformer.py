@@ -70,8 +70,13 @@ class SmallTextTransformer(ModalityEncoder):
         self.pos_embed = nn.Parameter(torch.zeros(1, -(-max_length // downsample), width))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         layer = nn.TransformerEncoderLayer(
-            width, heads, dim_feedforward=4 * width, dropout=dropout, batch_first=True,
-            norm_first=True, activation="gelu",
+            width,
+            heads,
+            dim_feedforward=4 * width,
+            dropout=dropout,
+            batch_first=True,
+            norm_first=True,
+            activation="gelu",
         )
         self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(width)

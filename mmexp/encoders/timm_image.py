@@ -113,9 +113,7 @@ def create_timm_backbone(
         return timm.create_model(
             name, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay, **kwargs
         )
-    hint = (
-        f"Point {KEY}.checkpoint_path=/path/to/weights.safetensors (or .pth) at a local copy"
-    )
+    hint = f"Point {KEY}.checkpoint_path=/path/to/weights.safetensors (or .pth) at a local copy"
     if pretrained and hub_offline():
         # huggingface_hub may have read HF_HUB_OFFLINE before it was set: decide here, and
         # load a cached copy as a local file rather than let the download be retried.
@@ -232,12 +230,15 @@ class TimmImageEncoder(BackboneEncoder):
         outputs = {"pooled": self.backbone.forward_head(features, pre_logits=True)}
         if tokens:
             if features.ndim == 4:  # a feature map: its cells are the tokens
-                features = features.flatten(1, 2) if self.channels_last else (
-                    features.flatten(2).transpose(1, 2)
+                features = (
+                    features.flatten(1, 2)
+                    if self.channels_last
+                    else (features.flatten(2).transpose(1, 2))
                 )
             outputs["tokens"] = features
-            outputs["mask"] = torch.ones(features.shape[:2], dtype=torch.bool,
-                                         device=features.device)
+            outputs["mask"] = torch.ones(
+                features.shape[:2], dtype=torch.bool, device=features.device
+            )
         return outputs
 
     def from_frozen_features(self, features: Mapping[str, torch.Tensor]) -> EncoderOutput:

@@ -46,12 +46,17 @@ class FinetuneProtocol:
     def restrict_encoder(self, encoder: ModalityEncoder, key: str) -> None:
         """Decide which parameters of one pretrained tower train (``full``: all)."""
 
-    def adjust_module(self, module: pl.LightningModule, fusion_loaded: bool,
-                      check_sources: bool) -> None:
+    def adjust_module(
+        self, module: pl.LightningModule, fusion_loaded: bool, check_sources: bool
+    ) -> None:
         """Protocol-specific changes to the rest of the module (``full``: none)."""
 
-    def apply(self, module: pl.LightningModule, source: PretrainedCheckpoint | None,
-              load_weights: bool = True) -> dict[str, Any]:
+    def apply(
+        self,
+        module: pl.LightningModule,
+        source: PretrainedCheckpoint | None,
+        load_weights: bool = True,
+    ) -> dict[str, Any]:
         """Load the pretrained towers into ``module`` and restrict what trains.
 
         Args:
@@ -79,8 +84,9 @@ class FinetuneProtocol:
         towers = self.towers if self.towers is not None else sorted({*loaded, *hub})
         unknown = sorted(set(towers) - set(encoders))
         if unknown:
-            raise ValueError(f"finetune.towers: {unknown} are not among the model's encoders "
-                             f"{sorted(encoders)}")
+            raise ValueError(
+                f"finetune.towers: {unknown} are not among the model's encoders {sorted(encoders)}"
+            )
         if not towers and self.restricts:
             raise ValueError(
                 f"finetune={self.name}: no pretrained tower to apply it to; set "
@@ -90,12 +96,16 @@ class FinetuneProtocol:
         for modality in towers:
             self.restrict_encoder(encoders[modality], f"model.encoders.{modality}")
         self.adjust_module(module, fusion_loaded, check_sources=load_weights)
-        lineage: dict[str, Any] = {"protocol": self.name, "towers": towers,
-                                   "towers_from_checkpoint": loaded,
-                                   "fusion_from_checkpoint": fusion_loaded}
+        lineage: dict[str, Any] = {
+            "protocol": self.name,
+            "towers": towers,
+            "towers_from_checkpoint": loaded,
+            "fusion_from_checkpoint": fusion_loaded,
+        }
         if source is not None:
-            lineage.update(checkpoint=source.reference, path=str(source.path),
-                           run=source.provenance)
+            lineage.update(
+                checkpoint=source.reference, path=str(source.path), run=source.provenance
+            )
         return lineage
 
 
@@ -122,13 +132,16 @@ class LinearProbe(Frozen):
 
     name = "linear_probe"
 
-    def adjust_module(self, module: pl.LightningModule, fusion_loaded: bool,
-                      check_sources: bool) -> None:
+    def adjust_module(
+        self, module: pl.LightningModule, fusion_loaded: bool, check_sources: bool
+    ) -> None:
         """Replace the head by a linear layer and freeze the fusion."""
         fusion: Any = getattr(module, "fusion", None)
         if fusion is None or fusion.produces_logits:
-            raise ValueError("finetune=linear_probe needs a feature-level fusion (concat, sum, "
-                             f"...), not {type(fusion).__name__}")
+            raise ValueError(
+                "finetune=linear_probe needs a feature-level fusion (concat, sum, "
+                f"...), not {type(fusion).__name__}"
+            )
         _, fusion_parameters = count_parameters(fusion)
         if check_sources and fusion_parameters and not fusion_loaded:
             raise ValueError(
@@ -166,7 +179,7 @@ class Partial(FinetuneProtocol):
         # Layers registered after the last block (final norm, projection) train with it.
         parameters = list(encoder.named_parameters())
         last = max(i for i, (name, _) in enumerate(parameters) if name.startswith(last_block))
-        for _, parameter in parameters[last + 1:]:
+        for _, parameter in parameters[last + 1 :]:
             parameter.requires_grad_(True)
 
 
@@ -185,16 +198,23 @@ class Lora(FinetuneProtocol):
     name = "lora"
     restricts = True
 
-    def __init__(self, r: int = 8, alpha: int = 16, dropout: float = 0.0,
-                 target_modules: Sequence[str] | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        r: int = 8,
+        alpha: int = 16,
+        dropout: float = 0.0,
+        target_modules: Sequence[str] | None = None,
+        **options: Any,
+    ) -> None:
         super().__init__(**options)
         self.settings = {"r": r, "alpha": alpha, "dropout": dropout}
         self.target_modules = list(target_modules) if target_modules is not None else None
 
     def restrict_encoder(self, encoder: ModalityEncoder, key: str) -> None:  # noqa: D102
         targets = self.target_modules or default_lora_targets(encoder, key)
-        encoder.restrict(Trainability("none", lora={**self.settings, "target_modules": targets},
-                                      key=key))
+        encoder.restrict(
+            Trainability("none", lora={**self.settings, "target_modules": targets}, key=key)
+        )
 
 
 def default_lora_targets(encoder: ModalityEncoder, key: str) -> list[str]:
@@ -211,10 +231,16 @@ def default_lora_targets(encoder: ModalityEncoder, key: str) -> list[str]:
     config = getattr(getattr(encoder, "backbone", None), "config", None)
     if getattr(config, "model_type", None) in defaults:
         return list(defaults[config.model_type])
-    inside_attention = {f"{name}.out_proj" for name, module in encoder.named_modules()
-                        if isinstance(module, nn.MultiheadAttention)}
+    inside_attention = {
+        f"{name}.out_proj"
+        for name, module in encoder.named_modules()
+        if isinstance(module, nn.MultiheadAttention)
+    }
     blocks = find_blocks(encoder, key)
-    return [name for name, module in encoder.named_modules()
-            if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d))
-            and name not in inside_attention
-            and any(name.startswith(block + ".") for block in blocks)]
+    return [
+        name
+        for name, module in encoder.named_modules()
+        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d))
+        and name not in inside_attention
+        and any(name.startswith(block + ".") for block in blocks)
+    ]

@@ -47,13 +47,16 @@ def prepare_finetune(cfg: DictConfig, load_source: bool = True) -> Finetuning | 
     if not node:
         return None
     if "_target_" not in node:
-        raise ValueError(f"finetune.{sorted(node)[0]} is set but no finetuning protocol is "
-                         "chosen; add finetune=linear_probe|frozen|partial|lora|full")
+        raise ValueError(
+            f"finetune.{sorted(node)[0]} is set but no finetuning protocol is "
+            "chosen; add finetune=linear_probe|frozen|partial|lora|full"
+        )
     protocol: FinetuneProtocol = instantiate(node)
     source = None
     if protocol.checkpoint and load_source:
-        source = PretrainedCheckpoint.load(str(protocol.checkpoint),
-                                           Path(cfg.paths.data_dir) / "wandb_artifacts")
+        source = PretrainedCheckpoint.load(
+            str(protocol.checkpoint), Path(cfg.paths.data_dir) / "wandb_artifacts"
+        )
         shared = [m for m in cfg.data.modalities if m in source.towers]
         if not shared:
             raise ValueError(

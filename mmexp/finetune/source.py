@@ -101,9 +101,14 @@ class PretrainedCheckpoint:
         """
         path = resolve_checkpoint(reference, cache_dir)
         checkpoint = load_checkpoint(path, KEY)
-        return cls(reference, path, checkpoint["state_dict"], checkpoint["mmexp_config"],
-                   checkpoint.get("mmexp_provenance", {}),
-                   checkpoint.get(FROZEN_WEIGHTS_KEY) or {})
+        return cls(
+            reference,
+            path,
+            checkpoint["state_dict"],
+            checkpoint["mmexp_config"],
+            checkpoint.get("mmexp_provenance", {}),
+            checkpoint.get(FROZEN_WEIGHTS_KEY) or {},
+        )
 
     @property
     def towers(self) -> list[str]:
@@ -122,8 +127,12 @@ class PretrainedCheckpoint:
             cfg.model.width = model["width"]
             for modality in modalities:
                 cfg.model.encoders[modality] = OmegaConf.create(model["encoders"][modality])
-        log.info("encoders %s and model.width=%s taken from the pretraining run %s",
-                 modalities, model["width"], self.provenance.get("run_dir") or self.path)
+        log.info(
+            "encoders %s and model.width=%s taken from the pretraining run %s",
+            modalities,
+            model["width"],
+            self.provenance.get("run_dir") or self.path,
+        )
 
     def load_encoder(self, modality: str, encoder: nn.Module) -> None:
         """Load the pretrained weights of one tower (all keys must match).
@@ -135,12 +144,14 @@ class PretrainedCheckpoint:
         state = {k: v for k, v in self.state_dict.items() if k.startswith(prefix)}
         built = {prefix + k: v for k, v in encoder.state_dict().items()}
         restore_frozen_weights(state, self.left_out, built, str(self.path), [modality])
-        weights = {k[len(prefix):]: v for k, v in state.items()}
+        weights = {k[len(prefix) :]: v for k, v in state.items()}
         try:
             encoder.load_state_dict(weights, strict=True)
         except RuntimeError as error:
-            raise RuntimeError(f"{KEY}: the {modality} tower of {self.path} does not fit "
-                               f"model.encoders.{modality}: {error}") from error
+            raise RuntimeError(
+                f"{KEY}: the {modality} tower of {self.path} does not fit "
+                f"model.encoders.{modality}: {error}"
+            ) from error
 
     def load_fusion(self, fusion: nn.Module) -> bool:
         """Load pretrained fusion weights (a classifier's or an ITM model's) if they fit.
@@ -151,10 +162,14 @@ class PretrainedCheckpoint:
         """
         expected = fusion.state_dict()
         for prefix in ("fusion.", "matching.fusion."):
-            weights = {k[len(prefix):]: v for k, v in self.state_dict.items()
-                       if k.startswith(prefix)}
-            fits = weights and set(weights) == set(expected) and all(
-                weights[k].shape == expected[k].shape for k in expected)
+            weights = {
+                k[len(prefix) :]: v for k, v in self.state_dict.items() if k.startswith(prefix)
+            }
+            fits = (
+                weights
+                and set(weights) == set(expected)
+                and all(weights[k].shape == expected[k].shape for k in expected)
+            )
             if fits:
                 fusion.load_state_dict(weights)
                 return True

@@ -31,6 +31,9 @@ class ConcatFusion(FusionStrategy):
         """Return ``[B, len(modalities) * dim]``."""
         self.check_inputs(features)
         # An absent modality contributes zeros, so its placeholder features cannot leak in.
-        parts = [features[m].pooled * features[m].present_mask().unsqueeze(-1).to(
-            features[m].pooled.dtype) for m in self.modalities]
+        parts = [
+            features[m].pooled
+            * features[m].present_mask().unsqueeze(-1).to(features[m].pooled.dtype)
+            for m in self.modalities
+        ]
         return torch.cat(parts, dim=-1)

@@ -62,8 +62,9 @@ class GatedFusion(FusionStrategy):
         hidden = hidden_dim or dim
         count = len(self.modalities)
         # The paper's bimodal unit has a single gate z (the other modality gets 1 - z).
-        self.gate_kind = "pair" if gate == "paper" and count == 2 else (
-            "sigmoid" if gate == "paper" else gate)
+        self.gate_kind = (
+            "pair" if gate == "paper" and count == 2 else ("sigmoid" if gate == "paper" else gate)
+        )
         self.hidden_dim = hidden
         self.out_dim = hidden
         self.candidates = nn.ModuleDict({m: nn.Linear(dim, hidden) for m in self.modalities})

@@ -87,8 +87,10 @@ class TestReport(Callback):
         confusion = getattr(pl_module, "test_confusion_result", None)
         if confusion is None:
             return
-        names = list(getattr(trainer.datamodule, "label_names", None)
-                     or [str(i) for i in range(confusion.shape[0])])
+        names = list(
+            getattr(trainer.datamodule, "label_names", None)
+            or [str(i) for i in range(confusion.shape[0])]
+        )
         self.dirpath.mkdir(parents=True, exist_ok=True)
         rows = per_class_metrics(confusion, names)
         write_per_class_csv(rows, self.dirpath / "per_class_metrics.csv")
@@ -97,8 +99,11 @@ class TestReport(Callback):
         for logger in trainer.loggers:
             if hasattr(logger, "log_image") and hasattr(logger, "log_table"):
                 logger.log_image(key="test/confusion_matrix", images=[str(figure)])
-                logger.log_table(key="test/per_class", columns=list(rows[0]),
-                                 data=[list(row.values()) for row in rows])
+                logger.log_table(
+                    key="test/per_class",
+                    columns=list(rows[0]),
+                    data=[list(row.values()) for row in rows],
+                )
         log.info("test report written to %s", self.dirpath)
 
 
@@ -121,12 +126,19 @@ class SkippedSampleCounter(Callback):
 
     def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> None:
         total = trainer.strategy.reduce(
-            torch.tensor(float(self.counts[split]), device=pl_module.device), reduce_op="sum")
+            torch.tensor(float(self.counts[split]), device=pl_module.device), reduce_op="sum"
+        )
         pl_module.log(f"{split}/skipped_samples", total)
         self.counts[split] = 0
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         """Count the training batch's skipped samples."""
         self._add(batch, "train")
 
@@ -134,23 +146,34 @@ class SkippedSampleCounter(Callback):
         """Log the epoch's training total."""
         self._log(trainer, pl_module, "train")
 
-    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                                outputs: Any, batch: Any, batch_idx: int,
-                                dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         """Count the validation batch's skipped samples."""
         self._add(batch, "val")
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer,
-                                pl_module: pl.LightningModule) -> None:
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Log the validation total (not for the sanity check)."""
         if trainer.sanity_checking:
             self.counts["val"] = 0
             return
         self._log(trainer, pl_module, "val")
 
-    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                          outputs: Any, batch: Any, batch_idx: int,
-                          dataloader_idx: int = 0) -> None:
+    def on_test_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         """Count the test batch's skipped samples."""
         self._add(batch, "test")
 

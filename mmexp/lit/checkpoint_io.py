@@ -75,19 +75,22 @@ def safe_load(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
     except Exception as error:  # torch raises several types for a damaged or foreign file
         raise CheckpointReadError(
             f"{key}: {path} is not a readable checkpoint (truncated, damaged, or holding "
-            f"objects that weights_only loading refuses): {error}") from error
+            f"objects that weights_only loading refuses): {error}"
+        ) from error
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoint IO with atomic writes and ``weights_only`` reads."""
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
-                        storage_options: Any | None = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
         """Write atomically (see :func:`atomic_save`)."""
         atomic_save(checkpoint, path)
 
-    def load_checkpoint(self, path: Any, map_location: Any | None = None,
-                        weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         """Read with ``weights_only=True`` (see :func:`safe_load`)."""
         return safe_load(path)
 
@@ -100,9 +103,12 @@ def newest_checkpoint(trainer: Any) -> Path | None:
     """
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    named = [Path(path) for callback in trainer.callbacks
-             if isinstance(callback, ModelCheckpoint)
-             for path in (callback.last_model_path, callback.best_model_path,
-                          *callback.best_k_models) if path]
+    named = [
+        Path(path)
+        for callback in trainer.callbacks
+        if isinstance(callback, ModelCheckpoint)
+        for path in (callback.last_model_path, callback.best_model_path, *callback.best_k_models)
+        if path
+    ]
     existing = [path for path in named if path.is_file()]
     return max(existing, key=lambda path: path.stat().st_mtime_ns, default=None)

@@ -129,8 +129,11 @@ class MultimodalClassifier(MultimodalModule):
         logits = self.predictions(self.head(fused))
         labels = batch["label"]
         loss = self.loss_fn(logits, labels)
-        terms = [self.loss_fn(self.predictions(own)[present], labels[present])
-                 for own, present in auxiliary.values() if present.any()]
+        terms = [
+            self.loss_fn(self.predictions(own)[present], labels[present])
+            for own, present in auxiliary.values()
+            if present.any()
+        ]
         if terms:
             loss = loss + self.fusion.aux_weight * torch.stack(terms).mean()
         return logits, loss

@@ -75,8 +75,10 @@ def log_validation(
         KeyError: ``monitor`` is not among the values; the message lists them.
     """
     if monitor not in values:
-        raise KeyError(f"monitor={monitor!r} is not a validation metric of "
-                       f"{type(module).__name__}; choose one of {sorted(values)}")
+        raise KeyError(
+            f"monitor={monitor!r} is not a validation metric of "
+            f"{type(module).__name__}; choose one of {sorted(values)}"
+        )
     best.update(values[monitor])
     values = {**values, f"{monitor}_best": best.compute()}
     monitored = values.pop(monitor)
@@ -103,9 +105,12 @@ def provenance(module: pl.LightningModule) -> dict[str, Any]:
         for logger in trainer.loggers:
             run = getattr(logger, "_experiment", None)  # never start a W&B run from here
             if run is not None and hasattr(run, "id"):
-                info["wandb"] = {"id": run.id, "project": getattr(run, "project", None),
-                                 "entity": getattr(run, "entity", None),
-                                 "name": getattr(run, "name", None)}
+                info["wandb"] = {
+                    "id": run.id,
+                    "project": getattr(run, "project", None),
+                    "entity": getattr(run, "entity", None),
+                    "name": getattr(run, "name", None),
+                }
     return info
 
 
@@ -139,5 +144,9 @@ class MultimodalModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Take frozen encoder weights left out of the checkpoint from the built encoders."""
-        restore_frozen_weights(checkpoint["state_dict"], checkpoint.get(FROZEN_WEIGHTS_KEY),
-                               self.state_dict(), origin="the checkpoint being loaded")
+        restore_frozen_weights(
+            checkpoint["state_dict"],
+            checkpoint.get(FROZEN_WEIGHTS_KEY),
+            self.state_dict(),
+            origin="the checkpoint being loaded",
+        )

@@ -85,18 +85,24 @@ class ContrastivePretrainer(MultimodalModule):
                 f"{list(encoders)}"
             )
         if matching_weight < 0:
-            raise ValueError(f"objective.module.matching_weight must be >= 0, got "
-                             f"{matching_weight}")
+            raise ValueError(
+                f"objective.module.matching_weight must be >= 0, got {matching_weight}"
+            )
         if matching_weight > 0 and fusion is None:
-            raise ValueError("objective.module.matching_weight > 0 needs a fusion strategy "
-                             "(objective=itm builds one from fusion=...)")
+            raise ValueError(
+                "objective.module.matching_weight > 0 needs a fusion strategy "
+                "(objective=itm builds one from fusion=...)"
+            )
         if monitor_mode not in ("max", "min"):
             raise ValueError(f"monitor_mode must be 'max' or 'min', got {monitor_mode!r}")
         self.encoders = nn.ModuleDict(dict(encoders))
         self.modalities = tuple(encoders)
         self.loss_fn = loss
-        self.matching = (MatchingLoss(fusion, matching_head, matching_negatives)
-                         if matching_weight > 0 and fusion else None)
+        self.matching = (
+            MatchingLoss(fusion, matching_head, matching_negatives)
+            if matching_weight > 0 and fusion
+            else None
+        )
         self.matching_weight = matching_weight
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -104,8 +110,9 @@ class ContrastivePretrainer(MultimodalModule):
         self.val_retrieval = RetrievalRecall(self.modalities, recall_ks)
         self.test_retrieval = RetrievalRecall(self.modalities, recall_ks)
         self.val_loss = MeanMetric()
-        self.train_means = EpochMeans(["loss_epoch", "contrastive_loss", "itm_loss", "itm_acc",
-                                       "temperature"])
+        self.train_means = EpochMeans(
+            ["loss_epoch", "contrastive_loss", "itm_loss", "itm_acc", "temperature"]
+        )
         self.val_matching_accuracy = MeanMetric()
         self.best_monitored = MaxMetric() if monitor_mode == "max" else MinMetric()
         self.run_config: dict[str, Any] | None = None
@@ -149,10 +156,14 @@ class ContrastivePretrainer(MultimodalModule):
             # Another pair of the same item is no negative for matching either.
             same = ids[:, None] == ids[None, :]
             same.fill_diagonal_(False)
-            matching, accuracy = self.matching(paired_features,
-                                               logits.masked_fill(same, float("-inf")))
-            losses.update(itm_loss=matching, itm_acc=accuracy,
-                          loss=contrastive + self.matching_weight * matching)
+            matching, accuracy = self.matching(
+                paired_features, logits.masked_fill(same, float("-inf"))
+            )
+            losses.update(
+                itm_loss=matching,
+                itm_acc=accuracy,
+                loss=contrastive + self.matching_weight * matching,
+            )
         return losses, embeddings
 
     def on_train_start(self) -> None:
@@ -179,8 +190,9 @@ class ContrastivePretrainer(MultimodalModule):
         size = len(batch["index"])
         total = losses.pop("loss")
         log_training_step(self, total, size)
-        self.train_means.update({"loss_epoch": total, **losses,
-                                 "temperature": 1.0 / self.loss_fn.logit_scale}, size)
+        self.train_means.update(
+            {"loss_epoch": total, **losses, "temperature": 1.0 / self.loss_fn.logit_scale}, size
+        )
         return total
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
@@ -189,8 +201,9 @@ class ContrastivePretrainer(MultimodalModule):
         self.val_loss.update(losses["loss"], weight=len(batch["index"]))
         if "itm_acc" in losses:
             self.val_matching_accuracy.update(losses["itm_acc"], weight=len(batch["index"]))
-        self.val_retrieval.update(*embeddings, batch["index"], batch.get("group"),
-                                  batch.get("member"))
+        self.val_retrieval.update(
+            *embeddings, batch["index"], batch.get("group"), batch.get("member")
+        )
 
     def on_validation_epoch_end(self) -> None:
         """Log retrieval recalls, loss and the best value of the monitored metric."""
@@ -205,8 +218,12 @@ class ContrastivePretrainer(MultimodalModule):
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         """Accumulate the test gallery."""
         features = self.encode(batch)
-        self.test_retrieval.update(*(self.embed(features[m]) for m in self.modalities),
-                                   batch["index"], batch.get("group"), batch.get("member"))
+        self.test_retrieval.update(
+            *(self.embed(features[m]) for m in self.modalities),
+            batch["index"],
+            batch.get("group"),
+            batch.get("member"),
+        )
 
     def on_test_epoch_end(self) -> None:
         """Log test retrieval recalls."""

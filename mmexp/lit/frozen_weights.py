@@ -37,8 +37,11 @@ def frozen_encoder_parameters(module: nn.Module) -> dict[str, dict[str, torch.Te
     encoders: Mapping[str, nn.Module] = getattr(module, "encoders", None) or {}
     found = {}
     for modality, encoder in encoders.items():
-        frozen = {f"encoders.{modality}.{name}": param.detach()
-                  for name, param in encoder.named_parameters() if not param.requires_grad}
+        frozen = {
+            f"encoders.{modality}.{name}": param.detach()
+            for name, param in encoder.named_parameters()
+            if not param.requires_grad
+        }
         if frozen:
             found[modality] = frozen
     return found
@@ -77,9 +80,13 @@ def left_out_towers(checkpoint: Mapping[str, Any]) -> list[str]:
     return sorted(checkpoint.get(FROZEN_WEIGHTS_KEY) or {})
 
 
-def restore_frozen_weights(state: dict[str, torch.Tensor], record: Mapping[str, Any] | None,
-                           available: Mapping[str, torch.Tensor], origin: str,
-                           modalities: Iterable[str] | None = None) -> None:
+def restore_frozen_weights(
+    state: dict[str, torch.Tensor],
+    record: Mapping[str, Any] | None,
+    available: Mapping[str, torch.Tensor],
+    origin: str,
+    modalities: Iterable[str] | None = None,
+) -> None:
     """Put the weights a checkpoint left out back into its ``state``, checked by digest.
 
     Args:
@@ -99,16 +106,20 @@ def restore_frozen_weights(state: dict[str, torch.Tensor], record: Mapping[str, 
             continue
         keys, expected = record[modality]["keys"], record[modality]["digest"]
         missing = [key for key in keys if key not in available]
-        hint = (f"{origin} was saved with {OPTION}=false, so its frozen {modality} encoder "
-                f"weights come from model.encoders.{modality} as configured for that run")
+        hint = (
+            f"{origin} was saved with {OPTION}=false, so its frozen {modality} encoder "
+            f"weights come from model.encoders.{modality} as configured for that run"
+        )
         if missing:
             raise FrozenWeightsMismatchError(
                 f"{hint}, but the encoder built from it has no {missing[:3]} "
-                f"({len(missing)} missing)")
+                f"({len(missing)} missing)"
+            )
         values = {key: available[key] for key in keys}
         if tensors_digest(values) != expected:
             raise FrozenWeightsMismatchError(
                 f"{hint}, but the encoder built from it has other weights (its pretrained "
                 "weights, checkpoint_path or, for a random one, seed differ from the run's). "
-                f"Build it from the same source, or save checkpoints with {OPTION}=true")
+                f"Build it from the same source, or save checkpoints with {OPTION}=true"
+            )
         state.update(values)

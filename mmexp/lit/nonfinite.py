@@ -37,8 +37,11 @@ RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 def _running_stats(module: torch.nn.Module) -> list[torch.Tensor]:
-    return [buffer for name, buffer in module.named_buffers()
-            if name.rpartition(".")[2] in RUNNING_STATS]
+    return [
+        buffer
+        for name, buffer in module.named_buffers()
+        if name.rpartition(".")[2] in RUNNING_STATS
+    ]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -74,8 +77,9 @@ class NonFiniteLoss(pl.Callback):
         if self.action == "stop" and self._bad is not None and bool(self._bad.item()):
             self._fail(trainer)
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                             batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         """Check the previous step; note where this one is."""
         self._check_previous(trainer)
         self._where = (trainer.current_epoch, trainer.global_step, batch_idx)
@@ -86,21 +90,24 @@ class NonFiniteLoss(pl.Callback):
         """Check the last step before validating (and checkpointing) its weights."""
         self._check_previous(trainer)
 
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           checkpoint: dict[str, Any]) -> None:
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         """Never write weights a non-finite loss has updated."""
         self._check_previous(trainer)
 
-    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           loss: torch.Tensor) -> None:
+    def on_before_backward(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor
+    ) -> None:
         """Flag this step's loss (without waiting for it)."""
         bad = self._agree(trainer, (~torch.isfinite(loss.detach())).to(torch.int32).reshape(1))
         # Under gradient accumulation a NaN in any micro-batch poisons the step: keep the
         # flag until the optimizer step (skip) or the check of the next batch (stop).
         self._bad = bad if self._bad is None else torch.maximum(self._bad, bad)
 
-    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                                 optimizer: torch.optim.Optimizer) -> None:
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
         """``skip``: drop the gradients of a non-finite batch."""
         if self.action != "skip" or self._bad is None:
             return
@@ -114,8 +121,12 @@ class NonFiniteLoss(pl.Callback):
         for stat, before in zip(_running_stats(pl_module), self._stats, strict=False):
             stat.copy_(before)
         epoch, step, batch_idx = self._where
-        log.warning("non-finite training loss at epoch %d, step %d (batch %d): batch skipped",
-                    epoch, step, batch_idx)
+        log.warning(
+            "non-finite training loss at epoch %d, step %d (batch %d): batch skipped",
+            epoch,
+            step,
+            batch_idx,
+        )
         pl_module.log("train/skipped_batches", float(self.skipped), reduce_fx="max")
         if self._skipped_in_a_row > self.max_skips:
             self._fail(trainer, f"{self._skipped_in_a_row} batches in a row")
@@ -125,10 +136,14 @@ class NonFiniteLoss(pl.Callback):
     def _fail(self, trainer: pl.Trainer, count: str = "") -> None:
         epoch, step, batch_idx = self._where
         last_good = newest_checkpoint(trainer)
-        resume = (f"the last checkpoint before it is {last_good}" if last_good
-                  else "no checkpoint was written before it")
+        resume = (
+            f"the last checkpoint before it is {last_good}"
+            if last_good
+            else "no checkpoint was written before it"
+        )
         what = f" ({count})" if count else ""
         raise NonFiniteLossError(
             f"training loss is NaN or infinite at epoch {epoch}, step {step} (batch "
             f"{batch_idx} of the epoch){what}; {resume}. Lower the learning rate, clip "
-            f"gradients, or set callbacks.non_finite_loss.action=skip")
+            f"gradients, or set callbacks.non_finite_loss.action=skip"
+        )

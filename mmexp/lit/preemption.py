@@ -40,8 +40,10 @@ class Preempted(SystemExit):
         super().__init__(SIGNAL_EXIT_BASE + signum)
 
     def __str__(self) -> str:
-        return (f"stopped by {self.signal_name} after step {self.step}; saved {self.checkpoint}"
-                f" (resume: ckpt_path={self.checkpoint})")
+        return (
+            f"stopped by {self.signal_name} after step {self.step}; saved {self.checkpoint}"
+            f" (resume: ckpt_path={self.checkpoint})"
+        )
 
 
 class SaveOnSignal(pl.Callback):
@@ -53,10 +55,15 @@ class SaveOnSignal(pl.Callback):
             root folder without one); ``last.ckpt`` is the file ``ckpt_path=last`` resumes.
     """
 
-    def __init__(self, signals: Sequence[str] = ("SIGTERM", "SIGUSR1", "SIGUSR2"),
-                 filename: str = "last.ckpt") -> None:
-        self.signals = [signal.Signals[name] if isinstance(name, str) else signal.Signals(name)
-                        for name in signals]
+    def __init__(
+        self,
+        signals: Sequence[str] = ("SIGTERM", "SIGUSR1", "SIGUSR2"),
+        filename: str = "last.ckpt",
+    ) -> None:
+        self.signals = [
+            signal.Signals[name] if isinstance(name, str) else signal.Signals(name)
+            for name in signals
+        ]
         self.filename = filename
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
@@ -64,8 +71,10 @@ class SaveOnSignal(pl.Callback):
     def _note(self, signum: int, frame: FrameType | None) -> None:
         # Only note it: saving inside a signal handler could interrupt a half-done step.
         if self.received is None:
-            log.warning("received %s: saving a checkpoint after this step, then stopping",
-                        signal.Signals(signum).name)
+            log.warning(
+                "received %s: saving a checkpoint after this step, then stopping",
+                signal.Signals(signum).name,
+            )
         self.received = signum
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -80,8 +89,9 @@ class SaveOnSignal(pl.Callback):
         """Put the previous handlers back."""
         self._restore_handlers()
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                     exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
         """Put the previous handlers back."""
         self._restore_handlers()
 
@@ -104,16 +114,23 @@ class SaveOnSignal(pl.Callback):
         folder = callback.dirpath if callback is not None and callback.dirpath else None
         return Path(folder or Path(trainer.default_root_dir) / "checkpoints") / self.filename
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         """After a step in which a signal came: save, hand the signal on, stop."""
         signum = self._agreed_signal(trainer)
         if signum is None:
             return
         path = self.checkpoint_path(trainer)
         trainer.save_checkpoint(path)
-        log.warning("saved %s at epoch %d, step %d", path, trainer.current_epoch,
-                    trainer.global_step)
+        log.warning(
+            "saved %s at epoch %d, step %d", path, trainer.current_epoch, trainer.global_step
+        )
         previous = self._previous.get(signum)
         self._restore_handlers()
         # Log this step's metrics, as Lightning would right after this hook, so the run's

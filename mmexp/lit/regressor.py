@@ -57,13 +57,25 @@ class MultimodalRegressor(MultimodalClassifier):
         if outputs is None and getattr(fusion, "produces_logits", False):
             outputs = getattr(fusion, "num_classes", None)
         if outputs not in (None, 1):
-            raise ValueError(f"a regression predicts one value per sample but the head has "
-                             f"{outputs} outputs; set objective.num_outputs=1")
+            raise ValueError(
+                f"a regression predicts one value per sample but the head has "
+                f"{outputs} outputs; set objective.num_outputs=1"
+            )
         # num_classes is the head's width for the parts shared with classification
         # (finetuning protocols rebuild the head with it); there is no confusion matrix.
-        super().__init__(encoders, fusion, head, loss, num_classes=1, optimizer=optimizer,
-                         scheduler=scheduler, monitor=monitor, monitor_mode=monitor_mode,
-                         metrics=metrics, confusion_matrix=False)
+        super().__init__(
+            encoders,
+            fusion,
+            head,
+            loss,
+            num_classes=1,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            monitor=monitor,
+            monitor_mode=monitor_mode,
+            metrics=metrics,
+            confusion_matrix=False,
+        )
 
     def setup(self, stage: str) -> None:
         """Refuse data whose labels are class indices: a regression needs real targets.
@@ -73,9 +85,11 @@ class MultimodalRegressor(MultimodalClassifier):
         """
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and not getattr(datamodule, "regression", False):
-            raise ValueError(f"objective=regression needs real-valued targets (data=mosi, "
-                             f"mosei), but {type(datamodule).__name__} gives class indices; "
-                             "use objective=classify")
+            raise ValueError(
+                f"objective=regression needs real-valued targets (data=mosi, "
+                f"mosei), but {type(datamodule).__name__} gives class indices; "
+                "use objective=classify"
+            )
 
     def predictions(self, outputs: torch.Tensor) -> torch.Tensor:
         """One score per sample: ``[B, 1]`` outputs become ``[B]``."""

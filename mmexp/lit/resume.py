@@ -34,8 +34,11 @@ CARRIED_METRICS = ("train", "best")
 
 
 def _metrics(module: pl.LightningModule) -> dict[str, Metric]:
-    return {name: m for name, m in module.named_modules()
-            if isinstance(m, Metric) and name.startswith(CARRIED_METRICS)}
+    return {
+        name: m
+        for name, m in module.named_modules()
+        if isinstance(m, Metric) and name.startswith(CARRIED_METRICS)
+    }
 
 
 class ResumeState(pl.Callback):
@@ -44,8 +47,9 @@ class ResumeState(pl.Callback):
     def __init__(self) -> None:
         self._pending: dict[str, Any] | None = None
 
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           checkpoint: dict[str, Any]) -> None:
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         """Add generator and metric states to the checkpoint."""
         metrics = {}
         for name, metric in _metrics(pl_module).items():
@@ -53,8 +57,9 @@ class ResumeState(pl.Callback):
             metrics[name] = {"state": state, "updates": metric._update_count}  # noqa: SLF001
         checkpoint["mmexp_resume"] = {"rng": rng_states(), "metrics": metrics}
 
-    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           checkpoint: dict[str, Any]) -> None:
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         """Keep the saved states for the first resumed step."""
         self._pending = checkpoint.get("mmexp_resume")
 

@@ -20,15 +20,18 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune",
-                 "max-autotune-no-cudagraphs")
+COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def _to_channels_last(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
     # Convolutions pick their NHWC kernels only when input and weights agree; converting
     # here keeps data loading and collation format-agnostic.
-    return tuple(a.contiguous(memory_format=torch.channels_last)
-                 if isinstance(a, torch.Tensor) and a.dim() == 4 else a for a in args)
+    return tuple(
+        a.contiguous(memory_format=torch.channels_last)
+        if isinstance(a, torch.Tensor) and a.dim() == 4
+        else a
+        for a in args
+    )
 
 
 def use_channels_last(encoder: nn.Module) -> None:
@@ -46,8 +49,11 @@ def enable_gradient_checkpointing(encoders: Mapping[str, nn.Module]) -> list[str
     Raises:
         ValueError: No encoder supports it (the option would do nothing).
     """
-    enabled = [name for name, encoder in encoders.items()
-               if getattr(encoder, "set_grad_checkpointing", lambda: False)()]
+    enabled = [
+        name
+        for name, encoder in encoders.items()
+        if getattr(encoder, "set_grad_checkpointing", lambda: False)()
+    ]
     skipped = sorted(set(encoders) - set(enabled))
     if not enabled:
         raise ValueError(
@@ -55,8 +61,9 @@ def enable_gradient_checkpointing(encoders: Mapping[str, nn.Module]) -> list[str
             f"{sorted(encoders)} supports it (timm and Hugging Face backbones do)"
         )
     if skipped:
-        log.info("gradient checkpointing on %s; not supported by the encoders of %s",
-                 enabled, skipped)
+        log.info(
+            "gradient checkpointing on %s; not supported by the encoders of %s", enabled, skipped
+        )
     return enabled
 
 
@@ -101,13 +108,15 @@ def apply_speed_options(
         ValueError: An unknown compile mode, or checkpointing no encoder supports.
     """
     if compile_mode not in COMPILE_MODES:
-        raise ValueError(f"model.compile_mode must be one of {COMPILE_MODES}, got "
-                         f"{compile_mode!r}")
+        raise ValueError(f"model.compile_mode must be one of {COMPILE_MODES}, got {compile_mode!r}")
     encoders: Mapping[str, nn.Module] = module.encoders  # type: ignore[assignment]
     applied: dict[str, Any] = {}
     if channels_last:
-        images = [name for name, encoder in encoders.items()
-                  if getattr(encoder, "modality", name) == "image"]
+        images = [
+            name
+            for name, encoder in encoders.items()
+            if getattr(encoder, "modality", name) == "image"
+        ]
         for name in images:
             use_channels_last(encoders[name])
         applied["channels_last"] = images

@@ -79,14 +79,16 @@ class ClipLoss(nn.Module):
         with torch.no_grad():
             self.log_logit_scale.clamp_(0, self.max_log_logit_scale)
 
-    def forward(self, features_a: torch.Tensor, features_b: torch.Tensor,
-                ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, features_a: torch.Tensor, features_b: torch.Tensor, ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Loss of L2-normalised paired features ``[B, D]`` (row ``i`` of both is a pair).
 
         ``ids`` (``[B]``, optional): pairs with equal ids are not each other's negatives.
         """
-        return clip_loss(features_a, features_b, self.logit_scale, self.local_loss,
-                         self.gather_with_grad, ids)
+        return clip_loss(
+            features_a, features_b, self.logit_scale, self.local_loss, self.gather_with_grad, ids
+        )
 
 
 def gather_ids(ids: torch.Tensor) -> torch.Tensor:
@@ -154,16 +156,18 @@ class SigLipLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.log_logit_scale = _logit_scale_parameter(init_temperature, learnable_temperature)
-        self.logit_bias = nn.Parameter(torch.tensor(float(init_bias)),
-                                       requires_grad=learnable_temperature)
+        self.logit_bias = nn.Parameter(
+            torch.tensor(float(init_bias)), requires_grad=learnable_temperature
+        )
 
     @property
     def logit_scale(self) -> torch.Tensor:
         """``1 / temperature``."""
         return self.log_logit_scale.exp()
 
-    def forward(self, features_a: torch.Tensor, features_b: torch.Tensor,
-                ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, features_a: torch.Tensor, features_b: torch.Tensor, ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Loss of L2-normalised paired features ``[B, D]``, summed over pairs per ``a`` row.
 
         ``ids`` (``[B]``, optional): pairs with equal ids are each other's positives.

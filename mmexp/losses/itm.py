@@ -62,8 +62,9 @@ def sample_hard_negatives(logits: torch.Tensor) -> torch.Tensor:
         ValueError: The batch has fewer than two pairs (no negative exists).
     """
     if logits.shape[0] < 2 or logits.shape[0] != logits.shape[1]:
-        raise ValueError(f"hard negatives need a square batch of >= 2 pairs, got "
-                         f"{tuple(logits.shape)}")
+        raise ValueError(
+            f"hard negatives need a square batch of >= 2 pairs, got {tuple(logits.shape)}"
+        )
     logits = logits.detach().float()
     weights = torch.softmax(logits, dim=1)
     weights.fill_diagonal_(0.0)
@@ -89,8 +90,12 @@ def concat(outputs: list[EncoderOutput]) -> EncoderOutput:
     tokens = [F.pad(o.tokens, (0, 0, 0, length - o.tokens.shape[1])) for o in outputs]
     masks = [F.pad(o.mask, (0, length - o.mask.shape[1]), value=False) for o in outputs]
     presents = [o.present_mask() for o in outputs]
-    return EncoderOutput(torch.cat(tokens), torch.cat(masks),
-                         torch.cat([o.pooled for o in outputs]), torch.cat(presents))
+    return EncoderOutput(
+        torch.cat(tokens),
+        torch.cat(masks),
+        torch.cat([o.pooled for o in outputs]),
+        torch.cat(presents),
+    )
 
 
 class MatchingLoss(nn.Module):
@@ -117,8 +122,10 @@ class MatchingLoss(nn.Module):
     ) -> None:
         super().__init__()
         if negatives not in NEGATIVES:
-            raise ValueError(f"matching negatives must be one of {list(NEGATIVES)}, got "
-                             f"{negatives!r} (objective.module.matching_negatives)")
+            raise ValueError(
+                f"matching negatives must be one of {list(NEGATIVES)}, got "
+                f"{negatives!r} (objective.module.matching_negatives)"
+            )
         self.sample = sample_hard_negatives if negatives == "hard" else sample_random_negatives
         if not can_judge_pairs(type(fusion)):
             raise ValueError(
@@ -147,13 +154,14 @@ class MatchingLoss(nn.Module):
         rows = torch.arange(len(logits), device=logits.device)
         negative_b = self.sample(logits)
         negative_a = self.sample(logits.T)
-        fused = self.fusion({
-            name_a: concat([a, a, select(a, negative_a)]),
-            name_b: concat([b, select(b, negative_b), b]),
-        })
+        fused = self.fusion(
+            {
+                name_a: concat([a, a, select(a, negative_a)]),
+                name_b: concat([b, select(b, negative_b), b]),
+            }
+        )
         scores = self.head(fused)
-        labels = torch.cat([torch.ones_like(rows), torch.zeros_like(rows),
-                            torch.zeros_like(rows)])
+        labels = torch.cat([torch.ones_like(rows), torch.zeros_like(rows), torch.zeros_like(rows)])
         loss = F.cross_entropy(scores, labels)
         accuracy = (scores.argmax(dim=1) == labels).float().mean()
         return loss, accuracy

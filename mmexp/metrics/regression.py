@@ -44,8 +44,9 @@ class PearsonCorrelation(Metric):
     def __init__(self) -> None:
         super().__init__()
         for name in ("n", "sx", "sy", "sxx", "syy", "sxy"):
-            self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64),
-                           dist_reduce_fx="sum")
+            self.add_state(
+                name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
+            )
 
     def update(self, predictions: torch.Tensor, targets: torch.Tensor) -> None:
         """Add ``[B]`` predictions and ``[B]`` targets."""
@@ -133,6 +134,7 @@ class RoundedClassAccuracy(Metric):
 
     def update(self, predictions: torch.Tensor, targets: torch.Tensor) -> None:
         """Add ``[B]`` predictions and ``[B]`` targets."""
+
         def classes(values: torch.Tensor) -> torch.Tensor:
             return values.detach().flatten().clamp(-self.bound, self.bound).round()
 
@@ -158,8 +160,9 @@ def regression_metrics(num_outputs: int, prefix: str) -> MetricCollection:
         ``<prefix>/<metric>``.
     """
     if num_outputs != 1:
-        raise ValueError(f"sentiment regression predicts one value per sample, got "
-                         f"{num_outputs} outputs")
+        raise ValueError(
+            f"sentiment regression predicts one value per sample, got {num_outputs} outputs"
+        )
     return MetricCollection(
         {
             "mae": MeanAbsoluteError(),

@@ -27,8 +27,13 @@ def per_class_metrics(confusion: torch.Tensor, label_names: Sequence[str]) -> li
     denominator = precision + recall
     f1 = torch.where(denominator > 0, 2 * precision * recall / denominator.clamp_min(1e-12), 0.0)
     return [
-        {"class": name, "precision": float(precision[i]), "recall": float(recall[i]),
-         "f1": float(f1[i]), "support": int(actual[i])}
+        {
+            "class": name,
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(actual[i]),
+        }
         for i, name in enumerate(label_names)
     ]
 
@@ -67,8 +72,15 @@ def plot_confusion_matrix(confusion: torch.Tensor, label_names: Sequence[str], p
     for row in ticks if annotate else ():
         for column in ticks:
             colour = "white" if rates[row, column] > 0.5 else "black"
-            axes.text(column, row, int(counts[row, column]), ha="center", va="center",
-                      color=colour, fontsize="small")
+            axes.text(
+                column,
+                row,
+                int(counts[row, column]),
+                ha="center",
+                va="center",
+                color=colour,
+                fontsize="small",
+            )
     figure.colorbar(image, ax=axes, fraction=0.046, label="fraction of true class")
     figure.tight_layout()
     figure.savefig(path, dpi=150)

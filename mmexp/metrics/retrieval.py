@@ -104,9 +104,14 @@ class RetrievalRecall(Metric):
         self.add_state("groups", default=[], dist_reduce_fx="cat")
         self.add_state("members", default=[], dist_reduce_fx="cat")
 
-    def update(self, embeddings_a: torch.Tensor, embeddings_b: torch.Tensor,
-               indices: torch.Tensor, groups: torch.Tensor | None = None,
-               members: torch.Tensor | None = None) -> None:
+    def update(
+        self,
+        embeddings_a: torch.Tensor,
+        embeddings_b: torch.Tensor,
+        indices: torch.Tensor,
+        groups: torch.Tensor | None = None,
+        members: torch.Tensor | None = None,
+    ) -> None:
         """Add normalised embeddings and the ids that say which items match.
 
         Args:
@@ -120,12 +125,15 @@ class RetrievalRecall(Metric):
         """
         if groups is None:
             if len(embeddings_a) != len(embeddings_b):
-                raise ValueError(f"paired retrieval needs as many rows of each modality, got "
-                                 f"{len(embeddings_a)} and {len(embeddings_b)}; pass groups")
+                raise ValueError(
+                    f"paired retrieval needs as many rows of each modality, got "
+                    f"{len(embeddings_a)} and {len(embeddings_b)}; pass groups"
+                )
             groups = members = indices
         elif members is None or len(groups) != len(embeddings_b) or len(members) != len(groups):
-            raise ValueError("grouped retrieval needs groups and members, one per row of the "
-                             "second modality")
+            raise ValueError(
+                "grouped retrieval needs groups and members, one per row of the second modality"
+            )
         else:
             self.grouped = True
         self.embeddings_a.append(embeddings_a.detach().float())
@@ -144,18 +152,31 @@ class RetrievalRecall(Metric):
         # Position of each second-modality item's partner among the first modality's items.
         owner = torch.searchsorted(ids_a, groups).clamp(max=len(ids_a) - 1)
         if not torch.equal(ids_a[owner], groups):
-            raise ValueError("some items of the second modality belong to no item of the "
-                             "first modality in the gallery")
+            raise ValueError(
+                "some items of the second modality belong to no item of the "
+                "first modality in the gallery"
+            )
         if (torch.bincount(owner, minlength=len(ids_a)) == 0).any():
             raise ValueError("some items of the first modality have no partner in the gallery")
-        rank_a = torch.cat([
-            best_positive_rank(a[start:start + CHUNK] @ b.T,
-                               owner[None, :] == torch.arange(start, min(start + CHUNK, len(a)),
-                                                              device=owner.device)[:, None])
-            for start in range(0, len(a), CHUNK)])
+        rank_a = torch.cat(
+            [
+                best_positive_rank(
+                    a[start : start + CHUNK] @ b.T,
+                    owner[None, :]
+                    == torch.arange(start, min(start + CHUNK, len(a)), device=owner.device)[
+                        :, None
+                    ],
+                )
+                for start in range(0, len(a), CHUNK)
+            ]
+        )
         # One partner per second-modality query: its score is read directly, no mask needed.
-        rank_b = torch.cat([partner_rank(b[start:start + CHUNK] @ a.T, owner[start:start + CHUNK])
-                            for start in range(0, len(b), CHUNK)])
+        rank_b = torch.cat(
+            [
+                partner_rank(b[start : start + CHUNK] @ a.T, owner[start : start + CHUNK])
+                for start in range(0, len(b), CHUNK)
+            ]
+        )
         values: dict[str, torch.Tensor] = {}
         for direction, rank in zip(self.directions, (rank_a, rank_b), strict=True):
             for k in self.ks:

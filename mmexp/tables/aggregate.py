@@ -114,8 +114,16 @@ def build_table(
     columns = sorted({key[1] for key in cells}, key=str)
     if baseline is not None and str(baseline) not in {str(r) for r in rows}:
         raise ValueError(f"baseline {baseline!r} is not a value of {row_axis!r}: {rows}")
-    table = Table(rows, columns, dict(cells), metric, row_axis, column_axis or "", baseline,
-                  {row: sorted(values) for row, values in params.items()})
+    table = Table(
+        rows,
+        columns,
+        dict(cells),
+        metric,
+        row_axis,
+        column_axis or "",
+        baseline,
+        {row: sorted(values) for row, values in params.items()},
+    )
     _mark_best(table, mode)
     if baseline is not None:
         _paired_tests(table, next(r for r in rows if str(r) == str(baseline)))

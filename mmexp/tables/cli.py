@@ -24,21 +24,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("runs", nargs="*", help="folders holding run folders (results.json)")
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read runs from W&B instead")
     parser.add_argument("--group", help="only W&B runs of this group (study)")
-    parser.add_argument("--rows", required=True,
-                        help="row axis: a config-group choice (fusion) or config key (data.task)")
+    parser.add_argument(
+        "--rows",
+        required=True,
+        help="row axis: a config-group choice (fusion) or config key (data.task)",
+    )
     parser.add_argument("--cols", default=None, help="column axis (default: one column)")
     parser.add_argument("--metric", default="test/acc", help="metric to tabulate")
     parser.add_argument("--seed-axis", default="seed", help="axis pairing repeated runs")
-    parser.add_argument("--mode", choices=("max", "min"), default="max",
-                        help="whether higher or lower is better")
+    parser.add_argument(
+        "--mode", choices=("max", "min"), default="max", help="whether higher or lower is better"
+    )
     parser.add_argument("--baseline", help="row to test the others against (paired t-test)")
-    parser.add_argument("--params", action="store_true",
-                        help="add a column with each row's trainable fusion + head parameters")
+    parser.add_argument(
+        "--params",
+        action="store_true",
+        help="add a column with each row's trainable fusion + head parameters",
+    )
     parser.add_argument("--digits", type=int, default=2, help="decimals shown")
-    parser.add_argument("--scale", type=float, default=100.0,
-                        help="multiply values by this for display (100: percent)")
-    parser.add_argument("--out", type=Path, default=Path("table"),
-                        help="output path prefix: writes .md, .tex, .csv and .png")
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=100.0,
+        help="multiply values by this for display (100: percent)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("table"),
+        help="output path prefix: writes .md, .tex, .csv and .png",
+    )
     args = parser.parse_args(argv)
     if not args.runs and not args.wandb:
         parser.error("give one or more run folders, or --wandb ENTITY/PROJECT")
@@ -49,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     """Build the table, print the Markdown version and write all formats."""
     args = parse_args(argv)
     runs = collect_wandb(args.wandb, args.group) if args.wandb else collect_local(args.runs)
-    table = build_table(runs, args.metric, args.rows, args.cols, args.seed_axis, args.mode,
-                        args.baseline)
+    table = build_table(
+        runs, args.metric, args.rows, args.cols, args.seed_axis, args.mode, args.baseline
+    )
     markdown = to_markdown(table, args.digits, args.scale, args.params)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text(markdown)

@@ -109,12 +109,14 @@ def collect_wandb(path: str, group: str | None = None, api: Any = None) -> list[
     for run in api.runs(path, filters=filters):
         config = {k: v for k, v in dict(run.config).items() if not k.startswith("_")}
         summary = {k: v for k, v in dict(run.summary).items() if isinstance(v, int | float)}
-        runs.append(RunResult(
-            status=states.get(run.state, run.state),
-            metrics=summary,
-            config=config,
-            choices=dict(config.get("run", {}).get("choices", {})),
-            source=f"wandb:{path}/{run.id}",
-            fusion_cost=dict(config.get("run", {}).get("fusion_cost") or {}),
-        ))
+        runs.append(
+            RunResult(
+                status=states.get(run.state, run.state),
+                metrics=summary,
+                config=config,
+                choices=dict(config.get("run", {}).get("choices", {})),
+                source=f"wandb:{path}/{run.id}",
+                fusion_cost=dict(config.get("run", {}).get("fusion_cost") or {}),
+            )
+        )
     return runs

@@ -44,8 +44,7 @@ def _header(table: Table, params: bool) -> list[str]:
     return [table.row_axis, *([PARAMS_HEADER] if params else []), *map(str, table.columns)]
 
 
-def to_markdown(table: Table, digits: int = 2, scale: float = 100.0,
-                params: bool = False) -> str:
+def to_markdown(table: Table, digits: int = 2, scale: float = 100.0, params: bool = False) -> str:
     """A GitHub Markdown table with the best cell of each column in bold.
 
     Args:
@@ -79,19 +78,27 @@ def _legend(table: Table, scale: float, params: bool = False) -> str:
 
 
 def _latex_escape(text: str) -> str:
-    for char, escaped in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"),
-                          ("&", r"\&"), ("#", r"\#")):
+    for char, escaped in (
+        ("\\", r"\textbackslash{}"),
+        ("_", r"\_"),
+        ("%", r"\%"),
+        ("&", r"\&"),
+        ("#", r"\#"),
+    ):
         text = text.replace(char, escaped)
     return text
 
 
-def to_latex(table: Table, digits: int = 2, scale: float = 100.0,
-             params: bool = False) -> str:
+def to_latex(table: Table, digits: int = 2, scale: float = 100.0, params: bool = False) -> str:
     """A booktabs ``tabular``; best cells in bold (``textbf``); see :func:`to_markdown`."""
     header = " & ".join(_latex_escape(h) for h in _header(table, params))
     align = "r" if params else ""
-    lines = [r"\begin{tabular}{l" + align + "c" * len(table.columns) + "}", r"\toprule",
-             header + r" \\", r"\midrule"]
+    lines = [
+        r"\begin{tabular}{l" + align + "c" * len(table.columns) + "}",
+        r"\toprule",
+        header + r" \\",
+        r"\midrule",
+    ]
     for row in table.rows:
         texts = [params_text(table.row_params.get(row, []))] if params else []
         for column in table.columns:
@@ -108,17 +115,38 @@ def write_csv(table: Table, path: Path) -> None:
     """One line per cell with the raw numbers (unscaled), for further analysis."""
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow([table.row_axis, table.column_axis or "metric", "metric", "mean", "std",
-                         "n", "failed", "best", "p_value", "params"])
+        writer.writerow(
+            [
+                table.row_axis,
+                table.column_axis or "metric",
+                "metric",
+                "mean",
+                "std",
+                "n",
+                "failed",
+                "best",
+                "p_value",
+                "params",
+            ]
+        )
         for row in table.rows:
             params = table.row_params.get(row, [])
             for column in table.columns:
                 cell = table.cell(row, column)
-                writer.writerow([row, column, table.metric,
-                                 "" if math.isnan(cell.mean) else cell.mean,
-                                 "" if math.isnan(cell.std) else cell.std, cell.n, cell.failed,
-                                 int(cell.best), "" if cell.p_value is None else cell.p_value,
-                                 "|".join(map(str, params))])
+                writer.writerow(
+                    [
+                        row,
+                        column,
+                        table.metric,
+                        "" if math.isnan(cell.mean) else cell.mean,
+                        "" if math.isnan(cell.std) else cell.std,
+                        cell.n,
+                        cell.failed,
+                        int(cell.best),
+                        "" if cell.p_value is None else cell.p_value,
+                        "|".join(map(str, params)),
+                    ]
+                )
 
 
 def write_bar_chart(table: Table, path: Path, scale: float = 100.0) -> None:
@@ -132,15 +160,21 @@ def write_bar_chart(table: Table, path: Path, scale: float = 100.0) -> None:
     figure, axes = plt.subplots(figsize=(max(4.0, 1.6 * len(table.columns) + 2), 3.2))
     for index, row in enumerate(table.rows):
         cells = [table.cell(row, column) for column in table.columns]
-        positions = [c + (index - (len(table.rows) - 1) / 2) * width
-                     for c in range(len(table.columns))]
+        positions = [
+            c + (index - (len(table.rows) - 1) / 2) * width for c in range(len(table.columns))
+        ]
         means = [cell.mean * scale if cell.n else 0.0 for cell in cells]
         errors = [cell.std * scale if cell.n else 0.0 for cell in cells]
         axes.bar(positions, means, width, yerr=errors, capsize=3, label=str(row))
     axes.set_xticks(range(len(table.columns)), [str(c) for c in table.columns])
     axes.set_ylabel(table.metric + (" (x100)" if scale == 100.0 else ""))
-    axes.legend(title=table.row_axis, fontsize="small", frameon=False,
-                bbox_to_anchor=(1.0, 1.0), loc="upper left")
+    axes.legend(
+        title=table.row_axis,
+        fontsize="small",
+        frameon=False,
+        bbox_to_anchor=(1.0, 1.0),
+        loc="upper left",
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=150)
     plt.close(figure)

@@ -11,8 +11,18 @@ from pathlib import Path
 from typing import Any
 
 TRACKED_PACKAGES = (
-    "mmexp", "torch", "torchvision", "pytorch-lightning", "torchmetrics", "hydra-core",
-    "omegaconf", "timm", "transformers", "wandb", "numpy", "pillow",
+    "mmexp",
+    "torch",
+    "torchvision",
+    "pytorch-lightning",
+    "torchmetrics",
+    "hydra-core",
+    "omegaconf",
+    "timm",
+    "transformers",
+    "wandb",
+    "numpy",
+    "pillow",
 )
 
 

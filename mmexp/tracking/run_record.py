@@ -60,7 +60,8 @@ def hydra_job_info() -> dict[str, Any]:
         return {"choices": {}, "overrides": []}
     runtime = HydraConfig.get()
     choices = {
-        group: choice for group, choice in runtime.runtime.choices.items()
+        group: choice
+        for group, choice in runtime.runtime.choices.items()
         if not group.startswith("hydra/") and choice is not None
     }
     return {"choices": choices, "overrides": list(runtime.overrides.task)}
@@ -112,14 +113,15 @@ class RunRecord:
         self, error: BaseException, metrics: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
         """Mark the run failed, keeping the metrics reached so far."""
-        return self._end("failed", metrics=metrics or {},
-                         error=f"{type(error).__name__}: {error}")
+        return self._end("failed", metrics=metrics or {}, error=f"{type(error).__name__}: {error}")
 
-    def interrupt(self, reason: str, checkpoint: str | Path,
-                  metrics: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def interrupt(
+        self, reason: str, checkpoint: str | Path, metrics: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Mark the run stopped before its end with a checkpoint to resume from."""
-        return self._end("interrupted", metrics=metrics or {}, error=reason,
-                         resume_from=str(checkpoint))
+        return self._end(
+            "interrupted", metrics=metrics or {}, error=reason, resume_from=str(checkpoint)
+        )
 
     def _end(self, status: str, metrics: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
         self.payload.update(

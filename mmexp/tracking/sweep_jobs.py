@@ -82,8 +82,10 @@ def run_job(cfg: DictConfig, job: Any) -> float | None:
     """
     fail_fast = in_multirun() and cfg.get("fail_fast", False)
     if fail_fast and _fail_fast_marker().is_file():
-        raise SweepStopped(f"not started: fail_fast=true and an earlier job failed "
-                           f"({_fail_fast_marker().read_text().strip()})")
+        raise SweepStopped(
+            f"not started: fail_fast=true and an earlier job failed "
+            f"({_fail_fast_marker().read_text().strip()})"
+        )
     if cfg.get("skip_completed", True):
         done = finished_result(cfg)
         if done is not None:
@@ -98,6 +100,7 @@ def run_job(cfg: DictConfig, job: Any) -> float | None:
             raise
         log.exception(
             "job in %s failed; its results.json records the error and the sweep goes on "
-            "(fail_fast=true stops the sweep instead)", cfg.paths.output_dir
+            "(fail_fast=true stops the sweep instead)",
+            cfg.paths.output_dir,
         )
         return float("nan")

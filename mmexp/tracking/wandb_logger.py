@@ -76,8 +76,9 @@ class ResilientWandbLogger(WandbLogger):
 
         asked = self._wandb_init.get("mode", "online")
         # A fresh id: W&B keeps the failed run's id reserved in this process.
-        retry = {key: value for key, value in self._wandb_init.items()
-                 if key not in ("id", "resume")}
+        retry = {
+            key: value for key, value in self._wandb_init.items() if key not in ("id", "resume")
+        }
         cause = error
         for mode in ("offline", "disabled"):
             if mode == asked:
@@ -90,11 +91,13 @@ class ResilientWandbLogger(WandbLogger):
             folder = getattr(self._experiment, "dir", None) if mode == "offline" else None
             self.fallback = (
                 f"W&B {asked} run could not start ({type(cause).__name__}: {cause}); "
-                + (f"logged offline instead, upload later with: wandb sync {Path(folder).parent}"
-                   if mode == "offline" else "W&B logging disabled for this run")
+                + (
+                    f"logged offline instead, upload later with: wandb sync {Path(folder).parent}"
+                    if mode == "offline"
+                    else "W&B logging disabled for this run"
+                )
             )
-            log.warning("%s. Training continues; the local run record is complete.",
-                        self.fallback)
+            log.warning("%s. Training continues; the local run record is complete.", self.fallback)
             return self._experiment
         raise RuntimeError("W&B could not start even in disabled mode") from error
 

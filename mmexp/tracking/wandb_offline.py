@@ -78,15 +78,25 @@ def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
     files = [run_dir] if run_dir.is_file() else sorted(run_dir.glob("run-*.wandb"))
     if not files:
         raise FileNotFoundError(f"no run-*.wandb file in {run_dir}")
-    result: dict[str, Any] = {"run": {}, "config": {}, "history": [], "summary": {},
-                              "artifacts": []}
+    result: dict[str, Any] = {
+        "run": {},
+        "config": {},
+        "history": [],
+        "summary": {},
+        "artifacts": [],
+    }
     for record in read_records(files[0]):
         kind = record.WhichOneof("record_type")
         if kind == "run":
             run = record.run
-            result["run"] = {"id": run.run_id, "project": run.project, "group": run.run_group,
-                             "job_type": run.job_type, "name": run.display_name,
-                             "tags": list(run.tags)}
+            result["run"] = {
+                "id": run.run_id,
+                "project": run.project,
+                "group": run.run_group,
+                "job_type": run.job_type,
+                "name": run.display_name,
+                "tags": list(run.tags),
+            }
         elif kind == "config":
             for item in record.config.update:
                 result["config"][_key(item)] = json.loads(item.value_json)
@@ -96,10 +106,14 @@ def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
             )
         elif kind == "artifact":
             artifact = record.artifact
-            result["artifacts"].append({
-                "type": artifact.type, "name": artifact.name, "aliases": list(artifact.aliases),
-                "files": [entry.path for entry in artifact.manifest.contents],
-            })
+            result["artifacts"].append(
+                {
+                    "type": artifact.type,
+                    "name": artifact.name,
+                    "aliases": list(artifact.aliases),
+                    "files": [entry.path for entry in artifact.manifest.contents],
+                }
+            )
         elif kind == "summary":
             for item in record.summary.update:
                 result["summary"][_key(item)] = json.loads(item.value_json)

@@ -18,8 +18,17 @@ from mmexp.lit.checkpoint_io import safe_load
 # Modules whose callables a checkpoint's config may instantiate; a lab's own modules are
 # added with MMEXP_TRUSTED_TARGETS=mylab.,otherlab.encoders. (comma-separated prefixes).
 ALLOWED_TARGET_PREFIXES: tuple[str, ...] = (
-    "mmexp.", "torch.", "torchvision.", "torchmetrics.", "pytorch_lightning.", "lightning.",
-    "lightning_fabric.", "timm.", "transformers.", "peft.", "functools.partial",
+    "mmexp.",
+    "torch.",
+    "torchvision.",
+    "torchmetrics.",
+    "pytorch_lightning.",
+    "lightning.",
+    "lightning_fabric.",
+    "timm.",
+    "transformers.",
+    "peft.",
+    "functools.partial",
 )
 TRUSTED_TARGETS_ENV = "MMEXP_TRUSTED_TARGETS"
 # The parts of a checkpoint's config that evaluation and finetuning build.
@@ -46,8 +55,9 @@ def targets(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
             yield from targets(value, f"{path}[{index}]")
 
 
-def check_targets(config: dict[str, Any], source: str,
-                  allowed: Sequence[str] | None = None) -> None:
+def check_targets(
+    config: dict[str, Any], source: str, allowed: Sequence[str] | None = None
+) -> None:
     """Refuse a config whose built parts name ``_target_`` values outside allowed modules.
 
     Only the parts evaluation and finetuning instantiate are checked
@@ -64,7 +74,8 @@ def check_targets(config: dict[str, Any], source: str,
             raise ValueError(
                 f"{source}: {where}={target!r} is outside the modules a checkpoint may "
                 f"instantiate ({', '.join(p.rstrip('.') for p in allowed)}); refusing to "
-                f"build a model from it (trust more modules with {TRUSTED_TARGETS_ENV})")
+                f"build a model from it (trust more modules with {TRUSTED_TARGETS_ENV})"
+            )
 
 
 def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:

@@ -72,8 +72,10 @@ def slurm_tasks_per_node(devices: Any) -> int:
     """
     if isinstance(devices, int) and not isinstance(devices, bool) and devices > 0:
         return devices
-    raise ValueError(f"launcher=slurm needs trainer.devices as a number of devices per node "
-                     f"(one SLURM task each), got {devices!r}: set trainer.devices=<n>")
+    raise ValueError(
+        f"launcher=slurm needs trainer.devices as a number of devices per node "
+        f"(one SLURM task each), got {devices!r}: set trainer.devices=<n>"
+    )
 
 
 def slurm_gpus_per_node(accelerator: Any, devices: Any) -> int | None:

@@ -10,10 +10,17 @@ import pytest
 from mmexp.bench.cli import run_bench
 from tests.conftest import compose_config
 
-SMALL = ["data.num_train=128", "data.num_val=32", "data.num_test=32", "data.batch_size=16",
-         "trainer.accelerator=cpu", "bench.throughput.warmup_steps=2",
-         "bench.throughput.steps=4", "bench.throughput.repeats=1",
-         "bench.throughput.distinct_batches=3"]
+SMALL = [
+    "data.num_train=128",
+    "data.num_val=32",
+    "data.num_test=32",
+    "data.batch_size=16",
+    "trainer.accelerator=cpu",
+    "bench.throughput.warmup_steps=2",
+    "bench.throughput.steps=4",
+    "bench.throughput.repeats=1",
+    "bench.throughput.distinct_batches=3",
+]
 
 
 def bench(tmp_path, data_dir, *overrides):
@@ -38,8 +45,13 @@ def test_both_loops_train_the_same_model_to_the_same_loss(tmp_path, data_dir, ob
 
 
 def test_loader_rates_per_worker_count(tmp_path, data_dir):
-    results = bench(tmp_path, data_dir, "bench.suites=[loading]", "bench.loading.workers=[0,2]",
-                    "bench.loading.batches=3")
+    results = bench(
+        tmp_path,
+        data_dir,
+        "bench.suites=[loading]",
+        "bench.loading.workers=[0,2]",
+        "bench.loading.batches=3",
+    )
     rows = results["suites"]["loading"]["rows"]
     assert [row["workers"] for row in rows] == [0, 2]
     assert all(row["samples"] == 3 * 16 and row["samples_per_s"] > 0 for row in rows)
@@ -58,8 +70,20 @@ def test_unknown_suite_and_unreproducible_precision_are_refused(tmp_path, data_d
 def test_console_script_prints_the_ratio(tmp_path, data_dir):
     env = {**os.environ, "WANDB_MODE": "disabled", "MMEXP_DATA_DIR": str(data_dir)}
     out = subprocess.run(
-        [sys.executable, "-m", "mmexp.bench.cli", *SMALL, "bench.loading.workers=[0]",
-         "bench.loading.batches=2", f"hydra.run.dir={tmp_path / 'run'}"],
-        capture_output=True, text=True, env=env, timeout=600, check=True)
+        [
+            sys.executable,
+            "-m",
+            "mmexp.bench.cli",
+            *SMALL,
+            "bench.loading.workers=[0]",
+            "bench.loading.batches=2",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=True,
+    )
     assert "mmexp / plain" in out.stdout and "training loader" in out.stdout
     assert (tmp_path / "run" / "bench.json").is_file()

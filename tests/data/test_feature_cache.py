@@ -29,11 +29,13 @@ def _assert_same_output(encoder, inputs):
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
 def test_text_encoder_split_in_two_computes_the_same_features(bert_dir, pooling):
     torch.manual_seed(0)
-    encoder = HFTextEncoder(out_dim=16, name_or_path=str(bert_dir), pooling=pooling,
-                            freeze="frozen").eval()
+    encoder = HFTextEncoder(
+        out_dim=16, name_or_path=str(bert_dir), pooling=pooling, freeze="frozen"
+    ).eval()
     processor = encoder.processor(train=False)
-    _assert_same_output(encoder, processor.collate([processor(t) for t in
-                                                    ["a red square", "the big blue circle"]]))
+    _assert_same_output(
+        encoder, processor.collate([processor(t) for t in ["a red square", "the big blue circle"]])
+    )
 
 
 def test_image_encoder_split_in_two_computes_the_same_features():
@@ -64,13 +66,20 @@ def test_later_runs_reuse_the_entries_and_tokens_get_their_own(frozen_cfg, tmp_p
     first = train(frozen_cfg("feature_cache.enabled=true", "fusion=concat", run_name="a"))
     assert not any(entry["reused"] for entry in first["feature_cache"].values())
     assert len(first["feature_cache"]) == 6  # 2 encoders x 3 splits
-    second = train(frozen_cfg("feature_cache.enabled=true", "fusion=gated", "seed=7",
-                              "data.batch_size=8", run_name="b"))
+    second = train(
+        frozen_cfg(
+            "feature_cache.enabled=true",
+            "fusion=gated",
+            "seed=7",
+            "data.batch_size=8",
+            run_name="b",
+        )
+    )
     assert all(entry["reused"] for entry in second["feature_cache"].values())
-    assert first["feature_cache"] == {k: {**v, "reused": False}
-                                      for k, v in second["feature_cache"].items()}
-    tokens = train(frozen_cfg("feature_cache.enabled=true", "fusion=early_tokens",
-                              run_name="c"))
+    assert first["feature_cache"] == {
+        k: {**v, "reused": False} for k, v in second["feature_cache"].items()
+    }
+    tokens = train(frozen_cfg("feature_cache.enabled=true", "fusion=early_tokens", run_name="c"))
     assert not any(entry["reused"] for entry in tokens["feature_cache"].values())
     entry = tmp_path / "cache" / f"text-{tokens['feature_cache']['text/train']['key']}.safetensors"
     stored = load_file(str(entry))

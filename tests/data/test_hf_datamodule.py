@@ -8,14 +8,29 @@ from tests.conftest import FAST_OVERRIDES, compose_config
 from tests.helpers.published_fixtures import write_hf_dataset
 
 FAST = [o for o in FAST_OVERRIDES if not o.startswith("data.")]
-LOADER = ["data.num_workers=0", "data.persistent_workers=false", "data.batch_size=4",
-          "data.pin_memory=false", "data.columns={image:img,text:caption}"]
+LOADER = [
+    "data.num_workers=0",
+    "data.persistent_workers=false",
+    "data.batch_size=4",
+    "data.pin_memory=false",
+    "data.columns={image:img,text:caption}",
+]
 
 
 def run(tmp_path, data_dir, root, *overrides):
-    cfg = compose_config("train", [*FAST, "data=hf", f"data.path={root}",
-                                   f"data.cache_dir={tmp_path / 'hf_cache'}", *LOADER,
-                                   *overrides], tmp_path / "run", data_dir)
+    cfg = compose_config(
+        "train",
+        [
+            *FAST,
+            "data=hf",
+            f"data.path={root}",
+            f"data.cache_dir={tmp_path / 'hf_cache'}",
+            *LOADER,
+            *overrides,
+        ],
+        tmp_path / "run",
+        data_dir,
+    )
     return train(cfg)
 
 
@@ -30,8 +45,9 @@ def test_class_names_come_from_the_class_label_feature(tmp_path):
     from mmexp.data.hf_datamodule import HFDataModule
 
     root = write_hf_dataset(tmp_path / "hf")
-    dm = HFDataModule(str(root), columns={"image": "img", "text": "caption"},
-                      cache_dir=str(tmp_path / "cache"))
+    dm = HFDataModule(
+        str(root), columns={"image": "img", "text": "caption"}, cache_dir=str(tmp_path / "cache")
+    )
     assert dm.label_names == ["cat", "dog"]
     rows = dm.read_splits()["train"]
     assert len(rows) == 8 and isinstance(rows[0]["img"]["bytes"], bytes)  # not decoded yet
@@ -56,5 +72,10 @@ def test_missing_split_and_column_are_named(tmp_path, data_dir):
     with pytest.raises(ValueError, match=r"has splits \['test', 'train'\], not \['validation'\]"):
         run(tmp_path, data_dir, root)
     with pytest.raises(ValueError, match="has no column 'picture'"):
-        run(tmp_path, data_dir, root, "data.split_names={train:train,val:test,test:test}",
-            "data.columns={image:picture,text:caption}")
+        run(
+            tmp_path,
+            data_dir,
+            root,
+            "data.split_names={train:train,val:test,test:test}",
+            "data.columns={image:picture,text:caption}",
+        )

@@ -19,11 +19,15 @@ def datamodule(root, **kwargs):
 
 
 def with_processors(dm):
-    encoders = [SmallConvEncoder(8, channels=(4,), image_size=16),
-                SmallTextTransformer(8, width=8, depth=1, heads=2),
-                LogMelCNNEncoder(8, sample_rate=8000)]
-    dm.set_processors({e.modality: e.processor(True) for e in encoders},
-                      {e.modality: e.processor(False) for e in encoders})
+    encoders = [
+        SmallConvEncoder(8, channels=(4,), image_size=16),
+        SmallTextTransformer(8, width=8, depth=1, heads=2),
+        LogMelCNNEncoder(8, sample_rate=8000),
+    ]
+    dm.set_processors(
+        {e.modality: e.processor(True) for e in encoders},
+        {e.modality: e.processor(False) for e in encoders},
+    )
     return dm
 
 
@@ -87,8 +91,10 @@ def test_skip_leaves_bad_rows_out_and_records_them(tmp_path):
     dm = with_processors(datamodule(root, on_bad_sample="skip"))
     dm.setup("fit")
     assert len(dm.datasets["train"]) == 3 and len(dm.datasets["val"]) == 3
-    assert [(b.stage, b.row) for b in dm.bad_samples] == [("train", "row 1 (id='train1')"),
-                                                          ("val", "row 1 (id='val1')")]
+    assert [(b.stage, b.row) for b in dm.bad_samples] == [
+        ("train", "row 1 (id='train1')"),
+        ("val", "row 1 (id='val1')"),
+    ]
     assert "missing image file" in dm.bad_samples[1].reason
 
 
@@ -145,11 +151,23 @@ def test_a_run_on_data_with_bad_samples_records_what_it_skipped(tmp_path, data_d
     (root / "img" / "train3.png").unlink()
     (root / "img" / "train4.png").write_bytes(b"broken")
     fast = [o for o in FAST_OVERRIDES if not o.startswith("data.")]
-    cfg = compose_config("train", [*fast, "data=manifest", f"data.root={root}",
-                         "data.modalities=[image,text]",
-                         "data.columns={image:picture,text:caption}", "data.on_bad_sample=skip",
-                         "data.num_workers=0", "data.persistent_workers=false",
-                         "data.batch_size=6", "data.eval_batch_size=6"], tmp_path / "run", data_dir)
+    cfg = compose_config(
+        "train",
+        [
+            *fast,
+            "data=manifest",
+            f"data.root={root}",
+            "data.modalities=[image,text]",
+            "data.columns={image:picture,text:caption}",
+            "data.on_bad_sample=skip",
+            "data.num_workers=0",
+            "data.persistent_workers=false",
+            "data.batch_size=6",
+            "data.eval_batch_size=6",
+        ],
+        tmp_path / "run",
+        data_dir,
+    )
     result = train(cfg)
     skipped = result["data_skipped"]
     assert skipped["counts"] == {"train": 1}

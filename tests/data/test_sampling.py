@@ -18,7 +18,9 @@ def test_global_batches_hold_the_same_samples_on_one_and_three_processes():
     assert sorted(alone) == list(range(50))
     # Global batch k of 12 = one batch of 12 alone, or three batches of 4.
     for k in range(4):
-        assert set(alone[12 * k:12 * (k + 1)]) == {i for s in split for i in s[4 * k:4 * (k + 1)]}
+        assert set(alone[12 * k : 12 * (k + 1)]) == {
+            i for s in split for i in s[4 * k : 4 * (k + 1)]
+        }
     # 50 samples on 3 ranks: 17 each, the one extra sample taken from the start.
     assert [len(s) for s in split] == [17, 17, 17]
 
@@ -40,15 +42,14 @@ def test_each_epoch_reshuffles_and_the_seed_fixes_the_order():
 
 @pytest.mark.parametrize("world", [1, 2])
 def test_resuming_into_an_epoch_yields_the_rest_in_order(world):
-    shards = [ShuffledEpochs(range(40), seed=9, num_replicas=world, rank=r)
-              for r in range(world)]
+    shards = [ShuffledEpochs(range(40), seed=9, num_replicas=world, rank=r) for r in range(world)]
     for shard in shards:
         shard.set_epoch(2)
     full = [list(s) for s in shards]
     trained = 3  # batches of 4 per rank trained before the checkpoint
     for shard, whole in zip(shards, full, strict=True):
         shard.resume_at(epoch=2, position=trained * 4 * world)
-        assert list(shard) == whole[trained * 4:]
+        assert list(shard) == whole[trained * 4 :]
         assert len(shard) == len(whole)  # Lightning counts the epoch's batches as a whole
         shard.set_epoch(3)  # the next epoch starts from its beginning
         assert len(list(shard)) == len(whole)

@@ -155,8 +155,12 @@ def test_invalid_arguments_are_rejected(tmp_path):
 def test_label_names():
     assert label_names("redundant") == list(SHAPES)
     assert label_names("synergy") == ["mismatch", "match"]
-    assert label_names("mixed") == ["small/mismatch", "small/match", "large/mismatch",
-                                    "large/match"]
+    assert label_names("mixed") == [
+        "small/mismatch",
+        "small/match",
+        "large/mismatch",
+        "large/match",
+    ]
 
 
 def test_synergy_no_single_colour_determines_label_but_the_pair_does(generated, draws):
@@ -176,9 +180,10 @@ def test_synergy_no_single_colour_determines_label_but_the_pair_does(generated, 
 
 
 def test_redundant_each_modality_alone_determines_label(generated, draws):
-    for pairs, get in ((draws["redundant"], lambda s, m: getattr(s, f"{m}_shape")),
-                       (manifest_pairs(generated["redundant"]),
-                        lambda a, m: SHAPES.index(a[m]["shape"]))):
+    for pairs, get in (
+        (draws["redundant"], lambda s, m: getattr(s, f"{m}_shape")),
+        (manifest_pairs(generated["redundant"]), lambda a, m: SHAPES.index(a[m]["shape"])),
+    ):
         for modality in ("image", "text", "audio"):
             for scene, label in pairs:
                 assert get(scene, modality) == label
@@ -209,8 +214,9 @@ def test_mixed_label_is_twice_large_plus_match(generated, draws):
     assert_independent(draws["mixed"], lambda s: s.image_colour, 4)
     for attributes, label in manifest_pairs(generated["mixed"]):
         large = attributes["image"]["size"] == "large"
-        assert attributes["text"]["size"] == attributes["audio"]["size"] == attributes["image"][
-            "size"]
+        assert (
+            attributes["text"]["size"] == attributes["audio"]["size"] == attributes["image"]["size"]
+        )
         match = attributes["image"]["colour"] == attributes["text"]["colour"]
         assert label == 2 * large + match
 
@@ -229,9 +235,17 @@ def test_labels_are_balanced_and_distractor_is_half_the_time(draws):
 
 
 def scene(**fields):
-    base = {"image_shape": 1, "image_colour": 0, "text_shape": 1, "text_colour": 0,
-            "audio_shape": 1, "audio_colour": 0, "size": 1, "position": 0,
-            "distractor_shape": None}
+    base = {
+        "image_shape": 1,
+        "image_colour": 0,
+        "text_shape": 1,
+        "text_colour": 0,
+        "audio_shape": 1,
+        "audio_colour": 0,
+        "size": 1,
+        "position": 0,
+        "distractor_shape": None,
+    }
     return Scene(**{**base, **fields})
 
 
@@ -271,8 +285,9 @@ def test_each_colour_has_its_own_dominant_channels(colour):
 def test_large_shapes_cover_more_pixels_than_small():
     areas = []
     for size in range(2):
-        colours, _, _ = saturated_pixels(render_image(scene(size=size), 32,
-                                                      np.random.default_rng(0)))
+        colours, _, _ = saturated_pixels(
+            render_image(scene(size=size), 32, np.random.default_rng(0))
+        )
         areas.append(len(colours))
     assert areas[1] > 2 * areas[0]
 
@@ -281,11 +296,16 @@ def test_caption_names_text_colour_shape_size_and_position():
     rng = np.random.default_rng(0)
     templates = set()
     for _ in range(400):
-        s = Scene(*(int(rng.integers(n)) for n in (3, 4, 3, 4, 3, 4, 2, 4)),
-                  distractor_shape=None if rng.random() < 0.5 else int(rng.integers(3)))
+        s = Scene(
+            *(int(rng.integers(n)) for n in (3, 4, 3, 4, 3, 4, 2, 4)),
+            distractor_shape=None if rng.random() < 0.5 else int(rng.integers(3)),
+        )
         caption = render_caption(s, rng)
-        pairs = [f"{c} {h}" for c in SYNONYMS[COLOURS[s.text_colour]]
-                 for h in SYNONYMS[SHAPES[s.text_shape]]]
+        pairs = [
+            f"{c} {h}"
+            for c in SYNONYMS[COLOURS[s.text_colour]]
+            for h in SYNONYMS[SHAPES[s.text_shape]]
+        ]
         assert any(pair in caption for pair in pairs), caption
         assert any(re.search(rf"\b{w}\b", caption) for w in SYNONYMS[SIZES[s.size]]), caption
         assert POSITIONS[s.position] in caption
@@ -309,8 +329,9 @@ def test_audio_pitch_encodes_colour_and_beeps_encode_shape(shape, colour):
     rate = 8000
     for size in range(2):
         rng = np.random.default_rng(10 * shape + colour + size)
-        audio = render_audio(scene(audio_shape=shape, audio_colour=colour, size=size), rate,
-                             0.5, rng)
+        audio = render_audio(
+            scene(audio_shape=shape, audio_colour=colour, size=size), rate, 0.5, rng
+        )
         assert audio.dtype == np.float32 and audio.shape == (4000,)
         assert np.abs(audio).max() <= 1.0
         spectrum = np.abs(np.fft.rfft(audio))
@@ -320,8 +341,10 @@ def test_audio_pitch_encodes_colour_and_beeps_encode_shape(shape, colour):
 
 
 def test_audio_loudness_encodes_size():
-    peaks = [np.abs(render_audio(scene(size=s), 8000, 0.5, np.random.default_rng(0))).max()
-             for s in range(2)]
+    peaks = [
+        np.abs(render_audio(scene(size=s), 8000, 0.5, np.random.default_rng(0))).max()
+        for s in range(2)
+    ]
     assert 0.2 < peaks[0] < 0.32 and 0.75 < peaks[1] <= 0.9
 
 

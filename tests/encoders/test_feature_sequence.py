@@ -26,8 +26,9 @@ def test_processor_pads_at_the_end_and_masks_real_steps():
 @pytest.mark.parametrize("pooling", ["mean", "last"])
 def test_padding_does_not_change_the_features_of_a_sequence(kind, pooling):
     torch.manual_seed(0)
-    encoder = FeatureSequenceEncoder(out_dim=16, input_dim=6, kind=kind, depth=2, heads=2,
-                                     pooling=pooling).eval()
+    encoder = FeatureSequenceEncoder(
+        out_dim=16, input_dim=6, kind=kind, depth=2, heads=2, pooling=pooling
+    ).eval()
     alone = encoder(batch_of(encoder, 4))
     padded = encoder(batch_of(encoder, 4, 9))  # same first sequence (same seed), padded to 9
     assert padded.tokens.shape == (2, 9, 16) and padded.mask[0].sum() == 4
@@ -54,11 +55,13 @@ def test_unknown_kind_is_refused():
         FeatureSequenceEncoder(out_dim=8, modality="audio", input_dim=5, kind="lstm")
 
 
-@pytest.mark.parametrize(("modality", "side", "layers", "channels"),
-                         [("image", 28, 3, 48), ("audio", 112, 5, 192)])
+@pytest.mark.parametrize(
+    ("modality", "side", "layers", "channels"), [("image", 28, 3, 48), ("audio", 112, 5, 192)]
+)
 def test_lenet_reduces_multibench_inputs_to_one_cell(modality, side, layers, channels):
-    encoder = LeNetEncoder(out_dim=32, modality=modality, input_size=(side, side),
-                           additional_layers=layers)
+    encoder = LeNetEncoder(
+        out_dim=32, modality=modality, input_size=(side, side), additional_layers=layers
+    )
     assert encoder.proj.in_features == channels  # 48 + 192 = MultiBench's 240 features
     processor = encoder.processor(train=True)
     arrays = [np.random.default_rng(i).uniform(0, 1, side * side) for i in range(3)]

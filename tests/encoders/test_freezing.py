@@ -32,8 +32,9 @@ def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def changed(before: dict[str, torch.Tensor], module: nn.Module) -> set[str]:
-    return {name for name, value in module.state_dict().items()
-            if not torch.equal(before[name], value)}
+    return {
+        name for name, value in module.state_dict().items() if not torch.equal(before[name], value)
+    }
 
 
 def projection_size(in_dim: int) -> int:
@@ -62,8 +63,12 @@ def test_frozen_backbone_does_not_change_while_the_projection_learns():
     before = snapshot(encoder)
     step(encoder, torch.randn(2, 3, 32, 32))
     assert all(p.grad is None and not p.requires_grad for p in encoder.backbone.parameters())
-    assert changed(before, encoder) == {"proj.weight", "proj.bias", "pool_proj.weight",
-                                        "pool_proj.bias"}
+    assert changed(before, encoder) == {
+        "proj.weight",
+        "proj.bias",
+        "pool_proj.weight",
+        "pool_proj.bias",
+    }
     assert encoder.parameter_counts()[0] == 2 * projection_size(192)
 
 
@@ -84,8 +89,12 @@ def test_last_n_trains_only_the_last_blocks_and_the_projection():
     grads = {name for name, p in encoder.named_parameters() if p.grad is not None}
     backbone_grads = {name for name in grads if name.startswith("backbone.")}
     assert backbone_grads and all(n.startswith("backbone.blocks.1.") for n in backbone_grads)
-    assert grads - backbone_grads == {"proj.weight", "proj.bias", "pool_proj.weight",
-                                      "pool_proj.bias"}
+    assert grads - backbone_grads == {
+        "proj.weight",
+        "proj.bias",
+        "pool_proj.weight",
+        "pool_proj.bias",
+    }
     assert encoder.backbone.blocks[1].training and not encoder.backbone.blocks[0].training
     encoder.eval()
     assert not encoder.backbone.blocks[1].training
@@ -112,8 +121,9 @@ def test_lora_defaults_to_peft_targets_for_known_transformers(bert_dir):
 
 
 def test_last_n_finds_the_blocks_of_hf_and_resnet_backbones(bert_dir):
-    encoder = HFTextEncoder(out_dim=OUT, name_or_path=str(bert_dir), freeze="last_n",
-                            trainable_blocks=1)
+    encoder = HFTextEncoder(
+        out_dim=OUT, name_or_path=str(bert_dir), freeze="last_n", trainable_blocks=1
+    )
     trainable = {n for n, p in encoder.backbone.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith("encoder.layer.1.") for n in trainable)
     resnet = TimmImageEncoder(out_dim=OUT, name="resnet10t", pretrained=False).backbone
@@ -175,13 +185,18 @@ def test_encoder_configs_build_with_freezing_keys_from_the_command_line(
     audio_dir = write_tiny_wav2vec2(tmp_path / "wav2vec2")
     cfg = make_train_cfg(
         "data.modalities=[image,text,audio]",
-        "model/encoders/image=timm", "model.encoders.image.name=vit_tiny_patch16_224",
-        "model.encoders.image.pretrained=false", "model.encoders.image.img_size=32",
+        "model/encoders/image=timm",
+        "model.encoders.image.name=vit_tiny_patch16_224",
+        "model.encoders.image.pretrained=false",
+        "model.encoders.image.img_size=32",
         "model.encoders.image.model_kwargs={depth: 2}",
         "model.encoders.image.lora={r: 2, alpha: 4, target_modules: [qkv]}",
-        "model/encoders/text=hf", f"model.encoders.text.name_or_path={bert_dir}",
-        "model.encoders.text.freeze=last_n", "model.encoders.text.trainable_blocks=1",
-        "model/encoders/audio=hf", f"model.encoders.audio.name_or_path={audio_dir}",
+        "model/encoders/text=hf",
+        f"model.encoders.text.name_or_path={bert_dir}",
+        "model.encoders.text.freeze=last_n",
+        "model.encoders.text.trainable_blocks=1",
+        "model/encoders/audio=hf",
+        f"model.encoders.audio.name_or_path={audio_dir}",
         "model.encoders.audio.freeze=frozen",
     )
     encoders = build_encoders(cfg)
@@ -189,6 +204,9 @@ def test_encoder_configs_build_with_freezing_keys_from_the_command_line(
     lora_size, projections = 2 * 2 * (192 + 576), 2 * (192 * width + width)
     assert encoders["image"].parameter_counts()[0] == lora_size + projections
     text = encoders["text"]
-    assert all(n.startswith("encoder.layer.1.") for n, p in text.backbone.named_parameters()
-               if p.requires_grad)
+    assert all(
+        n.startswith("encoder.layer.1.")
+        for n, p in text.backbone.named_parameters()
+        if p.requires_grad
+    )
     assert encoders["audio"].parameter_counts()[0] == 32 * width + width

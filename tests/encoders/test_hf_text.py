@@ -96,8 +96,11 @@ def test_minilm_matches_the_model_loaded_directly():
 
 def test_train_end_to_end_with_minilm_text_encoder(make_train_cfg):
     cfg = make_train_cfg(
-        "model/encoders/text=minilm", "++trainer.limit_train_batches=2",
-        "++trainer.limit_val_batches=1", "++trainer.limit_test_batches=1", "trainer.max_epochs=1",
+        "model/encoders/text=minilm",
+        "++trainer.limit_train_batches=2",
+        "++trainer.limit_val_batches=1",
+        "++trainer.limit_test_batches=1",
+        "trainer.max_epochs=1",
         "data.eval_batch_size=32",  # one small validation and test batch
     )
     result = train(cfg)

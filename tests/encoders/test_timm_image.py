@@ -14,8 +14,9 @@ from tests.helpers.tiny_models import TINY_VIT, tiny_vit_backbone
 
 def _images(n: int = 2, size: tuple[int, int] = (48, 40)) -> list[Image.Image]:
     rng = np.random.default_rng(0)
-    return [Image.fromarray(rng.integers(0, 255, (*size[::-1], 3), dtype=np.uint8))
-            for _ in range(n)]
+    return [
+        Image.fromarray(rng.integers(0, 255, (*size[::-1], 3), dtype=np.uint8)) for _ in range(n)
+    ]
 
 
 def tiny_vit_encoder(**kwargs) -> TimmImageEncoder:
@@ -74,8 +75,9 @@ def test_processor_follows_the_model_data_config_and_pickles():
 
 
 def test_augment_uses_timm_training_transform_on_the_training_split_only():
-    encoder = TimmImageEncoder(out_dim=8, name="resnet10t", pretrained=False, img_size=48,
-                               augment=True)
+    encoder = TimmImageEncoder(
+        out_dim=8, name="resnet10t", pretrained=False, img_size=48, augment=True
+    )
     train = pickle.loads(pickle.dumps(encoder.processor(train=True)))
     assert "RandomResizedCrop" in repr(train.transform)
     assert "RandomResizedCrop" not in repr(encoder.processor(train=False).transform)
@@ -83,8 +85,9 @@ def test_augment_uses_timm_training_transform_on_the_training_split_only():
 
 
 def test_unknown_name_names_the_key_and_suggests_close_names():
-    with pytest.raises(ValueError, match=r"model\.encoders\.image\.name='vit_smal_patch16_224'"
-                       ) as info:
+    with pytest.raises(
+        ValueError, match=r"model\.encoders\.image\.name='vit_smal_patch16_224'"
+    ) as info:
         TimmImageEncoder(out_dim=8, name="vit_smal_patch16_224", pretrained=False)
     assert "vit_small_patch16_224" in str(info.value)
 

@@ -26,11 +26,19 @@ from mmexp.utils.checkpoints import check_targets, load_checkpoint
 from tests.conftest import FAST_OVERRIDES, compose_config
 
 # 64 samples in batches of 32, one epoch, no test: a real checkpoint in a few seconds.
-SMALL = ["data.num_train=64", "data.num_val=32", "data.num_test=32", "trainer.max_epochs=1",
-         "test=false"]
+SMALL = [
+    "data.num_train=64",
+    "data.num_val=32",
+    "data.num_test=32",
+    "trainer.max_epochs=1",
+    "test=false",
+]
 # Training never reaches its first step when this callback stays silent.
-NO_STEP = ["+callbacks.fault._target_=tests.helpers.faults.RaiseAtStep",
-           "+callbacks.fault.step=0", "+callbacks.fault.message=training started"]
+NO_STEP = [
+    "+callbacks.fault._target_=tests.helpers.faults.RaiseAtStep",
+    "+callbacks.fault.step=0",
+    "+callbacks.fault.message=training started",
+]
 NO_SPACE = "No space left on device"
 
 
@@ -84,12 +92,12 @@ def state(step: float) -> dict:
 
 
 @pytest.mark.parametrize("failure", ["fsync", "write"])
-def test_disk_full_while_overwriting_keeps_the_previous_checkpoint(tmp_path, monkeypatch,
-                                                                   failure):
+def test_disk_full_while_overwriting_keeps_the_previous_checkpoint(tmp_path, monkeypatch, failure):
     path = tmp_path / "last.ckpt"
     AtomicCheckpointIO().save_checkpoint(state(1), path)
     before = path.read_bytes()
     if failure == "fsync":  # everything written, the flush to disk fails
+
         def full(fd: int) -> None:
             raise no_space()
 
@@ -124,8 +132,10 @@ def test_disk_full_at_the_second_save_of_a_run_keeps_the_first(make_train_cfg, m
     with pytest.raises(CheckpointWriteError) as failed:
         train(cfg)
     first, last = run / "checkpoints" / "epoch_000.ckpt", run / "checkpoints" / "last.ckpt"
-    assert [Path(p).name for p in opened] == [f".{first.name}.{os.getpid()}.tmp",
-                                              f".{last.name}.{os.getpid()}.tmp"]
+    assert [Path(p).name for p in opened] == [
+        f".{first.name}.{os.getpid()}.tmp",
+        f".{last.name}.{os.getpid()}.tmp",
+    ]
     assert f"could not write checkpoint {last} ({NO_SPACE})" in str(failed.value)
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [first.name]
     checkpoint = load_checkpoint(first)
@@ -143,8 +153,9 @@ def truncated_copy(checkpoint: Path, folder: Path) -> Path:
     return copy
 
 
-def test_resuming_from_a_truncated_checkpoint_fails_before_training(make_train_cfg, trained,
-                                                                    tmp_path):
+def test_resuming_from_a_truncated_checkpoint_fails_before_training(
+    make_train_cfg, trained, tmp_path
+):
     original = trained.read_bytes()
     broken = truncated_copy(trained, tmp_path)
     cfg = make_train_cfg(*SMALL, *NO_STEP, f"ckpt_path={broken}")
@@ -162,8 +173,12 @@ def test_resuming_from_a_truncated_checkpoint_fails_before_training(make_train_c
 def test_eval_of_a_truncated_checkpoint_names_the_file(trained, tmp_path, data_dir):
     broken = truncated_copy(trained, tmp_path)
     eval_dir = tmp_path / "eval"
-    cfg = compose_config("eval", [f"ckpt_path={broken}", "trainer.accelerator=cpu",
-                                  "callbacks=none"], eval_dir, data_dir)
+    cfg = compose_config(
+        "eval",
+        [f"ckpt_path={broken}", "trainer.accelerator=cpu", "callbacks=none"],
+        eval_dir,
+        data_dir,
+    )
     unreadable = re.escape(f"ckpt_path: {broken} is not a readable checkpoint")
     with pytest.raises(CheckpointReadError, match=unreadable):
         evaluate(cfg)
@@ -172,8 +187,7 @@ def test_eval_of_a_truncated_checkpoint_names_the_file(trained, tmp_path, data_d
 
 
 @pytest.mark.parametrize("key_path", ["model.head._target_", "fusion._target_"])
-def test_a_config_naming_os_system_is_refused(trained, tmp_path, data_dir, monkeypatch,
-                                              key_path):
+def test_a_config_naming_os_system_is_refused(trained, tmp_path, data_dir, monkeypatch, key_path):
     checkpoint = torch.load(trained, weights_only=True)
     node = checkpoint["mmexp_config"]
     *parents, _ = key_path.replace("[0]", ".0").split(".")
@@ -188,16 +202,22 @@ def test_a_config_naming_os_system_is_refused(trained, tmp_path, data_dir, monke
 
     called = []
     monkeypatch.setattr(os, "system", lambda *args, **kwargs: called.append(args))
-    cfg = compose_config("eval", [f"ckpt_path={hostile}", "trainer.accelerator=cpu",
-                                  "callbacks=none"], tmp_path / "eval", data_dir)
+    cfg = compose_config(
+        "eval",
+        [f"ckpt_path={hostile}", "trainer.accelerator=cpu", "callbacks=none"],
+        tmp_path / "eval",
+        data_dir,
+    )
     with pytest.raises(ValueError, match="refusing to build a model from it"):
         evaluate(cfg)
     assert called == []
 
 
 def test_only_the_built_parts_are_checked_and_labs_can_trust_their_modules(monkeypatch):
-    config = {"model": {"head": {"_target_": "mylab.heads.Probe"}},
-              "callbacks": {"mine": {"_target_": "mylab.callbacks.Notify"}}}
+    config = {
+        "model": {"head": {"_target_": "mylab.heads.Probe"}},
+        "callbacks": {"mine": {"_target_": "mylab.callbacks.Notify"}},
+    }
     with pytest.raises(ValueError, match=r"model\.head\._target_='mylab\.heads\.Probe'"):
         check_targets(config, "run.ckpt")
     # Callbacks and loggers are never rebuilt from a checkpoint: not checked.
@@ -216,8 +236,7 @@ class Payload:
         return Path.touch, (self.marker,)
 
 
-def test_a_checkpoint_holding_a_pickled_object_is_refused_unread(trained, make_train_cfg,
-                                                                 tmp_path):
+def test_a_checkpoint_holding_a_pickled_object_is_refused_unread(trained, make_train_cfg, tmp_path):
     checkpoint = torch.load(trained, weights_only=True)
     marker = tmp_path / "code-ran"
     checkpoint["callbacks"]["payload"] = Payload(marker)

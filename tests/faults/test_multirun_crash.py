@@ -25,12 +25,27 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def sweep(sweep_dir: Path, data_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "mmexp.train", "-m", f"hydra.sweep.dir={sweep_dir}",
-               f"paths.data_dir={data_dir}", *FAST_OVERRIDES, *SMALL, CRASH, *extra]
-    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300,
-                          cwd=sweep_dir.parent)
+    command = [
+        sys.executable,
+        "-m",
+        "mmexp.train",
+        "-m",
+        f"hydra.sweep.dir={sweep_dir}",
+        f"paths.data_dir={data_dir}",
+        *FAST_OVERRIDES,
+        *SMALL,
+        CRASH,
+        *extra,
+    ]
+    env = {
+        **os.environ,
+        "WANDB_MODE": "disabled",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=300, cwd=sweep_dir.parent
+    )
 
 
 def jobs(sweep_dir: Path) -> dict[str, Path]:
@@ -46,8 +61,7 @@ def results(folder: Path) -> dict:
     return json.loads((folder / "results.json").read_text())
 
 
-def test_a_crashed_job_is_recorded_with_its_checkpoint_and_the_sweep_goes_on(tmp_path,
-                                                                             data_dir):
+def test_a_crashed_job_is_recorded_with_its_checkpoint_and_the_sweep_goes_on(tmp_path, data_dir):
     sweep_dir = tmp_path / "sweep"
     finished = sweep(sweep_dir, data_dir)
     # a failed job is recorded, not raised: the sweep exits 0 (see mmexp.tracking.sweep_jobs)

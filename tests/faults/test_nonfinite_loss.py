@@ -21,8 +21,11 @@ SHORT = ["data.num_train=128", "data.num_val=32", "data.num_test=32", "test=fals
 
 
 def assert_finite(tensors: dict[str, torch.Tensor], where: str) -> None:
-    bad = [name for name, value in tensors.items()
-           if value.is_floating_point() and not torch.isfinite(value).all()]
+    bad = [
+        name
+        for name, value in tensors.items()
+        if value.is_floating_point() and not torch.isfinite(value).all()
+    ]
     assert not bad, f"{where}: non-finite {bad}"
 
 
@@ -55,17 +58,31 @@ def test_stop_names_epoch_step_batch_and_the_last_good_checkpoint(make_train_cfg
     assert saved["error"] == f"NonFiniteLossError: {message}"
 
 
-@pytest.mark.parametrize("fault", [
-    # NaN at the last step of epoch 0: caught before validating (and checkpointing) it
-    pytest.param(["+callbacks.nan.step=3"], id="before-validation"),
-    # a signal asks for a checkpoint right after the NaN step: the save itself refuses
-    pytest.param(["+callbacks.nan.step=2",
-                  "+callbacks.signal._target_=tests.helpers.faults.SignalAtStep",
-                  "+callbacks.signal.step=1"], id="signal-save"),
-    # step-triggered saves without a monitor: ModelCheckpoint names its file before saving
-    pytest.param(["+callbacks.nan.step=1", "callbacks.model_checkpoint.monitor=null",
-                  "+callbacks.model_checkpoint.every_n_train_steps=2"], id="every-2-steps"),
-])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        # NaN at the last step of epoch 0: caught before validating (and checkpointing) it
+        pytest.param(["+callbacks.nan.step=3"], id="before-validation"),
+        # a signal asks for a checkpoint right after the NaN step: the save itself refuses
+        pytest.param(
+            [
+                "+callbacks.nan.step=2",
+                "+callbacks.signal._target_=tests.helpers.faults.SignalAtStep",
+                "+callbacks.signal.step=1",
+            ],
+            id="signal-save",
+        ),
+        # step-triggered saves without a monitor: ModelCheckpoint names its file before saving
+        pytest.param(
+            [
+                "+callbacks.nan.step=1",
+                "callbacks.model_checkpoint.monitor=null",
+                "+callbacks.model_checkpoint.every_n_train_steps=2",
+            ],
+            id="every-2-steps",
+        ),
+    ],
+)
 def test_stop_never_writes_a_checkpoint_of_poisoned_weights(make_train_cfg, fault):
     cfg = make_train_cfg(*SHORT, *NAN, *fault)
     run = Path(cfg.paths.output_dir)
@@ -80,8 +97,9 @@ def test_stop_never_writes_a_checkpoint_of_poisoned_weights(make_train_cfg, faul
 
 def test_skip_drops_one_nan_batch_and_training_completes(make_train_cfg):
     # every epoch saved, so the weights after the skipped step are on disk
-    cfg = make_train_cfg(*SHORT, *NAN, "+callbacks.nan.step=5", *SKIP,
-                         "callbacks.model_checkpoint.save_top_k=-1")
+    cfg = make_train_cfg(
+        *SHORT, *NAN, "+callbacks.nan.step=5", *SKIP, "callbacks.model_checkpoint.save_top_k=-1"
+    )
     run = Path(cfg.paths.output_dir)
     result = train(cfg)
     assert result["status"] == "completed"
@@ -96,16 +114,23 @@ def test_skip_drops_one_nan_batch_and_training_completes(make_train_cfg):
 
 
 def test_skip_stops_after_max_skips_in_a_row(make_train_cfg):
-    cfg = make_train_cfg(*NAN, "+callbacks.nan.step=3", "+callbacks.nan.every=true", *SKIP,
-                         "callbacks.non_finite_loss.max_skips=2", *SHORT,
-                         "data.num_train=192")
+    cfg = make_train_cfg(
+        *NAN,
+        "+callbacks.nan.step=3",
+        "+callbacks.nan.every=true",
+        *SKIP,
+        "callbacks.non_finite_loss.max_skips=2",
+        *SHORT,
+        "data.num_train=192",
+    )
     run = Path(cfg.paths.output_dir)
     with pytest.raises(NonFiniteLossError) as stopped:
         train(cfg)
     # steps 3 and 4 skipped, the third NaN batch in a row (step 5) stops the run
     message = str(stopped.value)
-    assert re.search(r"at epoch 0, step 5 \(batch 5 of the epoch\) \(3 batches in a row\)",
-                     message), message
+    assert re.search(
+        r"at epoch 0, step 5 \(batch 5 of the epoch\) \(3 batches in a row\)", message
+    ), message
     assert "no checkpoint was written before it" in message
     assert saved_checkpoints(run) == []
     saved = record(run)

@@ -16,17 +16,27 @@ from mmexp.train import train
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: connection refused
 # Settings passed to wandb.init as a dict (_convert_): the environment is read once per
 # process, when W&B first starts, so WANDB_BASE_URL set by a test may come too late.
-ONLINE_TO_NOWHERE = ["logger=many", "logger.wandb.mode=online", "+logger.wandb._convert_=all",
-                     f"+logger.wandb.settings.base_url={UNREACHABLE}",
-                     "+logger.wandb.settings.init_timeout=3",
-                     f"+logger.wandb.settings.api_key={'0' * 40}"]
+ONLINE_TO_NOWHERE = [
+    "logger=many",
+    "logger.wandb.mode=online",
+    "+logger.wandb._convert_=all",
+    f"+logger.wandb.settings.base_url={UNREACHABLE}",
+    "+logger.wandb.settings.init_timeout=3",
+    f"+logger.wandb.settings.api_key={'0' * 40}",
+]
 
 
-def test_unreachable_server_falls_back_and_the_local_record_is_complete(make_train_cfg,
-                                                                        monkeypatch):
+def test_unreachable_server_falls_back_and_the_local_record_is_complete(
+    make_train_cfg, monkeypatch
+):
     monkeypatch.delenv("WANDB_MODE", raising=False)  # WANDB_MODE would override mode=online
-    cfg = make_train_cfg(*ONLINE_TO_NOWHERE, "data.num_train=64", "data.num_val=32",
-                         "data.num_test=32", "trainer.max_epochs=1")
+    cfg = make_train_cfg(
+        *ONLINE_TO_NOWHERE,
+        "data.num_train=64",
+        "data.num_val=32",
+        "data.num_test=32",
+        "trainer.max_epochs=1",
+    )
     result = train(cfg)
     run = Path(cfg.paths.output_dir)
     saved = json.loads((run / "results.json").read_text())

@@ -17,14 +17,19 @@ from tests.conftest import FAST_OVERRIDES, compose_config
 
 # A narrower text tower than the default, to show that finetuning adopts the pretraining
 # run's encoder config rather than the one composed for the finetune run.
-PRETRAIN = ["objective=contrastive", "trainer.max_epochs=1", "model.encoders.text.width=64",
-            "seed=0"]
+PRETRAIN = [
+    "objective=contrastive",
+    "trainer.max_epochs=1",
+    "model.encoders.text.width=64",
+    "seed=0",
+]
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, data_dir) -> str:
-    cfg = compose_config("train", [*FAST_OVERRIDES, *PRETRAIN],
-                         tmp_path_factory.mktemp("pretrain"), data_dir)
+    cfg = compose_config(
+        "train", [*FAST_OVERRIDES, *PRETRAIN], tmp_path_factory.mktemp("pretrain"), data_dir
+    )
     return train(cfg)["last_checkpoint"]
 
 
@@ -43,26 +48,27 @@ def trainable(module: torch.nn.Module) -> int:
 def pretrained_weights(path: str, modality: str) -> dict[str, torch.Tensor]:
     state = torch.load(path, weights_only=True)["state_dict"]
     prefix = f"encoders.{modality}."
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def test_full_loads_the_towers_and_adopts_their_config(make_train_cfg, checkpoint):
-    cfg, model, lineage = built(make_train_cfg, "finetune=full",
-                                f"finetune.checkpoint={checkpoint}")
+    cfg, model, lineage = built(
+        make_train_cfg, "finetune=full", f"finetune.checkpoint={checkpoint}"
+    )
     assert cfg.model.encoders.text.width == 64  # from the pretraining run, not the default
     for modality in ("image", "text"):
         state = model.encoders[modality].state_dict()
         for key, value in pretrained_weights(checkpoint, modality).items():
             torch.testing.assert_close(state[key], value)
-        assert trainable(model.encoders[modality]) == count_parameters(
-            model.encoders[modality])[1]
+        assert trainable(model.encoders[modality]) == count_parameters(model.encoders[modality])[1]
     assert lineage["towers_from_checkpoint"] == ["image", "text"]
     assert lineage["run"]["objective"] == "ContrastivePretrainer"
 
 
 def test_frozen_keeps_towers_fixed_through_training(make_train_cfg, checkpoint):
-    cfg = make_train_cfg("finetune=frozen", f"finetune.checkpoint={checkpoint}",
-                         "logger=many", run_name="frozen")
+    cfg = make_train_cfg(
+        "finetune=frozen", f"finetune.checkpoint={checkpoint}", "logger=many", run_name="frozen"
+    )
     result = train(cfg)
     finetuned = torch.load(result["last_checkpoint"], weights_only=True)["state_dict"]
     for modality in ("image", "text"):
@@ -71,8 +77,9 @@ def test_frozen_keeps_towers_fixed_through_training(make_train_cfg, checkpoint):
             torch.testing.assert_close(finetuned[f"encoders.{modality}.{key}"], value)
     initial = make_train_cfg("finetune=frozen", f"finetune.checkpoint={checkpoint}")
     _, model, _ = built(lambda *o: initial)
-    assert any(not torch.equal(finetuned[f"head.{k}"], v)
-               for k, v in model.head.state_dict().items())  # the head did train
+    assert any(
+        not torch.equal(finetuned[f"head.{k}"], v) for k, v in model.head.state_dict().items()
+    )  # the head did train
     model.train()
     assert not model.encoders["image"].training and model.head.training
     record = json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())
@@ -83,13 +90,18 @@ def test_frozen_keeps_towers_fixed_through_training(make_train_cfg, checkpoint):
 
 
 def test_linear_probe_trains_only_a_linear_head(make_train_cfg, checkpoint):
-    _, model, _ = built(make_train_cfg, "finetune=linear_probe",
-                        f"finetune.checkpoint={checkpoint}")
+    _, model, _ = built(
+        make_train_cfg, "finetune=linear_probe", f"finetune.checkpoint={checkpoint}"
+    )
     assert isinstance(model.head, torch.nn.Linear)
     assert trainable(model) == trainable(model.head) > 0
     with pytest.raises(ValueError, match="linear_probe.*GatedMultimodalUnit|linear_probe: fusion"):
-        built(make_train_cfg, "finetune=linear_probe", f"finetune.checkpoint={checkpoint}",
-              "fusion=gated")
+        built(
+            make_train_cfg,
+            "finetune=linear_probe",
+            f"finetune.checkpoint={checkpoint}",
+            "fusion=gated",
+        )
 
 
 def test_partial_trains_the_last_blocks_and_what_follows(make_train_cfg, checkpoint):
@@ -104,15 +116,16 @@ def test_partial_trains_the_last_blocks_and_what_follows(make_train_cfg, checkpo
 
 
 def test_lora_adapts_the_towers_without_changing_them_at_start(make_train_cfg, checkpoint):
-    cfg, reference, _ = built(make_train_cfg, "finetune=full",
-                              f"finetune.checkpoint={checkpoint}")
-    _, model, _ = built(make_train_cfg, "finetune=lora", f"finetune.checkpoint={checkpoint}",
-                        "finetune.r=4")
+    cfg, reference, _ = built(make_train_cfg, "finetune=full", f"finetune.checkpoint={checkpoint}")
+    _, model, _ = built(
+        make_train_cfg, "finetune=lora", f"finetune.checkpoint={checkpoint}", "finetune.r=4"
+    )
     for modality in ("image", "text"):
         names = [n for n, p in model.encoders[modality].named_parameters() if p.requires_grad]
         assert names and all("lora_" in n for n in names), names
-    text_adapters = {n.split(".lora_")[0] for n, _ in model.encoders["text"].named_parameters()
-                     if "lora_" in n}
+    text_adapters = {
+        n.split(".lora_")[0] for n, _ in model.encoders["text"].named_parameters() if "lora_" in n
+    }
     assert "encoder.layers.0.linear1" in text_adapters
     assert not any(n.endswith("out_proj") for n in text_adapters)  # bypassed by attention
     datamodule, _ = build_data_and_model(cfg)
@@ -122,16 +135,24 @@ def test_lora_adapts_the_towers_without_changing_them_at_start(make_train_cfg, c
     model.eval()
     with torch.no_grad():  # LoRA's B starts at zero: the adapted tower computes the same
         for modality in ("image", "text"):
-            torch.testing.assert_close(model.encoders[modality](batch[modality]).pooled,
-                                       reference.encoders[modality](batch[modality]).pooled)
+            torch.testing.assert_close(
+                model.encoders[modality](batch[modality]).pooled,
+                reference.encoders[modality](batch[modality]).pooled,
+            )
 
 
-def test_a_finetuned_lora_checkpoint_evaluates_to_the_same_metrics(make_train_cfg, checkpoint,
-                                                                   tmp_path, data_dir):
-    result = train(make_train_cfg("finetune=lora", f"finetune.checkpoint={checkpoint}",
-                                  run_name="lora"))
-    cfg = compose_config("eval", [f"ckpt_path={result['best_checkpoint']}", "logger=csv",
-                                  "trainer.accelerator=cpu"], tmp_path / "eval", data_dir)
+def test_a_finetuned_lora_checkpoint_evaluates_to_the_same_metrics(
+    make_train_cfg, checkpoint, tmp_path, data_dir
+):
+    result = train(
+        make_train_cfg("finetune=lora", f"finetune.checkpoint={checkpoint}", run_name="lora")
+    )
+    cfg = compose_config(
+        "eval",
+        [f"ckpt_path={result['best_checkpoint']}", "logger=csv", "trainer.accelerator=cpu"],
+        tmp_path / "eval",
+        data_dir,
+    )
     evaluated = evaluate(cfg)
     assert evaluated["metrics"]["test/acc"] == pytest.approx(result["metrics"]["test/acc"])
 
@@ -148,8 +169,13 @@ def test_missing_checkpoint_is_named(make_train_cfg, tmp_path):
 
 def test_checkpoint_without_the_data_modalities_is_refused(make_train_cfg, checkpoint):
     with pytest.raises(ValueError, match="none of data.modalities"):
-        built(make_train_cfg, "finetune=full", f"finetune.checkpoint={checkpoint}",
-              "data.modalities=[audio]", "fusion=unimodal_audio")
+        built(
+            make_train_cfg,
+            "finetune=full",
+            f"finetune.checkpoint={checkpoint}",
+            "data.modalities=[audio]",
+            "fusion=unimodal_audio",
+        )
 
 
 class FakeArtifact:
@@ -162,8 +188,9 @@ class FakeArtifact:
         return root
 
 
-def test_wandb_artifact_reference_is_downloaded_and_recorded(make_train_cfg, checkpoint,
-                                                             monkeypatch):
+def test_wandb_artifact_reference_is_downloaded_and_recorded(
+    make_train_cfg, checkpoint, monkeypatch
+):
     import wandb
 
     requested = []
@@ -175,8 +202,9 @@ def test_wandb_artifact_reference_is_downloaded_and_recorded(make_train_cfg, che
 
     monkeypatch.setattr(wandb, "Api", FakeApi)
     reference = "wandb:lab/mmexp/model-abc123:best"
-    _, model, lineage = built(make_train_cfg, "finetune=frozen",
-                              f"finetune.checkpoint='{reference}'")
+    _, model, lineage = built(
+        make_train_cfg, "finetune=frozen", f"finetune.checkpoint='{reference}'"
+    )
     assert requested == [("lab/mmexp/model-abc123:best", "model")]
     assert lineage["checkpoint"] == reference and lineage["path"].endswith("model.ckpt")
     assert trainable(model.encoders["text"]) == 0

@@ -7,8 +7,11 @@ from mmexp.fusion import ConcatFusion
 
 def features(batch: int, dim: int, names=("image", "text")) -> dict[str, EncoderOutput]:
     return {
-        name: EncoderOutput(torch.randn(batch, 3, dim), torch.ones(batch, 3, dtype=torch.bool),
-                            torch.randn(batch, dim))
+        name: EncoderOutput(
+            torch.randn(batch, 3, dim),
+            torch.ones(batch, 3, dtype=torch.bool),
+            torch.randn(batch, dim),
+        )
         for name in names
     }
 

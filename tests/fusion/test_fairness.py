@@ -126,7 +126,7 @@ def parse_figure(text: str) -> tuple[float, float]:
     number, _, unit = text.split(" (")[0].partition(" ")
     scale = {"": 1, "k": 1e3, "M": 1e6}[unit]
     decimals = len(number.partition(".")[2])
-    return float(number) * scale, 0.5 * scale * 10 ** -decimals
+    return float(number) * scale, 0.5 * scale * 10**-decimals
 
 
 def test_readme_strategy_table_matches_the_built_rows(tmp_path):
@@ -135,14 +135,22 @@ def test_readme_strategy_table_matches_the_built_rows(tmp_path):
     for name, figures in rows:
         torch.manual_seed(0)
         fusion, head = build_fusion_and_head(
-            compose(tmp_path, f"fusion={name}", "data.modalities=[image,text,audio]"
-                    if name == "unimodal_audio" else "data.modalities=[image,text]"), NUM_CLASSES)
+            compose(
+                tmp_path,
+                f"fusion={name}",
+                "data.modalities=[image,text,audio]"
+                if name == "unimodal_audio"
+                else "data.modalities=[image,text]",
+            ),
+            NUM_CLASSES,
+        )
         lengths = {"image": 16, "text": 18, "audio": 20}
         cost = fusion_cost(fusion, {m: lengths[m] for m in fusion.modalities}, 128)
         actual = [cost["params"], count_params(head), cost["flops_per_sample"]]
         if name == "unimodal_audio":
             actual[2] = 0  # its cost does not depend on the other modalities
-        for label, text, value in zip(("fusion params", "head params", "FLOPs"), figures,
-                                      actual, strict=True):
+        for label, text, value in zip(
+            ("fusion params", "head params", "FLOPs"), figures, actual, strict=True
+        ):
             expected, tolerance = parse_figure(text)
             assert abs(value - expected) <= tolerance, (name, label, text, value)

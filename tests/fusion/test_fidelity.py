@@ -290,8 +290,7 @@ def test_mult_written_out_for_two_modalities():
     # Each stack input is sqrt(d) * x + positions (queries, keys and values), each
     # cross-modal stack ends in a LayerNorm, then the self-attention stack and its LayerNorm.
     torch.manual_seed(0)
-    fusion = MulTFusion(["image", "text"], DIM, depth=1, self_depth=1, heads=2,
-                        dropout=0.0).eval()
+    fusion = MulTFusion(["image", "text"], DIM, depth=1, self_depth=1, heads=2, dropout=0.0).eval()
     feats = features()
 
     def stack_input(x):
@@ -302,7 +301,8 @@ def test_mult_written_out_for_two_modalities():
         valid_source = torch.ones(BATCH, feats[source].tokens.shape[1], dtype=torch.bool)
         valid_target = torch.ones(BATCH, feats[target].tokens.shape[1], dtype=torch.bool)
         states = fusion.cross[target][source][0](
-            stack_input(feats[target].tokens), valid_source, stack_input(feats[source].tokens))
+            stack_input(feats[target].tokens), valid_source, stack_input(feats[source].tokens)
+        )
         states = stack_input(fusion.cross_norms[target][source](states))
         states = fusion.self_attention[target][0](states, valid_target)
         pooled.append(fusion.norms[target](states).mean(dim=1))

@@ -20,16 +20,18 @@ STRATEGIES = sorted(p.stem for p in (CONF / "fusion").glob("*.yaml"))
 
 @pytest.mark.parametrize("fusion", STRATEGIES)
 def test_strategy_trains_one_step_with_three_modalities(make_train_cfg, fusion):
-    cfg = make_train_cfg(f"fusion={fusion}", "data.modalities=[image,text,audio]",
-                         "model.width=32")
+    cfg = make_train_cfg(f"fusion={fusion}", "data.modalities=[image,text,audio]", "model.width=32")
     datamodule, model = build_data_and_model(cfg)
     datamodule.setup("fit")
     batch = next(iter(datamodule.train_dataloader()))
     logits = model(batch)
     assert logits.shape == (len(batch["label"]), datamodule.num_classes)
     model.loss_fn(logits, batch["label"]).backward()
-    touched = {name for name, encoder in model.encoders.items()
-               if any(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder.parameters())}
+    touched = {
+        name
+        for name, encoder in model.encoders.items()
+        if any(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder.parameters())
+    }
     if fusion.startswith("unimodal"):  # unimodal (first modality) or unimodal_<modality>
         expected = {fusion.removeprefix("unimodal").lstrip("_") or "image"}
     else:
@@ -62,8 +64,10 @@ def test_late_fusion_auxiliary_losses_train_each_modality_on_the_label(make_trai
     own = [model.fusion.classifiers[m](features[m].pooled) for m in ("image", "text")]
     labels = batch["label"]
     fused = (own[0] + own[1]) / 2
-    expected = F.cross_entropy(fused, labels) + 0.5 * (
-        F.cross_entropy(own[0], labels) + F.cross_entropy(own[1], labels)) / 2
+    expected = (
+        F.cross_entropy(fused, labels)
+        + 0.5 * (F.cross_entropy(own[0], labels) + F.cross_entropy(own[1], labels)) / 2
+    )
     torch.testing.assert_close(logits, fused)
     torch.testing.assert_close(loss, expected)
     # Validation and test score the fused prediction alone.
@@ -81,9 +85,12 @@ def test_impossible_combination_fails_before_data_with_valid_choices(make_train_
 
 
 def test_unknown_strategy_lists_the_choices(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "mmexp.train", "fusion=no_such_fusion",
-                           f"hydra.run.dir={tmp_path}"], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "mmexp.train", "fusion=no_such_fusion", f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode != 0
     assert "Available options in 'fusion'" in done.stderr
     assert all(name in done.stderr for name in ("tensor", "low_rank", "cross_attention"))

@@ -249,8 +249,9 @@ def test_golden_late_fusion():
     torch.testing.assert_close(golden_late("poe")(features), expected)
 
 
-@pytest.mark.parametrize("name", ["BottleneckFusion", "EarlyTokenFusion",
-                                  "CrossAttentionFusion", "MulTFusion"])
+@pytest.mark.parametrize(
+    "name", ["BottleneckFusion", "EarlyTokenFusion", "CrossAttentionFusion", "MulTFusion"]
+)
 def test_attention_heads_must_divide_the_width(name):
     cls = get_class(f"mmexp.fusion.{name}")
     with pytest.raises(ValueError, match=r"heads \(3\) must divide dim \(8\)"):

@@ -16,8 +16,10 @@ def test_output_depends_on_tokens_exactly_when_the_strategy_says_so(path):
     torch.manual_seed(0)
     fusion = build(path, modalities).eval()
     features = make_features(modalities)
-    other_tokens = {name: EncoderOutput(torch.randn_like(f.tokens), f.mask, f.pooled)
-                    for name, f in features.items()}
+    other_tokens = {
+        name: EncoderOutput(torch.randn_like(f.tokens), f.mask, f.pooled)
+        for name, f in features.items()
+    }
     with torch.no_grad():
         changed = not torch.allclose(fusion(features), fusion(other_tokens))
     assert changed == fixed.uses_tokens

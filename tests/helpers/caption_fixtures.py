@@ -30,31 +30,52 @@ def write_food101(root: Path, splits: dict[str, int] = FOOD_SPLITS) -> Path:
             title = label.replace("_", " ")
             text = f"Best {title} recipe, easy and quick" if i % 2 else f"{title} number {i}"
             rows.append([filename, text, label])
-        with (root / "texts" / f"{split}_titles.csv").open("w", newline="",
-                                                           encoding="utf-8") as handle:
+        with (root / "texts" / f"{split}_titles.csv").open(
+            "w", newline="", encoding="utf-8"
+        ) as handle:
             csv.writer(handle).writerows(rows)
     return root
 
 
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220),
-           "yellow": (230, 220, 30), "black": (10, 10, 10), "white": (245, 245, 245)}
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 200, 40),
+    "blue": (30, 40, 220),
+    "yellow": (230, 220, 30),
+    "black": (10, 10, 10),
+    "white": (245, 245, 245),
+}
 # Images per Karpathy split; COCO's train set is train + restval.
 CAPTION_SPLITS = {"train": 6, "restval": 2, "val": 3, "test": 4}
 
 
 def _sentences(colour: str, image_id: int, count: int, first_sentid: int) -> list[dict]:
-    templates = ["a {c} square", "A photo of something {c}.", "the picture is {c}",
-                 "{c} all over", "mostly {c} pixels", "an image in {c}", "plain {c}"]
+    templates = [
+        "a {c} square",
+        "A photo of something {c}.",
+        "the picture is {c}",
+        "{c} all over",
+        "mostly {c} pixels",
+        "an image in {c}",
+        "plain {c}",
+    ]
     sentences = []
     for k in range(count):
         raw = templates[k % len(templates)].format(c=colour)
-        sentences.append({"tokens": raw.lower().strip(".").split(), "raw": raw,
-                          "imgid": image_id, "sentid": first_sentid + k})
+        sentences.append(
+            {
+                "tokens": raw.lower().strip(".").split(),
+                "raw": raw,
+                "imgid": image_id,
+                "sentid": first_sentid + k,
+            }
+        )
     return sentences
 
 
-def write_karpathy(root: Path, dataset: str = "coco",
-                   splits: dict[str, int] = CAPTION_SPLITS) -> Path:
+def write_karpathy(
+    root: Path, dataset: str = "coco", splits: dict[str, int] = CAPTION_SPLITS
+) -> Path:
     """``dataset_<name>.json`` in Karpathy's format and the images it references.
 
     COCO images go to ``<filepath>/<filename>`` (train2014 or val2014, ``cocoid`` given);
@@ -71,15 +92,19 @@ def write_karpathy(root: Path, dataset: str = "coco",
             image_id = len(images)
             colour = colours[image_id % len(colours)]
             captions = 6 if dataset == "coco" and image_id % 5 == 4 else 5
-            entry = {"sentids": list(range(sentid, sentid + captions)), "imgid": image_id,
-                     "sentences": _sentences(colour, image_id, captions, sentid),
-                     "split": split}
+            entry = {
+                "sentids": list(range(sentid, sentid + captions)),
+                "imgid": image_id,
+                "sentences": _sentences(colour, image_id, captions, sentid),
+                "split": split,
+            }
             sentid += captions
             if dataset == "coco":
                 folder = "train2014" if split == "train" else "val2014"
                 cocoid = 100000 + image_id
-                entry.update(filepath=folder, filename=f"COCO_{folder}_{cocoid:012d}.jpg",
-                             cocoid=cocoid)
+                entry.update(
+                    filepath=folder, filename=f"COCO_{folder}_{cocoid:012d}.jpg", cocoid=cocoid
+                )
                 path = root / folder / entry["filename"]
             else:
                 entry["filename"] = f"{1000000 + image_id}.jpg"
@@ -87,6 +112,7 @@ def write_karpathy(root: Path, dataset: str = "coco",
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.new("RGB", (36, 30), COLOURS[colour]).save(path)
             images.append(entry)
-    (root / f"dataset_{dataset}.json").write_text(json.dumps({"images": images,
-                                                              "dataset": dataset}))
+    (root / f"dataset_{dataset}.json").write_text(
+        json.dumps({"images": images, "dataset": dataset})
+    )
     return root

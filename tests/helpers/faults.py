@@ -16,8 +16,14 @@ class SignalAtStep(pl.Callback):
     def __init__(self, step: int, signal: str = "SIGTERM") -> None:
         self.step, self.signal = step, signal
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         if trainer.global_step == self.step + 1:
             os.kill(os.getpid(), getattr(signal, self.signal))
 
@@ -28,8 +34,14 @@ class KillAtStep(pl.Callback):
     def __init__(self, step: int) -> None:
         self.step = step
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         if trainer.global_step == self.step + 1:
             os.kill(os.getpid(), signal.SIGKILL)
 
@@ -43,8 +55,9 @@ class NanLossAtStep(pl.Callback):
     def __init__(self, step: int, key: str = "image", every: bool = False) -> None:
         self.step, self.key, self.every = step, key, every
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                             batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if trainer.global_step == self.step or (self.every and trainer.global_step > self.step):
             batch[self.key].mul_(torch.nan)
 
@@ -55,8 +68,14 @@ class RaiseAtStep(pl.Callback):
     def __init__(self, step: int, message: str = "injected crash") -> None:
         self.step, self.message = step, message
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         if trainer.global_step == self.step + 1:
             raise RuntimeError(f"{self.message} after step {self.step}")
 
@@ -64,7 +83,13 @@ class RaiseAtStep(pl.Callback):
 class SignalOnFirstAttempt(SignalAtStep):
     """:class:`SignalAtStep`, but only in a job SLURM has not restarted yet."""
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         if int(os.environ.get("SLURM_RESTART_COUNT", "0")) == 0:
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)

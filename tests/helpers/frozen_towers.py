@@ -9,12 +9,19 @@ import torch
 from tests.helpers.tiny_models import TINY_VIT, tiny_vit_backbone, write_tiny_bert
 
 FROZEN_TOWERS = [
-    "data.num_train=96", "data.num_val=32", "data.num_test=32", "data.batch_size=16",
-    "trainer.max_epochs=1", "model/encoders/image=timm",
-    f"model.encoders.image.name={TINY_VIT['name']}", "model.encoders.image.pretrained=false",
+    "data.num_train=96",
+    "data.num_val=32",
+    "data.num_test=32",
+    "data.batch_size=16",
+    "trainer.max_epochs=1",
+    "model/encoders/image=timm",
+    f"model.encoders.image.name={TINY_VIT['name']}",
+    "model.encoders.image.pretrained=false",
     f"model.encoders.image.img_size={TINY_VIT['img_size']}",
-    "+model.encoders.image.model_kwargs.depth=2", "model.encoders.image.freeze=frozen",
-    "model/encoders/text=hf", "model.encoders.text.freeze=frozen",
+    "+model.encoders.image.model_kwargs.depth=2",
+    "model.encoders.image.freeze=frozen",
+    "model/encoders/text=hf",
+    "model.encoders.text.freeze=frozen",
 ]
 
 
@@ -38,9 +45,15 @@ def vit_weights(tmp_path_factory):
 @pytest.fixture
 def frozen_cfg(make_train_cfg, bert_dir, vit_weights, tmp_path):
     """``frozen_cfg(*overrides, run_name=...)``: a run config over the two frozen towers."""
+
     def make(*overrides, run_name="run"):
-        return make_train_cfg(*FROZEN_TOWERS, f"model.encoders.text.name_or_path={bert_dir}",
-                              f"model.encoders.image.checkpoint_path={vit_weights}",
-                              f"feature_cache.dir={tmp_path / 'cache'}", *overrides,
-                              run_name=run_name)
+        return make_train_cfg(
+            *FROZEN_TOWERS,
+            f"model.encoders.text.name_or_path={bert_dir}",
+            f"model.encoders.image.checkpoint_path={vit_weights}",
+            f"feature_cache.dir={tmp_path / 'cache'}",
+            *overrides,
+            run_name=run_name,
+        )
+
     return make

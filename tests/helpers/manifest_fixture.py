@@ -23,9 +23,16 @@ def write_manifest_dataset(root: Path, rows_per_split: int = 4, fmt: str = "json
             colour = (255, 0, 0) if i % 2 else (0, 0, 255)
             Image.new("RGB", (20, 20), colour).save(root / "img" / f"{name}.png")
             write_wav(root / "wav" / f"{name}.wav", np.zeros(800, np.float32), 8000)
-            rows.append({"id": name, "split": split, "picture": f"img/{name}.png",
-                         "caption": f"sample {name}", "audio": f"wav/{name}.wav",
-                         "label": "dog" if i % 2 else "cat"})
+            rows.append(
+                {
+                    "id": name,
+                    "split": split,
+                    "picture": f"img/{name}.png",
+                    "caption": f"sample {name}",
+                    "audio": f"wav/{name}.wav",
+                    "label": "dog" if i % 2 else "cat",
+                }
+            )
     if fmt == "jsonl":
         with (root / "manifest.jsonl").open("w") as handle:
             handle.writelines(json.dumps(row) + "\n" for row in rows)

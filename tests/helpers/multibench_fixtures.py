@@ -22,23 +22,26 @@ def write_avmnist(root: Path, counts: dict[str, int] = AVMNIST_COUNTS, seed: int
         spectrograms = rng.uniform(0, 40, (count, 112, 112)).astype(np.float32)
         for i, digit in enumerate(labels):
             # The digit is where a bright stripe is, in both modalities: there is a signal.
-            images[i, 2 * digit + 4: 2 * digit + 7, 6:22] = 255.0
-            spectrograms[i, 10 * digit + 5: 10 * digit + 12, :] = 230.0
+            images[i, 2 * digit + 4 : 2 * digit + 7, 6:22] = 255.0
+            spectrograms[i, 10 * digit + 5 : 10 * digit + 12, :] = 230.0
         np.save(root / "image" / f"{part}_data.npy", images.reshape(count, 784))
         np.save(root / "audio" / f"{part}_data.npy", spectrograms)
         np.save(root / f"{part}_labels.npy", labels.astype(np.int64))
     return root
 
 
-AFFECT_DIMS = {"mosi": {"text": 300, "audio": 5, "vision": 20},
-               "mosei": {"text": 300, "audio": 74, "vision": 35}}
+AFFECT_DIMS = {
+    "mosi": {"text": 300, "audio": 5, "vision": 20},
+    "mosei": {"text": 300, "audio": 74, "vision": 35},
+}
 AFFECT_FILES = {"mosi": "mosi_data.pkl", "mosei": "mosei_senti_data.pkl"}
 AFFECT_COUNTS = {"train": 24, "valid": 8, "test": 8}
 SEQ_LEN = 50
 
 
-def affect_split(dataset: str, count: int, rng: np.random.Generator,
-                 empty_text: int | None = None) -> dict[str, np.ndarray]:
+def affect_split(
+    dataset: str, count: int, rng: np.random.Generator, empty_text: int | None = None
+) -> dict[str, np.ndarray]:
     """One split: front-padded ``[N, 50, F]`` sequences, ``[N, 1, 1]`` scores, ids.
 
     The score is a function of the features (the mean over real steps of the first audio
@@ -52,10 +55,14 @@ def affect_split(dataset: str, count: int, rng: np.random.Generator,
     for modality, width in dims.items():
         values = np.zeros((count, SEQ_LEN, width), dtype=np.float32)
         for i, length in enumerate(lengths):
-            values[i, SEQ_LEN - length:] = rng.normal(0, 1, (length, width))
+            values[i, SEQ_LEN - length :] = rng.normal(0, 1, (length, width))
         part[modality] = values
-    signal = np.array([part["audio"][i, SEQ_LEN - n:, 0].mean()
-                       + part["vision"][i, SEQ_LEN - n:, 0].mean() for i, n in enumerate(lengths)])
+    signal = np.array(
+        [
+            part["audio"][i, SEQ_LEN - n :, 0].mean() + part["vision"][i, SEQ_LEN - n :, 0].mean()
+            for i, n in enumerate(lengths)
+        ]
+    )
     scores = np.round(3 * np.tanh(2 * signal) * 3) / 3  # averages of three annotators
     part["labels"] = scores.astype(np.float32).reshape(count, 1, 1)
     part["audio"][:3, -1, -1] = -np.inf
@@ -67,15 +74,21 @@ def affect_split(dataset: str, count: int, rng: np.random.Generator,
     return part
 
 
-def write_affect_pickle(root: Path, dataset: str = "mosi",
-                        counts: dict[str, int] = AFFECT_COUNTS, seed: int = 0,
-                        empty_text: int | None = 5) -> Path:
+def write_affect_pickle(
+    root: Path,
+    dataset: str = "mosi",
+    counts: dict[str, int] = AFFECT_COUNTS,
+    seed: int = 0,
+    empty_text: int | None = 5,
+) -> Path:
     """``mosi_data.pkl`` / ``mosei_senti_data.pkl``: ``{train|valid|test: {vision, audio,
     text, labels, id}}`` pickled as MulT and MultiBench distribute it."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
-    data = {split: affect_split(dataset, count, rng, empty_text if split == "train" else None)
-            for split, count in counts.items()}
+    data = {
+        split: affect_split(dataset, count, rng, empty_text if split == "train" else None)
+        for split, count in counts.items()
+    }
     with (root / AFFECT_FILES[dataset]).open("wb") as handle:
         pickle.dump(data, handle)
     return root

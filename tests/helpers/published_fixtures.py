@@ -22,8 +22,14 @@ def write_hateful_memes(root: Path, splits: dict[str, int] = HATEFUL_SPLITS) -> 
             # Hateful memes are red here, so there is something to learn.
             colour = (200, 30, 30) if label else (30, 30, 200)
             Image.new("RGB", (48, 40), colour).save(root / "img" / f"{meme_id:05d}.png")
-            lines.append({"id": meme_id, "img": f"img/{meme_id:05d}.png", "label": label,
-                          "text": f"caption of meme {meme_id}"})
+            lines.append(
+                {
+                    "id": meme_id,
+                    "img": f"img/{meme_id:05d}.png",
+                    "label": label,
+                    "text": f"caption of meme {meme_id}",
+                }
+            )
         (root / f"{split}.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     return root
 
@@ -34,16 +40,21 @@ def write_hf_dataset(root: Path, splits: dict[str, int] | None = None) -> Path:
     import datasets
 
     splits = splits or {"train": 8, "validation": 4, "test": 4}
-    features = datasets.Features({"img": datasets.Image(), "caption": datasets.Value("string"),
-                                  "label": datasets.ClassLabel(names=["cat", "dog"])})
+    features = datasets.Features(
+        {
+            "img": datasets.Image(),
+            "caption": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=["cat", "dog"]),
+        }
+    )
     (root / "data").mkdir(parents=True, exist_ok=True)
     for split, count in splits.items():
         labels = [i % 2 for i in range(count)]
-        images = [Image.new("RGB", (24, 24), (200, 30, 30) if y else (30, 30, 200))
-                  for y in labels]
+        images = [Image.new("RGB", (24, 24), (200, 30, 30) if y else (30, 30, 200)) for y in labels]
         captions = [f"a {'dog' if y else 'cat'} photo {i}" for i, y in enumerate(labels)]
-        table = datasets.Dataset.from_dict({"img": images, "caption": captions, "label": labels},
-                                           features=features)
+        table = datasets.Dataset.from_dict(
+            {"img": images, "caption": captions, "label": labels}, features=features
+        )
         table.to_parquet(str(root / "data" / f"{split}-00000-of-00001.parquet"))
     return root
 
@@ -64,8 +75,11 @@ def write_mmimdb(root: Path, splits: dict[str, int] = MMIMDB_SPLITS) -> Path:
             genres = ["Drama", "Comedy"] if i % 2 else ["Horror", "News"]  # News: not one of 23
             colour = (200, 200, 40) if i % 2 else (20, 20, 20)
             Image.new("RGB", (30, 44), colour).save(root / "dataset" / f"{movie_id}.jpeg")
-            info = {"title": f"Movie {movie_id}", "genres": genres,
-                    "plot": [f"plot of movie {movie_id}, a {genres[0].lower()}", "second plot"]}
+            info = {
+                "title": f"Movie {movie_id}",
+                "genres": genres,
+                "plot": [f"plot of movie {movie_id}, a {genres[0].lower()}", "second plot"],
+            }
             (root / "dataset" / f"{movie_id}.json").write_text(json.dumps(info))
             split_ids[split].append(movie_id)
     (root / "split.json").write_text(json.dumps(split_ids))

@@ -11,8 +11,23 @@ from pathlib import Path
 
 import torch
 
-WORDS = ["a", "red", "green", "blue", "square", "circle", "triangle", "left", "right", "of",
-         "the", "on", "small", "big", "shape"]
+WORDS = [
+    "a",
+    "red",
+    "green",
+    "blue",
+    "square",
+    "circle",
+    "triangle",
+    "left",
+    "right",
+    "of",
+    "the",
+    "on",
+    "small",
+    "big",
+    "shape",
+]
 
 # Tiny timm ViT: 2 blocks on 32 px images (2 x 2 patches + a class token).
 TINY_VIT = {"name": "vit_tiny_patch16_224", "img_size": 32, "model_kwargs": {"depth": 2}}
@@ -23,7 +38,10 @@ def tiny_vit_backbone() -> torch.nn.Module:
     import timm
 
     return timm.create_model(
-        TINY_VIT["name"], pretrained=False, num_classes=0, img_size=TINY_VIT["img_size"],
+        TINY_VIT["name"],
+        pretrained=False,
+        num_classes=0,
+        img_size=TINY_VIT["img_size"],
         **TINY_VIT["model_kwargs"],
     )
 
@@ -38,8 +56,12 @@ def write_tiny_bert(folder: Path) -> Path:
     tokenizer = BertTokenizer(str(vocab), model_max_length=64)
     torch.manual_seed(0)
     config = BertConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
     )
     BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -56,14 +78,25 @@ def write_tiny_wav2vec2(folder: Path) -> Path:
 
     torch.manual_seed(0)
     config = Wav2Vec2Config(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        conv_dim=(16, 16, 16), conv_stride=(5, 8, 8), conv_kernel=(10, 8, 8),
-        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, mask_time_prob=0.0,
-        feat_extract_norm="layer", do_stable_layer_norm=True,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(16, 16, 16),
+        conv_stride=(5, 8, 8),
+        conv_kernel=(10, 8, 8),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        mask_time_prob=0.0,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
     )
     Wav2Vec2Model(config).save_pretrained(folder)
     extractor = Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
+        feature_size=1,
+        sampling_rate=16000,
+        padding_value=0.0,
+        do_normalize=True,
         return_attention_mask=True,
     )
     extractor.save_pretrained(folder)
@@ -76,8 +109,15 @@ def write_tiny_ast(folder: Path) -> Path:
 
     torch.manual_seed(0)
     config = ASTConfig(
-        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-        patch_size=16, frequency_stride=16, time_stride=16, max_length=64, num_mel_bins=32,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        patch_size=16,
+        frequency_stride=16,
+        time_stride=16,
+        max_length=64,
+        num_mel_bins=32,
     )
     ASTModel(config).save_pretrained(folder)
     ASTFeatureExtractor(num_mel_bins=32, max_length=64).save_pretrained(folder)
@@ -90,10 +130,21 @@ def write_tiny_whisper(folder: Path) -> Path:
 
     torch.manual_seed(0)
     config = WhisperConfig(
-        vocab_size=64, num_mel_bins=16, d_model=16, encoder_layers=1, decoder_layers=1,
-        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
-        decoder_ffn_dim=32, max_source_positions=1500, max_target_positions=32,
-        pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
+        vocab_size=64,
+        num_mel_bins=16,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_source_positions=1500,
+        max_target_positions=32,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=1,
     )
     WhisperModel(config).save_pretrained(folder)
     WhisperFeatureExtractor(feature_size=16).save_pretrained(folder)

@@ -17,9 +17,17 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-COMMON = ["data.num_train=240", "data.num_val=80", "data.num_test=80", "data.batch_size=32",
-          "trainer.accelerator=cpu", "logger=csv", "++callbacks.rich_progress_bar=null",
-          "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=15"]
+COMMON = [
+    "data.num_train=240",
+    "data.num_val=80",
+    "data.num_test=80",
+    "data.batch_size=32",
+    "trainer.accelerator=cpu",
+    "logger=csv",
+    "++callbacks.rich_progress_bar=null",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.timeout_min=15",
+]
 
 
 def _cluster_up() -> bool:
@@ -27,7 +35,8 @@ def _cluster_up() -> bool:
         return False
     states = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
     return states.returncode == 0 and any(
-        s in states.stdout for s in ("idle", "mixed", "allocated"))
+        s in states.stdout for s in ("idle", "mixed", "allocated")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +46,30 @@ def slurm() -> None:
 
 
 def sweep(tmp_path: Path, data_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(Path.cwd()), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "WANDB_MODE": "disabled",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(Path.cwd()), os.environ.get("PYTHONPATH", "")]),
+    }
     return subprocess.run(
-        [sys.executable, "-m", "mmexp.train", "-m", "launcher=slurm", *COMMON, *overrides,
-         f"paths.data_dir={data_dir}", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=1200)
+        [
+            sys.executable,
+            "-m",
+            "mmexp.train",
+            "-m",
+            "launcher=slurm",
+            *COMMON,
+            *overrides,
+            f"paths.data_dir={data_dir}",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=1200,
+    )
 
 
 def results(tmp_path: Path) -> list[dict]:
@@ -52,10 +79,16 @@ def results(tmp_path: Path) -> list[dict]:
 def test_preempted_job_is_requeued_and_resumes_in_its_folder(slurm, tmp_path, data_dir):
     # Two jobs in parallel; the signal (SIGUSR2, what SLURM sends before the time limit
     # with launcher=slurm) reaches each in its first attempt after step 3 of 16.
-    done = sweep(tmp_path, data_dir, "trainer.max_epochs=2", "seed=1,2",
-                 "trainer.log_every_n_steps=1",
-                 "+callbacks.fault._target_=tests.helpers.faults.SignalOnFirstAttempt",
-                 "+callbacks.fault.step=3", "+callbacks.fault.signal=SIGUSR2")
+    done = sweep(
+        tmp_path,
+        data_dir,
+        "trainer.max_epochs=2",
+        "seed=1,2",
+        "trainer.log_every_n_steps=1",
+        "+callbacks.fault._target_=tests.helpers.faults.SignalOnFirstAttempt",
+        "+callbacks.fault.step=3",
+        "+callbacks.fault.signal=SIGUSR2",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     runs = results(tmp_path)
     assert [r["status"] for r in runs] == ["completed", "completed"]
@@ -73,8 +106,14 @@ def test_preempted_job_is_requeued_and_resumes_in_its_folder(slurm, tmp_path, da
 
 
 def test_ddp_job_gets_one_slurm_task_per_process(slurm, tmp_path, data_dir):
-    done = sweep(tmp_path, data_dir, "trainer=ddp_cpu", "trainer.max_epochs=1",
-                 "data.batch_size=16", "seed=3")
+    done = sweep(
+        tmp_path,
+        data_dir,
+        "trainer=ddp_cpu",
+        "trainer.max_epochs=1",
+        "data.batch_size=16",
+        "seed=3",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     [run] = results(tmp_path)
     assert run["status"] == "completed"

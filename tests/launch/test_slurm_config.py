@@ -13,12 +13,13 @@ def launcher(*overrides: str) -> dict:
     register_resolvers()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=["launcher=slurm", *overrides],
-                      return_hydra_config=True)
+        cfg = compose("train", overrides=["launcher=slurm", *overrides], return_hydra_config=True)
     keys = ("nodes", "tasks_per_node", "gpus_per_node", "max_num_timeout", "signal_delay_s")
     return {key: OmegaConf.select(cfg, f"hydra.launcher.{key}") for key in keys} | {
-        "target": cfg.hydra.launcher._target_, "ckpt_path": cfg.ckpt_path,
-        "plugins": [p._target_ for p in cfg.trainer.plugins]}
+        "target": cfg.hydra.launcher._target_,
+        "ckpt_path": cfg.ckpt_path,
+        "plugins": [p._target_ for p in cfg.trainer.plugins],
+    }
 
 
 def test_multi_node_ddp_gets_one_task_and_gpu_per_device():

@@ -26,8 +26,9 @@ RECALLS = [f"r@{k}_{d}" for k in (1, 5, 10) for d in ("i2t", "t2i")]
 
 
 def test_clip_pretraining_logs_retrieval_and_checkpoints_its_provenance(make_train_cfg):
-    cfg = make_train_cfg("objective=contrastive", "logger=many", "trainer.max_epochs=2",
-                         "task_name=pretrain")
+    cfg = make_train_cfg(
+        "objective=contrastive", "logger=many", "trainer.max_epochs=2", "task_name=pretrain"
+    )
     result = train(cfg)
     metrics = result["metrics"]
     for name in RECALLS:
@@ -57,8 +58,15 @@ def test_siglip_loss_trains(make_train_cfg):
 def test_itm_learns_to_match_well_above_the_no_match_rate(make_train_cfg):
     # 1/3 of the scored pairs match: always answering "no match" scores 2/3 (the rate the
     # linear head on concat sat at, and ALBEF's mined negatives from scratch do).
-    result = train(make_train_cfg("objective=itm", "data.num_train=800", "data.num_val=200",
-                                  "data.eval_batch_size=200", "trainer.max_epochs=5"))
+    result = train(
+        make_train_cfg(
+            "objective=itm",
+            "data.num_train=800",
+            "data.num_val=200",
+            "data.eval_batch_size=200",
+            "trainer.max_epochs=5",
+        )
+    )
     metrics = result["metrics"]
     assert metrics["val/itm_acc"] > 0.8, metrics["val/itm_acc"]
     state = torch.load(result["best_checkpoint"], weights_only=True)["state_dict"]
@@ -70,8 +78,14 @@ def test_itm_learns_to_match_well_above_the_no_match_rate(make_train_cfg):
 def test_itm_reaches_ninety_percent_on_the_default(make_train_cfg):
     # The README's `mmexp-train objective=itm` on the embedded default: every data and
     # trainer setting at its shipped value (2000 pairs, 12 epochs).
-    cfg = make_train_cfg("objective=itm", "data.num_train=2000", "data.num_val=500",
-                         "data.num_test=500", "data.batch_size=64", "trainer.max_epochs=12")
+    cfg = make_train_cfg(
+        "objective=itm",
+        "data.num_train=2000",
+        "data.num_val=500",
+        "data.num_test=500",
+        "data.batch_size=64",
+        "trainer.max_epochs=12",
+    )
     metrics = train(cfg)["metrics"]
     assert metrics["val/itm_acc"] >= 0.9, metrics["val/itm_acc"]
 
@@ -87,15 +101,16 @@ def test_matching_negatives_skip_same_content_pairs():
         assert not (draws == torch.arange(4)).any()
         assert not (draws[:, 0] == 1).any() and not (draws[:, 1] == 0).any()
         assert set(draws[:, 2].tolist()) == {0, 1, 3}
-    uniform = torch.stack([sample_random_negatives(torch.tensor([[0.0, 50.0, -50.0]] * 3))
-                           for _ in range(3000)])[:, 0]
+    uniform = torch.stack(
+        [sample_random_negatives(torch.tensor([[0.0, 50.0, -50.0]] * 3)) for _ in range(3000)]
+    )[:, 0]
     # Random negatives ignore the similarities: columns 1 and 2 about equally often.
     assert abs((uniform == 1).float().mean() - 0.5) < 0.05
     # A confident row whose off-diagonal softmax mass underflows falls back to the allowed
     # columns only (column 2), never to the masked same-content one.
-    confident = torch.tensor([[1000.0, float("-inf"), 0.0],
-                              [float("-inf"), 1000.0, 0.0],
-                              [0.0, 0.0, 1000.0]])
+    confident = torch.tensor(
+        [[1000.0, float("-inf"), 0.0], [float("-inf"), 1000.0, 0.0], [0.0, 0.0, 1000.0]]
+    )
     draws = torch.stack([sample_hard_negatives(confident) for _ in range(200)])
     assert (draws[:, 0] == 2).all() and (draws[:, 1] == 2).all()
     assert set(draws[:, 2].tolist()) == {0, 1}
@@ -130,23 +145,31 @@ def test_contrastive_loss_drops_same_content_pairs_from_the_softmax(make_train_c
     # Brute force: row i's softmax leaves out the other rows of the same content.
     same = batch["content"][:, None] == batch["content"][None, :]
     same.fill_diagonal_(False)
-    expected = (F.cross_entropy(logits.masked_fill(same, float("-inf")), torch.arange(len(a)))
-                + F.cross_entropy(logits.T.masked_fill(same, float("-inf")),
-                                  torch.arange(len(a)))) / 2
+    expected = (
+        F.cross_entropy(logits.masked_fill(same, float("-inf")), torch.arange(len(a)))
+        + F.cross_entropy(logits.T.masked_fill(same, float("-inf")), torch.arange(len(a)))
+    ) / 2
     torch.testing.assert_close(losses["contrastive_loss"], expected)
 
 
 @pytest.mark.parametrize("fusion", ["late", "sum", "attention", "unimodal_image"])
 def test_itm_refuses_a_fusion_that_cannot_judge_pairs_before_any_work(make_train_cfg, fusion):
     cfg = make_train_cfg("objective=itm", f"fusion={fusion}")
-    with pytest.raises(ConfigError, match=r"fusion: \w+ cannot judge image-text pairs.*"
-                       r"choose one of fusion=\[.*'cross_attention'.*'early_tokens'.*\]"):
+    with pytest.raises(
+        ConfigError,
+        match=r"fusion: \w+ cannot judge image-text pairs.*"
+        r"choose one of fusion=\[.*'cross_attention'.*'early_tokens'.*\]",
+    ):
         train(cfg)
     # The loss itself refuses them too, for code that builds it directly.
     node = OmegaConf.load(CONF / "fusion" / f"{fusion}.yaml")
     node.pop("match_params")  # a builder option, not an argument
-    built = instantiate(node, modalities=["image", "text"], dim=8,
-                        **({"num_classes": 2} if fusion == "late" else {}))
+    built = instantiate(
+        node,
+        modalities=["image", "text"],
+        dim=8,
+        **({"num_classes": 2} if fusion == "late" else {}),
+    )
     with pytest.raises(ValueError, match="matching needs a fusion whose output can tell"):
         MatchingLoss(built)
 
@@ -155,7 +178,8 @@ def test_itm_defaults_to_cross_attention_with_the_shared_head(make_train_cfg):
     cfg = make_train_cfg("objective=itm")
     assert cfg.fusion._target_ == "mmexp.fusion.CrossAttentionFusion"
     assert make_train_cfg("objective=itm", "fusion=product").fusion._target_.endswith(
-        "ProductFusion")  # an explicit choice still wins
+        "ProductFusion"
+    )  # an explicit choice still wins
     module = build_module(cfg, 3)
     head = module.matching.head
     assert isinstance(head, MLPHead)
@@ -168,10 +192,9 @@ def test_contrastive_needs_exactly_two_modalities(make_train_cfg):
 
 
 def test_hard_negatives_follow_the_similarities():
-    logits = torch.tensor([[9.0, 8.0, 0.0, 0.0],
-                           [0.0, 9.0, 8.0, 0.0],
-                           [0.0, 0.0, 9.0, 8.0],
-                           [8.0, 0.0, 0.0, 9.0]])
+    logits = torch.tensor(
+        [[9.0, 8.0, 0.0, 0.0], [0.0, 9.0, 8.0, 0.0], [0.0, 0.0, 9.0, 8.0], [8.0, 0.0, 0.0, 9.0]]
+    )
     torch.manual_seed(0)
     draws = torch.stack([sample_hard_negatives(logits) for _ in range(200)])
     assert not (draws == torch.arange(4)).any()  # never the positive
@@ -184,11 +207,16 @@ def test_hard_negatives_need_two_pairs():
         sample_hard_negatives(torch.zeros(1, 1))
 
 
-def test_eval_of_a_pretraining_checkpoint_reports_the_same_retrieval(make_train_cfg, tmp_path,
-                                                                     data_dir):
+def test_eval_of_a_pretraining_checkpoint_reports_the_same_retrieval(
+    make_train_cfg, tmp_path, data_dir
+):
     result = train(make_train_cfg("objective=contrastive", run_name="pretrain"))
-    cfg = compose_config("eval", [f"ckpt_path={result['best_checkpoint']}", "logger=csv",
-                                  "trainer.accelerator=cpu"], tmp_path / "eval", data_dir)
+    cfg = compose_config(
+        "eval",
+        [f"ckpt_path={result['best_checkpoint']}", "logger=csv", "trainer.accelerator=cpu"],
+        tmp_path / "eval",
+        data_dir,
+    )
     evaluated = evaluate(cfg)["metrics"]
     for name in RECALLS:
         assert evaluated[f"test/{name}"] == pytest.approx(result["metrics"][f"test/{name}"])
@@ -196,18 +224,27 @@ def test_eval_of_a_pretraining_checkpoint_reports_the_same_retrieval(make_train_
 
 def _fixed_features(batch):
     """Encoder outputs read straight from the batch (tokens ``[B, T, D]`` per modality)."""
-    return {name: EncoderOutput(batch[name], torch.ones(batch[name].shape[:2], dtype=torch.bool),
-                                batch[name].mean(dim=1)) for name in ("image", "text")}
+    return {
+        name: EncoderOutput(
+            batch[name],
+            torch.ones(batch[name].shape[:2], dtype=torch.bool),
+            batch[name].mean(dim=1),
+        )
+        for name in ("image", "text")
+    }
 
 
 def test_grouped_batches_pair_each_caption_with_its_image(make_train_cfg):
     module = build_module(make_train_cfg("objective=contrastive"), num_classes=1)
     module.encode = _fixed_features
     generator = torch.Generator().manual_seed(0)
-    batch = {"image": torch.randn(3, 4, 128, generator=generator),
-             "text": torch.randn(7, 5, 128, generator=generator),
-             "index": torch.tensor([10, 11, 12]),  # data-set ids, not positions
-             "group": torch.tensor([10, 10, 11, 12, 12, 12, 10]), "member": torch.arange(7)}
+    batch = {
+        "image": torch.randn(3, 4, 128, generator=generator),
+        "text": torch.randn(7, 5, 128, generator=generator),
+        "index": torch.tensor([10, 11, 12]),  # data-set ids, not positions
+        "group": torch.tensor([10, 10, 11, 12, 12, 12, 10]),
+        "member": torch.arange(7),
+    }
     losses, embeddings = module._losses(batch)
     images = F.normalize(batch["image"].mean(dim=1), dim=-1)
     captions = F.normalize(batch["text"].mean(dim=1), dim=-1)
@@ -223,9 +260,11 @@ def test_repeated_items_in_a_paired_batch_are_not_negatives(make_train_cfg):
     module = build_module(make_train_cfg("objective=contrastive"), num_classes=1)
     module.encode = _fixed_features
     generator = torch.Generator().manual_seed(1)
-    batch = {"image": torch.randn(4, 3, 128, generator=generator),
-             "text": torch.randn(4, 3, 128, generator=generator),
-             "index": torch.tensor([5, 8, 5, 2])}  # image 5 with two of its captions
+    batch = {
+        "image": torch.randn(4, 3, 128, generator=generator),
+        "text": torch.randn(4, 3, 128, generator=generator),
+        "index": torch.tensor([5, 8, 5, 2]),
+    }  # image 5 with two of its captions
     pairs = [F.normalize(batch[m].mean(dim=1), dim=-1) for m in ("image", "text")]
     losses, _ = module._losses(batch)
     torch.testing.assert_close(losses["loss"], module.loss_fn(*pairs, ids=batch["index"]))

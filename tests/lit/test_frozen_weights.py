@@ -19,8 +19,12 @@ LEAVE_OUT = ("model.save_frozen_weights=false", "fusion=gated")
 
 
 def _evaluate(checkpoint, data_dir, out, *overrides):
-    cfg = compose_config("eval", [f"ckpt_path={checkpoint}", "trainer.accelerator=cpu",
-                                  "callbacks=none", *overrides], out, data_dir)
+    cfg = compose_config(
+        "eval",
+        [f"ckpt_path={checkpoint}", "trainer.accelerator=cpu", "callbacks=none", *overrides],
+        out,
+        data_dir,
+    )
     return evaluate(cfg)
 
 
@@ -44,8 +48,9 @@ def test_checkpoint_holds_only_what_trains_and_tests_like_a_full_one(frozen_cfg,
     lean_size = Path(lean["best_checkpoint"]).stat().st_size
     assert lean_size < 0.5 * Path(full["best_checkpoint"]).stat().st_size
 
-    evaluated = _evaluate(lean["best_checkpoint"], data_dir,
-                          Path(lean["best_checkpoint"]).parents[2] / "eval")
+    evaluated = _evaluate(
+        lean["best_checkpoint"], data_dir, Path(lean["best_checkpoint"]).parents[2] / "eval"
+    )
     assert evaluated["metrics"]["test/acc"] == pytest.approx(lean["metrics"]["test/acc"])
     assert evaluated["metrics"]["test/loss"] == pytest.approx(lean["metrics"]["test/loss"])
 
@@ -54,8 +59,12 @@ def test_towers_built_from_another_source_are_refused(frozen_cfg, data_dir, tmp_
     lean = train(frozen_cfg(*LEAVE_OUT))
     other = write_vit_weights(tmp_path / "other_vit.pth", seed=1)
     with pytest.raises(FrozenWeightsMismatchError, match=r"frozen image encoder.*other weights"):
-        _evaluate(lean["best_checkpoint"], data_dir, tmp_path / "eval",
-                  f"overrides=['model.encoders.image.checkpoint_path={other}']")
+        _evaluate(
+            lean["best_checkpoint"],
+            data_dir,
+            tmp_path / "eval",
+            f"overrides=['model.encoders.image.checkpoint_path={other}']",
+        )
 
 
 def test_random_frozen_tower_is_rebuilt_from_the_seed(frozen_cfg, data_dir, tmp_path):
@@ -64,16 +73,20 @@ def test_random_frozen_tower_is_rebuilt_from_the_seed(frozen_cfg, data_dir, tmp_
     evaluated = _evaluate(lean["best_checkpoint"], data_dir, tmp_path / "eval")
     assert evaluated["metrics"]["test/acc"] == pytest.approx(lean["metrics"]["test/acc"])
     with pytest.raises(FrozenWeightsMismatchError, match="seed"):
-        _evaluate(lean["best_checkpoint"], data_dir, tmp_path / "eval_other_seed",
-                  "overrides=['seed=3']")
+        _evaluate(
+            lean["best_checkpoint"], data_dir, tmp_path / "eval_other_seed", "overrides=['seed=3']"
+        )
 
 
 def test_resumed_run_takes_the_left_out_weights_from_its_towers(frozen_cfg):
     run = (*LEAVE_OUT, "trainer.max_epochs=2", "model.head.dropout=0.3")
     whole = train(frozen_cfg(*run, run_name="whole"))
     # 6 steps per epoch: SIGTERM after step 8 saves last.ckpt in the middle of epoch 1
-    fault = ["+callbacks.fault._target_=tests.helpers.faults.SignalAtStep",
-             "+callbacks.fault.step=7", "+callbacks.fault.signal=SIGTERM"]
+    fault = [
+        "+callbacks.fault._target_=tests.helpers.faults.SignalAtStep",
+        "+callbacks.fault.step=7",
+        "+callbacks.fault.signal=SIGTERM",
+    ]
     with pytest.raises(Preempted) as stopped:
         train(frozen_cfg(*run, *fault, run_name="stopped"))
     assert FROZEN_WEIGHTS_KEY in load_checkpoint(stopped.value.checkpoint)
@@ -87,9 +100,14 @@ def test_finetuning_source_without_frozen_towers_loads_them_checked(frozen_cfg, 
     module = build_data_and_model(cfg)[1]
     checkpoint = {"state_dict": module.state_dict()}
     module.on_save_checkpoint(checkpoint)
-    source = PretrainedCheckpoint("ref", tmp_path / "x.ckpt", checkpoint["state_dict"],
-                                  module.run_config, {},
-                                  checkpoint[FROZEN_WEIGHTS_KEY])
+    source = PretrainedCheckpoint(
+        "ref",
+        tmp_path / "x.ckpt",
+        checkpoint["state_dict"],
+        module.run_config,
+        {},
+        checkpoint[FROZEN_WEIGHTS_KEY],
+    )
     assert source.towers == ["image", "text"]
     rebuilt = build_data_and_model(frozen_cfg(*LEAVE_OUT, run_name="again"))[1]
     source.load_encoder("image", rebuilt.encoders["image"])

@@ -42,12 +42,17 @@ def _assert_same_run(resumed: dict, reference: dict) -> None:
         assert difference <= 1e-6, f"{key} differs by up to {difference:.3g}"
 
 
-@pytest.mark.parametrize("signal_name", [
-    "SIGTERM", pytest.param("SIGUSR1", marks=pytest.mark.slow)])
-def test_signal_mid_epoch_saves_and_the_resumed_run_matches(make_train_cfg, uninterrupted,
-                                                            signal_name):
-    fault = ["+callbacks.fault._target_=tests.helpers.faults.SignalAtStep",
-             "+callbacks.fault.step=10", f"+callbacks.fault.signal={signal_name}"]
+@pytest.mark.parametrize(
+    "signal_name", ["SIGTERM", pytest.param("SIGUSR1", marks=pytest.mark.slow)]
+)
+def test_signal_mid_epoch_saves_and_the_resumed_run_matches(
+    make_train_cfg, uninterrupted, signal_name
+):
+    fault = [
+        "+callbacks.fault._target_=tests.helpers.faults.SignalAtStep",
+        "+callbacks.fault.step=10",
+        f"+callbacks.fault.signal={signal_name}",
+    ]
     with pytest.raises(Preempted) as stopped:
         train(make_train_cfg(*RUN, *fault, run_name=signal_name))
     # The signal comes after step 11 (this callback runs after the one that saves), so the
@@ -67,21 +72,41 @@ def test_signal_mid_epoch_saves_and_the_resumed_run_matches(make_train_cfg, unin
 def test_killed_run_resumes_from_its_last_epoch_checkpoint(tmp_path, data_dir, uninterrupted):
     """SIGKILL leaves no chance to save: the epoch-end last.ckpt is what resumes."""
     out = tmp_path / "killed"
-    command = [sys.executable, "-m", "mmexp.train", *RUN, "data.num_train=240",
-               "data.num_val=80", "data.num_test=80", "data.batch_size=32",
-               "trainer.accelerator=cpu", "logger=csv", "++callbacks.rich_progress_bar=null",
-               "++callbacks.model_summary=null", f"paths.data_dir={data_dir}",
-               f"hydra.run.dir={out}"]
+    command = [
+        sys.executable,
+        "-m",
+        "mmexp.train",
+        *RUN,
+        "data.num_train=240",
+        "data.num_val=80",
+        "data.num_test=80",
+        "data.batch_size=32",
+        "trainer.accelerator=cpu",
+        "logger=csv",
+        "++callbacks.rich_progress_bar=null",
+        "++callbacks.model_summary=null",
+        f"paths.data_dir={data_dir}",
+        f"hydra.run.dir={out}",
+    ]
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(Path.cwd())}
     killed = subprocess.run(
-        [*command, "+callbacks.fault._target_=tests.helpers.faults.KillAtStep",
-         "+callbacks.fault.step=12"], capture_output=True, text=True, env=env, timeout=600)
+        [
+            *command,
+            "+callbacks.fault._target_=tests.helpers.faults.KillAtStep",
+            "+callbacks.fault.step=12",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert killed.returncode == -signal.SIGKILL
     last = out / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["epoch"] == 0  # written at the end of epoch 0
     assert not list(out.glob("checkpoints/.*.tmp"))
 
-    resumed = subprocess.run([*command, "ckpt_path=last"], capture_output=True, text=True,
-                             env=env, timeout=600)
+    resumed = subprocess.run(
+        [*command, "ckpt_path=last"], capture_output=True, text=True, env=env, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     _assert_same_run(json.loads((out / "results.json").read_text()), uninterrupted)

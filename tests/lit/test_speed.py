@@ -74,10 +74,16 @@ def test_unknown_compile_mode_is_named():
 
 
 @pytest.mark.slow
-def test_compiled_training_runs_records_the_option_and_saves_plain_parameter_names(
-        make_train_cfg):
-    result = train(make_train_cfg("model.compile=true", "trainer.max_epochs=1",
-                                  "data.num_train=64", "data.num_val=32", "data.num_test=32"))
+def test_compiled_training_runs_records_the_option_and_saves_plain_parameter_names(make_train_cfg):
+    result = train(
+        make_train_cfg(
+            "model.compile=true",
+            "trainer.max_epochs=1",
+            "data.num_train=64",
+            "data.num_val=32",
+            "data.num_test=32",
+        )
+    )
     assert result["speed_options"] == {"compile": "forward"}
     assert result["metrics"]["test/acc"] >= 0
     state = torch.load(result["last_checkpoint"], weights_only=False)["state_dict"]

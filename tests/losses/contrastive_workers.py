@@ -41,19 +41,22 @@ def compare_with_open_clip(rank: int, world_size: int) -> dict[str, dict[str, to
     results = {}
     for local_loss in (False, True):
         for with_grad in (False, True):
-            reference = OpenClipLoss(local_loss=local_loss, gather_with_grad=with_grad,
-                                     rank=rank, world_size=world_size)
+            reference = OpenClipLoss(
+                local_loss=local_loss, gather_with_grad=with_grad, rank=rank, world_size=world_size
+            )
             key = f"clip-local{int(local_loss)}-grad{int(with_grad)}"
             results[key + "-mmexp"] = _value_and_grads(
-                lambda x, y, ll=local_loss, wg=with_grad: clip_loss(x, y, scale, ll, wg), a, b)
+                lambda x, y, ll=local_loss, wg=with_grad: clip_loss(x, y, scale, ll, wg), a, b
+            )
             results[key + "-open_clip"] = _value_and_grads(
-                lambda x, y, ref=reference: ref(x, y, scale), a, b)
+                lambda x, y, ref=reference: ref(x, y, scale), a, b
+            )
     siglip = SigLipLoss()
     reference = OpenSigLipLoss(rank=rank, world_size=world_size, dist_impl="gather")
     results["siglip-mmexp"] = _value_and_grads(siglip, a, b)
     results["siglip-open_clip"] = _value_and_grads(
-        lambda x, y: reference(x, y, siglip.logit_scale.detach(), siglip.logit_bias.detach()),
-        a, b)
+        lambda x, y: reference(x, y, siglip.logit_scale.detach(), siglip.logit_bias.detach()), a, b
+    )
     return results
 
 
@@ -67,10 +70,12 @@ class TwoTowers(nn.Module):
         self.tower_b = nn.Linear(DIM, DIM)
         self.loss = loss
 
-    def forward(self, a: torch.Tensor, b: torch.Tensor,
-                ids: torch.Tensor | None = None) -> torch.Tensor:
-        return self.loss(F.normalize(self.tower_a(a), dim=-1),
-                         F.normalize(self.tower_b(b), dim=-1), ids=ids)
+    def forward(
+        self, a: torch.Tensor, b: torch.Tensor, ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.loss(
+            F.normalize(self.tower_a(a), dim=-1), F.normalize(self.tower_b(b), dim=-1), ids=ids
+        )
 
 
 LOSSES = {
@@ -82,8 +87,9 @@ LOSSES = {
 PLAIN_GATHER = {"clip_plain_gather": lambda: ClipLoss(gather_with_grad=False)}
 
 
-def tower_gradients(model: nn.Module, a: torch.Tensor, b: torch.Tensor,
-                    ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def tower_gradients(
+    model: nn.Module, a: torch.Tensor, b: torch.Tensor, ids: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
     """Parameter gradients of one backward pass of ``model`` on ``(a, b)``."""
     model(a, b, ids).backward()
     return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
@@ -101,6 +107,7 @@ def ddp_tower_gradients(rank: int, world_size: int) -> dict[str, dict[str, torch
         if name in LOSSES:  # with pair ids that repeat across ranks
             model = DistributedDataParallel(TwoTowers(make_loss()))
             grads = tower_gradients(model, a[rows], b[rows], IDS[rows])
-            results[f"{name}_ids"] = {key.removeprefix("module."): value
-                                      for key, value in grads.items()}
+            results[f"{name}_ids"] = {
+                key.removeprefix("module."): value for key, value in grads.items()
+            }
     return results

@@ -83,8 +83,9 @@ def test_two_process_losses_match_open_clip(tmp_path):
         for key in keys:
             mine, reference = results[f"{key}-mmexp"], results[f"{key}-open_clip"]
             for name in ("loss", "grad_a", "grad_b"):
-                torch.testing.assert_close(mine[name], reference[name],
-                                           msg=f"rank {rank}, {key}, {name}")
+                torch.testing.assert_close(
+                    mine[name], reference[name], msg=f"rank {rank}, {key}, {name}"
+                )
 
 
 def test_two_process_gradients_equal_one_process_on_the_concatenated_batch(tmp_path):
@@ -96,8 +97,9 @@ def test_two_process_gradients_equal_one_process_on_the_concatenated_batch(tmp_p
             for rank, results in enumerate(ranks):
                 assert set(results[key]) == set(single)
                 for parameter, grad in single.items():
-                    torch.testing.assert_close(results[key][parameter], grad,
-                                               msg=f"{key}, rank {rank}, {parameter}")
+                    torch.testing.assert_close(
+                        results[key][parameter], grad, msg=f"{key}, rank {rank}, {parameter}"
+                    )
     assert math.isfinite(float(single["tower_a.weight"].abs().sum()))
     # Without the differentiable gather the gradient is only this rank's share: the
     # comparison above would catch a gather that drops the other ranks' gradient.
@@ -115,7 +117,8 @@ def test_distinct_ids_leave_the_losses_as_open_clip_computes_them(local_loss):
     reference = _loss_and_grads(OpenClipLoss(local_loss=local_loss)(a, b, clip.logit_scale), a, b)
     siglip = SigLipLoss()
     siglip_reference = _loss_and_grads(
-        OpenSigLipLoss()(a, b, siglip.logit_scale, siglip.logit_bias), a, b)
+        OpenSigLipLoss()(a, b, siglip.logit_scale, siglip.logit_bias), a, b
+    )
     for got, expected in (
         (_loss_and_grads(clip(a, b, ids=ids), a, b), reference),
         (_loss_and_grads(siglip(a, b, ids=ids), a, b), siglip_reference),

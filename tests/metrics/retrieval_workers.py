@@ -25,13 +25,19 @@ def grouped_gallery() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(3)
     images = F.normalize(torch.randn(len(CAPTIONS), 6, generator=generator), dim=-1)
     owner = torch.repeat_interleave(torch.arange(len(CAPTIONS)), torch.tensor(CAPTIONS))
-    captions = F.normalize(images[owner] + 0.9 * torch.randn(len(owner), 6, generator=generator),
-                           dim=-1)
+    captions = F.normalize(
+        images[owner] + 0.9 * torch.randn(len(owner), 6, generator=generator), dim=-1
+    )
     return images, captions, owner
 
 
-def grouped_update(metric: RetrievalRecall, images: torch.Tensor, captions: torch.Tensor,
-                   owner: torch.Tensor, shard: torch.Tensor) -> None:
+def grouped_update(
+    metric: RetrievalRecall,
+    images: torch.Tensor,
+    captions: torch.Tensor,
+    owner: torch.Tensor,
+    shard: torch.Tensor,
+) -> None:
     """Feed ``shard``'s images, each with all its captions, two images per batch."""
     for part in shard.split(2):
         rows = torch.cat([torch.nonzero(owner == i).flatten() for i in part])

@@ -19,10 +19,12 @@ def reference(predictions: np.ndarray, targets: np.ndarray) -> dict[str, float]:
     return {
         "mae": float(np.mean(np.abs(predictions - targets))),
         "corr": float(pearsonr(predictions, targets)[0]),
-        "acc7": float(np.mean(np.round(np.clip(predictions, -3, 3))
-                              == np.round(np.clip(targets, -3, 3)))),
-        "acc5": float(np.mean(np.round(np.clip(predictions, -2, 2))
-                              == np.round(np.clip(targets, -2, 2)))),
+        "acc7": float(
+            np.mean(np.round(np.clip(predictions, -3, 3)) == np.round(np.clip(targets, -3, 3)))
+        ),
+        "acc5": float(
+            np.mean(np.round(np.clip(predictions, -2, 2)) == np.round(np.clip(targets, -2, 2)))
+        ),
         "acc2_has0": accuracy_score(targets >= 0, predictions >= 0),
         "f1_has0": f1_score(targets >= 0, predictions >= 0, average="weighted"),
         "acc2_non0": accuracy_score(targets[non0] > 0, predictions[non0] > 0),
@@ -32,8 +34,9 @@ def reference(predictions: np.ndarray, targets: np.ndarray) -> dict[str, float]:
 
 def computed(predictions: np.ndarray, targets: np.ndarray, chunks: int = 1) -> dict[str, float]:
     metrics = regression_metrics(1, "test")
-    for p, t in zip(np.array_split(predictions, chunks), np.array_split(targets, chunks),
-                    strict=True):
+    for p, t in zip(
+        np.array_split(predictions, chunks), np.array_split(targets, chunks), strict=True
+    ):
         metrics.update(torch.tensor(p, dtype=torch.float32), torch.tensor(t, dtype=torch.float32))
     return {key.split("/")[1]: float(value) for key, value in metrics.compute().items()}
 

@@ -58,8 +58,9 @@ def test_two_process_recall_equals_one_process_on_the_full_gallery(tmp_path):
     single.update(a, b, torch.arange(len(a)))
     images, captions, owner = workers.grouped_gallery()
     single_grouped = RetrievalRecall(["image", "text"], ks=(1, 3))
-    single_grouped.update(images, captions, torch.arange(len(images)), owner,
-                          torch.arange(len(owner)))
+    single_grouped.update(
+        images, captions, torch.arange(len(images)), owner, torch.arange(len(owner))
+    )
     expected = {"paired": single.compute(), "grouped": single_grouped.compute()}
     assert expected["grouped"]["gallery_size_text"] == len(owner)
     for result in run_distributed(workers.sharded_recall, 2, tmp_path):
@@ -73,13 +74,15 @@ def brute_force_grouped(images, captions, owner, k: int) -> tuple[float, float]:
     """Image query: hit if ANY of its captions is in the top k; caption query: its image."""
     image_hits = 0
     for query in range(len(images)):
-        scores = sorted(((float(images[query] @ captions[j]), j) for j in range(len(captions))),
-                        reverse=True)
+        scores = sorted(
+            ((float(images[query] @ captions[j]), j) for j in range(len(captions))), reverse=True
+        )
         image_hits += any(owner[j] == query for _, j in scores[:k])
     caption_hits = 0
     for query in range(len(captions)):
-        scores = sorted(((float(captions[query] @ images[i]), i) for i in range(len(images))),
-                        reverse=True)
+        scores = sorted(
+            ((float(captions[query] @ images[i]), i) for i in range(len(images))), reverse=True
+        )
         caption_hits += owner[query] in [i for _, i in scores[:k]]
     return image_hits / len(images), caption_hits / len(captions)
 
@@ -138,7 +141,12 @@ def test_grouped_recall_refuses_inconsistent_ids():
     with pytest.raises(ValueError, match="belong to no item"):
         metric.compute()
     orphan = RetrievalRecall(["image", "text"])
-    orphan.update(images, captions[owner != 1], torch.arange(len(images)), owner[owner != 1],
-                  torch.arange(len(owner))[owner != 1])
+    orphan.update(
+        images,
+        captions[owner != 1],
+        torch.arange(len(images)),
+        owner[owner != 1],
+        torch.arange(len(owner))[owner != 1],
+    )
     with pytest.raises(ValueError, match="no partner"):
         orphan.compute()

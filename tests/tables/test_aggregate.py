@@ -15,9 +15,14 @@ def run(fusion, task, seed, acc, status="completed"):
 
 
 RUNS = [
-    run("concat", "a", 1, 0.80), run("concat", "a", 2, 0.84), run("concat", "a", 3, 0.82),
-    run("late", "a", 1, 0.70), run("late", "a", 2, 0.75), run("late", "a", 3, 0.71),
-    run("concat", "b", 1, 0.60), run("late", "b", 1, 0.90),
+    run("concat", "a", 1, 0.80),
+    run("concat", "a", 2, 0.84),
+    run("concat", "a", 3, 0.82),
+    run("late", "a", 1, 0.70),
+    run("late", "a", 2, 0.75),
+    run("late", "a", 3, 0.71),
+    run("concat", "b", 1, 0.60),
+    run("late", "b", 1, 0.90),
     run("late", "b", 2, None, status="failed"),
     run("tensor", "a", 1, 0.10, status="failed"),
 ]
@@ -78,11 +83,18 @@ def test_wandb_project_runs_become_run_results():
     class FakeApi:
         def runs(self, path, filters):
             assert path == "team/mmexp" and filters == {"group": "ablation"}
-            config = {"seed": 1, "data": {"task": "a"}, "run": {"choices": {"fusion": "late"}},
-                      "_wandb": {}}
-            return [SimpleNamespace(id="r1", state="finished", config=config,
-                                    summary={"test/acc": 0.7, "note": "x"}),
-                    SimpleNamespace(id="r2", state="crashed", config=config, summary={})]
+            config = {
+                "seed": 1,
+                "data": {"task": "a"},
+                "run": {"choices": {"fusion": "late"}},
+                "_wandb": {},
+            }
+            return [
+                SimpleNamespace(
+                    id="r1", state="finished", config=config, summary={"test/acc": 0.7, "note": "x"}
+                ),
+                SimpleNamespace(id="r2", state="crashed", config=config, summary={}),
+            ]
 
     runs = collect_wandb("team/mmexp", "ablation", api=FakeApi())
     assert [r.status for r in runs] == ["completed", "failed"]

@@ -18,14 +18,25 @@ from tests.conftest import FAST_OVERRIDES
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
-    command = [sys.executable, "-m", "mmexp.train", "--multirun", f"hydra.sweep.dir={root}",
-               f"paths.data_dir={root / 'data'}", *FAST_OVERRIDES, "trainer.max_epochs=1",
-               "data.num_train=96", "data.num_val=48", "data.num_test=48", "test=true",
-               "data.modalities=[image],[text]", "data.task=redundant,unique_text",
-               "seed=1,2"]
+    command = [
+        sys.executable,
+        "-m",
+        "mmexp.train",
+        "--multirun",
+        f"hydra.sweep.dir={root}",
+        f"paths.data_dir={root / 'data'}",
+        *FAST_OVERRIDES,
+        "trainer.max_epochs=1",
+        "data.num_train=96",
+        "data.num_val=48",
+        "data.num_test=48",
+        "test=true",
+        "data.modalities=[image],[text]",
+        "data.task=redundant,unique_text",
+        "seed=1,2",
+    ]
     env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900,
-                          cwd=root)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900, cwd=root)
     assert done.returncode == 0, done.stderr[-3000:]
     return root
 
@@ -40,29 +51,63 @@ def test_sweep_runs_are_collected_with_their_axes(sweep_dir):
 
 def test_table_cli_writes_all_formats_with_n_per_cell(sweep_dir, tmp_path, capsys):
     out = tmp_path / "tables" / "modalities"
-    assert main([str(sweep_dir), "--rows", "data.modalities", "--cols", "data.task",
-                 "--baseline", "image", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                str(sweep_dir),
+                "--rows",
+                "data.modalities",
+                "--cols",
+                "data.task",
+                "--baseline",
+                "image",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "| data.modalities | redundant | unique_text |" in printed
     with out.with_suffix(".csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 4 and all(row["n"] == "2" for row in rows)
     runs = collect_local([sweep_dir])
-    text_unique = [r.metrics["test/acc"] for r in runs
-                   if r.axis("data.modalities") == "text" and r.axis("data.task") == "unique_text"]
-    cell = next(row for row in rows
-                if row["data.modalities"] == "text" and row["data.task"] == "unique_text")
+    text_unique = [
+        r.metrics["test/acc"]
+        for r in runs
+        if r.axis("data.modalities") == "text" and r.axis("data.task") == "unique_text"
+    ]
+    cell = next(
+        row
+        for row in rows
+        if row["data.modalities"] == "text" and row["data.task"] == "unique_text"
+    )
     assert float(cell["mean"]) == pytest.approx(sum(text_unique) / 2)
     assert r"\begin{tabular}{lcc}" in out.with_suffix(".tex").read_text()
     with Image.open(out.with_suffix(".png")) as image:
         assert image.size[0] > 300 and image.size[1] > 200
 
 
-def test_table_cli_params_column_shows_trainable_fusion_and_head_parameters(sweep_dir, tmp_path,
-                                                                           capsys):
+def test_table_cli_params_column_shows_trainable_fusion_and_head_parameters(
+    sweep_dir, tmp_path, capsys
+):
     out = tmp_path / "params"
-    assert main([str(sweep_dir), "--rows", "data.modalities", "--cols", "data.task",
-                 "--params", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                str(sweep_dir),
+                "--rows",
+                "data.modalities",
+                "--cols",
+                "data.task",
+                "--params",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     # One modality through concat: the fusion has no weights, the head is model.head on 128.
     expected = count_params(MLPHead(128, 3, (256,)))

@@ -12,12 +12,22 @@ from tests.conftest import FAST_OVERRIDES
 
 def test_ddp_multirun_gives_one_folder_and_one_wandb_run_per_job(tmp_path, data_dir):
     overrides = [o for o in FAST_OVERRIDES if not o.startswith("logger")]
-    command = [sys.executable, "-m", "mmexp.train", "-m", "trainer=ddp_cpu",
-               f"hydra.sweep.dir={tmp_path / 'sweep'}", f"paths.data_dir={data_dir}",
-               *overrides, "trainer.max_epochs=1", "seed=1,2"]
+    command = [
+        sys.executable,
+        "-m",
+        "mmexp.train",
+        "-m",
+        "trainer=ddp_cpu",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        f"paths.data_dir={data_dir}",
+        *overrides,
+        "trainer.max_epochs=1",
+        "seed=1,2",
+    ]
     env = {**os.environ, "WANDB_MODE": "offline"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900,
-                          cwd=tmp_path)
+    done = subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=900, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert {p.name for p in tmp_path.iterdir()} == {"sweep"}  # no stray folders from rank 1
     jobs = sorted(p.parent for p in (tmp_path / "sweep").glob("*/results.json"))

@@ -11,9 +11,17 @@ from tests.conftest import FAST_OVERRIDES
 
 
 def run_sweep(sweep_dir, data_dir, cwd):
-    command = [sys.executable, "-m", "mmexp.train", "--multirun", f"hydra.sweep.dir={sweep_dir}",
-               f"paths.data_dir={data_dir}", *FAST_OVERRIDES, "trainer.max_epochs=1",
-               "data.task=redundant,no_such_task"]
+    command = [
+        sys.executable,
+        "-m",
+        "mmexp.train",
+        "--multirun",
+        f"hydra.sweep.dir={sweep_dir}",
+        f"paths.data_dir={data_dir}",
+        *FAST_OVERRIDES,
+        "trainer.max_epochs=1",
+        "data.task=redundant,no_such_task",
+    ]
     env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=cwd)
 
@@ -44,8 +52,15 @@ def test_failed_job_is_recorded_the_sweep_goes_on_and_a_rerun_skips_finished_job
 
 
 def test_a_single_run_still_fails_loudly(tmp_path, data_dir):
-    command = [sys.executable, "-m", "mmexp.train", f"hydra.run.dir={tmp_path / 'run'}",
-               f"paths.data_dir={data_dir}", *FAST_OVERRIDES, "data.task=no_such_task"]
+    command = [
+        sys.executable,
+        "-m",
+        "mmexp.train",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"paths.data_dir={data_dir}",
+        *FAST_OVERRIDES,
+        "data.task=no_such_task",
+    ]
     env = {**os.environ, "WANDB_MODE": "disabled"}
     completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert completed.returncode != 0

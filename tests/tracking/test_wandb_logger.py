@@ -35,9 +35,7 @@ def test_online_init_failure_falls_back_to_offline_and_training_completes(
     assert json.loads((run_dir / "results.json").read_text())["tracking_fallbacks"] == [note]
 
 
-def test_when_wandb_cannot_start_at_all_logging_is_disabled_not_fatal(
-    make_train_cfg, monkeypatch
-):
+def test_when_wandb_cannot_start_at_all_logging_is_disabled_not_fatal(make_train_cfg, monkeypatch):
     real_init = wandb.init
 
     def broken_init(*args, **kwargs):

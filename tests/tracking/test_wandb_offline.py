@@ -26,8 +26,8 @@ def test_records_split_across_blocks_are_reassembled(tmp_path):
     payload = big.SerializeToString()
     first = BLOCK_SIZE - len(HEADER) - 7
     middle = BLOCK_SIZE - 7
-    data = HEADER + chunk(2, payload[:first]) + chunk(3, payload[first:first + middle])
-    data += chunk(4, payload[first + middle:])
+    data = HEADER + chunk(2, payload[:first]) + chunk(3, payload[first : first + middle])
+    data += chunk(4, payload[first + middle :])
     padding = BLOCK_SIZE - len(data) % BLOCK_SIZE
     data += chunk(1, history_record(0, 0.5)) if padding >= 7 else b""
     path = tmp_path / "run-abc.wandb"

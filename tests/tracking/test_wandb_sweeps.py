@@ -28,8 +28,9 @@ def parameter_values(spec: dict) -> dict[str, list]:
 def jobs(values: dict[str, list]) -> list[dict]:
     """The first value of every parameter, then each parameter through all its values."""
     first = {key: options[0] for key, options in values.items()}
-    return [first] + [{**first, key: value} for key, options in values.items()
-                      for value in options[1:]]
+    return [first] + [
+        {**first, key: value} for key, options in values.items() for value in options[1:]
+    ]
 
 
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
@@ -39,8 +40,9 @@ def test_every_sweep_value_is_a_valid_override(path, tmp_path, data_dir):
     assert spec["metric"]["name"].startswith("val/")
     # An agent passes all parameters of a job together: compose them the same way.
     for job in jobs(parameter_values(spec)):
-        cfg = compose_config("train", [f"{k}={v}" for k, v in job.items()], tmp_path / "run",
-                             data_dir)
+        cfg = compose_config(
+            "train", [f"{k}={v}" for k, v in job.items()], tmp_path / "run", data_dir
+        )
         for key, value in job.items():
             if (CONF / key).is_dir():  # a config group: its choice built a real config
                 continue

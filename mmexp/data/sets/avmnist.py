@@ -27,9 +27,11 @@ from mmexp.data.arrays import ArraySplit
 from mmexp.data.sets.published import check_counts, require_file
 
 NAME = "AV-MNIST"
-OBTAIN = ("It is distributed as avmnist.tar.gz by MultiBench (see the AV-MNIST section of "
-          "https://github.com/pliang279/MultiBench); extract it so that the folder holds "
-          "image/, audio/, train_labels.npy and test_labels.npy.")
+OBTAIN = (
+    "It is distributed as avmnist.tar.gz by MultiBench (see the AV-MNIST section of "
+    "https://github.com/pliang279/MultiBench); extract it so that the folder holds "
+    "image/, audio/, train_labels.npy and test_labels.npy."
+)
 PUBLISHED_COUNTS = {"train": 55000, "val": 5000, "test": 10000}
 IMAGE_SIDE = 28
 SPECTROGRAM_SIDE = 112
@@ -56,14 +58,21 @@ class AVMNISTDataModule(ArrayDataModule):
             ``on_bad_sample``, ``train_subset``...).
     """
 
-    def __init__(self, root: str | Path, val_size: int = 5000, normalize: bool = True,
-                 check_counts: str = "warn", **loader_options: Any) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        val_size: int = 5000,
+        normalize: bool = True,
+        check_counts: str = "warn",
+        **loader_options: Any,
+    ) -> None:
         loader_options.setdefault("modalities", ["image", "audio"])
         super().__init__(**loader_options)
         unknown = set(self.modalities) - {"image", "audio"}
         if unknown:
-            raise ValueError(f"data.modalities has {sorted(unknown)}; AV-MNIST provides image "
-                             "and audio")
+            raise ValueError(
+                f"data.modalities has {sorted(unknown)}; AV-MNIST provides image and audio"
+            )
         if val_size < 1:
             raise ValueError(f"data.val_size must be >= 1, got {val_size}")
         self.root = Path(root)
@@ -78,9 +87,11 @@ class AVMNISTDataModule(ArrayDataModule):
 
     def paths(self, part: str) -> dict[str, Path]:
         """The files of ``part`` (``train`` or ``test``) per modality and for the labels."""
-        return {"image": self.root / "image" / f"{part}_data.npy",
-                "audio": self.root / "audio" / f"{part}_data.npy",
-                "label": self.root / f"{part}_labels.npy"}
+        return {
+            "image": self.root / "image" / f"{part}_data.npy",
+            "audio": self.root / "audio" / f"{part}_data.npy",
+            "label": self.root / f"{part}_labels.npy",
+        }
 
     def read_part(self, part: str) -> ArraySplit:
         """The arrays of one file set, shapes checked against the release."""
@@ -90,39 +101,63 @@ class AVMNISTDataModule(ArrayDataModule):
         if image.ndim == 2 and image.shape[1] == side * side:
             image = image.reshape(len(image), side, side)  # a view: the file stays mapped
         if image.ndim != 3 or image.shape[1:] != (side, side):
-            raise ValueError(f"{paths['image']}: expected digits of shape [N, {side * side}] "
-                             f"or [N, {side}, {side}], got {list(image.shape)}")
+            raise ValueError(
+                f"{paths['image']}: expected digits of shape [N, {side * side}] "
+                f"or [N, {side}, {side}], got {list(image.shape)}"
+            )
         if audio.shape[1:] != (SPECTROGRAM_SIDE, SPECTROGRAM_SIDE) or audio.ndim != 3:
-            raise ValueError(f"{paths['audio']}: expected spectrograms of shape [N, "
-                             f"{SPECTROGRAM_SIDE}, {SPECTROGRAM_SIDE}], got {list(audio.shape)}")
+            raise ValueError(
+                f"{paths['audio']}: expected spectrograms of shape [N, "
+                f"{SPECTROGRAM_SIDE}, {SPECTROGRAM_SIDE}], got {list(audio.shape)}"
+            )
         if labels.ndim == 2 and labels.shape[1] == 1:
             labels = labels[:, 0]
         if labels.ndim != 1:
-            raise ValueError(f"{paths['label']}: expected labels of shape [N], got "
-                             f"{list(labels.shape)}")
-        counts = {key: len(array) for key, array in
-                  (("image", image), ("audio", audio), ("label", labels))}
+            raise ValueError(
+                f"{paths['label']}: expected labels of shape [N], got {list(labels.shape)}"
+            )
+        counts = {
+            key: len(array)
+            for key, array in (("image", image), ("audio", audio), ("label", labels))
+        }
         if len(set(counts.values())) > 1:
-            raise ValueError(f"{NAME} {part} files disagree on the number of samples: "
-                             + ", ".join(f"{paths[k]}: {n}" for k, n in counts.items()))
+            raise ValueError(
+                f"{NAME} {part} files disagree on the number of samples: "
+                + ", ".join(f"{paths[k]}: {n}" for k, n in counts.items())
+            )
         scales = {"image": 1 / 255, "audio": 1 / 255} if self.normalize else {}
-        return ArraySplit(arrays={"image": image, "audio": audio}, labels=np.asarray(labels),
-                          sources=paths, scales=scales)
+        return ArraySplit(
+            arrays={"image": image, "audio": audio},
+            labels=np.asarray(labels),
+            sources=paths,
+            scales=scales,
+        )
 
     def read_splits(self) -> dict[str, ArraySplit]:
         """Train and validation from the training files (last ``val_size`` for validation)."""
         train, test = self.read_part("train"), self.read_part("test")
         if self.val_size >= len(train):
-            raise ValueError(f"data.val_size={self.val_size} leaves no training samples in "
-                             f"{train.sources['label']} ({len(train)} samples)")
+            raise ValueError(
+                f"data.val_size={self.val_size} leaves no training samples in "
+                f"{train.sources['label']} ({len(train)} samples)"
+            )
         cut = len(train) - self.val_size
 
         def part(start: int, stop: int) -> ArraySplit:
             arrays = {key: array[start:stop] for key, array in train.arrays.items()}
-            return ArraySplit(arrays, train.labels[start:stop], train.sources,
-                              scales=train.scales, rows=np.arange(start, stop))
+            return ArraySplit(
+                arrays,
+                train.labels[start:stop],
+                train.sources,
+                scales=train.scales,
+                rows=np.arange(start, stop),
+            )
 
         splits = {"train": part(0, cut), "val": part(cut, len(train)), "test": test}
-        check_counts(NAME, {stage: len(split) for stage, split in splits.items()},
-                     PUBLISHED_COUNTS, self.count_check)
+        check_counts(
+            NAME,
+            {stage: len(split) for stage, split in splits.items()},
+            PUBLISHED_COUNTS,
+            self.count_check,
+        )
         return splits

@@ -43,9 +43,14 @@ class ImageCaptionRows(Dataset):
             collator leaves it out and counts it) instead of raising.
     """
 
-    def __init__(self, rows: Sequence[Record], root: Path,
-                 processors: Mapping[str, ModalityProcessor] | None, source: Path,
-                 skip_unreadable: bool = False) -> None:
+    def __init__(
+        self,
+        rows: Sequence[Record],
+        root: Path,
+        processors: Mapping[str, ModalityProcessor] | None,
+        source: Path,
+        skip_unreadable: bool = False,
+    ) -> None:
         self.rows = list(rows)
         self.root = root
         self.processors = dict(processors) if processors is not None else None
@@ -84,8 +89,7 @@ class CaptionPairs(ImageCaptionRows):
         if image is None:
             return None
         caption = self.rows[position]["captions"][pair - int(self.offsets[position])]
-        return {"index": position, "label": 0, "image": image,
-                "text": self._value("text", caption)}
+        return {"index": position, "label": 0, "image": image, "text": self._value("text", caption)}
 
 
 class ImageCaptions(ImageCaptionRows):
@@ -100,9 +104,13 @@ class ImageCaptions(ImageCaptionRows):
             return None
         captions = self.rows[position]["captions"]
         first = int(self.offsets[position])
-        return {"index": position, "label": 0, "image": image,
-                "text": [self._value("text", caption) for caption in captions],
-                "member": list(range(first, first + len(captions)))}
+        return {
+            "index": position,
+            "label": 0,
+            "image": image,
+            "text": [self._value("text", caption) for caption in captions],
+            "member": list(range(first, first + len(captions))),
+        }
 
 
 class GroupedCollator:
@@ -119,14 +127,15 @@ class GroupedCollator:
         """
         kept = [s for s in samples if s is not None]
         if not kept:
-            raise RuntimeError(f"every image of a batch of {len(samples)} was unreadable; see "
-                               "the warnings above for the files")
+            raise RuntimeError(
+                f"every image of a batch of {len(samples)} was unreadable; see "
+                "the warnings above for the files"
+            )
         return {
             "image": self.processors["image"].collate([s["image"] for s in kept]),
             "text": self.processors["text"].collate([t for s in kept for t in s["text"]]),
             "index": torch.tensor([s["index"] for s in kept], dtype=torch.long),
-            "group": torch.tensor([s["index"] for s in kept for _ in s["text"]],
-                                  dtype=torch.long),
+            "group": torch.tensor([s["index"] for s in kept for _ in s["text"]], dtype=torch.long),
             "member": torch.tensor([m for s in kept for m in s["member"]], dtype=torch.long),
             "label": torch.tensor([s["label"] for s in kept], dtype=torch.long),
             "num_skipped": len(samples) - len(kept),
@@ -150,11 +159,17 @@ class OneCaptionPerImage(ShuffledEpochs):
         rank: This rank; defaults to the process group's.
     """
 
-    def __init__(self, offsets: torch.Tensor, seed: int = 0, num_replicas: int | None = None,
-                 rank: int | None = None) -> None:
+    def __init__(
+        self,
+        offsets: torch.Tensor,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
         self.offsets = torch.as_tensor(offsets, dtype=torch.long)
-        super().__init__(range(len(self.offsets) - 1), seed=seed, num_replicas=num_replicas,
-                         rank=rank)
+        super().__init__(
+            range(len(self.offsets) - 1), seed=seed, num_replicas=num_replicas, rank=rank
+        )
 
     def draw(self) -> torch.Tensor:
         """This epoch's pairs on all ranks: one per image, images in random order."""

@@ -28,33 +28,118 @@ from mmexp.data.sets.published import check_counts, require_file
 log = logging.getLogger(__name__)
 
 NAME = "UPMC Food-101"
-OBTAIN = ("It is distributed by its authors (http://visiir.lip6.fr) and mirrored on Kaggle "
-          "(https://www.kaggle.com/datasets/gianmarco96/upmcfood101); extract it so that the "
-          "folder holds images/train/, images/test/ and texts/{train,test}_titles.csv.")
+OBTAIN = (
+    "It is distributed by its authors (http://visiir.lip6.fr) and mirrored on Kaggle "
+    "(https://www.kaggle.com/datasets/gianmarco96/upmcfood101); extract it so that the "
+    "folder holds images/train/, images/test/ and texts/{train,test}_titles.csv."
+)
 # Images of the release's splits (train: 67,988; test: 22,716), the rows the CSVs describe.
 # MMBT's 60,101 train + 5,000 dev come from the original per-page text files instead, which
 # lack some pages; its test split has the same 22,716 images.
 PUBLISHED_COUNTS = {"train_titles": 67988, "test_titles": 22716}
 # The 101 dishes (the classes of Food-101, Bossard et al. 2014), folder names, sorted.
 CLASSES = [
-    "apple_pie", "baby_back_ribs", "baklava", "beef_carpaccio", "beef_tartare", "beet_salad",
-    "beignets", "bibimbap", "bread_pudding", "breakfast_burrito", "bruschetta", "caesar_salad",
-    "cannoli", "caprese_salad", "carrot_cake", "ceviche", "cheese_plate", "cheesecake",
-    "chicken_curry", "chicken_quesadilla", "chicken_wings", "chocolate_cake",
-    "chocolate_mousse", "churros", "clam_chowder", "club_sandwich", "crab_cakes",
-    "creme_brulee", "croque_madame", "cup_cakes", "deviled_eggs", "donuts", "dumplings",
-    "edamame", "eggs_benedict", "escargots", "falafel", "filet_mignon", "fish_and_chips",
-    "foie_gras", "french_fries", "french_onion_soup", "french_toast", "fried_calamari",
-    "fried_rice", "frozen_yogurt", "garlic_bread", "gnocchi", "greek_salad",
-    "grilled_cheese_sandwich", "grilled_salmon", "guacamole", "gyoza", "hamburger",
-    "hot_and_sour_soup", "hot_dog", "huevos_rancheros", "hummus", "ice_cream", "lasagna",
-    "lobster_bisque", "lobster_roll_sandwich", "macaroni_and_cheese", "macarons", "miso_soup",
-    "mussels", "nachos", "omelette", "onion_rings", "oysters", "pad_thai", "paella",
-    "pancakes", "panna_cotta", "peking_duck", "pho", "pizza", "pork_chop", "poutine",
-    "prime_rib", "pulled_pork_sandwich", "ramen", "ravioli", "red_velvet_cake", "risotto",
-    "samosa", "sashimi", "scallops", "seaweed_salad", "shrimp_and_grits",
-    "spaghetti_bolognese", "spaghetti_carbonara", "spring_rolls", "steak",
-    "strawberry_shortcake", "sushi", "tacos", "takoyaki", "tiramisu", "tuna_tartare", "waffles",
+    "apple_pie",
+    "baby_back_ribs",
+    "baklava",
+    "beef_carpaccio",
+    "beef_tartare",
+    "beet_salad",
+    "beignets",
+    "bibimbap",
+    "bread_pudding",
+    "breakfast_burrito",
+    "bruschetta",
+    "caesar_salad",
+    "cannoli",
+    "caprese_salad",
+    "carrot_cake",
+    "ceviche",
+    "cheese_plate",
+    "cheesecake",
+    "chicken_curry",
+    "chicken_quesadilla",
+    "chicken_wings",
+    "chocolate_cake",
+    "chocolate_mousse",
+    "churros",
+    "clam_chowder",
+    "club_sandwich",
+    "crab_cakes",
+    "creme_brulee",
+    "croque_madame",
+    "cup_cakes",
+    "deviled_eggs",
+    "donuts",
+    "dumplings",
+    "edamame",
+    "eggs_benedict",
+    "escargots",
+    "falafel",
+    "filet_mignon",
+    "fish_and_chips",
+    "foie_gras",
+    "french_fries",
+    "french_onion_soup",
+    "french_toast",
+    "fried_calamari",
+    "fried_rice",
+    "frozen_yogurt",
+    "garlic_bread",
+    "gnocchi",
+    "greek_salad",
+    "grilled_cheese_sandwich",
+    "grilled_salmon",
+    "guacamole",
+    "gyoza",
+    "hamburger",
+    "hot_and_sour_soup",
+    "hot_dog",
+    "huevos_rancheros",
+    "hummus",
+    "ice_cream",
+    "lasagna",
+    "lobster_bisque",
+    "lobster_roll_sandwich",
+    "macaroni_and_cheese",
+    "macarons",
+    "miso_soup",
+    "mussels",
+    "nachos",
+    "omelette",
+    "onion_rings",
+    "oysters",
+    "pad_thai",
+    "paella",
+    "pancakes",
+    "panna_cotta",
+    "peking_duck",
+    "pho",
+    "pizza",
+    "pork_chop",
+    "poutine",
+    "prime_rib",
+    "pulled_pork_sandwich",
+    "ramen",
+    "ravioli",
+    "red_velvet_cake",
+    "risotto",
+    "samosa",
+    "sashimi",
+    "scallops",
+    "seaweed_salad",
+    "shrimp_and_grits",
+    "spaghetti_bolognese",
+    "spaghetti_carbonara",
+    "spring_rolls",
+    "steak",
+    "strawberry_shortcake",
+    "sushi",
+    "tacos",
+    "takoyaki",
+    "tiramisu",
+    "tuna_tartare",
+    "waffles",
 ]
 
 
@@ -68,8 +153,10 @@ def stratified_holdout(labels: Sequence[str], size: int, seed: int) -> list[int]
         ValueError: ``size`` is not between 1 and ``len(labels) - 1``.
     """
     if not 0 < size < len(labels):
-        raise ValueError(f"data.val_size must be between 1 and {len(labels) - 1} (the training "
-                         f"rows less one), got {size}")
+        raise ValueError(
+            f"data.val_size must be between 1 and {len(labels) - 1} (the training "
+            f"rows less one), got {size}"
+        )
     members: dict[str, list[int]] = defaultdict(list)
     for position, label in enumerate(labels):
         members[label].append(position)
@@ -77,7 +164,7 @@ def stratified_holdout(labels: Sequence[str], size: int, seed: int) -> list[int]
     shares = [size * len(members[name]) / len(labels) for name in names]
     quotas = [int(share) for share in shares]
     by_remainder = sorted(range(len(names)), key=lambda i: (-(shares[i] - quotas[i]), names[i]))
-    for i in by_remainder[:size - sum(quotas)]:
+    for i in by_remainder[: size - sum(quotas)]:
         quotas[i] += 1
     generator = torch.Generator().manual_seed(seed)
     chosen: list[int] = []
@@ -99,11 +186,21 @@ class Food101DataModule(ManifestDataModule):
         **loader_options: Passed to :class:`ManifestDataModule`.
     """
 
-    def __init__(self, root: str | Path, val_size: int = 5000, val_seed: int = 0,
-                 check_counts: str = "warn", **loader_options: Any) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        val_size: int = 5000,
+        val_seed: int = 0,
+        check_counts: str = "warn",
+        **loader_options: Any,
+    ) -> None:
         loader_options.setdefault("modalities", ["image", "text"])
-        super().__init__(root=root, columns={"image": "image", "text": "text"},
-                         label_column="label", **loader_options)
+        super().__init__(
+            root=root,
+            columns={"image": "image", "text": "text"},
+            label_column="label",
+            **loader_options,
+        )
         self.val_size = val_size
         self.val_seed = val_seed
         self.count_check = check_counts
@@ -120,8 +217,10 @@ class Food101DataModule(ManifestDataModule):
     def _read(self, stage: str) -> list[Record]:
         path = require_file(self.source_of(stage), NAME, OBTAIN)
         if self.check_files and not (self.root / "images" / stage).is_dir():
-            raise FileNotFoundError(f"{NAME}: missing folder {self.root / 'images' / stage}. "
-                                    f"{OBTAIN} Point data.root at the extracted folder.")
+            raise FileNotFoundError(
+                f"{NAME}: missing folder {self.root / 'images' / stage}. "
+                f"{OBTAIN} Point data.root at the extracted folder."
+            )
         rows: list[Record] = []
         malformed: list[BadSample] = []
         # errors="replace": a stray byte in a web-page title should not stop the run.
@@ -131,14 +230,25 @@ class Food101DataModule(ManifestDataModule):
                 if not fields:
                     continue
                 if len(fields) < 3:
-                    malformed.append(BadSample(str(path), stage, f"line {reader.line_num}",
-                                               f"{len(fields)} field(s), expected "
-                                               "filename,text,label"))
+                    malformed.append(
+                        BadSample(
+                            str(path),
+                            stage,
+                            f"line {reader.line_num}",
+                            f"{len(fields)} field(s), expected filename,text,label",
+                        )
+                    )
                     continue
                 filename, label = fields[0].strip(), fields[-1].strip()
                 # A title with unquoted commas spans several fields: join them back.
-                rows.append({"id": filename, "image": f"images/{stage}/{label}/{filename}",
-                             "text": ",".join(fields[1:-1]), "label": label})
+                rows.append(
+                    {
+                        "id": filename,
+                        "image": f"images/{stage}/{label}/{filename}",
+                        "text": ",".join(fields[1:-1]),
+                        "label": label,
+                    }
+                )
         self._reject(malformed, stage)
         return rows
 
@@ -146,19 +256,33 @@ class Food101DataModule(ManifestDataModule):
         """Apply ``on_bad_sample`` to CSV lines that are not rows at all."""
         if bad and self.on_bad_sample == "raise":
             listed = "\n  ".join(str(b) for b in bad[:SHOWN])
-            raise ValueError(f"{len(bad)} malformed line(s) in the {stage} split (set "
-                             f"data.on_bad_sample=skip to leave them out):\n  {listed}")
+            raise ValueError(
+                f"{len(bad)} malformed line(s) in the {stage} split (set "
+                f"data.on_bad_sample=skip to leave them out):\n  {listed}"
+            )
         if bad:
-            log.warning("data.on_bad_sample=skip: left out %d malformed %s line(s), e.g. %s",
-                        len(bad), stage, bad[0])
+            log.warning(
+                "data.on_bad_sample=skip: left out %d malformed %s line(s), e.g. %s",
+                len(bad),
+                stage,
+                bad[0],
+            )
             self.bad_samples.extend(bad)
 
     def read_splits(self) -> dict[str, list[Record]]:
         """Both CSVs, with validation rows held out of the training CSV."""
         train, test = self._read("train"), self._read("test")
-        check_counts(NAME, {"train_titles": len(train), "test_titles": len(test)},
-                     PUBLISHED_COUNTS, self.count_check)
-        held_out = set(stratified_holdout([r["label"] for r in train], self.val_size,
-                                          self.val_seed))
-        return {"train": [r for i, r in enumerate(train) if i not in held_out],
-                "val": [train[i] for i in sorted(held_out)], "test": test}
+        check_counts(
+            NAME,
+            {"train_titles": len(train), "test_titles": len(test)},
+            PUBLISHED_COUNTS,
+            self.count_check,
+        )
+        held_out = set(
+            stratified_holdout([r["label"] for r in train], self.val_size, self.val_seed)
+        )
+        return {
+            "train": [r for i, r in enumerate(train) if i not in held_out],
+            "val": [train[i] for i in sorted(held_out)],
+            "test": test,
+        }

@@ -18,11 +18,18 @@ from mmexp.data.manifest import Record, read_manifest
 from mmexp.data.sets.published import check_counts, require_file
 
 NAME = "Hateful Memes"
-OBTAIN = ("The data set is distributed under its own licence by Meta AI (request it at "
-          "https://hatefulmemeschallenge.com or use the Kaggle mirror); extract it so that "
-          "the folder holds img/ and train.jsonl, dev_seen.jsonl, test_seen.jsonl.")
-PUBLISHED_COUNTS = {"train": 8500, "dev_seen": 500, "test_seen": 1000, "dev_unseen": 540,
-                    "test_unseen": 2000}
+OBTAIN = (
+    "The data set is distributed under its own licence by Meta AI (request it at "
+    "https://hatefulmemeschallenge.com or use the Kaggle mirror); extract it so that "
+    "the folder holds img/ and train.jsonl, dev_seen.jsonl, test_seen.jsonl."
+)
+PUBLISHED_COUNTS = {
+    "train": 8500,
+    "dev_seen": 500,
+    "test_seen": 1000,
+    "dev_unseen": 540,
+    "test_unseen": 2000,
+}
 LABEL_NAMES = ["not_hateful", "hateful"]
 
 
@@ -49,8 +56,12 @@ class HatefulMemesDataModule(ManifestDataModule):
         **loader_options: Any,
     ) -> None:
         loader_options.setdefault("modalities", ["image", "text"])
-        super().__init__(root=root, columns={"image": "img", "text": "text"},
-                         label_column="label", **loader_options)
+        super().__init__(
+            root=root,
+            columns={"image": "img", "text": "text"},
+            label_column="label",
+            **loader_options,
+        )
         self.split_files = {"train": train_split, "val": val_split, "test": test_split}
         self.count_check = check_counts
 
@@ -65,8 +76,10 @@ class HatefulMemesDataModule(ManifestDataModule):
 
     def read_splits(self) -> dict[str, list[Record]]:
         """Read the three split files; check their sizes against the release."""
-        splits = {stage: read_manifest(require_file(self.source_of(stage), NAME, OBTAIN))
-                  for stage in self.split_files}
+        splits = {
+            stage: read_manifest(require_file(self.source_of(stage), NAME, OBTAIN))
+            for stage in self.split_files
+        }
         found = {self.split_files[stage]: len(rows) for stage, rows in splits.items()}
         check_counts(NAME, found, PUBLISHED_COUNTS, self.count_check)
         return splits

@@ -42,8 +42,10 @@ from mmexp.data.sets.published import check_counts, require_file
 
 log = logging.getLogger(__name__)
 
-SPLITS_ZIP = ("Karpathy's splits are in caption_datasets.zip "
-              "(https://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip)")
+SPLITS_ZIP = (
+    "Karpathy's splits are in caption_datasets.zip "
+    "(https://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip)"
+)
 
 
 class Release(NamedTuple):
@@ -58,17 +60,23 @@ class Release(NamedTuple):
 
 RELEASES = {
     "coco": Release(
-        "COCO Captions (Karpathy splits)", "dataset_coco.json", "",
+        "COCO Captions (Karpathy splits)",
+        "dataset_coco.json",
+        "",
         {"train": 113287, "val": 5000, "test": 5000},
         f"{SPLITS_ZIP}; the images are COCO 2014 train2014.zip and val2014.zip "
         "(https://cocodataset.org/#download). The folder must hold dataset_coco.json, "
-        "train2014/ and val2014/."),
+        "train2014/ and val2014/.",
+    ),
     "flickr30k": Release(
-        "Flickr30k (Karpathy splits)", "dataset_flickr30k.json", "flickr30k-images",
+        "Flickr30k (Karpathy splits)",
+        "dataset_flickr30k.json",
+        "flickr30k-images",
         {"train": 29000, "val": 1014, "test": 1000},
         f"{SPLITS_ZIP}; the images are distributed on request by the University of Illinois "
         "(https://shannon.cs.illinois.edu/DenotationGraph/). The folder must hold "
-        "dataset_flickr30k.json and flickr30k-images/."),
+        "dataset_flickr30k.json and flickr30k-images/.",
+    ),
 }
 TRAIN_CAPTIONS = ("sample", "all")
 
@@ -91,28 +99,42 @@ class KarpathyCaptionsDataModule(ManifestDataModule):
         **loader_options: Passed to :class:`ManifestDataModule`.
     """
 
-    def __init__(self, root: str | Path, dataset: str = "coco", annotations: str | None = None,
-                 image_dir: str | None = None, train_splits: Sequence[str] = ("train", "restval"),
-                 train_captions: str = "sample", caption_seed: int | None = 0,
-                 eval_captions: int | None = 5, check_counts: str = "warn",
-                 **loader_options: Any) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        dataset: str = "coco",
+        annotations: str | None = None,
+        image_dir: str | None = None,
+        train_splits: Sequence[str] = ("train", "restval"),
+        train_captions: str = "sample",
+        caption_seed: int | None = 0,
+        eval_captions: int | None = 5,
+        check_counts: str = "warn",
+        **loader_options: Any,
+    ) -> None:
         if dataset not in RELEASES:
             raise ValueError(f"data.dataset must be one of {sorted(RELEASES)}, got {dataset!r}")
         if train_captions not in TRAIN_CAPTIONS:
-            raise ValueError(f"data.train_captions must be one of {TRAIN_CAPTIONS}, got "
-                             f"{train_captions!r}")
+            raise ValueError(
+                f"data.train_captions must be one of {TRAIN_CAPTIONS}, got {train_captions!r}"
+            )
         modalities = list(loader_options.setdefault("modalities", ["image", "text"]))
         if modalities != ["image", "text"]:
-            raise ValueError(f"caption data sets pair images with text: data.modalities must "
-                             f"be [image, text], got {modalities}")
-        super().__init__(root=root, columns={"image": "image", "text": "text"},
-                         label_column="label", **loader_options)
+            raise ValueError(
+                f"caption data sets pair images with text: data.modalities must "
+                f"be [image, text], got {modalities}"
+            )
+        super().__init__(
+            root=root,
+            columns={"image": "image", "text": "text"},
+            label_column="label",
+            **loader_options,
+        )
         self.release_key = dataset
         self.release = RELEASES[dataset]
         self.annotations = annotations or self.release.annotations
         self.image_dir = self.release.image_dir if image_dir is None else image_dir
-        self.stage_of = {**{name: "train" for name in train_splits}, "val": "val",
-                         "test": "test"}
+        self.stage_of = {**{name: "train" for name in train_splits}, "val": "val", "test": "test"}
         self.train_captions = train_captions
         self.caption_seed = caption_seed or 0
         self.eval_captions = eval_captions
@@ -132,7 +154,7 @@ class KarpathyCaptionsDataModule(ManifestDataModule):
         image = Path(self.image_dir, entry.get("filepath", ""), filename) if filename else ""
         captions = [str(s.get("raw", "")) for s in entry.get("sentences", [])]
         if stage != "train" and self.eval_captions is not None:
-            captions = captions[:self.eval_captions]
+            captions = captions[: self.eval_captions]
         return {"id": filename, "image": str(image), "captions": captions, "label": 0}
 
     def read_splits(self) -> dict[str, list[Record]]:
@@ -144,30 +166,41 @@ class KarpathyCaptionsDataModule(ManifestDataModule):
         if not isinstance(data, dict) or not isinstance(data.get("images"), list):
             raise ValueError(f"{path}: expected a Karpathy split file with an 'images' list")
         if data.get("dataset", expected) != expected:
-            raise ValueError(f"{path} holds the {data['dataset']!r} captions, not {expected!r}; "
-                             "check data.dataset and data.annotations")
+            raise ValueError(
+                f"{path} holds the {data['dataset']!r} captions, not {expected!r}; "
+                "check data.dataset and data.annotations"
+            )
         splits: dict[str, list[Record]] = {"train": [], "val": [], "test": []}
         for entry in data["images"]:
             stage = self.stage_of.get(entry.get("split"))
             if stage is not None:
                 splits[stage].append(self._record(entry, stage))
-        check_counts(self.release.name, {s: len(r) for s, r in splits.items()},
-                     self.release.counts, self.count_check)
+        check_counts(
+            self.release.name,
+            {s: len(r) for s, r in splits.items()},
+            self.release.counts,
+            self.count_check,
+        )
         if self.check_files:
             # A whole missing image folder is a download step left out, not bad samples.
             folders = {r["image"].rpartition("/")[0] for rows in splits.values() for r in rows}
             for folder in sorted(folders):
                 if not (self.root / folder).is_dir():
-                    raise FileNotFoundError(f"{self.release.name}: missing folder "
-                                            f"{self.root / folder}. {self.release.obtain} "
-                                            "Point data.root at that folder.")
+                    raise FileNotFoundError(
+                        f"{self.release.name}: missing folder "
+                        f"{self.root / folder}. {self.release.obtain} "
+                        "Point data.root at that folder."
+                    )
         return splits
 
     def screen(self, stage: str, rows: Sequence[Record]) -> Sequence[Record]:
         """Images with a file and their non-empty captions, under ``on_bad_sample``."""
         images = [rows[i] for i in self.usable_positions(stage, rows, {"image": "image"})]
-        captions = [{"id": f"{image['id']}#{k}", "text": text, "label": 0}
-                    for image in images for k, text in enumerate(image["captions"])]
+        captions = [
+            {"id": f"{image['id']}#{k}", "text": text, "label": 0}
+            for image in images
+            for k, text in enumerate(image["captions"])
+        ]
         usable = set(self.usable_positions(stage, captions, {"text": "text"}))
         kept: list[Record] = []
         bare: list[BadSample] = []
@@ -178,15 +211,27 @@ class KarpathyCaptionsDataModule(ManifestDataModule):
             if texts:
                 kept.append({**image, "captions": texts})
             else:
-                bare.append(BadSample(str(self.source_of(stage)), stage,
-                                      row_name(image, position), "no usable caption"))
+                bare.append(
+                    BadSample(
+                        str(self.source_of(stage)),
+                        stage,
+                        row_name(image, position),
+                        "no usable caption",
+                    )
+                )
         if bare and self.on_bad_sample == "raise":
             listed = "\n  ".join(str(b) for b in bare[:SHOWN])
-            raise ValueError(f"{len(bare)} image(s) without captions in the {stage} split (set "
-                             f"data.on_bad_sample=skip to leave them out):\n  {listed}")
+            raise ValueError(
+                f"{len(bare)} image(s) without captions in the {stage} split (set "
+                f"data.on_bad_sample=skip to leave them out):\n  {listed}"
+            )
         if bare:
-            log.warning("data.on_bad_sample=skip: left out %d %s images without captions, "
-                        "e.g. %s", len(bare), stage, bare[0])
+            log.warning(
+                "data.on_bad_sample=skip: left out %d %s images without captions, e.g. %s",
+                len(bare),
+                stage,
+                bare[0],
+            )
             self.bad_samples.extend(bare)
         return kept
 
@@ -201,8 +246,13 @@ class KarpathyCaptionsDataModule(ManifestDataModule):
                 raise RuntimeError("call set_processors() with the encoders' processors first")
             processors = self.processors["train" if stage == "train" else "eval"]
         kind = CaptionPairs if stage == "train" else ImageCaptions
-        return kind(rows, self.root, processors, self.source_of(stage),
-                    skip_unreadable=self.on_bad_sample == "skip")
+        return kind(
+            rows,
+            self.root,
+            processors,
+            self.source_of(stage),
+            skip_unreadable=self.on_bad_sample == "skip",
+        )
 
     def loader(self, stage: str) -> DataLoader:
         """The loader of ``stage``.
@@ -213,20 +263,37 @@ class KarpathyCaptionsDataModule(ManifestDataModule):
         if stage not in self.datasets:
             self.setup()
         dataset = self.datasets[stage]
-        options: dict[str, Any] = {"num_workers": self.num_workers,
-                                   "pin_memory": self.pin_memory,
-                                   "persistent_workers": self.persistent_workers}
+        options: dict[str, Any] = {
+            "num_workers": self.num_workers,
+            "pin_memory": self.pin_memory,
+            "persistent_workers": self.persistent_workers,
+        }
         if stage != "train":
             # Lightning's padding DistributedSampler under DDP, not the unpadded one of the
             # other data sets: contrastive evaluation gathers features across ranks, which
             # needs equal shards; the retrieval metric counts a repeated image once (by id).
-            return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False,
-                              collate_fn=GroupedCollator(self.processors["eval"]), **options)
+            return DataLoader(
+                dataset,
+                batch_size=self.eval_batch_size,
+                shuffle=False,
+                collate_fn=GroupedCollator(self.processors["eval"]),
+                **options,
+            )
         collate = MultimodalCollator(self.processors["train"])
         if self.train_captions != "sample":
-            return stage_loader(dataset, stage, self.batch_size, TrainerProgress(self),
-                                collate_fn=collate, **options)
-        return ResumableLoader(dataset, OneCaptionPerImage(dataset.offsets, self.caption_seed),
-                               TrainerProgress(self), batch_size=self.batch_size,
-                               collate_fn=collate, **options)
-
+            return stage_loader(
+                dataset,
+                stage,
+                self.batch_size,
+                TrainerProgress(self),
+                collate_fn=collate,
+                **options,
+            )
+        return ResumableLoader(
+            dataset,
+            OneCaptionPerImage(dataset.offsets, self.caption_seed),
+            TrainerProgress(self),
+            batch_size=self.batch_size,
+            collate_fn=collate,
+            **options,
+        )

@@ -19,13 +19,37 @@ from mmexp.data.manifest import Record
 from mmexp.data.sets.published import check_counts, require_file
 
 NAME = "MM-IMDb"
-OBTAIN = ("It is distributed by its authors (http://lisi1.unal.edu.co/mmimdb/, "
-          "mmimdb.tar.gz); extract it so that the folder holds split.json and dataset/.")
+OBTAIN = (
+    "It is distributed by its authors (http://lisi1.unal.edu.co/mmimdb/, "
+    "mmimdb.tar.gz); extract it so that the folder holds split.json and dataset/."
+)
 PUBLISHED_COUNTS = {"train": 15552, "dev": 2608, "test": 7799}
 # The 23 genres of Arevalo et al. (2017), in the paper's order (most to least frequent).
-GENRES = ["Drama", "Comedy", "Romance", "Thriller", "Crime", "Action", "Adventure", "Horror",
-          "Documentary", "Mystery", "Sci-Fi", "Fantasy", "Family", "Biography", "War",
-          "History", "Music", "Animation", "Musical", "Western", "Sport", "Short", "Film-Noir"]
+GENRES = [
+    "Drama",
+    "Comedy",
+    "Romance",
+    "Thriller",
+    "Crime",
+    "Action",
+    "Adventure",
+    "Horror",
+    "Documentary",
+    "Mystery",
+    "Sci-Fi",
+    "Fantasy",
+    "Family",
+    "Biography",
+    "War",
+    "History",
+    "Music",
+    "Animation",
+    "Musical",
+    "Western",
+    "Sport",
+    "Short",
+    "Film-Noir",
+]
 
 
 class MMIMDbDataModule(ManifestDataModule):
@@ -37,11 +61,15 @@ class MMIMDbDataModule(ManifestDataModule):
         **loader_options: Passed to :class:`ManifestDataModule`.
     """
 
-    def __init__(self, root: str | Path, check_counts: str = "warn",
-                 **loader_options: Any) -> None:
+    def __init__(self, root: str | Path, check_counts: str = "warn", **loader_options: Any) -> None:
         loader_options.setdefault("modalities", ["image", "text"])
-        super().__init__(root=root, columns={"image": "image", "text": "plot"},
-                         label_column="genres", multilabel=True, **loader_options)
+        super().__init__(
+            root=root,
+            columns={"image": "image", "text": "plot"},
+            label_column="genres",
+            multilabel=True,
+            **loader_options,
+        )
         self.count_check = check_counts
         self.split_files = {"train": "train", "val": "dev", "test": "test"}
 
@@ -60,8 +88,12 @@ class MMIMDbDataModule(ManifestDataModule):
         plots = info.get("plot") or [""]
         # Genres outside the 23 (News, Reality-TV, ...) are not part of the task.
         genres = [g for g in info.get("genres", []) if g in GENRES]
-        return {"id": movie_id, "image": f"dataset/{movie_id}.jpeg",
-                "plot": plots[0] if isinstance(plots, list) else str(plots), "genres": genres}
+        return {
+            "id": movie_id,
+            "image": f"dataset/{movie_id}.jpeg",
+            "plot": plots[0] if isinstance(plots, list) else str(plots),
+            "genres": genres,
+        }
 
     def read_splits(self) -> dict[str, list[Record]]:
         """The movies of each split, with their first plot summary and their genres."""
@@ -71,5 +103,7 @@ class MMIMDbDataModule(ManifestDataModule):
             raise ValueError(f"{self.source_of('train')}: no {missing} list")
         found = {name: len(split[name]) for name in self.split_files.values()}
         check_counts(NAME, found, PUBLISHED_COUNTS, self.count_check)
-        return {stage: [self._movie(str(i)) for i in split[name]]
-                for stage, name in self.split_files.items()}
+        return {
+            stage: [self._movie(str(i)) for i in split[name]]
+            for stage, name in self.split_files.items()
+        }

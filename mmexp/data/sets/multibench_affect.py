@@ -36,17 +36,25 @@ from mmexp.data.sets.published import check_counts, require_file
 log = logging.getLogger(__name__)
 
 RELEASES: dict[str, dict[str, Any]] = {
-    "mosi": {"name": "CMU-MOSI", "file": "mosi_data.pkl",
-             "counts": {"train": 1284, "valid": 229, "test": 686},
-             "feature_dims": {"text": 300, "audio": 5, "vision": 20}},
-    "mosei": {"name": "CMU-MOSEI", "file": "mosei_senti_data.pkl",
-              "counts": {"train": 16326, "valid": 1871, "test": 4659},
-              "feature_dims": {"text": 300, "audio": 74, "vision": 35}},
+    "mosi": {
+        "name": "CMU-MOSI",
+        "file": "mosi_data.pkl",
+        "counts": {"train": 1284, "valid": 229, "test": 686},
+        "feature_dims": {"text": 300, "audio": 5, "vision": 20},
+    },
+    "mosei": {
+        "name": "CMU-MOSEI",
+        "file": "mosei_senti_data.pkl",
+        "counts": {"train": 16326, "valid": 1871, "test": 4659},
+        "feature_dims": {"text": 300, "audio": 74, "vision": 35},
+    },
 }
-OBTAIN = ("The word-aligned pickles are distributed by MultiBench (Affective Computing section "
-          "of https://github.com/pliang279/MultiBench) and MulT "
-          "(https://github.com/yaohungt/Multimodal-Transformer); the raw data come from the "
-          "CMU-MultimodalSDK. Place the .pkl file in the folder.")
+OBTAIN = (
+    "The word-aligned pickles are distributed by MultiBench (Affective Computing section "
+    "of https://github.com/pliang279/MultiBench) and MulT "
+    "(https://github.com/yaohungt/Multimodal-Transformer); the raw data come from the "
+    "CMU-MultimodalSDK. Place the .pkl file in the folder."
+)
 SPLIT_KEYS = {"train": "train", "val": "valid", "test": "test"}
 MODALITIES = ("text", "audio", "vision")
 
@@ -88,18 +96,27 @@ class AffectDataModule(ArrayDataModule):
     regression = True
     label_range = (-3.0, 3.0)
 
-    def __init__(self, root: str | Path, dataset: str = "mosi", file: str | None = None,
-                 feature_dims: Mapping[str, int] | None = None, aligned: bool = True,
-                 drop_empty_text: bool = True, check_counts: str = "warn",
-                 **loader_options: Any) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        dataset: str = "mosi",
+        file: str | None = None,
+        feature_dims: Mapping[str, int] | None = None,
+        aligned: bool = True,
+        drop_empty_text: bool = True,
+        check_counts: str = "warn",
+        **loader_options: Any,
+    ) -> None:
         if dataset not in RELEASES:
             raise ValueError(f"data.dataset must be one of {sorted(RELEASES)}, got {dataset!r}")
         loader_options.setdefault("modalities", list(MODALITIES))
         super().__init__(**loader_options)
         unknown = set(self.modalities) - set(MODALITIES)
         if unknown:
-            raise ValueError(f"data.modalities has {sorted(unknown)}; "
-                             f"{RELEASES[dataset]['name']} provides {list(MODALITIES)}")
+            raise ValueError(
+                f"data.modalities has {sorted(unknown)}; "
+                f"{RELEASES[dataset]['name']} provides {list(MODALITIES)}"
+            )
         self.release = RELEASES[dataset]
         self.root = Path(root)
         self.path = self.root / (file or self.release["file"])
@@ -115,8 +132,7 @@ class AffectDataModule(ArrayDataModule):
 
     def _array(self, part: Mapping[str, Any], key: str, source: str) -> np.ndarray:
         if key not in part:
-            raise ValueError(f"{self.path}: {source} has no {key!r} array (keys: "
-                             f"{sorted(part)})")
+            raise ValueError(f"{self.path}: {source} has no {key!r} array (keys: {sorted(part)})")
         return np.asarray(part[key])
 
     def read_split(self, stage: str, part: Mapping[str, Any]) -> ArraySplit:
@@ -129,15 +145,21 @@ class AffectDataModule(ArrayDataModule):
             array = self._array(part, modality, key).astype(np.float32, copy=False)
             width = self.feature_dims.get(modality)
             if array.ndim != 3 or (width is not None and array.shape[2] != width):
-                raise ValueError(f"{self.path}: {key}/{modality} should be [N, T, {width}], "
-                                 f"got {list(array.shape)} (data.feature_dims.{modality})")
+                raise ValueError(
+                    f"{self.path}: {key}/{modality} should be [N, T, {width}], "
+                    f"got {list(array.shape)} (data.feature_dims.{modality})"
+                )
             if len(array) != len(labels):
-                raise ValueError(f"{self.path}: {key}/{modality} has {len(array)} samples but "
-                                 f"{key}/labels has {len(labels)}")
+                raise ValueError(
+                    f"{self.path}: {key}/{modality} has {len(array)} samples but "
+                    f"{key}/labels has {len(labels)}"
+                )
             arrays[modality] = array
         if labels.size != len(labels):
-            raise ValueError(f"{self.path}: {key}/labels should hold one score per sample "
-                             f"([N, 1, 1]), got {list(labels.shape)}")
+            raise ValueError(
+                f"{self.path}: {key}/labels should hold one score per sample "
+                f"([N, 1, 1]), got {list(labels.shape)}"
+            )
         # The COVAREP features hold -inf (log of 0); MulT and MultiBench read them as 0.
         arrays["audio"][arrays["audio"] == -np.inf] = 0.0
         ids = sample_ids(part.get("id"), len(labels))
@@ -147,15 +169,23 @@ class AffectDataModule(ArrayDataModule):
         kept = None
         if self.drop_empty_text and empty.any():
             kept = np.flatnonzero(~empty)
-            log.info("%s: dropped %d %s segments without words (as MultiBench does)",
-                     self.path.name, int(empty.sum()), key)
+            log.info(
+                "%s: dropped %d %s segments without words (as MultiBench does)",
+                self.path.name,
+                int(empty.sum()),
+                key,
+            )
             arrays = {m: a[kept] for m, a in arrays.items()}
             starts = {m: s[kept] for m, s in starts.items()}
             labels, ids = labels[kept], [ids[i] for i in kept] if ids is not None else None
         return ArraySplit(
-            arrays={m: arrays[m] for m in self.modalities}, labels=labels,
+            arrays={m: arrays[m] for m in self.modalities},
+            labels=labels,
             sources={**{m: self.path for m in self.modalities}, "label": self.path},
-            starts={m: starts[m] for m in self.modalities}, ids=ids, rows=kept)
+            starts={m: starts[m] for m in self.modalities},
+            ids=ids,
+            rows=kept,
+        )
 
     def read_splits(self) -> dict[str, ArraySplit]:
         """Unpickle the release; check split sizes against the published ones."""

@@ -24,8 +24,9 @@ def require_file(path: Path, dataset: str, obtain: str) -> Path:
     return path
 
 
-def check_counts(dataset: str, found: Mapping[str, int], expected: Mapping[str, int],
-                 policy: str) -> None:
+def check_counts(
+    dataset: str, found: Mapping[str, int], expected: Mapping[str, int], policy: str
+) -> None:
     """Compare the samples found per split with the published counts.
 
     Args:
@@ -41,12 +42,16 @@ def check_counts(dataset: str, found: Mapping[str, int], expected: Mapping[str, 
         raise ValueError(f"data.check_counts must be one of {COUNT_CHECKS}, got {policy!r}")
     if policy == "off":
         return
-    differing = {name: (found.get(name, 0), count) for name, count in expected.items()
-                 if name in found and found[name] != count}
+    differing = {
+        name: (found.get(name, 0), count)
+        for name, count in expected.items()
+        if name in found and found[name] != count
+    }
     if not differing:
         return
-    details = ", ".join(f"{name}: {got} found, {want} published"
-                        for name, (got, want) in differing.items())
+    details = ", ".join(
+        f"{name}: {got} found, {want} published" for name, (got, want) in differing.items()
+    )
     message = f"{dataset}: split sizes differ from the published release ({details})"
     if policy == "raise":
         raise ValueError(message + "; set data.check_counts=warn to use a partial copy")

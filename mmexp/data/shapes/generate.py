@@ -32,8 +32,18 @@ GENERATOR_VERSION = 2
 
 DEFAULT_SPLITS: Mapping[str, int] = MappingProxyType({"train": 2000, "val": 500, "test": 500})
 MODALITIES = ("image", "text", "audio")
-_META_KEYS = ("name", "task", "label_names", "num_classes", "splits", "seed",
-              "generator_version", "modalities", "sample_rate", "image_size")
+_META_KEYS = (
+    "name",
+    "task",
+    "label_names",
+    "num_classes",
+    "splits",
+    "seed",
+    "generator_version",
+    "modalities",
+    "sample_rate",
+    "image_size",
+)
 # Split names become part of file names and sample ids.
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
@@ -86,8 +96,13 @@ def _is_complete(folder: Path) -> bool:
 
 
 def _write_samples(
-    folder: Path, task: str, splits: Mapping[str, int], seed: int, image_size: int,
-    sample_rate: int, duration_s: float,
+    folder: Path,
+    task: str,
+    splits: Mapping[str, int],
+    seed: int,
+    image_size: int,
+    sample_rate: int,
+    duration_s: float,
 ) -> None:
     """Write the images, audio clips and manifest of every split into ``folder``."""
     (folder / "images").mkdir()
@@ -106,10 +121,20 @@ def _write_samples(
                 audio_path = f"audio/{sample_id}.wav"
                 render_image(scene, image_size, rng).save(folder / image_path, format="PNG")
                 caption = render_caption(scene, rng)
-                write_wav(folder / audio_path,
-                          render_audio(scene, sample_rate, duration_s, rng), sample_rate)
-                row = {"id": sample_id, "split": split, "image": image_path, "text": caption,
-                       "audio": audio_path, "label": label, "attributes": scene.readable()}
+                write_wav(
+                    folder / audio_path,
+                    render_audio(scene, sample_rate, duration_s, rng),
+                    sample_rate,
+                )
+                row = {
+                    "id": sample_id,
+                    "split": split,
+                    "image": image_path,
+                    "text": caption,
+                    "audio": audio_path,
+                    "label": label,
+                    "attributes": scene.readable(),
+                }
                 manifest.write(json.dumps(row) + "\n")
 
 

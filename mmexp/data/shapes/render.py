@@ -29,8 +29,12 @@ SUPERSAMPLE = 4
 MAX_JITTER_PX = 2
 
 # Audio code: colour -> pitch, shape -> rhythm (number of beeps), size -> loudness.
-AUDIO_FREQUENCY_HZ: dict[str, float] = {"red": 440.0, "green": 587.0, "blue": 740.0,
-                                        "yellow": 880.0}
+AUDIO_FREQUENCY_HZ: dict[str, float] = {
+    "red": 440.0,
+    "green": 587.0,
+    "blue": 740.0,
+    "yellow": 880.0,
+}
 AUDIO_BEEPS: dict[str, int] = {"circle": 1, "square": 2, "triangle": 3}
 AUDIO_AMPLITUDE: dict[str, float] = {"small": 0.25, "large": 0.8}
 AUDIO_NOISE_STD = 0.01
@@ -57,7 +61,10 @@ def _quadrant_origin(position: int, quadrant: float) -> tuple[float, float]:
 
 
 def _draw_shape(
-    draw: ImageDraw.ImageDraw, shape: str, centre: tuple[float, float], side: float,
+    draw: ImageDraw.ImageDraw,
+    shape: str,
+    centre: tuple[float, float],
+    side: float,
     fill: tuple[int, int, int],
 ) -> None:
     """Draw ``shape`` with bounding square of ``side`` centred at ``centre``."""
@@ -75,8 +82,13 @@ def _draw_shape(
 
 
 def _place(
-    draw: ImageDraw.ImageDraw, shape: str, size: str, position: int, fill: tuple[int, int, int],
-    canvas: int, rng: np.random.Generator,
+    draw: ImageDraw.ImageDraw,
+    shape: str,
+    size: str,
+    position: int,
+    fill: tuple[int, int, int],
+    canvas: int,
+    rng: np.random.Generator,
 ) -> None:
     """Draw one shape in its quadrant with a small random offset from the quadrant centre."""
     quadrant = canvas / 2
@@ -107,13 +119,21 @@ def render_image(scene: Scene, size_px: int, rng: np.random.Generator) -> Image.
     level = int(rng.integers(30, 60))
     image = Image.new("RGB", (canvas, canvas), (level, level, level))
     draw = ImageDraw.Draw(image)
-    _place(draw, SHAPES[scene.image_shape], SIZES[scene.size], scene.position,
-           COLOUR_RGB[COLOURS[scene.image_colour]], canvas, rng)
+    _place(
+        draw,
+        SHAPES[scene.image_shape],
+        SIZES[scene.size],
+        scene.position,
+        COLOUR_RGB[COLOURS[scene.image_colour]],
+        canvas,
+        rng,
+    )
     if scene.distractor_shape is not None:
         others = [p for p in range(len(POSITIONS)) if p != scene.position]
         where = others[int(rng.integers(len(others)))]
-        _place(draw, SHAPES[scene.distractor_shape], _choice(rng, SIZES), where, GREY_RGB,
-               canvas, rng)
+        _place(
+            draw, SHAPES[scene.distractor_shape], _choice(rng, SIZES), where, GREY_RGB, canvas, rng
+        )
     small = np.asarray(image.resize((size_px, size_px), Image.Resampling.BOX), dtype=np.float32)
     # Grey (channel-shared) noise keeps the background unsaturated; a weaker per-channel
     # noise on top makes sure no pixel value is exactly predictable.
@@ -147,9 +167,7 @@ def render_caption(scene: Scene, rng: np.random.Generator) -> str:
         "extra": "",
     }
     if scene.distractor_shape is not None:
-        words["extra"] = " next to a grey " + _choice(
-            rng, SYNONYMS[SHAPES[scene.distractor_shape]]
-        )
+        words["extra"] = " next to a grey " + _choice(rng, SYNONYMS[SHAPES[scene.distractor_shape]])
     return template.format(**words)
 
 

@@ -75,10 +75,14 @@ def _sample_redundant(rng: np.random.Generator) -> tuple[Scene, int]:
     label = _index(rng, SHAPES)
     colour = _index(rng, COLOURS)
     scene = Scene(
-        image_shape=label, image_colour=colour,
-        text_shape=label, text_colour=colour,
-        audio_shape=label, audio_colour=colour,
-        size=_index(rng, SIZES), position=_index(rng, POSITIONS),
+        image_shape=label,
+        image_colour=colour,
+        text_shape=label,
+        text_colour=colour,
+        audio_shape=label,
+        audio_colour=colour,
+        size=_index(rng, SIZES),
+        position=_index(rng, POSITIONS),
         distractor_shape=_distractor(rng),
     )
     return scene, label
@@ -94,10 +98,14 @@ def _unique_sampler(modality: str) -> Callable[[np.random.Generator], tuple[Scen
         shapes = {name: _index(rng, SHAPES) for name in ("image", "text", "audio")}
         shapes[modality] = label
         scene = Scene(
-            image_shape=shapes["image"], image_colour=_index(rng, COLOURS),
-            text_shape=shapes["text"], text_colour=_index(rng, COLOURS),
-            audio_shape=shapes["audio"], audio_colour=_index(rng, COLOURS),
-            size=_index(rng, SIZES), position=_index(rng, POSITIONS),
+            image_shape=shapes["image"],
+            image_colour=_index(rng, COLOURS),
+            text_shape=shapes["text"],
+            text_colour=_index(rng, COLOURS),
+            audio_shape=shapes["audio"],
+            audio_colour=_index(rng, COLOURS),
+            size=_index(rng, SIZES),
+            position=_index(rng, POSITIONS),
             distractor_shape=_distractor(rng),
         )
         return scene, label
@@ -114,10 +122,14 @@ def _sample_synergy(rng: np.random.Generator) -> tuple[Scene, int]:
     audio_colour = _caption_colour(rng, image_colour, match=bool(label))
     shape = _index(rng, SHAPES)
     scene = Scene(
-        image_shape=shape, image_colour=image_colour,
-        text_shape=shape, text_colour=text_colour,
-        audio_shape=_index(rng, SHAPES), audio_colour=audio_colour,
-        size=_index(rng, SIZES), position=_index(rng, POSITIONS),
+        image_shape=shape,
+        image_colour=image_colour,
+        text_shape=shape,
+        text_colour=text_colour,
+        audio_shape=_index(rng, SHAPES),
+        audio_colour=audio_colour,
+        size=_index(rng, SIZES),
+        position=_index(rng, POSITIONS),
         distractor_shape=_distractor(rng),
     )
     return scene, label
@@ -130,10 +142,14 @@ def _sample_mixed(rng: np.random.Generator) -> tuple[Scene, int]:
     text_colour = _caption_colour(rng, image_colour, match=bool(match))
     shape = _index(rng, SHAPES)
     scene = Scene(
-        image_shape=shape, image_colour=image_colour,
-        text_shape=shape, text_colour=text_colour,
-        audio_shape=_index(rng, SHAPES), audio_colour=_index(rng, COLOURS),
-        size=large, position=_index(rng, POSITIONS),
+        image_shape=shape,
+        image_colour=image_colour,
+        text_shape=shape,
+        text_colour=text_colour,
+        audio_shape=_index(rng, SHAPES),
+        audio_colour=_index(rng, COLOURS),
+        size=large,
+        position=_index(rng, POSITIONS),
         distractor_shape=_distractor(rng),
     )
     return scene, 2 * large + match
@@ -141,20 +157,23 @@ def _sample_mixed(rng: np.random.Generator) -> tuple[Scene, int]:
 
 TASKS: dict[str, TaskSpec] = {
     "redundant": TaskSpec(
-        "redundant", SHAPES,
+        "redundant",
+        SHAPES,
         "label = shape, shown identically by image, caption and audio (redundancy)",
         _sample_redundant,
     ),
     **{
         f"unique_{modality}": TaskSpec(
-            f"unique_{modality}", SHAPES,
+            f"unique_{modality}",
+            SHAPES,
             f"label = shape shown by the {modality} only; the others are random (uniqueness)",
             _unique_sampler(modality),
         )
         for modality in ("image", "text", "audio")
     },
     "synergy": TaskSpec(
-        "synergy", ("mismatch", "match"),
+        "synergy",
+        ("mismatch", "match"),
         "label = caption colour (and audio tone colour) equals image colour; each modality "
         "alone is at chance (synergy)",
         _sample_synergy,

@@ -12,13 +12,22 @@ from tests.conftest import FAST_OVERRIDES, compose_config
 from tests.helpers.multibench_fixtures import write_avmnist
 
 FAST = [o for o in FAST_OVERRIDES if not o.startswith("data.")]
-LOADER = ["data.num_workers=0", "data.persistent_workers=false", "data.batch_size=4",
-          "data.pin_memory=false", "data.val_size=4"]
+LOADER = [
+    "data.num_workers=0",
+    "data.persistent_workers=false",
+    "data.batch_size=4",
+    "data.pin_memory=false",
+    "data.val_size=4",
+]
 
 
 def compose(tmp_path, data_dir, root, *overrides):
-    return compose_config("train", [*FAST, "experiment=avmnist", f"data.root={root}", *LOADER,
-                                    *overrides], tmp_path / "run", data_dir)
+    return compose_config(
+        "train",
+        [*FAST, "experiment=avmnist", f"data.root={root}", *LOADER, *overrides],
+        tmp_path / "run",
+        data_dir,
+    )
 
 
 def test_training_on_the_release_format_reports_accuracy(tmp_path, data_dir, caplog):
@@ -48,16 +57,22 @@ def test_arrays_are_split_and_scaled_as_multibench_reads_them(tmp_path):
 def test_missing_file_says_where_the_data_comes_from(tmp_path):
     root = write_avmnist(tmp_path / "avmnist")
     (root / "audio" / "test_data.npy").unlink()
-    with pytest.raises(FileNotFoundError, match=r"AV-MNIST: missing .*audio/test_data.npy.*"
-                                                r"avmnist.tar.gz.*MultiBench"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"AV-MNIST: missing .*audio/test_data.npy.*"
+        r"avmnist.tar.gz.*MultiBench",
+    ):
         AVMNISTDataModule(root, val_size=4).setup("fit")
 
 
 def test_wrong_shapes_are_named_with_their_file(tmp_path):
     root = write_avmnist(tmp_path / "avmnist")
     np.save(root / "audio" / "train_data.npy", np.zeros((12, 100, 100), np.float32))
-    with pytest.raises(ValueError, match=r"audio/train_data.npy: expected spectrograms of shape "
-                                         r"\[N, 112, 112\], got \[12, 100, 100\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"audio/train_data.npy: expected spectrograms of shape "
+        r"\[N, 112, 112\], got \[12, 100, 100\]",
+    ):
         AVMNISTDataModule(root, val_size=4).setup("fit")
     write_avmnist(root)
     np.save(root / "test_labels.npy", np.zeros(5, np.int64))
@@ -85,8 +100,12 @@ def test_bad_rows_are_named_by_file_and_index_and_can_be_skipped(tmp_path):
 
 def test_file_encoders_are_refused_with_the_array_encoders_named(tmp_path, data_dir):
     root = write_avmnist(tmp_path / "avmnist")
-    cfg = compose_config("train", [*FAST, "data=avmnist", f"data.root={root}", *LOADER],
-                         tmp_path / "run", data_dir)
-    with pytest.raises(ValueError, match=r"model.encoders.image preprocesses files .*"
-                                         r"model/encoders/image=lenet.*experiment=avmnist"):
+    cfg = compose_config(
+        "train", [*FAST, "data=avmnist", f"data.root={root}", *LOADER], tmp_path / "run", data_dir
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"model.encoders.image preprocesses files .*"
+        r"model/encoders/image=lenet.*experiment=avmnist",
+    ):
         build_data_and_model(cfg)

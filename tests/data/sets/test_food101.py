@@ -11,16 +11,30 @@ from tests.conftest import FAST_OVERRIDES, compose_config
 from tests.helpers.caption_fixtures import write_food101
 
 FAST = [o for o in FAST_OVERRIDES if not o.startswith("data.")]
-LOADER = ["data.num_workers=0", "data.persistent_workers=false", "data.batch_size=4",
-          "data.pin_memory=false"]
+LOADER = [
+    "data.num_workers=0",
+    "data.persistent_workers=false",
+    "data.batch_size=4",
+    "data.pin_memory=false",
+]
 
 
 def test_training_on_the_release_format_reports_accuracy(tmp_path, data_dir, caplog):
     root = write_food101(tmp_path / "food")
     # No test report: its 101 x 101 annotated confusion-matrix plot alone takes over a minute.
-    cfg = compose_config("train", [*FAST, "data=food101", f"data.root={root}", *LOADER,
-                                   "data.val_size=3", "++callbacks.test_report=null"],
-                         tmp_path / "run", data_dir)
+    cfg = compose_config(
+        "train",
+        [
+            *FAST,
+            "data=food101",
+            f"data.root={root}",
+            *LOADER,
+            "data.val_size=3",
+            "++callbacks.test_report=null",
+        ],
+        tmp_path / "run",
+        data_dir,
+    )
     with caplog.at_level(logging.WARNING):
         result = train(cfg)
     metrics = result["metrics"]
@@ -47,8 +61,10 @@ def test_validation_is_a_seeded_holdout_in_proportion_to_each_class(tmp_path):
     assert not set(val_ids) & {r["id"] for r in splits["train"]}
     assert len(splits["train"]) + len(val_ids) == 12
     assert [r["id"] for r in Food101DataModule(root, val_size=6).read_splits()["val"]] == val_ids
-    other_seeds = [[r["id"] for r in Food101DataModule(root, val_size=6, val_seed=seed)
-                    .read_splits()["val"]] for seed in (1, 2, 3)]
+    other_seeds = [
+        [r["id"] for r in Food101DataModule(root, val_size=6, val_seed=seed).read_splits()["val"]]
+        for seed in (1, 2, 3)
+    ]
     assert any(ids != val_ids for ids in other_seeds)
 
 
@@ -98,6 +114,9 @@ def test_bad_rows_are_named_and_can_be_skipped(tmp_path):
     assert any("(id='pizza_99.jpg'): missing image file" in r for r in reasons)
     # Without file checks the unknown dish itself is named.
     csv_path.write_text(csv_path.read_text().replace("lone_field\n", ""))
-    with pytest.raises(ValueError, match=r"test row 2 \(id='sushi_2.jpg'\): unknown label "
-                                         "'sashimi_platter'"):
+    with pytest.raises(
+        ValueError,
+        match=r"test row 2 \(id='sushi_2.jpg'\): unknown label "
+        "'sashimi_platter'",
+    ):
         Food101DataModule(root, val_size=3, check_files=False).setup("test")

@@ -10,13 +10,28 @@ from tests.conftest import FAST_OVERRIDES, compose_config
 from tests.helpers.published_fixtures import write_hateful_memes
 
 FAST = [o for o in FAST_OVERRIDES if not o.startswith("data.")]
-LOADER = ["data.num_workers=0", "data.persistent_workers=false", "data.batch_size=4",
-          "data.pin_memory=false"]
+LOADER = [
+    "data.num_workers=0",
+    "data.persistent_workers=false",
+    "data.batch_size=4",
+    "data.pin_memory=false",
+]
 
 
 def run(tmp_path, data_dir, root, *overrides):
-    cfg = compose_config("train", [*FAST, "data=hateful_memes", f"data.root={root}", *LOADER,
-                                   "monitor=val/auroc", *overrides], tmp_path / "run", data_dir)
+    cfg = compose_config(
+        "train",
+        [
+            *FAST,
+            "data=hateful_memes",
+            f"data.root={root}",
+            *LOADER,
+            "monitor=val/auroc",
+            *overrides,
+        ],
+        tmp_path / "run",
+        data_dir,
+    )
     return train(cfg)
 
 
@@ -39,14 +54,16 @@ def test_count_check_can_be_strict(tmp_path, data_dir):
 def test_missing_split_file_says_where_the_data_comes_from(tmp_path, data_dir):
     root = write_hateful_memes(tmp_path / "hm")
     (root / "test_seen.jsonl").unlink()
-    with pytest.raises(FileNotFoundError,
-                       match=r"missing .*test_seen.jsonl.*hatefulmemeschallenge"):
+    with pytest.raises(
+        FileNotFoundError, match=r"missing .*test_seen.jsonl.*hatefulmemeschallenge"
+    ):
         run(tmp_path, data_dir, root)
 
 
 def test_unseen_test_split_and_bad_rows_are_named(tmp_path, data_dir):
-    root = write_hateful_memes(tmp_path / "hm", {"train": 8, "dev_seen": 4, "test_seen": 4,
-                                                 "test_unseen": 4})
+    root = write_hateful_memes(
+        tmp_path / "hm", {"train": 8, "dev_seen": 4, "test_seen": 4, "test_unseen": 4}
+    )
     lines = (root / "train.jsonl").read_text().splitlines()
     row = json.loads(lines[3])
     row["label"] = 5
@@ -54,6 +71,5 @@ def test_unseen_test_split_and_bad_rows_are_named(tmp_path, data_dir):
     (root / "train.jsonl").write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match=r"train.jsonl: train row 3 \(id=10004\): unknown label 5"):
         run(tmp_path, data_dir, root, "data.test_split=test_unseen")
-    result = run(tmp_path, data_dir, root, "data.test_split=test_unseen",
-                 "data.on_bad_sample=skip")
+    result = run(tmp_path, data_dir, root, "data.test_split=test_unseen", "data.on_bad_sample=skip")
     assert result["data_skipped"]["counts"] == {"train": 1}

@@ -19,15 +19,23 @@ from tests.helpers.caption_fixtures import write_karpathy
 from tests.metrics.test_retrieval import brute_force_grouped
 
 FAST = [o for o in FAST_OVERRIDES if not o.startswith("data.")]
-LOADER = ["data.num_workers=0", "data.persistent_workers=false", "data.batch_size=4",
-          "data.eval_batch_size=3", "data.pin_memory=false"]
+LOADER = [
+    "data.num_workers=0",
+    "data.persistent_workers=false",
+    "data.batch_size=4",
+    "data.eval_batch_size=3",
+    "data.pin_memory=false",
+]
 RECALLS = [f"r@{k}_{d}" for k in (1, 5, 10) for d in ("i2t", "t2i")]
 
 
 def config(tmp_path, data_dir, name, root, *overrides):
-    return compose_config("train", [*FAST, f"data={name}", f"data.root={root}", *LOADER,
-                                    "objective=contrastive", *overrides], tmp_path / "run",
-                          data_dir)
+    return compose_config(
+        "train",
+        [*FAST, f"data={name}", f"data.root={root}", *LOADER, "objective=contrastive", *overrides],
+        tmp_path / "run",
+        data_dir,
+    )
 
 
 def test_coco_contrastive_training_reports_group_aware_recall(tmp_path, data_dir, caplog):
@@ -45,9 +53,19 @@ def test_coco_contrastive_training_reports_group_aware_recall(tmp_path, data_dir
 
 def test_flickr30k_trains_on_every_caption_with_matching(tmp_path, data_dir):
     root = write_karpathy(tmp_path / "f30k", "flickr30k")
-    result = train(config(tmp_path, data_dir, "flickr30k", root, "objective=itm",
-                          "fusion=concat", "data.train_captions=all", "data.train_subset=3",
-                          "trainer.max_epochs=1"))
+    result = train(
+        config(
+            tmp_path,
+            data_dir,
+            "flickr30k",
+            root,
+            "objective=itm",
+            "fusion=concat",
+            "data.train_captions=all",
+            "data.train_subset=3",
+            "trainer.max_epochs=1",
+        )
+    )
     metrics = result["metrics"]
     assert metrics["test/gallery_size"] == 4 and metrics["test/gallery_size_text"] == 20
     assert 0 <= metrics["val/itm_acc"] <= 1 and 0 <= metrics["test/r@1_t2i"] <= 1
@@ -135,8 +153,9 @@ def test_count_check_and_missing_files(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"missing folder .*val2014.*cocodataset"):
         KarpathyCaptionsDataModule(root).dataset("val", processed=False)
     (root / "dataset_coco.json").unlink()
-    with pytest.raises(FileNotFoundError,
-                       match=r"missing .*dataset_coco.json.*caption_datasets.zip"):
+    with pytest.raises(
+        FileNotFoundError, match=r"missing .*dataset_coco.json.*caption_datasets.zip"
+    ):
         KarpathyCaptionsDataModule(root).dataset("val", processed=False)
     flickr = write_karpathy(tmp_path / "f30k", "flickr30k")
     with pytest.raises(ValueError, match="holds the 'flickr30k' captions, not 'coco'"):
@@ -153,8 +172,10 @@ def test_bad_captions_and_images_are_named_and_can_be_skipped(tmp_path):
     with pytest.raises(ValueError, match=r"missing image file .*" + test[3]["filename"]):
         KarpathyCaptionsDataModule(root).dataset("test", processed=False)
     (root / test[3]["filepath"] / test[3]["filename"]).write_bytes(b"")  # back, but corrupt
-    with pytest.raises(ValueError, match=r"dataset_coco.json: test row 7 \(id='"
-                                         + test[1]["filename"] + r"#2'\): empty text"):
+    with pytest.raises(
+        ValueError,
+        match=r"dataset_coco.json: test row 7 \(id='" + test[1]["filename"] + r"#2'\): empty text",
+    ):
         KarpathyCaptionsDataModule(root).dataset("test", processed=False)
     dm = KarpathyCaptionsDataModule(root, on_bad_sample="skip")
     images = dm.dataset("test", processed=False)
@@ -177,13 +198,28 @@ def test_only_image_text_pairs_are_accepted(tmp_path):
 @pytest.mark.slow
 def test_two_process_training_reports_the_recall_of_one_process(tmp_path, data_dir):
     # 5 test and 3 val images over 2 ranks: the distributed sampler repeats one of each.
-    root = write_karpathy(tmp_path / "coco", splits={"train": 6, "restval": 2, "val": 3,
-                                                     "test": 5})
-    command = [sys.executable, "-m", "mmexp.train", "trainer=ddp_cpu", "data=coco_captions",
-               f"data.root={root}", "objective=contrastive", *FAST, *LOADER,
-               f"paths.data_dir={data_dir}", f"hydra.run.dir={tmp_path / 'ddp'}"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path,
-                          env={**os.environ, "WANDB_MODE": "offline"})
+    root = write_karpathy(tmp_path / "coco", splits={"train": 6, "restval": 2, "val": 3, "test": 5})
+    command = [
+        sys.executable,
+        "-m",
+        "mmexp.train",
+        "trainer=ddp_cpu",
+        "data=coco_captions",
+        f"data.root={root}",
+        "objective=contrastive",
+        *FAST,
+        *LOADER,
+        f"paths.data_dir={data_dir}",
+        f"hydra.run.dir={tmp_path / 'ddp'}",
+    ]
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
+        env={**os.environ, "WANDB_MODE": "offline"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     distributed = json.loads((tmp_path / "ddp" / "results.json").read_text())
     assert distributed["metrics"]["test/gallery_size_text"] == 25
@@ -191,8 +227,12 @@ def test_two_process_training_reports_the_recall_of_one_process(tmp_path, data_d
     # per epoch (a sampler over the 41 pairs would take 6).
     best = torch.load(distributed["best_checkpoint"], weights_only=True)
     assert best["global_step"] == best["epoch"] + 1
-    cfg = compose_config("eval", [f"ckpt_path={distributed['best_checkpoint']}", "logger=csv",
-                                  "trainer.accelerator=cpu"], tmp_path / "eval", data_dir)
+    cfg = compose_config(
+        "eval",
+        [f"ckpt_path={distributed['best_checkpoint']}", "logger=csv", "trainer.accelerator=cpu"],
+        tmp_path / "eval",
+        data_dir,
+    )
     single = evaluate(cfg)["metrics"]
     for name in [*RECALLS, "gallery_size", "gallery_size_text"]:
         assert single[f"test/{name}"] == pytest.approx(distributed["metrics"][f"test/{name}"])

@@ -12,8 +12,12 @@ from tests.conftest import FAST_OVERRIDES, compose_config
 from tests.helpers.published_fixtures import write_mmimdb
 
 FAST = [o for o in FAST_OVERRIDES if not o.startswith("data.")]
-LOADER = ["data.num_workers=0", "data.persistent_workers=false", "data.batch_size=4",
-          "data.pin_memory=false"]
+LOADER = [
+    "data.num_workers=0",
+    "data.persistent_workers=false",
+    "data.batch_size=4",
+    "data.pin_memory=false",
+]
 
 
 def test_genres_become_multi_hot_targets_of_the_23(tmp_path):
@@ -28,8 +32,12 @@ def test_genres_become_multi_hot_targets_of_the_23(tmp_path):
 
 def test_training_reports_the_four_f1_averages(tmp_path, data_dir):
     root = write_mmimdb(tmp_path / "mmimdb")
-    cfg = compose_config("train", [*FAST, "data=mmimdb", f"data.root={root}", *LOADER,
-                                   "objective=multilabel"], tmp_path / "run", data_dir)
+    cfg = compose_config(
+        "train",
+        [*FAST, "data=mmimdb", f"data.root={root}", *LOADER, "objective=multilabel"],
+        tmp_path / "run",
+        data_dir,
+    )
     result = train(cfg)
     for average in ("micro", "macro", "weighted", "samples"):
         assert 0 <= result["metrics"][f"test/f1_{average}"] <= 1

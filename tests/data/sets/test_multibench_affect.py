@@ -12,20 +12,27 @@ from tests.conftest import FAST_OVERRIDES, compose_config
 from tests.helpers.multibench_fixtures import AFFECT_FILES, SEQ_LEN, write_affect_pickle
 
 FAST = [o for o in FAST_OVERRIDES if not o.startswith("data.")]
-LOADER = ["data.num_workers=0", "data.persistent_workers=false", "data.batch_size=8",
-          "data.pin_memory=false"]
+LOADER = [
+    "data.num_workers=0",
+    "data.persistent_workers=false",
+    "data.batch_size=8",
+    "data.pin_memory=false",
+]
 METRICS = ("mae", "corr", "acc7", "acc5", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0")
 
 
 def run(tmp_path, data_dir, experiment, root, *overrides):
-    cfg = compose_config("train", [*FAST, f"experiment={experiment}", f"data.root={root}",
-                                   *LOADER, *overrides], tmp_path / "run", data_dir)
+    cfg = compose_config(
+        "train",
+        [*FAST, f"experiment={experiment}", f"data.root={root}", *LOADER, *overrides],
+        tmp_path / "run",
+        data_dir,
+    )
     return train(cfg)
 
 
 @pytest.mark.parametrize("dataset", ["mosi", "mosei"])
-def test_training_on_the_pickle_reports_the_sentiment_metrics(tmp_path, data_dir, caplog,
-                                                              dataset):
+def test_training_on_the_pickle_reports_the_sentiment_metrics(tmp_path, data_dir, caplog, dataset):
     root = write_affect_pickle(tmp_path / dataset, dataset)
     with caplog.at_level(logging.WARNING):
         result = run(tmp_path, data_dir, dataset, root)
@@ -34,8 +41,10 @@ def test_training_on_the_pickle_reports_the_sentiment_metrics(tmp_path, data_dir
     assert metrics["test/mae"] >= 0 and -1 <= metrics["test/corr"] <= 1
     for name in METRICS[2:]:
         assert 0 <= metrics[f"test/{name}"] <= 1, name
-    published = {"mosi": "train: 24 found, 1284 published",
-                 "mosei": "train: 24 found, 16326 published"}[dataset]
+    published = {
+        "mosi": "train: 24 found, 1284 published",
+        "mosei": "train: 24 found, 16326 published",
+    }[dataset]
     assert published in caplog.text
     assert not (tmp_path / "run" / "test_report").exists()  # no confusion matrix to draw
 
@@ -61,15 +70,21 @@ def test_sequences_start_at_the_first_word_as_multibench_reads_them(tmp_path):
 
 
 def test_missing_pickle_says_where_the_data_comes_from(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"CMU-MOSEI: missing .*mosei_senti_data.pkl.*"
-                                                r"MultiBench"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"CMU-MOSEI: missing .*mosei_senti_data.pkl.*"
+        r"MultiBench",
+    ):
         AffectDataModule(tmp_path, dataset="mosei").setup("fit")
 
 
 def test_wrong_feature_width_is_named_with_the_file_and_key(tmp_path):
     root = write_affect_pickle(tmp_path / "mosi")
-    with pytest.raises(ValueError, match=r"mosi_data.pkl: train/audio should be \[N, T, 74\], "
-                                         r"got \[24, 50, 5\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"mosi_data.pkl: train/audio should be \[N, T, 74\], "
+        r"got \[24, 50, 5\]",
+    ):
         AffectDataModule(root, feature_dims={"text": 300, "audio": 74, "vision": 20}).setup()
 
 
@@ -82,12 +97,16 @@ def test_bad_segments_are_named_and_can_be_skipped(tmp_path, data_dir):
     data["train"]["labels"][7, 0, 0] = 4.5
     with path.open("wb") as handle:
         pickle.dump(data, handle)
-    with pytest.raises(ValueError, match=r"2 bad sample\(s\) in the train split.*\n.*"
-                                         r"mosi_data.pkl: train index 3 \(id=video000/3/4\): "
-                                         r"non-finite values \(NaN or inf\) in vision\n.*"
-                                         r"index 7 .*label 4.5 is not a finite value in "
-                                         r"\[-3.0, 3.0\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"2 bad sample\(s\) in the train split.*\n.*"
+        r"mosi_data.pkl: train index 3 \(id=video000/3/4\): "
+        r"non-finite values \(NaN or inf\) in vision\n.*"
+        r"index 7 .*label 4.5 is not a finite value in "
+        r"\[-3.0, 3.0\]",
+    ):
         AffectDataModule(root).setup("fit")
-    result = run(tmp_path, data_dir, "mosi", root, "data.on_bad_sample=skip",
-                 "trainer.max_epochs=1")
+    result = run(
+        tmp_path, data_dir, "mosi", root, "data.on_bad_sample=skip", "trainer.max_epochs=1"
+    )
     assert result["data_skipped"]["counts"] == {"train": 2}

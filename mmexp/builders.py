@@ -12,19 +12,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
-from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from mmexp import CONFIG_DIR
+from mmexp.data.contract import MultimodalDataModule, missing_members
 from mmexp.encoders.base import ModalityEncoder
 from mmexp.encoders.freezing import count_parameters
 from mmexp.encoders.processors import ModalityProcessor
 from mmexp.fusion.base import FusionStrategy, can_judge_pairs
 from mmexp.fusion.cost import count_params, fusion_cost, match_params
+from mmexp.lit.common import MultimodalModule
 
 
 def build_encoders(cfg: DictConfig) -> dict[str, ModalityEncoder]:
@@ -228,7 +228,7 @@ def uses_fusion(cfg: DictConfig) -> bool:
     return bool(cfg.objective.get("uses_fusion", True))
 
 
-def build_module(cfg: DictConfig, num_classes: int) -> pl.LightningModule:
+def build_module(cfg: DictConfig, num_classes: int) -> MultimodalModule:
     """Build the parts the objective's module takes and inject them into it.
 
     Encoders, optimizer and schedule are always built; the fusion strategy when the
@@ -263,37 +263,47 @@ def build_module(cfg: DictConfig, num_classes: int) -> pl.LightningModule:
             parts["head"] = head
     if "num_classes" in accepted:
         parts["num_classes"] = num_classes
+    # Stored in every checkpoint so that a checkpoint alone rebuilds the model (mmexp-eval);
+    # read by the checkpoint hooks (mmexp.lit.frozen_weights).
+    parts["run_config"] = OmegaConf.to_container(cfg, resolve=True)
+    parts["save_frozen_weights"] = cfg.model.get("save_frozen_weights", True)
+    # The parts go to the constructor as they are: merged into the node, the run config's
+    # own _target_ entries would be instantiated too.
+    factory = instantiate(cfg.objective.module, _partial_=True)
     try:
-        module = instantiate(cfg.objective.module, **parts)
-    except InstantiationException as error:
-        # Surface the module's own validation error (wrong modalities, fusion, ...) as is.
-        cause = error.__cause__
-        if isinstance(cause, (ValueError, TypeError)):
-            raise type(cause)(f"objective.module: {cause}") from error
-        raise
-    module.run_config = OmegaConf.to_container(cfg, resolve=True)
-    # Read by the module's checkpoint hooks (mmexp.lit.frozen_weights).
-    module.save_frozen_weights = bool(cfg.model.get("save_frozen_weights", True))
-    return module
+        return factory(**parts)
+    except (ValueError, TypeError) as error:
+        # The module's own validation error (wrong modalities, fusion, ...), under its key.
+        raise type(error)(f"objective.module: {error}") from error
 
 
-def build_data_and_model(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
+def build_data_and_model(cfg: DictConfig) -> tuple[MultimodalDataModule, MultimodalModule]:
     """Instantiate the data module, build the model for its classes, wire the processors.
 
     The data are prepared first because the class count and label names come from them;
     the encoders' own preprocessing is then installed in the data module.
+
+    Raises:
+        TypeError: The data module lacks members of
+            :class:`~mmexp.data.contract.MultimodalDataModule`.
     """
     if uses_fusion(cfg):
         check_fusion(cfg)
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
+    missing = missing_members(datamodule)
+    if missing:
+        raise TypeError(
+            f"data._target_={cfg.data._target_} built {type(datamodule).__name__}, which "
+            f"lacks {missing} of mmexp.data.contract.MultimodalDataModule"
+        )
     module = build_module(cfg, datamodule.num_classes)
     datamodule.set_processors(*encoder_processors(module))
     return datamodule, module
 
 
 def encoder_processors(
-    module: pl.LightningModule,
+    module: MultimodalModule,
 ) -> tuple[dict[str, ModalityProcessor], dict[str, ModalityProcessor]]:
     """The training and evaluation preprocessing of every encoder of ``module``."""
     encoders: Any = module.encoders
@@ -303,7 +313,7 @@ def encoder_processors(
 
 
 def measure_fusion_cost(
-    module: pl.LightningModule, datamodule: pl.LightningDataModule
+    module: MultimodalModule, datamodule: MultimodalDataModule
 ) -> dict[str, int] | None:
     """Parameters of fusion and head, and forward FLOPs per sample of the fusion.
 

@@ -22,7 +22,7 @@ import os
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -32,6 +32,10 @@ from mmexp.data.cached_datamodule import CachedDataModule, SplitFeatures
 from mmexp.encoders.base import ModalityEncoder
 from mmexp.utils.digest import hash_parts, tensor_bytes, tensors_digest
 from mmexp.utils.rng import rng_untouched
+
+if TYPE_CHECKING:  # the data layer does not import the LightningModules
+    from mmexp.data.contract import MultimodalDataModule
+    from mmexp.lit.common import MultimodalModule
 
 log = logging.getLogger(__name__)
 
@@ -183,14 +187,11 @@ class FeatureCache:
         self.tokens = tokens
         self.device = torch.device(device)
 
-    def keeps_tokens(self, module: Any) -> bool:
-        """Whether tokens are stored for ``module``'s fusion (or ITM head)."""
+    def keeps_tokens(self, module: MultimodalModule) -> bool:
+        """Whether tokens are stored: ``feature_cache.tokens``, or what ``module`` reads."""
         if self.tokens != "auto":
             return bool(self.tokens)
-        fusion = getattr(module, "fusion", None)
-        matching = getattr(module, "matching", None)
-        fusion = fusion if fusion is not None else getattr(matching, "fusion", None)
-        return bool(getattr(fusion, "uses_tokens", False))
+        return module.reads_tokens
 
     def entry(self, name: str, key: str) -> Path:
         """File of one encoder's features on one split."""
@@ -227,7 +228,9 @@ class FeatureCache:
         partial.replace(path)
         return features, False
 
-    def wrap(self, cfg: DictConfig, module: Any, datamodule: Any) -> CachedDataModule:
+    def wrap(
+        self, cfg: DictConfig, module: MultimodalModule, datamodule: MultimodalDataModule
+    ) -> CachedDataModule:
         """A data module serving the cached features of every encoder of ``module``.
 
         Raises:
@@ -260,7 +263,9 @@ class FeatureCache:
         return CachedDataModule(datamodule, splits, report)
 
 
-def with_feature_cache(cfg: DictConfig, module: Any, datamodule: Any) -> Any:
+def with_feature_cache(
+    cfg: DictConfig, module: MultimodalModule, datamodule: MultimodalDataModule
+) -> MultimodalDataModule:
     """``datamodule``, or its cached-feature version when ``feature_cache.enabled``.
 
     The encoders run on the GPU while the cache is built when the trainer uses one.

@@ -8,10 +8,10 @@ from typing import Any
 import torch
 from torch import nn
 from torch.optim import Optimizer
-from torchmetrics import MaxMetric, MeanMetric, MetricCollection, MinMetric
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from mmexp.encoders.base import EncoderOutput, ModalityEncoder
+from mmexp.encoders.base import ModalityEncoder
 from mmexp.fusion.base import FusionStrategy
 from mmexp.lit.common import (
     EpochMeans,
@@ -44,7 +44,11 @@ class MultimodalClassifier(MultimodalModule):
         metrics: ``(num_classes, split) -> MetricCollection`` updated with
             ``(logits, labels)``; multi-class accuracy, F1 and AUROC by default.
         confusion_matrix: Compute the test confusion matrix (single-label tasks).
+        run_config: See :class:`~mmexp.lit.common.MultimodalModule`.
+        save_frozen_weights: See :class:`~mmexp.lit.common.MultimodalModule`.
     """
+
+    carried = (*MultimodalModule.carried, "train_metrics", "train_means")
 
     def __init__(
         self,
@@ -59,18 +63,16 @@ class MultimodalClassifier(MultimodalModule):
         monitor_mode: str = "max",
         metrics: Callable[[int, str], MetricCollection] = classification_metrics,
         confusion_matrix: bool = True,
+        run_config: Mapping[str, Any] | None = None,
+        save_frozen_weights: bool = True,
     ) -> None:
-        super().__init__()
-        if monitor_mode not in ("max", "min"):
-            raise ValueError(f"monitor_mode must be 'max' or 'min', got {monitor_mode!r}")
-        self.encoders = nn.ModuleDict(dict(encoders))
+        super().__init__(
+            encoders, optimizer, scheduler, monitor, monitor_mode, run_config, save_frozen_weights
+        )
         self.fusion = fusion
         self.head = head
         self.loss_fn = loss
         self.num_classes = num_classes
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
-        self.monitor = monitor
         self.train_metrics = metrics(num_classes, "train")
         self.val_metrics = metrics(num_classes, "val")
         self.test_metrics = metrics(num_classes, "test")
@@ -80,12 +82,13 @@ class MultimodalClassifier(MultimodalModule):
         self.test_confusion = MulticlassConfusionMatrix(num_classes) if confusion_matrix else None
         # The last test run's confusion matrix (rows true, columns predicted), for reports.
         self.test_confusion_result: torch.Tensor | None = None
-        self.best_monitored = MaxMetric() if monitor_mode == "max" else MinMetric()
-        # The resolved run config, stored in checkpoints so that a checkpoint alone is enough
-        # to rebuild the model (mmexp-eval). Set by the builder.
-        self.run_config: dict[str, Any] | None = None
         # Parts frozen by a finetuning protocol, kept in eval mode (see freeze_part).
         self.frozen_parts: list[str] = []
+
+    @property
+    def reads_tokens(self) -> bool:
+        """Whether the fusion strategy reads token sequences."""
+        return self.fusion.uses_tokens
 
     def freeze_part(self, name: str) -> None:
         """Freeze the submodule ``name`` (e.g. ``"fusion"``) and keep it in eval mode."""
@@ -99,10 +102,6 @@ class MultimodalClassifier(MultimodalModule):
         for name in getattr(self, "frozen_parts", []):
             getattr(self, name).eval()
         return self
-
-    def encode(self, batch: Batch) -> dict[str, EncoderOutput]:
-        """Run every encoder on its modality of the batch."""
-        return {name: encoder(batch[name]) for name, encoder in self.encoders.items()}
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Return class logits ``[B, num_classes]``."""
@@ -137,11 +136,6 @@ class MultimodalClassifier(MultimodalModule):
         if terms:
             loss = loss + self.fusion.aux_weight * torch.stack(terms).mean()
         return logits, loss
-
-    def on_train_start(self) -> None:
-        """Reset the best value seen during the sanity check."""
-        # The sanity-check validation run must not count towards the best value.
-        self.best_monitored.reset()
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         """Optimise the loss and accumulate training metrics."""

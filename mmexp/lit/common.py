@@ -7,10 +7,12 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.optim import Optimizer
-from torchmetrics import MeanMetric, Metric
+from torchmetrics import MaxMetric, MeanMetric, Metric, MinMetric
 
+from mmexp.encoders.base import EncoderOutput, ModalityEncoder
 from mmexp.lit.frozen_weights import (
     FROZEN_WEIGHTS_KEY,
     drop_frozen_weights,
@@ -122,16 +124,88 @@ def save_run_config(module: pl.LightningModule, checkpoint: dict[str, Any]) -> N
 
 
 class MultimodalModule(pl.LightningModule):
-    """What every mmexp module shares: injected optimization and standalone checkpoints.
+    """What every mmexp module shares: encoders, optimization, best value, checkpoints.
 
-    Subclasses set ``optimizer_factory`` and ``scheduler_factory`` (injected partials). Each
-    checkpoint carries the resolved run config and provenance, and leaves out the frozen
-    encoder weights when ``model.save_frozen_weights=false``
-    (:mod:`mmexp.lit.frozen_weights`).
+    Subclasses add their heads, losses and steps. Each checkpoint carries the resolved run
+    config and provenance, and leaves out the frozen encoder weights when
+    ``model.save_frozen_weights=false`` (:mod:`mmexp.lit.frozen_weights`).
+
+    Args:
+        encoders: One encoder per modality, keyed by the modality name used in batches.
+        optimizer: Partial optimizer constructor taking ``params``.
+        scheduler: Optional partial schedule constructor taking ``(optimizer, total_steps)``,
+            stepped every optimizer step.
+        monitor: Validation metric whose best value is tracked as ``<monitor>_best``.
+        monitor_mode: ``"max"`` or ``"min"``.
+        run_config: The resolved run config, stored in every checkpoint so that a checkpoint
+            alone is enough to rebuild the model (``mmexp-eval``, finetuning).
+        save_frozen_weights: Keep the frozen encoder weights in checkpoints.
+
+    Raises:
+        ValueError: An unknown ``monitor_mode``.
+        TypeError: ``save_frozen_weights`` is not a boolean.
     """
 
-    optimizer_factory: Callable[..., Optimizer]
-    scheduler_factory: Callable[..., Any] | None = None
+    #: Attributes holding metrics that accumulate across training steps or epochs; a
+    #: checkpoint carries their states so that a resumed run continues them exactly
+    #: (:mod:`mmexp.lit.resume`). Subclasses extend it with their own.
+    carried: tuple[str, ...] = ("best_monitored",)
+
+    def __init__(
+        self,
+        encoders: Mapping[str, ModalityEncoder],
+        optimizer: Callable[..., Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        monitor: str = "val/loss",
+        monitor_mode: str = "min",
+        run_config: Mapping[str, Any] | None = None,
+        save_frozen_weights: bool = True,
+    ) -> None:
+        super().__init__()
+        if monitor_mode not in ("max", "min"):
+            raise ValueError(f"monitor_mode must be 'max' or 'min', got {monitor_mode!r}")
+        if not isinstance(save_frozen_weights, bool):
+            raise TypeError(
+                f"model.save_frozen_weights must be true or false, got {save_frozen_weights!r}"
+            )
+        self.encoders = nn.ModuleDict(dict(encoders))
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.monitor = monitor
+        self.best_monitored = MaxMetric() if monitor_mode == "max" else MinMetric()
+        # A plain dict: Hydra hands mappings over as DictConfig, which checkpoints should
+        # not pickle.
+        self.run_config: dict[str, Any] | None = (
+            OmegaConf.to_container(run_config, resolve=True)  # type: ignore[assignment]
+            if isinstance(run_config, DictConfig)
+            else (dict(run_config) if run_config is not None else None)
+        )
+        self.save_frozen_weights = save_frozen_weights
+
+    @property
+    def reads_tokens(self) -> bool:
+        """Whether a part after the encoders reads their token sequences, not only pooled.
+
+        A feature cache stores tokens only for modules that read them.
+        """
+        return False
+
+    def carried_metrics(self) -> dict[str, Metric]:
+        """The metrics of :attr:`carried`, by their module names (stable across versions)."""
+        return {
+            name: metric
+            for name, metric in self.named_modules()
+            if isinstance(metric, Metric) and name.split(".")[0] in self.carried
+        }
+
+    def encode(self, batch: Mapping[str, Any]) -> dict[str, EncoderOutput]:
+        """Run every encoder on its modality of the batch."""
+        return {name: encoder(batch[name]) for name, encoder in self.encoders.items()}
+
+    def on_train_start(self) -> None:
+        """Reset the best value seen during the sanity check."""
+        # The sanity-check validation run must not count towards the best value.
+        self.best_monitored.reset()
 
     def configure_optimizers(self) -> dict[str, Any]:
         """Build the injected optimizer and, if any, the per-step schedule."""

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.optim import Optimizer
-from torchmetrics import MaxMetric, MeanMetric, MinMetric
+from torchmetrics import MeanMetric
 
 from mmexp.encoders.base import EncoderOutput, ModalityEncoder
 from mmexp.fusion.base import FusionStrategy
@@ -62,7 +62,11 @@ class ContrastivePretrainer(MultimodalModule):
         recall_ks: Cut-offs of the retrieval recall.
         monitor: Validation metric whose best value is tracked as ``<monitor>_best``.
         monitor_mode: ``"max"`` or ``"min"``.
+        run_config: See :class:`~mmexp.lit.common.MultimodalModule`.
+        save_frozen_weights: See :class:`~mmexp.lit.common.MultimodalModule`.
     """
+
+    carried = (*MultimodalModule.carried, "train_means")
 
     def __init__(
         self,
@@ -77,8 +81,12 @@ class ContrastivePretrainer(MultimodalModule):
         recall_ks: tuple[int, ...] = (1, 5, 10),
         monitor: str = "val/rsum",
         monitor_mode: str = "max",
+        run_config: Mapping[str, Any] | None = None,
+        save_frozen_weights: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(
+            encoders, optimizer, scheduler, monitor, monitor_mode, run_config, save_frozen_weights
+        )
         if len(encoders) != 2:
             raise ValueError(
                 "contrastive pretraining aligns exactly two modalities; data.modalities has "
@@ -93,9 +101,6 @@ class ContrastivePretrainer(MultimodalModule):
                 "objective.module.matching_weight > 0 needs a fusion strategy "
                 "(objective=itm builds one from fusion=...)"
             )
-        if monitor_mode not in ("max", "min"):
-            raise ValueError(f"monitor_mode must be 'max' or 'min', got {monitor_mode!r}")
-        self.encoders = nn.ModuleDict(dict(encoders))
         self.modalities = tuple(encoders)
         self.loss_fn = loss
         self.matching = (
@@ -104,9 +109,6 @@ class ContrastivePretrainer(MultimodalModule):
             else None
         )
         self.matching_weight = matching_weight
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
-        self.monitor = monitor
         self.val_retrieval = RetrievalRecall(self.modalities, recall_ks)
         self.test_retrieval = RetrievalRecall(self.modalities, recall_ks)
         self.val_loss = MeanMetric()
@@ -114,12 +116,11 @@ class ContrastivePretrainer(MultimodalModule):
             ["loss_epoch", "contrastive_loss", "itm_loss", "itm_acc", "temperature"]
         )
         self.val_matching_accuracy = MeanMetric()
-        self.best_monitored = MaxMetric() if monitor_mode == "max" else MinMetric()
-        self.run_config: dict[str, Any] | None = None
 
-    def encode(self, batch: Batch) -> dict[str, EncoderOutput]:
-        """Run both towers on their modality of the batch."""
-        return {name: encoder(batch[name]) for name, encoder in self.encoders.items()}
+    @property
+    def reads_tokens(self) -> bool:
+        """Whether image-text matching's fusion reads token sequences."""
+        return self.matching is not None and self.matching.fusion.uses_tokens
 
     @staticmethod
     def embed(features: EncoderOutput) -> torch.Tensor:
@@ -165,10 +166,6 @@ class ContrastivePretrainer(MultimodalModule):
                 loss=contrastive + self.matching_weight * matching,
             )
         return losses, embeddings
-
-    def on_train_start(self) -> None:
-        """Reset the best value seen during the sanity check."""
-        self.best_monitored.reset()
 
     def on_train_epoch_end(self) -> None:
         """Log the epoch means of the training losses, over every process."""

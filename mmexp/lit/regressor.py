@@ -36,6 +36,8 @@ class MultimodalRegressor(MultimodalClassifier):
         monitor: Validation metric whose best value is tracked as ``<monitor>_best``.
         monitor_mode: ``"min"`` for errors (``val/mae``), ``"max"`` for accuracies.
         metrics: ``(1, split) -> MetricCollection`` updated with ``(predictions, targets)``.
+        run_config: See :class:`~mmexp.lit.common.MultimodalModule`.
+        save_frozen_weights: See :class:`~mmexp.lit.common.MultimodalModule`.
 
     Raises:
         ValueError: The head does not produce exactly one value.
@@ -52,6 +54,8 @@ class MultimodalRegressor(MultimodalClassifier):
         monitor: str = "val/mae",
         monitor_mode: str = "min",
         metrics: Callable[[int, str], MetricCollection] = regression_metrics,
+        run_config: Mapping[str, Any] | None = None,
+        save_frozen_weights: bool = True,
     ) -> None:
         outputs = getattr(head, "out_dim", None)
         if outputs is None and getattr(fusion, "produces_logits", False):
@@ -75,6 +79,8 @@ class MultimodalRegressor(MultimodalClassifier):
             monitor_mode=monitor_mode,
             metrics=metrics,
             confusion_matrix=False,
+            run_config=run_config,
+            save_frozen_weights=save_frozen_weights,
         )
 
     def setup(self, stage: str) -> None:

@@ -25,20 +25,15 @@ import pytorch_lightning as pl
 import torch
 from torchmetrics import Metric
 
+from mmexp.lit.common import MultimodalModule
 from mmexp.utils.rng import rng_states, set_rng_states
-
-# Metrics that accumulate over training steps (epoch means, training accuracy) or over
-# epochs (best validation value so far). Validation and test metrics start empty at every
-# evaluation, and are not carried.
-CARRIED_METRICS = ("train", "best")
 
 
 def _metrics(module: pl.LightningModule) -> dict[str, Metric]:
-    return {
-        name: m
-        for name, m in module.named_modules()
-        if isinstance(m, Metric) and name.startswith(CARRIED_METRICS)
-    }
+    # Metrics that accumulate over training steps (epoch means, training accuracy) or over
+    # epochs (best validation value so far), as the module declares them. Validation and
+    # test metrics start empty at every evaluation, and are not carried.
+    return module.carried_metrics() if isinstance(module, MultimodalModule) else {}
 
 
 class ResumeState(pl.Callback):

@@ -7,9 +7,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from pytorch_lightning import Callback
 
-from mmexp.builders import build_data_and_model, build_module
+from mmexp.assemble import assemble
+from mmexp.builders import build_module
 from mmexp.encoders.freezing import count_parameters
-from mmexp.finetune import prepare_finetune
+from mmexp.resolve import resolve_run_config
 from mmexp.utils.instantiate import instantiate_group
 from tests.conftest import FAST_OVERRIDES, compose_config
 
@@ -88,10 +89,9 @@ def test_objective_configs_build_their_module(make_train_cfg, objective):
 @pytest.mark.parametrize("init", ["scratch", "minilm"])
 @pytest.mark.parametrize("protocol", options("finetune"))
 def test_finetune_protocols_apply_to_each_init(make_train_cfg, protocol, init):
-    cfg = make_train_cfg(f"finetune={protocol}", f"init={init}")
-    finetuning = prepare_finetune(cfg)
-    _, module = build_data_and_model(cfg)
-    lineage = finetuning.apply(module)
+    cfg = resolve_run_config(make_train_cfg(f"finetune={protocol}", f"init={init}"), "train")
+    run = assemble(cfg, "bench")
+    module, lineage = run.module, run.lineage
     assert lineage["towers"] == (["image", "text"] if init == "scratch" else ["text"])
     trainable_text = count_parameters(module.encoders["text"])[0]
     assert (trainable_text == count_parameters(module.encoders["text"])[1]) == (protocol == "full")
@@ -99,7 +99,7 @@ def test_finetune_protocols_apply_to_each_init(make_train_cfg, protocol, init):
 
 def test_init_without_a_protocol_is_refused(make_train_cfg):
     with pytest.raises(ValueError, match="no finetuning protocol is chosen"):
-        prepare_finetune(make_train_cfg("init=scratch"))
+        resolve_run_config(make_train_cfg("init=scratch"), "train")
 
 
 @pytest.mark.parametrize("modalities", ["[image]", "[text]", "[audio]", "[image,text,audio]"])

@@ -20,19 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
 from mmexp import CONFIG_DIR
+from mmexp.assemble import assemble
 from mmexp.bench.cache_speedup import cache_speedup
 from mmexp.bench.loading import loading_throughput
 from mmexp.bench.throughput import ThroughputBenchmark, prefetch
 from mmexp.bench.timing import device_name
-from mmexp.builders import build_data_and_model
-from mmexp.finetune import prepare_finetune
+from mmexp.resolve import resolve_run_config
 from mmexp.tracking.environment import git_state, package_versions
 from mmexp.utils.resolvers import register_resolvers
 
@@ -60,13 +59,10 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
     unknown = sorted(set(suites) - set(SUITES))
     if unknown:
         raise ValueError(f"bench.suites: unknown {unknown}; choose from {list(SUITES)}")
-    if cfg.get("seed") is not None:
-        pl.seed_everything(cfg.seed, workers=True)
     device = bench_device(cfg)
-    finetuning = prepare_finetune(cfg)
-    datamodule, module = build_data_and_model(cfg)
-    if finetuning is not None:
-        finetuning.apply(module)
+    cfg = resolve_run_config(cfg, "bench")
+    run = assemble(cfg, "bench")
+    datamodule, module = run.datamodule, run.module
     results: dict[str, Any] = {
         "date": dt.date.today().isoformat(),
         "device": device_name(device),

@@ -129,6 +129,15 @@ class ModalityEncoder(nn.Module):
         # A whole-encoder trainability set by a finetuning protocol (see ``restrict``).
         self.restriction: Any = None
 
+    @classmethod
+    def loads_pretrained(cls, options: Mapping[str, Any]) -> bool:
+        """Whether an encoder built from the config ``options`` starts from pretrained weights.
+
+        Read before anything is built (the run config records the towers a finetuning
+        protocol applies to); agrees with :attr:`pretrained` of the built encoder.
+        """
+        return False
+
     def restrict(self, trainability: Any) -> None:
         """Apply a :class:`~mmexp.encoders.freezing.Trainability` to the whole encoder.
 

@@ -39,6 +39,11 @@ class HFAudioEncoder(BackboneEncoder):
 
     modality = "audio"
 
+    @classmethod
+    def loads_pretrained(cls, options: Mapping[str, Any]) -> bool:
+        """Always: the weights come from ``name_or_path`` (``from_pretrained``)."""
+        return True
+
     def __init__(
         self,
         out_dim: int = 128,

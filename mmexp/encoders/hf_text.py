@@ -35,6 +35,11 @@ class HFTextEncoder(BackboneEncoder):
 
     modality = "text"
 
+    @classmethod
+    def loads_pretrained(cls, options: Mapping[str, Any]) -> bool:
+        """Always: the weights come from ``name_or_path`` (``from_pretrained``)."""
+        return True
+
     def __init__(
         self,
         out_dim: int = 128,

@@ -153,6 +153,11 @@ class TimmImageEncoder(BackboneEncoder):
 
     modality = "image"
 
+    @classmethod
+    def loads_pretrained(cls, options: Mapping[str, Any]) -> bool:
+        """With ``pretrained`` (the default) or a ``checkpoint_path``."""
+        return bool(options.get("pretrained", True) or options.get("checkpoint_path"))
+
     def __init__(
         self,
         out_dim: int = 128,

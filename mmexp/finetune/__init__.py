@@ -8,17 +8,18 @@ from mmexp.finetune.protocols import (
     Lora,
     Partial,
 )
-from mmexp.finetune.setup import prepare_finetune
+from mmexp.finetune.setup import Finetuning, finetuning_of
 from mmexp.finetune.source import PretrainedCheckpoint, resolve_checkpoint
 
 __all__ = [
     "FinetuneProtocol",
+    "Finetuning",
     "Frozen",
     "Full",
     "LinearProbe",
     "Lora",
     "Partial",
     "PretrainedCheckpoint",
-    "prepare_finetune",
+    "finetuning_of",
     "resolve_checkpoint",
 ]

@@ -8,6 +8,7 @@ where its initial weights came from.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from dataclasses import dataclass, field
@@ -27,8 +28,13 @@ KEY = "finetune.checkpoint"
 WANDB_PREFIX = "wandb:"
 
 
+@functools.cache
 def download_wandb_artifact(name: str, cache_dir: Path) -> Path:
     """Fetch the W&B model artifact ``name`` and return the checkpoint file in it.
+
+    Fetched once per process: resolving the run config and building the model read the same
+    file, and the jobs of a sweep run in one process finetune from the same version of an
+    alias (``:latest``, ``:best``) even if it moves meanwhile.
 
     Raises:
         RuntimeError: W&B cannot be reached or the artifact does not exist; the message says
@@ -92,15 +98,15 @@ class PretrainedCheckpoint:
     left_out: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, reference: str, cache_dir: Path) -> PretrainedCheckpoint:
-        """Resolve and read ``reference``.
+    def load(cls, reference: str, cache_dir: Path, mmap: bool = False) -> PretrainedCheckpoint:
+        """Resolve and read ``reference`` (``mmap``: map the weights, reading only the rest).
 
         Raises:
             FileNotFoundError: No file at the resolved path.
             ValueError: The file is not a checkpoint written by ``mmexp-train``.
         """
         path = resolve_checkpoint(reference, cache_dir)
-        checkpoint = load_checkpoint(path, KEY)
+        checkpoint = load_checkpoint(path, KEY, mmap)
         return cls(
             reference,
             path,

@@ -55,12 +55,14 @@ def atomic_save(checkpoint: dict[str, Any], path: str | Path) -> None:
         ) from error
 
 
-def safe_load(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
+def safe_load(path: str | Path, key: str = "ckpt_path", mmap: bool = False) -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True``, naming the file when it cannot.
 
     Args:
         path: The checkpoint file.
         key: The config key the path came from, named in errors.
+        mmap: Map the tensors from the file instead of reading them (reading the config
+            and the weight names of a large checkpoint costs next to nothing).
 
     Raises:
         FileNotFoundError: No file at ``path``.
@@ -71,7 +73,7 @@ def safe_load(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{key}: no checkpoint file at {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:  # torch raises several types for a damaged or foreign file
         raise CheckpointReadError(
             f"{key}: {path} is not a readable checkpoint (truncated, damaged, or holding "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +41,19 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def finished_result(cfg: DictConfig) -> dict[str, Any] | None:
+def finished_result(
+    cfg: DictConfig, resolve: Callable[[DictConfig], DictConfig] | None = None
+) -> dict[str, Any] | None:
     """The stored result of this job if it already completed with the same config.
 
     A job counts as finished when its folder holds a ``results.json`` with status
     ``completed`` and a resolved ``config.yaml`` equal to the current resolved config, so a
     changed job (other epochs, another encoder) is rerun rather than skipped.
+
+    Args:
+        cfg: The composed config of the job.
+        resolve: Turns it into the config the run saves (``mmexp.resolve``); a config that
+            cannot be resolved counts as not finished, and the job itself reports why.
     """
     folder = Path(cfg.paths.output_dir)
     results, saved_config = folder / RESULTS_FILE, folder / RESOLVED_CONFIG_FILE
@@ -57,6 +65,11 @@ def finished_result(cfg: DictConfig) -> dict[str, Any] | None:
         return None
     if payload.get("status") != "completed":
         return None
+    if resolve is not None:
+        try:
+            cfg = resolve(cfg)
+        except Exception:
+            return None
     current = OmegaConf.to_container(cfg, resolve=True)
     if OmegaConf.to_container(OmegaConf.load(saved_config)) != current:
         return None
@@ -69,12 +82,17 @@ def objective_value(result: dict[str, Any], cfg: DictConfig) -> float | None:
     return result.get("metrics", {}).get(name) if name else None
 
 
-def run_job(cfg: DictConfig, job: Any) -> float | None:
+def run_job(
+    cfg: DictConfig,
+    job: Callable[[DictConfig], dict[str, Any]],
+    resolve: Callable[[DictConfig], DictConfig] | None = None,
+) -> float | None:
     """Run ``job(cfg)`` under the multirun policy and return the optimized metric.
 
     Args:
         cfg: The composed config; ``skip_completed`` and ``fail_fast`` steer the policy.
         job: The function running one job and returning its result record.
+        resolve: How the job resolves its config (see :func:`finished_result`).
 
     Returns:
         The optimized metric, or NaN for a job that failed inside a multirun (sweepers
@@ -87,7 +105,7 @@ def run_job(cfg: DictConfig, job: Any) -> float | None:
             f"({_fail_fast_marker().read_text().strip()})"
         )
     if cfg.get("skip_completed", True):
-        done = finished_result(cfg)
+        done = finished_result(cfg, resolve)
         if done is not None:
             log.info("skipping %s: already completed with this config", cfg.paths.output_dir)
             return objective_value(done, cfg)

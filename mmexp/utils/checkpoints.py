@@ -78,19 +78,20 @@ def check_targets(
             )
 
 
-def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
+def load_checkpoint(path: str | Path, key: str = "ckpt_path", mmap: bool = False) -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True`` and check the mmexp config it carries.
 
     Args:
         path: The checkpoint file.
         key: The config key the path came from, named in errors.
+        mmap: Map the tensors instead of reading them (:func:`~mmexp.lit.checkpoint_io.safe_load`).
 
     Raises:
         FileNotFoundError: No file at ``path``.
         ValueError: The file is not a readable checkpoint, has no mmexp config, or its
             config names a ``_target_`` outside the allowed modules.
     """
-    checkpoint = safe_load(path, key)
+    checkpoint = safe_load(path, key, mmap)
     if "mmexp_config" not in checkpoint or "state_dict" not in checkpoint:
         raise ValueError(f"{key}: {path} was not written by mmexp-train (no mmexp_config)")
     check_targets(checkpoint["mmexp_config"], f"{key}: {path}")

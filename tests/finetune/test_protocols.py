@@ -7,10 +7,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from mmexp.assemble import assemble
 from mmexp.builders import build_data_and_model
 from mmexp.encoders.freezing import count_parameters
 from mmexp.eval import evaluate
-from mmexp.finetune import prepare_finetune
+from mmexp.finetune.source import download_wandb_artifact
+from mmexp.resolve import resolve_run_config
 from mmexp.tracking.wandb_offline import read_offline_run
 from mmexp.train import train
 from tests.conftest import FAST_OVERRIDES, compose_config
@@ -34,11 +36,9 @@ def checkpoint(tmp_path_factory, data_dir) -> str:
 
 
 def built(make_train_cfg, *overrides):
-    cfg = make_train_cfg(*overrides)
-    finetuning = prepare_finetune(cfg)
-    _, model = build_data_and_model(cfg)
-    lineage = finetuning.apply(model) if finetuning else None
-    return cfg, model, lineage
+    cfg = resolve_run_config(make_train_cfg(*overrides), "train")
+    run = assemble(cfg, "bench")  # built and finetuned, without the training extras
+    return cfg, run.module, run.lineage
 
 
 def trainable(module: torch.nn.Module) -> int:
@@ -193,6 +193,7 @@ def test_wandb_artifact_reference_is_downloaded_and_recorded(
 ):
     import wandb
 
+    download_wandb_artifact.cache_clear()  # fetched once per process
     requested = []
 
     class FakeApi:

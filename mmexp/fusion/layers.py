@@ -1,0 +1,192 @@
+"""Layers shared by the fusion strategies and the prediction heads.
+
+One definition of each block that several strategies need, in the manner of
+``timm.layers``: the presence matrix of the modalities, the zeroing of absent samples and
+padded tokens, a softmax restricted to valid entries, the MLP and the pre-norm Transformer
+encoder layer. Every function and class names the strategies that use it.
+
+Masks follow :class:`~mmexp.encoders.EncoderOutput`: ``True`` marks what is real (a present
+modality, a real token). Where a mask is applied to a larger tensor, its shape is a prefix
+of the tensor's and it is broadcast over the remaining dimensions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from mmexp.encoders.base import EncoderOutput
+
+
+def presence(features: Mapping[str, EncoderOutput], modalities: Sequence[str]) -> torch.Tensor:
+    """The ``[B, M]`` boolean matrix of which sample has which modality.
+
+    Used by :class:`~mmexp.fusion.AttentionFusion`, :class:`~mmexp.fusion.BottleneckFusion`,
+    :class:`~mmexp.fusion.GatedFusion` and :class:`~mmexp.fusion.LateFusion`.
+
+    Args:
+        features: Encoder output per modality.
+        modalities: The modalities, in the order of the columns.
+
+    Returns:
+        ``[B, M]`` boolean, column ``i`` the ``present`` mask of ``modalities[i]`` (all
+        ``True`` where an output has no mask).
+    """
+    return torch.stack([features[m].present_mask() for m in modalities], dim=1)
+
+
+def _broadcast(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """View ``mask``, whose shape must be a prefix of ``x``'s, with trailing singleton dims."""
+    if mask.shape != x.shape[: mask.dim()]:
+        # Plain broadcasting would accept e.g. a [B] mask on a [M, B] tensor and mask the
+        # wrong axis; requiring a prefix rules that out.
+        raise ValueError(
+            f"mask shape {tuple(mask.shape)} is not a prefix of the tensor shape {tuple(x.shape)}"
+        )
+    return mask.reshape(*mask.shape, *([1] * (x.dim() - mask.dim())))
+
+
+def zero_absent(x: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """``x`` with zeros wherever ``present`` is ``False``.
+
+    A fill rather than a multiplication by the mask: the placeholders of absent samples
+    (and padded tokens) may be non-finite, and ``NaN * 0`` is NaN.
+
+    Used by :class:`~mmexp.fusion.AttentionFusion`, :class:`~mmexp.fusion.BottleneckFusion`,
+    :class:`~mmexp.fusion.FiLMFusion`, :class:`~mmexp.fusion.GatedFusion`,
+    :class:`~mmexp.fusion.LateFusion`, :class:`~mmexp.fusion.LowRankFusion`,
+    :class:`~mmexp.fusion.TensorFusion`, :class:`~mmexp.fusion.UnimodalFusion`, and through
+    :func:`valid_tokens` by the token-level strategies.
+
+    Args:
+        x: Any tensor, e.g. ``[B, D]`` pooled vectors, ``[B, M, C]`` per-modality logits
+            or ``[B, T, D]`` tokens.
+        present: Boolean mask whose shape is a prefix of ``x``'s (``[B]``, ``[B, M]``,
+            ``[B, T]``); ``True`` keeps the entry.
+
+    Returns:
+        A new tensor shaped like ``x``.
+
+    Raises:
+        ValueError: The shape of ``present`` is not a prefix of that of ``x``.
+    """
+    return x.masked_fill(~_broadcast(present, x), 0.0)
+
+
+def valid_tokens(output: EncoderOutput) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tokens of ``output`` with padding and absent samples zeroed, and their validity.
+
+    A token is valid when it is real (``mask``) and its sample has the modality
+    (``present``). Zeroing the others keeps non-finite placeholders out of every product,
+    even of the ones a key padding mask later discards.
+
+    Used by :class:`~mmexp.fusion.BottleneckFusion`,
+    :class:`~mmexp.fusion.CrossAttentionFusion`, :class:`~mmexp.fusion.EarlyTokenFusion`,
+    :class:`~mmexp.fusion.FiLMFusion` and :class:`~mmexp.fusion.MulTFusion`.
+
+    Args:
+        output: Encoder output of one modality.
+
+    Returns:
+        ``(tokens, valid)``: ``[B, T, D]`` tokens, zero where not valid, and the ``[B, T]``
+        boolean validity.
+    """
+    valid = output.mask & output.present_mask()[:, None]
+    return zero_absent(output.tokens, valid), valid
+
+
+def masked_softmax(logits: torch.Tensor, valid: torch.Tensor, dim: int) -> torch.Tensor:
+    """Softmax of ``logits`` along ``dim`` over the valid entries only, zero elsewhere.
+
+    Invalid entries are filled with the dtype's smallest finite value rather than ``-inf``,
+    so a slice with no valid entry gives uniform weights (then zeroed) instead of NaN.
+
+    Used by :class:`~mmexp.fusion.AttentionFusion` (modality weights) and
+    :class:`~mmexp.fusion.GatedFusion` (``gate="softmax"``), both over the modality axis.
+
+    Args:
+        logits: Scores, e.g. ``[B, M]`` or ``[B, M, H]``.
+        valid: Boolean mask whose shape is a prefix of ``logits``'s; ``True`` for entries
+            that take part in the softmax.
+        dim: The dimension the weights sum to one over.
+
+    Returns:
+        Weights shaped like ``logits``: summing to one over the valid entries of each slice
+        that has any, zero at invalid entries.
+
+    Raises:
+        ValueError: The shape of ``valid`` is not a prefix of that of ``logits``.
+    """
+    invalid = ~_broadcast(valid, logits)
+    logits = logits.masked_fill(invalid, torch.finfo(logits.dtype).min)
+    return logits.softmax(dim=dim).masked_fill(invalid, 0.0)
+
+
+class Mlp(nn.Sequential):
+    """Optional input normalisation, hidden layers with activation and dropout, a linear output.
+
+    The layout is ``[norm], (Linear, act, Dropout) per hidden width, Linear``, as the
+    indices of an ``nn.Sequential``, so the state-dict keys are ``"0.weight"`` and so on.
+    Unlike ``timm.layers.Mlp`` it takes any number of hidden layers, normalises the input
+    rather than the hidden layer, and has no dropout after the output layer.
+
+    Used by :class:`~mmexp.lit.heads.MLPHead`, the shared head and the per-modality
+    classifiers of :class:`~mmexp.fusion.LateFusion`.
+
+    Args:
+        in_features: Input width.
+        hidden_features: Widths of the hidden layers; empty for a single linear layer.
+        out_features: Output width; ``None`` means ``in_features``.
+        act_layer: Builds the activation after each hidden linear layer.
+        norm_layer: Builds the normalisation of the input from its width; ``None`` for
+            none.
+        drop: Dropout after each activation, i.e. before each linear layer after the first.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_features: Sequence[int],
+        out_features: int | None = None,
+        act_layer: Callable[[], nn.Module] = nn.GELU,
+        norm_layer: Callable[[int], nn.Module] | None = None,
+        drop: float = 0.0,
+    ) -> None:
+        layers: list[nn.Module] = [] if norm_layer is None else [norm_layer(in_features)]
+        width = in_features
+        for hidden in hidden_features:
+            layers += [nn.Linear(width, hidden), act_layer(), nn.Dropout(drop)]
+            width = hidden
+        layers.append(nn.Linear(width, in_features if out_features is None else out_features))
+        super().__init__(*layers)
+
+
+def transformer_encoder_layer(
+    dim: int, heads: int, hidden_dim: int, dropout: float
+) -> nn.TransformerEncoderLayer:
+    """A pre-norm, GELU, batch-first ``nn.TransformerEncoderLayer``.
+
+    To stack it, wrap it in an ``nn.TransformerEncoder`` with ``enable_nested_tensor=False``:
+    nested tensors do not support pre-norm layers.
+
+    Used by :class:`~mmexp.fusion.BottleneckFusion` (one per modality and layer) and
+    :class:`~mmexp.fusion.EarlyTokenFusion` (the joint encoder).
+
+    Args:
+        dim: Token width.
+        heads: Attention heads; must divide ``dim``.
+        hidden_dim: Width of the feed-forward layer.
+        dropout: Dropout on the attention weights, in the feed-forward layer and on the
+            residual branches.
+    """
+    return nn.TransformerEncoderLayer(
+        dim,
+        heads,
+        dim_feedforward=hidden_dim,
+        dropout=dropout,
+        activation="gelu",
+        batch_first=True,
+        norm_first=True,
+    )

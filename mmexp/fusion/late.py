@@ -9,7 +9,6 @@ from torch import nn
 
 from mmexp.encoders.base import EncoderOutput
 from mmexp.fusion.base import FusionStrategy
-from mmexp.lit.heads import MLPHead
 
 COMBINE_RULES = ("mean", "learned", "poe")
 
@@ -80,6 +79,10 @@ class LateFusion(FusionStrategy):
         self.combine = combine
         self.out_dim = num_classes
         self.aux_weight = aux_weight
+        # Imported here, not at the top: MLPHead builds on mmexp.fusion.layers, so importing
+        # mmexp.lit.heads first would otherwise import this module before MLPHead exists.
+        from mmexp.lit.heads import MLPHead
+
         self.classifiers = nn.ModuleDict(
             {m: MLPHead(dim, num_classes, tuple(hidden_dims), dropout) for m in self.modalities}
         )

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from torch import nn
 
+from mmexp.fusion.layers import Mlp
 
-class MLPHead(nn.Sequential):
+
+class MLPHead(Mlp):
     """LayerNorm, hidden layers with GELU and dropout, then a linear output layer.
+
+    An :class:`~mmexp.fusion.layers.Mlp` with a LayerNorm on its input; the module indices
+    (``0`` the LayerNorm, then three per hidden layer) are the state-dict layout of saved
+    checkpoints.
 
     Args:
         in_dim: Width of the fused representation.
@@ -18,12 +24,8 @@ class MLPHead(nn.Sequential):
     def __init__(
         self, in_dim: int, out_dim: int, hidden_dims: tuple[int, ...] = (256,), dropout: float = 0.1
     ) -> None:
-        layers: list[nn.Module] = [nn.LayerNorm(in_dim)]
-        width = in_dim
-        for hidden in hidden_dims:
-            layers += [nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout)]
-            width = hidden
-        layers.append(nn.Linear(width, out_dim))
-        super().__init__(*layers)
+        super().__init__(
+            in_dim, hidden_dims, out_dim, act_layer=nn.GELU, norm_layer=nn.LayerNorm, drop=dropout
+        )
         self.in_dim = in_dim
         self.out_dim = out_dim

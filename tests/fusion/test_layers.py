@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +22,9 @@ from mmexp.fusion.layers import (
     valid_tokens,
     zero_absent,
 )
+from mmexp.lit.heads import MLPHead
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def output(batch: int, length: int, dim: int, lengths, present=None, seed: int = 0):
@@ -162,6 +169,34 @@ def test_mlp_computes_the_written_out_composition_and_drops_only_in_training():
     assert not torch.allclose(trained, expected)
 
 
+def test_mlp_head_is_the_mlp_with_an_input_layernorm():
+    head = MLPHead(10, 3, (8, 4), dropout=0.3)
+    assert isinstance(head, Mlp)
+    assert (head.in_dim, head.out_dim) == (10, 3)
+    assert [type(m) for m in head] == [
+        nn.LayerNorm,
+        nn.Linear,
+        nn.GELU,
+        nn.Dropout,
+        nn.Linear,
+        nn.GELU,
+        nn.Dropout,
+        nn.Linear,
+    ]
+    assert all(m.p == 0.3 for m in head if isinstance(m, nn.Dropout))
+    # The index layout checkpoints were saved with.
+    assert list(head.state_dict()) == [
+        "0.weight",
+        "0.bias",
+        "1.weight",
+        "1.bias",
+        "4.weight",
+        "4.bias",
+        "7.weight",
+        "7.bias",
+    ]
+
+
 def test_transformer_encoder_layer_configuration():
     layer = transformer_encoder_layer(8, 2, 24, 0.3)
     assert isinstance(layer, nn.TransformerEncoderLayer)
@@ -188,3 +223,14 @@ def test_transformer_encoder_layer_is_pre_norm():
         expected = mid + F.linear(hidden, layer.linear2.weight, layer.linear2.bias)
         result = layer(x, src_key_padding_mask=~valid)
     torch.testing.assert_close(result[valid], expected[valid])
+
+
+def test_heads_import_first_without_a_cycle():
+    # mmexp.lit.heads builds on these layers while LateFusion builds MLPHead: importing the
+    # head module on its own must work.
+    subprocess.run(
+        [sys.executable, "-c", "import mmexp.lit.heads"],
+        check=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+    )

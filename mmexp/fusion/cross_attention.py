@@ -8,95 +8,8 @@ import torch
 from torch import nn
 
 from mmexp.encoders.base import EncoderOutput, masked_mean
-from mmexp.fusion.base import FusionStrategy, check_heads
-
-
-def masked_attention(
-    attention: nn.MultiheadAttention,
-    query: torch.Tensor,
-    context: torch.Tensor,
-    context_valid: torch.Tensor,
-) -> torch.Tensor:
-    """Multi-head attention of ``query`` over the valid positions of ``context``.
-
-    Rows whose context has no valid position at all (the other modality is absent for that
-    sample) get a zero update instead of the NaN that a softmax over no keys produces; NaN
-    would otherwise survive any later masking, since ``NaN * 0`` is NaN.
-
-    Args:
-        attention: A ``batch_first`` attention module.
-        query: ``[B, L, D]`` queries.
-        context: ``[B, S, D]`` keys and values.
-        context_valid: ``[B, S]`` boolean, ``True`` for keys that may be attended to.
-
-    Returns:
-        ``[B, L, D]`` attention output, zero for samples with no valid key.
-    """
-    has_key = context_valid.any(dim=1)
-    # Let key-less rows attend everywhere (finite values, so no NaN) and discard the result.
-    ignore = ~(context_valid | ~has_key[:, None])
-    update, _ = attention(query, context, context, key_padding_mask=ignore, need_weights=False)
-    return update.masked_fill(~has_key[:, None, None], 0.0)
-
-
-class AttentionBlock(nn.Module):
-    """Pre-norm Transformer block: (cross- or self-) attention, then a feed-forward layer.
-
-    Args:
-        dim: Token width.
-        heads: Attention heads; must divide ``dim``.
-        hidden_dim: Width of the feed-forward layer.
-        dropout: Dropout on the attention weights and the residual branches.
-        cross: Whether the block attends to a separate context sequence (with its own
-            normalisation) instead of to its input.
-
-    Raises:
-        ValueError: ``heads`` does not divide ``dim``.
-    """
-
-    def __init__(
-        self, dim: int, heads: int, hidden_dim: int, dropout: float = 0.0, cross: bool = True
-    ) -> None:
-        super().__init__()
-        check_heads(type(self).__name__, dim, heads)
-        self.cross = cross
-        self.norm_query = nn.LayerNorm(dim)
-        # Only cross-attention normalises the context separately; a self-attention block
-        # without it has no unused parameters (which DDP would reject).
-        self.norm_context = nn.LayerNorm(dim) if cross else None
-        self.attention = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
-        self.norm_ff = nn.LayerNorm(dim)
-        self.feed_forward = nn.Sequential(
-            nn.Linear(dim, hidden_dim),
-            nn.GELU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden_dim, dim),
-        )
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(
-        self, x: torch.Tensor, key_valid: torch.Tensor, context: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Update ``x`` by attending to ``context`` (cross) or to itself.
-
-        Args:
-            x: ``[B, L, D]`` tokens to update.
-            key_valid: ``[B, S]`` validity of the keys: of ``context`` for a cross block, of
-                ``x`` for a self-attention block.
-            context: ``[B, S, D]`` context tokens; required iff the block is a cross block.
-
-        Returns:
-            The updated ``[B, L, D]`` tokens.
-        """
-        query = self.norm_query(x)
-        if self.norm_context is not None:
-            if context is None:
-                raise ValueError("a cross-attention block needs a context sequence")
-            keys = self.norm_context(context)
-        else:
-            keys = query
-        x = x + self.dropout(masked_attention(self.attention, query, keys, key_valid))
-        return x + self.dropout(self.feed_forward(self.norm_ff(x)))
+from mmexp.fusion.base import FusionStrategy
+from mmexp.fusion.layers import AttentionBlock, valid_tokens
 
 
 class CrossAttentionFusion(FusionStrategy):
@@ -167,11 +80,10 @@ class CrossAttentionFusion(FusionStrategy):
     def forward(self, features: Mapping[str, EncoderOutput]) -> torch.Tensor:
         """Return the ``[B, dim * M]`` concatenation of the pooled co-attended streams."""
         self.check_inputs(features)
-        valid = {m: features[m].mask & features[m].present_mask()[:, None] for m in self.modalities}
-        # Zero the padding and absent placeholders so no garbage value enters any product.
-        streams = {
-            m: features[m].tokens.masked_fill(~valid[m][..., None], 0.0) for m in self.modalities
-        }
+        streams, valid = {}, {}
+        for m in self.modalities:
+            # Padding and absent placeholders zeroed, so no garbage value enters any product.
+            streams[m], valid[m] = valid_tokens(features[m])
         for layer in self.layers:
             updated = {}
             for m in self.modalities:

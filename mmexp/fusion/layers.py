@@ -2,8 +2,9 @@
 
 One definition of each block that several strategies need, in the manner of
 ``timm.layers``: the presence matrix of the modalities, the zeroing of absent samples and
-padded tokens, a softmax restricted to valid entries, the MLP and the pre-norm Transformer
-encoder layer. Every function and class names the strategies that use it.
+padded tokens, softmax and multi-head attention restricted to valid entries, the MLP, the
+pre-norm attention block and the pre-norm Transformer encoder layer. Every function and
+class names the strategies that use it.
 
 Masks follow :class:`~mmexp.encoders.EncoderOutput`: ``True`` marks what is real (a present
 modality, a real token). Where a mask is applied to a larger tensor, its shape is a prefix
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from mmexp.encoders.base import EncoderOutput
+from mmexp.fusion.base import check_heads
 
 
 def presence(features: Mapping[str, EncoderOutput], modalities: Sequence[str]) -> torch.Tensor:
@@ -58,7 +60,7 @@ def zero_absent(x: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
     :class:`~mmexp.fusion.FiLMFusion`, :class:`~mmexp.fusion.GatedFusion`,
     :class:`~mmexp.fusion.LateFusion`, :class:`~mmexp.fusion.LowRankFusion`,
     :class:`~mmexp.fusion.TensorFusion`, :class:`~mmexp.fusion.UnimodalFusion`, and through
-    :func:`valid_tokens` by the token-level strategies.
+    :func:`valid_tokens` and :func:`masked_attention` by the token-level strategies.
 
     Args:
         x: Any tensor, e.g. ``[B, D]`` pooled vectors, ``[B, M, C]`` per-modality logits
@@ -124,6 +126,37 @@ def masked_softmax(logits: torch.Tensor, valid: torch.Tensor, dim: int) -> torch
     return logits.softmax(dim=dim).masked_fill(invalid, 0.0)
 
 
+def masked_attention(
+    attention: nn.MultiheadAttention,
+    query: torch.Tensor,
+    context: torch.Tensor,
+    context_valid: torch.Tensor,
+) -> torch.Tensor:
+    """Multi-head attention of ``query`` over the valid positions of ``context``.
+
+    Rows whose context has no valid position at all (the other modality is absent for that
+    sample) get a zero update instead of the NaN that a softmax over no keys produces; NaN
+    would otherwise survive any later masking, since ``NaN * 0`` is NaN.
+
+    Used by :class:`AttentionBlock`, hence by :class:`~mmexp.fusion.CrossAttentionFusion`
+    and :class:`~mmexp.fusion.MulTFusion`.
+
+    Args:
+        attention: A ``batch_first`` attention module.
+        query: ``[B, L, D]`` queries.
+        context: ``[B, S, D]`` keys and values.
+        context_valid: ``[B, S]`` boolean, ``True`` for keys that may be attended to.
+
+    Returns:
+        ``[B, L, D]`` attention output, zero for samples with no valid key.
+    """
+    has_key = context_valid.any(dim=1)
+    # Let key-less rows attend everywhere (finite values, so no NaN) and discard the result.
+    ignore = ~(context_valid | ~has_key[:, None])
+    update, _ = attention(query, context, context, key_padding_mask=ignore, need_weights=False)
+    return zero_absent(update, has_key)
+
+
 class Mlp(nn.Sequential):
     """Optional input normalisation, hidden layers with activation and dropout, a linear output.
 
@@ -132,8 +165,10 @@ class Mlp(nn.Sequential):
     Unlike ``timm.layers.Mlp`` it takes any number of hidden layers, normalises the input
     rather than the hidden layer, and has no dropout after the output layer.
 
-    Used by :class:`~mmexp.lit.heads.MLPHead`, the shared head and the per-modality
-    classifiers of :class:`~mmexp.fusion.LateFusion`.
+    Used by :class:`AttentionBlock` as its feed-forward layer (hence by
+    :class:`~mmexp.fusion.CrossAttentionFusion` and :class:`~mmexp.fusion.MulTFusion`) and
+    by :class:`~mmexp.lit.heads.MLPHead`, the shared head and the per-modality classifiers
+    of :class:`~mmexp.fusion.LateFusion`.
 
     Args:
         in_features: Input width.
@@ -161,6 +196,68 @@ class Mlp(nn.Sequential):
             width = hidden
         layers.append(nn.Linear(width, in_features if out_features is None else out_features))
         super().__init__(*layers)
+
+
+class AttentionBlock(nn.Module):
+    """Pre-norm Transformer block: (cross- or self-) attention, then a feed-forward layer.
+
+    Keys that are padding or belong to an absent modality are masked
+    (:func:`masked_attention`); a row with no valid key gets no attention update.
+
+    Used by :class:`~mmexp.fusion.CrossAttentionFusion` (a cross and a self block per
+    modality and layer) and :class:`~mmexp.fusion.MulTFusion` (the cross-modal and the
+    self-attention stacks).
+
+    Args:
+        dim: Token width.
+        heads: Attention heads; must divide ``dim``.
+        hidden_dim: Width of the feed-forward layer.
+        dropout: Dropout on the attention weights and the residual branches.
+        cross: Whether the block attends to a separate context sequence (with its own
+            normalisation) instead of to its input.
+
+    Raises:
+        ValueError: ``heads`` does not divide ``dim``.
+    """
+
+    def __init__(
+        self, dim: int, heads: int, hidden_dim: int, dropout: float = 0.0, cross: bool = True
+    ) -> None:
+        super().__init__()
+        check_heads(type(self).__name__, dim, heads)
+        self.cross = cross
+        self.norm_query = nn.LayerNorm(dim)
+        # Only cross-attention normalises the context separately; a self-attention block
+        # without it has no unused parameters (which DDP would reject).
+        self.norm_context = nn.LayerNorm(dim) if cross else None
+        self.attention = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.norm_ff = nn.LayerNorm(dim)
+        self.feed_forward = Mlp(dim, (hidden_dim,), dim, drop=dropout)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self, x: torch.Tensor, key_valid: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Update ``x`` by attending to ``context`` (cross) or to itself.
+
+        Args:
+            x: ``[B, L, D]`` tokens to update.
+            key_valid: ``[B, S]`` validity of the keys: of ``context`` for a cross block, of
+                ``x`` for a self-attention block.
+            context: ``[B, S, D]`` context tokens; required iff the block is a cross block.
+
+        Returns:
+            The updated ``[B, L, D]`` tokens.
+        """
+        query = self.norm_query(x)
+        if self.norm_context is not None:
+            if context is None:
+                raise ValueError("a cross-attention block needs a context sequence")
+            keys = self.norm_context(context)
+        else:
+            keys = query
+        x = x + self.dropout(masked_attention(self.attention, query, keys, key_valid))
+        return x + self.dropout(self.feed_forward(self.norm_ff(x)))
 
 
 def transformer_encoder_layer(

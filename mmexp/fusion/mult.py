@@ -10,7 +10,7 @@ from torch import nn
 
 from mmexp.encoders.base import EncoderOutput, masked_mean
 from mmexp.fusion.base import FusionStrategy
-from mmexp.fusion.cross_attention import AttentionBlock
+from mmexp.fusion.layers import AttentionBlock, valid_tokens
 
 
 class MulTFusion(FusionStrategy):
@@ -111,10 +111,9 @@ class MulTFusion(FusionStrategy):
         self.check_inputs(features)
         valid, inputs = {}, {}
         for name in self.modalities:
-            output = features[name]
-            valid[name] = output.mask & output.present_mask()[:, None]
             # Zeroing first keeps padding and absent placeholders out of every product.
-            inputs[name] = embed(output.tokens.masked_fill(~valid[name][..., None], 0.0))
+            tokens, valid[name] = valid_tokens(features[name])
+            inputs[name] = embed(tokens)
         pooled = []
         for target in self.modalities:
             branches = []

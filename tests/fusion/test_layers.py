@@ -15,7 +15,9 @@ from torch.nn import functional as F
 
 from mmexp.encoders import EncoderOutput
 from mmexp.fusion.layers import (
+    AttentionBlock,
     Mlp,
+    masked_attention,
     masked_softmax,
     presence,
     transformer_encoder_layer,
@@ -128,6 +130,36 @@ def test_masked_softmax_broadcasts_a_prefix_mask():
         assert torch.equal(weights[row, ~valid[row]], torch.zeros(1, 5))
 
 
+def test_masked_attention_against_hand_written_attention():
+    torch.manual_seed(0)
+    attention = nn.MultiheadAttention(8, 2, batch_first=True).eval()
+    query = torch.randn(3, 4, 8)
+    context = torch.randn(3, 5, 8)
+    valid = torch.tensor(
+        [[True] * 5, [True, True, False, False, False], [False] * 5]  # last: no key at all
+    )
+    with torch.no_grad():
+        result = masked_attention(attention, query, context, valid)
+        expected = reference_attention(attention, query, context, valid)
+    torch.testing.assert_close(result[:2], expected[:2])
+    assert torch.isnan(expected[2]).all()  # what the plain softmax over no keys gives
+    assert torch.equal(result[2], torch.zeros(4, 8))
+
+
+def test_masked_attention_ignores_the_values_of_invalid_keys():
+    torch.manual_seed(0)
+    attention = nn.MultiheadAttention(8, 2, batch_first=True).eval()
+    query, context = torch.randn(2, 3, 8), torch.randn(2, 4, 8)
+    valid = torch.tensor([[True, True, False, False], [True, False, True, False]])
+    changed = context.clone()
+    changed[~valid] = 1e3
+    with torch.no_grad():
+        torch.testing.assert_close(
+            masked_attention(attention, query, context, valid),
+            masked_attention(attention, query, changed, valid),
+        )
+
+
 def test_mlp_layout():
     mlp = Mlp(6, (5, 4), 3, act_layer=nn.ReLU, norm_layer=nn.LayerNorm, drop=0.2)
     assert [type(m) for m in mlp] == [
@@ -195,6 +227,41 @@ def test_mlp_head_is_the_mlp_with_an_input_layernorm():
         "7.weight",
         "7.bias",
     ]
+
+
+@pytest.mark.parametrize("cross", [True, False])
+def test_attention_block_against_the_written_out_block(cross):
+    torch.manual_seed(0)
+    block = AttentionBlock(8, 2, 16, dropout=0.1, cross=cross).eval()
+    x = torch.randn(2, 3, 8)
+    context = torch.randn(2, 4, 8) if cross else None
+    valid = torch.tensor([[True, True, True, False], [True, False, False, False]])
+    if not cross:
+        valid = valid[:, :3]
+    with torch.no_grad():
+        query = F.layer_norm(x, (8,), block.norm_query.weight, block.norm_query.bias)
+        keys = (
+            F.layer_norm(context, (8,), block.norm_context.weight, block.norm_context.bias)
+            if cross
+            else query
+        )
+        mid = x + reference_attention(block.attention, query, keys, valid)
+        ff = block.feed_forward
+        normed = F.layer_norm(mid, (8,), block.norm_ff.weight, block.norm_ff.bias)
+        expected = mid + F.linear(
+            F.gelu(F.linear(normed, ff[0].weight, ff[0].bias)), ff[3].weight, ff[3].bias
+        )
+        torch.testing.assert_close(block(x, valid, context), expected)
+    assert (block.norm_context is None) == (not cross)
+    assert list(block.feed_forward.state_dict()) == ["0.weight", "0.bias", "3.weight", "3.bias"]
+
+
+def test_attention_block_needs_a_context_when_cross():
+    block = AttentionBlock(8, 2, 16, cross=True)
+    with pytest.raises(ValueError, match="context"):
+        block(torch.randn(1, 2, 8), torch.ones(1, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="divide"):
+        AttentionBlock(8, 3, 16)
 
 
 def test_transformer_encoder_layer_configuration():

@@ -9,6 +9,7 @@ from torch import nn
 
 from mmexp.encoders.base import EncoderOutput
 from mmexp.fusion.base import FusionStrategy, check_heads
+from mmexp.fusion.layers import presence, transformer_encoder_layer, valid_tokens, zero_absent
 
 
 class BottleneckFusion(FusionStrategy):
@@ -94,15 +95,7 @@ class BottleneckFusion(FusionStrategy):
         self.layers = nn.ModuleList(
             nn.ModuleDict(
                 {
-                    m: nn.TransformerEncoderLayer(
-                        dim,
-                        heads,
-                        dim_feedforward=hidden_dim or 4 * dim,
-                        dropout=dropout,
-                        activation="gelu",
-                        batch_first=True,
-                        norm_first=True,
-                    )
+                    m: transformer_encoder_layer(dim, heads, hidden_dim or 4 * dim, dropout)
                     for m in self.modalities
                 }
             )
@@ -113,14 +106,12 @@ class BottleneckFusion(FusionStrategy):
     def forward(self, features: Mapping[str, EncoderOutput]) -> torch.Tensor:
         """Return the ``[B, dim]`` mean of the final CLS states of the present modalities."""
         self.check_inputs(features)
-        present = torch.stack([features[m].present_mask() for m in self.modalities], dim=1)
+        present = presence(features, self.modalities)
         count = present.sum(dim=1)
         streams, valid = {}, {}
         for name in self.modalities:
-            output = features[name]
-            real = output.mask & present[:, self.modalities.index(name), None]
+            tokens, real = valid_tokens(features[name])
             batch = real.shape[0]
-            tokens = output.tokens.masked_fill(~real[..., None], 0.0)
             streams[name] = torch.cat([self.cls_tokens[name].expand(batch, -1, -1), tokens], 1)
             valid[name] = torch.cat([real.new_ones(batch, 1), real], dim=1)
         bottleneck = self.bottleneck.expand(count.shape[0], -1, -1)
@@ -140,9 +131,9 @@ class BottleneckFusion(FusionStrategy):
                 )
                 streams[name] = joint[:, :length]
                 updates.append(joint[:, length:])
-            stacked = torch.stack(updates, dim=1).masked_fill(~present[..., None, None], 0.0)
+            stacked = zero_absent(torch.stack(updates, dim=1), present)
             average = stacked.sum(dim=1) / count.clamp_min(1)[:, None, None]
             bottleneck = torch.where(count[:, None, None] > 0, average, bottleneck)
         cls = torch.stack([self.norms[m](streams[m][:, 0]) for m in self.modalities], dim=1)
-        cls = cls.masked_fill(~present[..., None], 0.0)
+        cls = zero_absent(cls, present)
         return cls.sum(dim=1) / count.clamp_min(1)[:, None]

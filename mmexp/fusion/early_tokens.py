@@ -9,6 +9,7 @@ from torch import nn
 
 from mmexp.encoders.base import EncoderOutput
 from mmexp.fusion.base import FusionStrategy, check_heads
+from mmexp.fusion.layers import transformer_encoder_layer, valid_tokens
 
 
 class EarlyTokenFusion(FusionStrategy):
@@ -58,15 +59,7 @@ class EarlyTokenFusion(FusionStrategy):
         self.type_embedding = nn.Parameter(torch.zeros(len(self.modalities), dim))
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         nn.init.trunc_normal_(self.type_embedding, std=0.02)
-        layer = nn.TransformerEncoderLayer(
-            dim,
-            heads,
-            dim_feedforward=hidden_dim or 4 * dim,
-            dropout=dropout,
-            activation="gelu",
-            batch_first=True,
-            norm_first=True,
-        )
+        layer = transformer_encoder_layer(dim, heads, hidden_dim or 4 * dim, dropout)
         # Nested tensors do not support pre-norm layers; disabling them avoids a warning.
         self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
@@ -78,10 +71,8 @@ class EarlyTokenFusion(FusionStrategy):
         sequences = [self.cls_token.expand(batch, -1, -1)]
         valid = [torch.ones(batch, 1, dtype=torch.bool, device=self.cls_token.device)]
         for index, name in enumerate(self.modalities):
-            output = features[name]
-            real = output.mask & output.present_mask()[:, None]
             # Zeroing the masked positions keeps non-finite placeholders out of the layers.
-            tokens = output.tokens.masked_fill(~real[..., None], 0.0)
+            tokens, real = valid_tokens(features[name])
             sequences.append(tokens + self.type_embedding[index])
             valid.append(real)
         tokens = self.encoder(

@@ -9,6 +9,7 @@ from torch import nn
 
 from mmexp.encoders.base import EncoderOutput, masked_mean
 from mmexp.fusion.base import FusionStrategy
+from mmexp.fusion.layers import valid_tokens, zero_absent
 
 
 class FiLMFusion(FusionStrategy):
@@ -86,17 +87,15 @@ class FiLMFusion(FusionStrategy):
         """Return the ``[B, out_dim]`` modulated (and conditioning) pooled vectors."""
         self.check_inputs(features)
         condition = features[self.conditioning]
-        has_condition = condition.present_mask()[:, None]
-        pooled = {self.conditioning: condition.pooled.masked_fill(~has_condition, 0.0)}
+        has_condition = condition.present_mask()
+        pooled = {self.conditioning: zero_absent(condition.pooled, has_condition)}
         for name in self.targets:
             delta_gamma, beta = self.generators[name](pooled[self.conditioning]).chunk(2, dim=-1)
             # Identity modulation where the conditioning modality is absent, so the target is
             # processed as if unconditioned instead of by a placeholder-derived gamma/beta.
-            gamma = (1.0 + delta_gamma).masked_fill(~has_condition, 1.0)
-            beta = beta.masked_fill(~has_condition, 0.0)
-            output = features[name]
-            real = output.mask & output.present_mask()[:, None]
-            tokens = output.tokens.masked_fill(~real[..., None], 0.0)
+            gamma = (1.0 + delta_gamma).masked_fill(~has_condition[:, None], 1.0)
+            beta = zero_absent(beta, has_condition)
+            tokens, real = valid_tokens(features[name])
             hidden = self.norm(self.inputs[name](tokens))
             hidden = torch.relu(gamma[:, None] * hidden + beta[:, None])
             modulated = tokens + self.outputs[name](self.dropout(hidden))

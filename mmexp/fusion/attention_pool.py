@@ -9,6 +9,7 @@ from torch import nn
 
 from mmexp.encoders.base import EncoderOutput
 from mmexp.fusion.base import FusionStrategy
+from mmexp.fusion.layers import masked_softmax, presence, zero_absent
 
 
 class AttentionFusion(FusionStrategy):
@@ -48,7 +49,7 @@ class AttentionFusion(FusionStrategy):
 
     def modality_weights(self, features: Mapping[str, EncoderOutput]) -> torch.Tensor:
         """Return the ``[B, M]`` attention weights over the modalities (zero where absent)."""
-        present = torch.stack([features[m].present_mask() for m in self.modalities], dim=1)
+        present = presence(features, self.modalities)
         scores = torch.cat(
             [
                 self.query(torch.tanh(self.keys[m](self._pooled(features[m]))))
@@ -56,9 +57,8 @@ class AttentionFusion(FusionStrategy):
             ],
             dim=1,
         )  # [B, M]
-        # Finite fill instead of -inf: a sample with no modality stays NaN-free.
-        scores = scores.masked_fill(~present, torch.finfo(scores.dtype).min)
-        return scores.softmax(dim=1).masked_fill(~present, 0.0)
+        # A sample with no modality gets all-zero weights, not NaN.
+        return masked_softmax(scores, present, dim=1)
 
     def forward(self, features: Mapping[str, EncoderOutput]) -> torch.Tensor:
         """Return the ``[B, dim]`` attention-weighted sum of the pooled vectors."""
@@ -70,4 +70,4 @@ class AttentionFusion(FusionStrategy):
     @staticmethod
     def _pooled(output: EncoderOutput) -> torch.Tensor:
         """Pooled vector with absent samples zeroed, so placeholders never enter a product."""
-        return output.pooled.masked_fill(~output.present_mask()[:, None], 0.0)
+        return zero_absent(output.pooled, output.present_mask())

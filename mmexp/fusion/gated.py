@@ -9,6 +9,7 @@ from torch import nn
 
 from mmexp.encoders.base import EncoderOutput
 from mmexp.fusion.base import FusionStrategy
+from mmexp.fusion.layers import masked_softmax, presence, zero_absent
 
 GATE_KINDS = ("paper", "sigmoid", "softmax")
 
@@ -75,27 +76,25 @@ class GatedFusion(FusionStrategy):
     def forward(self, features: Mapping[str, EncoderOutput]) -> torch.Tensor:
         """Return the gated ``[B, hidden_dim]`` combination of the modalities."""
         self.check_inputs(features)
-        present = torch.stack([features[m].present_mask() for m in self.modalities], dim=1)
+        present = presence(features, self.modalities)
         inputs = [
-            features[m].pooled.masked_fill(~present[:, i, None], 0.0)
-            for i, m in enumerate(self.modalities)
+            zero_absent(features[m].pooled, present[:, i]) for i, m in enumerate(self.modalities)
         ]
         candidates = torch.stack(
             [torch.tanh(self.candidates[m](inputs[i])) for i, m in enumerate(self.modalities)],
             dim=1,
         )  # [B, M, H]
         logits = self.gates(torch.cat(inputs, dim=-1))
-        absent = ~present[..., None]
         if self.gate_kind == "pair":
             gate = torch.sigmoid(logits)
             weights = torch.stack([gate, 1.0 - gate], dim=1)
         elif self.gate_kind == "softmax":
+            # Normalised over the modalities the sample has; all zero (not NaN) for a sample
+            # with none.
             logits = logits.view(-1, len(self.modalities), self.hidden_dim)
-            # A finite fill (not -inf) keeps a sample with no modality at all NaN-free: its
-            # gates become uniform and are then zeroed below.
-            logits = logits.masked_fill(absent, torch.finfo(logits.dtype).min)
-            weights = logits.softmax(dim=1)
+            weights = masked_softmax(logits, present, dim=1)
         else:
             weights = torch.sigmoid(logits.view(-1, len(self.modalities), self.hidden_dim))
-        weights = weights.masked_fill(absent, 0.0)
+        # An absent modality's gate is zero (after the masked softmax it is already).
+        weights = zero_absent(weights, present)
         return (weights * candidates).sum(dim=1)

@@ -9,6 +9,7 @@ from torch import nn
 
 from mmexp.encoders.base import EncoderOutput
 from mmexp.fusion.base import FusionStrategy
+from mmexp.fusion.layers import presence, zero_absent
 
 COMBINE_RULES = ("mean", "learned", "poe")
 
@@ -100,9 +101,7 @@ class LateFusion(FusionStrategy):
         self.check_inputs(features)
         return torch.stack(
             [
-                self.classifiers[m](
-                    features[m].pooled.masked_fill(~features[m].present_mask()[:, None], 0.0)
-                )
+                self.classifiers[m](zero_absent(features[m].pooled, features[m].present_mask()))
                 for m in self.modalities
             ],
             dim=1,
@@ -118,13 +117,12 @@ class LateFusion(FusionStrategy):
 
     def presence(self, features: Mapping[str, EncoderOutput]) -> torch.Tensor:
         """Return the ``[B, M]`` mask of the modalities each sample has."""
-        return torch.stack([features[m].present_mask() for m in self.modalities], dim=1)
+        return presence(features, self.modalities)
 
     def combine_logits(self, logits: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         """Combine ``[B, M, C]`` per-modality logits over the present modalities."""
         if self.combine == "poe":
-            log_probs = logits.log_softmax(dim=-1).masked_fill(~present[..., None], 0.0)
-            return log_probs.sum(dim=1)
+            return zero_absent(logits.log_softmax(dim=-1), present).sum(dim=1)
         if self.weight_logits is None:  # "mean"
             weights = present.to(logits.dtype)
         else:
@@ -132,7 +130,7 @@ class LateFusion(FusionStrategy):
         # Renormalise over the modalities the sample has; the clamp keeps a sample with none
         # at zero instead of dividing by zero.
         weights = weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-12)
-        logits = logits.masked_fill(~present[..., None], 0.0)
+        logits = zero_absent(logits, present)
         return (weights[..., None] * logits).sum(dim=1)
 
     def fuse_with_auxiliary(

@@ -9,6 +9,7 @@ from torch import nn
 
 from mmexp.encoders.base import EncoderOutput
 from mmexp.fusion.base import FusionStrategy
+from mmexp.fusion.layers import zero_absent
 
 
 class LowRankFusion(FusionStrategy):
@@ -61,7 +62,7 @@ class LowRankFusion(FusionStrategy):
         fused: torch.Tensor | None = None
         for name in self.modalities:
             output = features[name]
-            pooled = output.pooled.masked_fill(~output.present_mask()[:, None], 0.0)
+            pooled = zero_absent(output.pooled, output.present_mask())
             extended = torch.cat([pooled, pooled.new_ones(pooled.shape[0], 1)], dim=-1)
             factor = torch.einsum("bd,rdh->brh", extended, self.factors[name])  # [B, rank, H]
             fused = factor if fused is None else fused * factor

@@ -10,6 +10,7 @@ from torch import nn
 
 from mmexp.encoders.base import EncoderOutput
 from mmexp.fusion.base import FusionStrategy
+from mmexp.fusion.layers import zero_absent
 
 
 class TensorFusion(FusionStrategy):
@@ -63,8 +64,7 @@ class TensorFusion(FusionStrategy):
         fused: torch.Tensor | None = None
         for name in self.modalities:
             output = features[name]
-            present = output.present_mask()[:, None]
-            projected = self.projections[name](output.pooled).masked_fill(~present, 0.0)
+            projected = zero_absent(self.projections[name](output.pooled), output.present_mask())
             extended = torch.cat([projected, projected.new_ones(projected.shape[0], 1)], dim=-1)
             # Running outer product, flattened after each modality: [B, prod of sizes so far].
             fused = (

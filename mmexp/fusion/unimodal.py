@@ -8,6 +8,7 @@ import torch
 
 from mmexp.encoders.base import EncoderOutput
 from mmexp.fusion.base import FusionStrategy
+from mmexp.fusion.layers import zero_absent
 
 
 class UnimodalFusion(FusionStrategy):
@@ -61,4 +62,4 @@ class UnimodalFusion(FusionStrategy):
         """
         self.check_inputs(features)
         output = features[self.modality]
-        return output.pooled.masked_fill(~output.present_mask()[:, None], 0.0)
+        return zero_absent(output.pooled, output.present_mask())

@@ -181,6 +181,7 @@ class ManifestDataModule(SplitLoaders):
             root=self.root,
             check_files=self.check_files,
             source=self.source_of(stage),
+            multilabel=self.multilabel,
         )
         self.bad_samples.extend(bad)
         return kept

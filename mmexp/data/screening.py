@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mmexp.data.dataset import FILE_MODALITIES
-from mmexp.data.manifest import Record, row_name
+from mmexp.data.manifest import Record, label_set, row_name
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,13 @@ def problem(
     known_labels: set[str] | None,
     root: Path,
     check_files: bool,
+    multilabel: bool = False,
 ) -> str | None:
-    """Why ``row`` cannot be used, or ``None`` when it can."""
+    """Why ``row`` cannot be used, or ``None`` when it can.
+
+    ``multilabel``: the label is a set of labels, a list or (in CSV) an ``a|b`` string, whose
+    every member must be known.
+    """
     for modality, column in columns.items():
         value = row.get(column)
         if value is None or (isinstance(value, str) and not value.strip()):
@@ -65,6 +70,11 @@ def problem(
         return f"unknown label(s) {unknown}" if unknown else None
     if label is None or label == "":
         return f"no label (column {label_column!r})"
+    if multilabel:
+        unknown = [
+            v for v in label_set(label) if known_labels is not None and v not in known_labels
+        ]
+        return f"unknown label(s) {unknown}" if unknown else None
     if known_labels is not None and str(label) not in known_labels:
         return f"unknown label {label!r}"
     return None
@@ -81,6 +91,7 @@ def screen_rows(
     root: Path,
     check_files: bool,
     source: Path,
+    multilabel: bool = False,
 ) -> tuple[list[int], list[BadSample]]:
     """Split ``rows`` into usable rows and bad samples, applying ``policy``.
 
@@ -94,6 +105,7 @@ def screen_rows(
         root: Folder that relative file paths start from.
         check_files: Check that referenced files exist.
         source: The manifest (or annotation) file, named in messages.
+        multilabel: Each label is a set of labels (see :func:`problem`).
 
     Returns:
         ``(positions of the kept rows, bad samples)``; with ``policy="raise"`` the second is
@@ -108,7 +120,7 @@ def screen_rows(
     kept: list[int] = []
     bad: list[BadSample] = []
     for position, row in enumerate(rows):
-        reason = problem(row, columns, label_column, known_labels, root, check_files)
+        reason = problem(row, columns, label_column, known_labels, root, check_files, multilabel)
         if reason is None:
             kept.append(position)
         else:

@@ -18,6 +18,7 @@ from mmexp.data.manifest import (
     label_index,
     label_set,
     multi_hot,
+    pinned_label_names,
     read_manifest,
     split_rows,
 )
@@ -31,8 +32,8 @@ class ManifestDataModule(SplitLoaders):
     """Train/val/test loaders over a JSONL or CSV manifest.
 
     The encoders own the preprocessing: call :meth:`set_processors` with theirs before
-    fitting. Class names come from ``meta.json`` beside the manifest when present, else from
-    the label values.
+    fitting. Class names come from ``label_names`` when set, else from ``meta.json`` beside
+    the manifest when present, else from the label values.
 
     Args:
         root: Folder holding the manifest and the files it references.
@@ -64,6 +65,15 @@ class ManifestDataModule(SplitLoaders):
             show the same content, so the contrastive and matching losses never take
             them as each other's negatives (batches carry ``content`` ids); ``None``: each
             row is its own content.
+        label_names: The classes, in index order (``data.label_names``). Class indices
+            follow this list, not the sorted label values; labels are matched to it as
+            text (``7`` and ``"7"`` alike; in multi-label rows, each member). A label
+            outside it is an unknown label, found at setup and handled by
+            ``on_bad_sample`` (``raise``: an error naming the value, file and row and
+            listing the allowed names; ``skip``: the row is left out and recorded).
+            ``None``: classes from ``meta.json``, else the sorted label values (integer
+            labels: ``0`` to the largest). A data set that fixes its own classes
+            (``meta.json``, a published release) accepts only that same list here.
     """
 
     def __init__(
@@ -86,6 +96,7 @@ class ManifestDataModule(SplitLoaders):
         train_subset: int | float | None = None,
         subset_seed: int = 0,
         content_column: str | None = None,
+        label_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         if not modalities:
@@ -107,6 +118,8 @@ class ManifestDataModule(SplitLoaders):
             raise ValueError(f"data.on_bad_sample must be one of {POLICIES}, got {on_bad_sample!r}")
         self.on_bad_sample = on_bad_sample
         self.multilabel = multilabel
+        # The user's class list; the ``label_names`` property is the one in use.
+        self.pinned_labels = pinned_label_names(label_names)
         # Samples left out at setup under on_bad_sample=skip, for the run record.
         self.bad_samples: list[BadSample] = []
         if train_subset is not None and not (
@@ -167,10 +180,13 @@ class ManifestDataModule(SplitLoaders):
 
         ``columns`` restricts the check to some modalities (default: all of them).
         """
-        known = None
-        if "label_names" in self.meta:
-            names = list(self.meta["label_names"])
-            known = {*names, *(str(i) for i in range(len(names)))}
+        known = self.known_labels()
+        hint = None
+        if self.fixed_label_names() is not None:
+            count = len(self.label_names)
+            hint = f"labels allowed by the data set (a name or 0..{count - 1}): {self.label_names}"
+        elif known is not None:
+            hint = f"labels allowed by data.label_names: {self.label_names}"
         kept, bad = screen_rows(
             rows,
             stage,
@@ -182,6 +198,7 @@ class ManifestDataModule(SplitLoaders):
             check_files=self.check_files,
             source=self.source_of(stage),
             multilabel=self.multilabel,
+            label_hint=hint,
         )
         self.bad_samples.extend(bad)
         return kept
@@ -197,11 +214,42 @@ class ManifestDataModule(SplitLoaders):
                 )
         return splits
 
+    def fixed_label_names(self) -> list[str] | None:
+        """The classes the data set fixes itself (``meta.json``, a release), if it does.
+
+        Raises:
+            ValueError: ``label_names`` was set to another list.
+        """
+        if "label_names" not in self.meta:
+            return None
+        fixed = list(self.meta["label_names"])
+        if self.pinned_labels is not None and self.pinned_labels != [str(n) for n in fixed]:
+            raise ValueError(
+                f"data.label_names={self.pinned_labels} differs from the classes this data "
+                f"set fixes itself (meta.json in {self._root}, or its release): {fixed}; "
+                "leave data.label_names null, or edit meta.json"
+            )
+        return fixed
+
+    def known_labels(self) -> set[str] | None:
+        """The label values a row may hold; ``None`` when the classes come from the data."""
+        fixed = self.fixed_label_names()
+        if fixed is not None:
+            # A data set's own class list is also indexed by number (shapes stores indices).
+            return {*fixed, *(str(i) for i in range(len(fixed)))}
+        if self.pinned_labels is not None:
+            return set(self.pinned_labels)
+        return None
+
     @cached_property
     def label_names(self) -> list[str]:
         """Class names, index order."""
-        if "label_names" in self.meta:
-            return list(self.meta["label_names"])
+        fixed = self.fixed_label_names()
+        if fixed is not None:
+            return fixed
+        if self.pinned_labels is not None:
+            return list(self.pinned_labels)
+        # Unchanged from before data.label_names existed, so runs keep their class indices.
         labelled = [
             r
             for rows in self._raw_splits.values()
@@ -240,8 +288,13 @@ class ManifestDataModule(SplitLoaders):
             if not self.processors:
                 raise RuntimeError("call set_processors() with the encoders' processors first")
             processors = self.processors["train" if stage == "train" else "eval"]
-        label_of = multi_hot if self.multilabel else label_index
-        labels = label_of(rows, self.label_column, self.label_names, self.source_of(stage))
+        source = self.source_of(stage)
+        if self.multilabel:
+            labels = multi_hot(rows, self.label_column, self.label_names, source)
+        else:
+            # Pinned names are matched as text: their order need not be the numeric one.
+            pinned = self.pinned_labels is not None and self.fixed_label_names() is None
+            labels = label_index(rows, self.label_column, self.label_names, source, pinned)
         contents = (
             content_ids(rows, self.content_column, self.source_of(stage), self.modalities)
             if self.content_column

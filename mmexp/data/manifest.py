@@ -68,9 +68,22 @@ def row_name(row: Record, position: int) -> str:
 
 
 def label_index(
-    rows: Sequence[Record], label_column: str, label_names: Sequence[str], source: Path
+    rows: Sequence[Record],
+    label_column: str,
+    label_names: Sequence[str],
+    source: Path,
+    by_name_only: bool = False,
 ) -> list[int]:
     """Map each row's label (a class name or an integer index) to an integer index.
+
+    Args:
+        rows: Manifest rows.
+        label_column: Column holding the label.
+        label_names: Class names, index order.
+        source: The manifest, named in error messages.
+        by_name_only: Match every label as a name (``7`` and ``"7"`` alike), never as an
+            index: the classes were pinned by ``data.label_names``, whose order need not be
+            the values' numeric order.
 
     Raises:
         ValueError: A label is neither a known class name nor a valid index.
@@ -79,9 +92,14 @@ def label_index(
     indices = []
     for position, row in enumerate(rows):
         value = row[label_column]
-        if isinstance(value, str) and value in by_name:
-            indices.append(by_name[value])
+        if (isinstance(value, str) or by_name_only) and str(value) in by_name:
+            indices.append(by_name[str(value)])
             continue
+        if by_name_only:
+            raise ValueError(
+                f"{source}: {row_name(row, position)} has label {value!r}, which is not in "
+                f"data.label_names: {list(label_names)}"
+            )
         try:
             index = int(value)
         except (TypeError, ValueError):
@@ -123,6 +141,25 @@ def multi_hot(
             vector[by_name[name]] = 1
         vectors.append(vector)
     return vectors
+
+
+def pinned_label_names(names: Any) -> list[str] | None:
+    """Check ``data.label_names`` and return it as strings (YAML may give numbers).
+
+    Raises:
+        ValueError: Not a list, empty, or with an empty or repeated name.
+    """
+    if names is None:
+        return None
+    if isinstance(names, (str, bytes)) or not isinstance(names, Sequence):
+        raise ValueError(f"data.label_names must be a list of class names, got {names!r}")
+    pinned = [str(name) for name in names]
+    if not pinned or any(not name.strip() for name in pinned):
+        raise ValueError(f"data.label_names must list non-empty class names, got {pinned}")
+    repeated = sorted({name for name in pinned if pinned.count(name) > 1})
+    if repeated:
+        raise ValueError(f"data.label_names names {repeated} more than once: {pinned}")
+    return pinned
 
 
 def infer_label_names(rows: Sequence[Record], label_column: str) -> list[str]:

@@ -92,6 +92,7 @@ def screen_rows(
     check_files: bool,
     source: Path,
     multilabel: bool = False,
+    label_hint: str | None = None,
 ) -> tuple[list[int], list[BadSample]]:
     """Split ``rows`` into usable rows and bad samples, applying ``policy``.
 
@@ -106,6 +107,8 @@ def screen_rows(
         check_files: Check that referenced files exist.
         source: The manifest (or annotation) file, named in messages.
         multilabel: Each label is a set of labels (see :func:`problem`).
+        label_hint: Added to the error when a label is unknown: which labels are allowed
+            and where they come from.
 
     Returns:
         ``(positions of the kept rows, bad samples)``; with ``policy="raise"`` the second is
@@ -128,9 +131,11 @@ def screen_rows(
     if bad and policy == "raise":
         listed = "\n  ".join(str(b) for b in bad[:SHOWN])
         more = f"\n  ... and {len(bad) - SHOWN} more" if len(bad) > SHOWN else ""
+        unknown = label_hint and any(b.reason.startswith("unknown label") for b in bad)
+        hint = f"\n{label_hint}" if unknown else ""
         raise ValueError(
             f"{len(bad)} bad sample(s) in the {stage} split (set "
-            f"data.on_bad_sample=skip to leave them out):\n  {listed}{more}"
+            f"data.on_bad_sample=skip to leave them out):\n  {listed}{more}{hint}"
         )
     if bad:
         log.warning(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import torch
 
 from mmexp.data.dataset import ManifestDataset, MultimodalCollator, content_ids
+from mmexp.data.label_checks import describe, suspicious_labels
 from mmexp.data.loaders import SplitLoaders
 from mmexp.data.manifest import (
     Record,
@@ -20,10 +22,13 @@ from mmexp.data.manifest import (
     multi_hot,
     pinned_label_names,
     read_manifest,
+    row_name,
     split_rows,
 )
 from mmexp.data.screening import POLICIES, BadSample, screen_rows
 from mmexp.encoders.processors import ModalityProcessor
+
+log = logging.getLogger(__name__)
 
 STAGES = ("train", "val", "test")
 
@@ -33,7 +38,9 @@ class ManifestDataModule(SplitLoaders):
 
     The encoders own the preprocessing: call :meth:`set_processors` with theirs before
     fitting. Class names come from ``label_names`` when set, else from ``meta.json`` beside
-    the manifest when present, else from the label values.
+    the manifest when present, else from the label values. At setup, label values in one
+    row only or in no training row are warned about once and kept in :attr:`label_report`
+    (see :mod:`mmexp.data.label_checks`).
 
     Args:
         root: Folder holding the manifest and the files it references.
@@ -212,7 +219,53 @@ class ManifestDataModule(SplitLoaders):
                 raise ValueError(
                     f"{self.source_of(stage)}: no usable rows left in the {stage} split"
                 )
+        _ = self.label_report  # warned once, at setup, after unknown labels were refused
         return splits
+
+    def split_labels(self, stage: str, rows: Sequence[Record]) -> Sequence[Any]:
+        """The label of each row of ``stage``; data sets with lazy rows read the column alone."""
+        return [row.get(self.label_column) for row in rows]
+
+    @cached_property
+    def label_report(self) -> dict[str, dict[str, Any]]:
+        """Label values that look wrong, for the run record (JSON); ``{}`` when none do.
+
+        Keyed by class name: ``problems`` (``one_row``: in one row of all splits together;
+        ``not_in_train``: in validation or test rows but no training row), ``rows`` (the
+        count per split) and ``where`` (the first few rows: ``source``, ``stage``, ``row``).
+        Counted over all rows read, screened out or not, since those are what the classes
+        are inferred from; unknown labels are left to screening. Logged as one warning.
+        """
+        raw = self._raw_splits
+        labels = {stage: self.split_labels(stage, rows) for stage, rows in raw.items()}
+        found = suspicious_labels(labels, self.multilabel, self.class_by_label())
+        report = {
+            name: {
+                "problems": entry["problems"],
+                "rows": entry["rows"],
+                "where": [
+                    {
+                        "source": str(self.source_of(stage)),
+                        "stage": stage,
+                        "row": row_name(raw[stage][position], position),
+                    }
+                    for stage, position in entry["positions"]
+                ],
+            }
+            for name, entry in found.items()
+        }
+        if report:
+            inferred = self.class_by_label() is None
+            advice = (
+                "each is a class of its own: fix a typo in the manifest, or set "
+                "data.label_names to the classes so that other values are refused"
+                if inferred
+                else "check the rows named"
+            )
+            log.warning(
+                "%d label value(s) look wrong (%s):\n  %s", len(report), advice, describe(report)
+            )
+        return report
 
     def fixed_label_names(self) -> list[str] | None:
         """The classes the data set fixes itself (``meta.json``, a release), if it does.
@@ -231,15 +284,21 @@ class ManifestDataModule(SplitLoaders):
             )
         return fixed
 
-    def known_labels(self) -> set[str] | None:
-        """The label values a row may hold; ``None`` when the classes come from the data."""
+    def class_by_label(self) -> dict[str, str] | None:
+        """The class each allowed label value (as text) names; ``None``: any, its own class."""
         fixed = self.fixed_label_names()
         if fixed is not None:
             # A data set's own class list is also indexed by number (shapes stores indices).
-            return {*fixed, *(str(i) for i in range(len(fixed)))}
+            names = [str(name) for name in fixed]
+            return {**{str(i): name for i, name in enumerate(names)}, **{n: n for n in names}}
         if self.pinned_labels is not None:
-            return set(self.pinned_labels)
+            return {name: name for name in self.pinned_labels}
         return None
+
+    def known_labels(self) -> set[str] | None:
+        """The label values a row may hold; ``None`` when the classes come from the data."""
+        classes = self.class_by_label()
+        return None if classes is None else set(classes)
 
     @cached_property
     def label_names(self) -> list[str]:

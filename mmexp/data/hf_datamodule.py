@@ -146,6 +146,12 @@ class HFDataModule(ManifestDataModule):
         view = LazyRows(rows.dataset.select_columns([*light.values(), self.label_column]))
         return self.take(rows, self.usable_positions(stage, view, light))
 
+    def split_labels(self, stage: str, rows: Sequence[Record]) -> Sequence[Any]:
+        """The label column alone: reading whole rows would read every image's bytes."""
+        if isinstance(rows, LazyRows):
+            return list(rows.dataset[self.label_column])
+        return super().split_labels(stage, rows)
+
     @cached_property
     def label_names(self) -> list[str]:
         """Class names: from a ``ClassLabel`` feature, else from the label values."""

@@ -153,3 +153,101 @@ def test_an_unknown_label_against_meta_json_lists_its_classes(tmp_path):
 def test_malformed_label_names_are_refused_when_the_module_is_built(tmp_path, names, match):
     with pytest.raises(ValueError, match=match):
         text_module(tmp_path, label_names=names)
+
+
+def label_warnings(caplog):
+    return [r.getMessage() for r in caplog.records if "look wrong" in r.getMessage()]
+
+
+def test_a_label_in_one_row_is_reported_with_file_and_row_once(tmp_path, caplog):
+    labels = {**CLEAN, "train": ["cat", "dog", "unheard_of", "cat", "dog"]}
+    root = write_jsonl(tmp_path / "data", text_rows(labels))
+    dm = text_module(root)
+    dm.setup("fit")
+    dm.setup("test")
+    assert dm.label_names == ["cat", "dog", "unheard_of"]  # still a class: reported, not refused
+    manifest = str(root / "manifest.jsonl")
+    assert dm.label_report == {
+        "unheard_of": {
+            "problems": ["one_row"],
+            "rows": {"train": 1, "val": 0, "test": 0},
+            "where": [{"source": manifest, "stage": "train", "row": "row 2 (id='train2')"}],
+        }
+    }
+    json.dumps(dm.label_report)  # the run record stores it as is
+    (warning,) = label_warnings(caplog)
+    assert f"'unheard_of' is in one row only (train: 1, val: 0, test: 0) - {manifest}: " in warning
+    assert "train row 2 (id='train2')" in warning and "data.label_names" in warning
+
+
+def test_a_label_found_in_the_test_split_only_is_reported(tmp_path, caplog):
+    labels = {**CLEAN, "test": ["cat", "bird", "dog", "bird"]}
+    root = write_jsonl(tmp_path / "data", text_rows(labels))
+    dm = text_module(root)
+    dm.setup("test")
+    entry = dm.label_report["bird"]
+    assert list(dm.label_report) == ["bird"]
+    assert entry["problems"] == ["not_in_train"]
+    assert entry["rows"] == {"train": 0, "val": 0, "test": 2}
+    assert [w["row"] for w in entry["where"]] == ["row 1 (id='test1')", "row 3 (id='test3')"]
+    assert {w["stage"] for w in entry["where"]} == {"test"}
+    (warning,) = label_warnings(caplog)
+    assert "'bird' is in no training row (train: 0, val: 0, test: 2)" in warning
+
+
+def test_a_single_row_label_of_the_test_split_has_both_problems(tmp_path):
+    labels = {**CLEAN, "test": ["cat", "dog", "unheard_of"]}
+    dm = text_module(write_jsonl(tmp_path / "data", text_rows(labels)))
+    dm.setup("test")
+    assert dm.label_report["unheard_of"]["problems"] == ["one_row", "not_in_train"]
+
+
+def test_a_clean_manifest_has_no_report(tmp_path, caplog):
+    dm = text_module(write_jsonl(tmp_path / "data", text_rows(CLEAN)))
+    dm.setup("fit")
+    assert dm.label_report == {}
+    assert not label_warnings(caplog)
+
+
+def test_a_small_data_set_whose_classes_each_have_a_training_row_has_no_report(tmp_path, caplog):
+    # Two rows of a class, both in training, and evaluation splits without some classes:
+    # what a legitimately small data set looks like.
+    labels = {"train": ["a", "a", "b", "c", "b", "c"], "val": ["a"], "test": ["b"]}
+    dm = text_module(write_jsonl(tmp_path / "data", text_rows(labels)))
+    dm.setup("fit")
+    assert dm.label_report == {}
+    assert not label_warnings(caplog)
+
+
+def test_integer_labels_are_reported_by_value(tmp_path):
+    labels = {"train": [0, 1, 0, 1, 7], "val": [0, 1], "test": [1, 0]}
+    dm = text_module(write_jsonl(tmp_path / "data", text_rows(labels)))
+    assert dm.num_classes == 8  # the typo makes classes 2..7: what the report points at
+    dm.setup("fit")
+    assert list(dm.label_report) == ["7"]
+
+
+def test_multilabel_rows_are_checked_per_label(tmp_path):
+    tags = {
+        "train": ["x|y", "y", "x|dramma"],
+        "val": ["x", "y"],
+        "test": ["y|x", "x|z", "z"],
+    }
+    root = write_csv(tmp_path / "data", text_rows(tags, column="tags"))
+    dm = text_module(root, manifest="manifest.csv", label_column="tags", multilabel=True)
+    dm.setup("fit")
+    assert {name: entry["problems"] for name, entry in dm.label_report.items()} == {
+        "dramma": ["one_row"],
+        "z": ["not_in_train"],
+    }
+    assert dm.label_report["z"]["rows"] == {"train": 0, "val": 0, "test": 2}
+    assert dm.label_report["dramma"]["where"][0]["row"] == "row 2 (id='train2')"
+
+
+def test_labels_outside_label_names_are_left_to_screening(tmp_path):
+    labels = {**CLEAN, "test": ["cat", "dog", "bird"]}
+    root = write_jsonl(tmp_path / "data", text_rows(labels))
+    dm = text_module(root, label_names=["cat", "dog"], on_bad_sample="skip")
+    dm.setup("test")
+    assert dm.label_report == {}
+    assert [b.reason for b in dm.bad_samples] == ["unknown label 'bird'"]

@@ -20,9 +20,10 @@ The schema of a node with a ``_target_`` is the signature of its target (a class
   ``data.feature_dims.<m>``; each of ``data.modalities`` needs an encoder. Skipped when
   ``finetune.checkpoint`` is set (the pretraining run's encoders and width replace them).
 
-Not checked: nodes without ``_target_`` (``model``, ``objective``, ``feature_cache``; Hydra's
-struct mode refuses unknown keys there unless added with ``+``), values the code passes
-anyway (``fusion.dim``), and what only the data or the target's own code can tell.
+The keys mmexp reads itself (the top level, ``model``, ``objective``, ``feature_cache``,
+shared ``data`` and ``trainer`` keys) have no signature: their types are declared in
+:mod:`mmexp.config_schema`. Not checked: values the code passes anyway (``fusion.dim``), and
+what only the data or the target's own code can tell.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from hydra._internal.utils import _locate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mmexp.builders import check_matching_fusion
+from mmexp.config_schema import check_schemas
 
 SPECIAL_KEYS = frozenset({"_target_", "_partial_", "_recursive_", "_convert_", "_args_"})
 
@@ -101,6 +103,7 @@ def check_config(cfg: DictConfig) -> None:
     for key in cfg:
         if key != "hydra" and not _is_opaque(cfg, key):
             _walk(cfg[key], str(key), problems)
+    check_schemas(cfg, problems)
     _check_widths(cfg, problems)
     _check_matching(cfg, problems)
     if problems:

@@ -1,0 +1,98 @@
+"""Known-harmless third-party messages are silenced, narrowly; mmexp's own output stays."""
+
+import logging
+import sys
+import warnings
+
+import pytest
+from lightning_utilities.core import rank_zero
+from pytorch_lightning.utilities import rank_zero_info
+
+from mmexp.utils import quiet
+from mmexp.utils.quiet import WANDB_ANONYMOUS, silence_known_noise
+
+PYTREE = "pytorch_lightning.utilities._pytree"
+RESULT = "pytorch_lightning.trainer.connectors.logger_connector.result"
+LEAF_SPEC = (
+    "`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec) "
+    "and treespec.is_leaf()` instead."
+)
+SYNC_DIST = (
+    "It is recommended to use `self.log('val/acc', ..., sync_dist=True)` when logging on "
+    "epoch level in distributed setting to accumulate the metric across devices."
+)
+
+
+@pytest.fixture
+def silenced():
+    """``silence_known_noise`` applied for one test, and undone after it."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # the run's filters are inserted ahead of this one
+        silence_known_noise()
+        yield caught
+    for name in quiet.LIGHTNING_RANK_ZERO_LOGGERS:
+        logging.getLogger(name).removeFilter(quiet._LIGHTNING_FILTER)
+    term = sys.modules.get("wandb.errors.term")
+    if term is not None:
+        term._printed_messages.discard(f"{term.WARN_STRING} {WANDB_ANONYMOUS}")
+
+
+def emit(message: str, category: type[Warning], module: str) -> None:
+    warnings.warn_explicit(message, category, f"{module.replace('.', '/')}.py", 1, module)
+
+
+def test_silenced_warnings_only_for_their_message_and_module(silenced):
+    emit(LEAF_SPEC, FutureWarning, PYTREE)
+    emit(SYNC_DIST, UserWarning, RESULT)
+    emit(SYNC_DIST.replace("val/acc", "test/recall@5"), UserWarning, RESULT)
+    assert silenced == []
+    # another warning of the same modules, and the same text from elsewhere, still show
+    emit("The number of training batches (4) is smaller", UserWarning, RESULT)
+    emit(SYNC_DIST.replace("val/acc", "my_value"), UserWarning, RESULT)
+    emit("something else is deprecated", FutureWarning, PYTREE)
+    emit(LEAF_SPEC, FutureWarning, "mymodule")
+    assert [str(w.message)[:30] for w in silenced] == [
+        "The number of training batches",
+        "It is recommended to use `self",
+        "something else is deprecated",
+        "`isinstance(treespec, LeafSpec",
+    ]
+
+
+def test_lightning_tips_are_dropped_and_its_other_info_kept(silenced):
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = records.append
+    logger = rank_zero.log  # the logger Lightning's rank_zero_info writes to
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        rank_zero_info(
+            "💡 Tip: For seamless cloud logging and experiment tracking,"
+            " try installing [litlogger](https://pypi.org/project/litlogger/)"
+        )
+        rank_zero_info("Loading `train_dataloader` to estimate number of stepping batches.")
+        rank_zero_info("GPU available: False, used: False")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert [r.getMessage() for r in records] == ["GPU available: False, used: False"]
+
+
+def test_wandb_anonymous_warning_is_dropped_and_others_kept(silenced, monkeypatch, capsys):
+    term = pytest.importorskip("wandb.errors.term")
+    monkeypatch.setattr(term, "_silent", False)  # WANDB_SILENT in the test environment
+    monkeypatch.setattr(term, "_show_warnings", True)
+    term.termwarn(WANDB_ANONYMOUS, repeat=False)
+    term.termwarn("offline run: sync it later", repeat=False)
+    printed = capsys.readouterr().err
+    assert "anonymous" not in printed and "offline run: sync it later" in printed
+
+
+def test_silencing_twice_adds_nothing(silenced):
+    before = list(warnings.filters)
+    silence_known_noise()
+    assert warnings.filters == before
+    logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    assert logger.filters.count(quiet._LIGHTNING_FILTER) == 1

@@ -22,6 +22,7 @@ from mmexp.fit import recorded, save_resolved_config
 from mmexp.resolve import EVAL_CHECKPOINT_KEY, resolve_run_config
 from mmexp.tracking.run_record import RunRecord
 from mmexp.utils.instantiate import build_trainer
+from mmexp.utils.quiet import silence_known_noise
 from mmexp.utils.resolvers import register_resolvers
 from mmexp.utils.summary import print_summary
 
@@ -64,6 +65,7 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
     """Console entry point."""
+    silence_known_noise()
     evaluate(cfg)
 
 

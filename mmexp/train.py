@@ -28,6 +28,7 @@ from mmexp.resolve import resolve_run_config
 from mmexp.tracking.run_record import RunRecord
 from mmexp.tracking.sweep_jobs import run_job
 from mmexp.utils.instantiate import build_trainer
+from mmexp.utils.quiet import silence_known_noise
 from mmexp.utils.resolvers import register_resolvers
 from mmexp.utils.summary import print_summary
 
@@ -76,6 +77,7 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Console entry point; returns the optimized metric for Hydra sweepers."""
+    silence_known_noise()
     return run_job(cfg, train, resolve=lambda composed: resolve_run_config(composed, "train"))
 
 

@@ -33,6 +33,7 @@ from mmexp.bench.throughput import ThroughputBenchmark, prefetch
 from mmexp.bench.timing import device_name
 from mmexp.resolve import resolve_run_config
 from mmexp.tracking.environment import git_state, package_versions
+from mmexp.utils.quiet import silence_known_noise
 from mmexp.utils.resolvers import register_resolvers
 
 log = logging.getLogger(__name__)
@@ -194,6 +195,7 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="bench")
 def main(cfg: DictConfig) -> None:
     """Console entry point."""
+    silence_known_noise()
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
     run_bench(cfg)
 

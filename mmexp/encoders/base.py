@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from mmexp.encoders.processors import ModalityProcessor
+from mmexp.utils.freezing import KeepsFrozenInEval
 
 
 @dataclass
@@ -104,7 +105,7 @@ class CachedFeatures(dict):
     """
 
 
-class ModalityEncoder(nn.Module):
+class ModalityEncoder(KeepsFrozenInEval):
     """Base class of the encoders: declares the modality, the width and the preprocessing.
 
     Subclasses implement :meth:`forward` and :meth:`processor`. The processor is the
@@ -126,8 +127,6 @@ class ModalityEncoder(nn.Module):
         if out_dim <= 0:
             raise ValueError(f"out_dim must be positive, got {out_dim}")
         self.out_dim = out_dim
-        # A whole-encoder trainability set by a finetuning protocol (see ``restrict``).
-        self.restriction: Any = None
 
     @classmethod
     def loads_pretrained(cls, options: Mapping[str, Any]) -> bool:
@@ -138,26 +137,14 @@ class ModalityEncoder(nn.Module):
         """
         return False
 
-    def restrict(self, trainability: Any) -> None:
+    def set_trainability(self, trainability: Any) -> None:
         """Apply a :class:`~mmexp.encoders.freezing.Trainability` to the whole encoder.
 
         Finetuning protocols use this: the encoder, projections included, is the unit
-        that was pretrained. The frozen part stays in eval mode through ``train()`` calls.
+        that was pretrained. Frozen parts stay in eval mode through ``train()`` calls
+        (:mod:`mmexp.utils.freezing`).
         """
         trainability.apply(self)
-        self.restriction = trainability
-        self.train(self.training)
-
-    def train(self, mode: bool = True) -> ModalityEncoder:
-        """Set the training mode, keeping any frozen part in eval mode."""
-        super().train(mode)
-        self.keep_frozen_in_eval(mode)
-        return self
-
-    def keep_frozen_in_eval(self, mode: bool) -> None:
-        """Put the frozen parts back in eval mode after ``train(mode)``."""
-        if self.restriction is not None:
-            self.restriction.set_mode(self, mode)
 
     def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> EncoderOutput:
         """Encode raw inputs, or finish encoding :class:`CachedFeatures` of the frozen part."""

@@ -9,9 +9,9 @@ Every pretrained encoder takes the same three keys:
   ICLR 2022, via ``peft``) instead of the backbone weights. The base weights are then frozen
   whether ``freeze`` is ``none`` or ``frozen``; ``last_n`` is rejected as ambiguous.
 
-Frozen parts of a backbone are kept in eval mode during training (see
-:meth:`Trainability.set_mode`); with LoRA the backbone follows the training mode, since the
-adapters' dropout should be active.
+Frozen parts of a backbone are kept in eval mode during training
+(:func:`mmexp.utils.freezing.freeze`); with LoRA the backbone follows the training mode,
+since the adapters' dropout should be active.
 
 The encoder's projection layers always train: they map the backbone width to the shared
 fusion width and start from random weights.
@@ -25,6 +25,7 @@ from typing import Any
 from torch import nn
 
 from mmexp.encoders.base import EncoderOutput, ModalityEncoder
+from mmexp.utils.freezing import freeze, unfreeze
 
 FREEZE_MODES = ("none", "frozen", "last_n")
 LORA_KEYS = ("r", "alpha", "dropout", "target_modules")
@@ -124,22 +125,20 @@ class Trainability:
         self.trainable_blocks = trainable_blocks
         self.lora = dict(lora) if lora is not None else None
         self.key = key
-        # Submodules (names relative to the backbone) that follow train()/eval(); the rest
-        # of a partly frozen backbone stays in eval mode. None: the whole backbone follows.
-        self.live_modules: list[str] | None = None
 
     def apply(self, backbone: nn.Module) -> nn.Module:
-        """Set ``requires_grad`` (and inject LoRA adapters) on ``backbone``; return it."""
+        """Set ``requires_grad`` (and inject LoRA adapters) on ``backbone``; return it.
+
+        Frozen parts stay in eval mode through later ``train()`` calls.
+        """
         if self.lora is not None:
-            backbone = self._inject_lora(backbone)
-            self.live_modules = None  # adapter dropout must follow the training mode
-            return backbone
+            # Adapter dropout must follow the training mode: the backbone is not frozen as a
+            # whole, only its base weights.
+            return self._inject_lora(backbone)
         if self.freeze == "none":
-            backbone.requires_grad_(True)
-            self.live_modules = None
+            unfreeze(backbone)
             return backbone
-        backbone.requires_grad_(False)
-        self.live_modules = []
+        live: list[str] = []
         if self.freeze == "last_n":
             blocks = find_blocks(backbone, self.key)
             if self.trainable_blocks > len(blocks):
@@ -147,22 +146,9 @@ class Trainability:
                     f"{self.key}.trainable_blocks={self.trainable_blocks} but "
                     f"{type(backbone).__name__} has only {len(blocks)} blocks"
                 )
-            self.live_modules = blocks[-self.trainable_blocks :]
-            for name in self.live_modules:
-                backbone.get_submodule(name).requires_grad_(True)
+            live = blocks[-self.trainable_blocks :]
+        freeze(backbone, live)
         return backbone
-
-    def set_mode(self, backbone: nn.Module, mode: bool) -> None:
-        """Put the frozen part of ``backbone`` in eval mode whatever ``mode`` is.
-
-        Frozen weights should see the statistics they were trained with: BatchNorm must not
-        update its running averages and dropout must not perturb fixed features.
-        """
-        if self.live_modules is None or not mode:
-            return
-        backbone.eval()
-        for name in self.live_modules:
-            backbone.get_submodule(name).train(mode)
 
     def _inject_lora(self, backbone: nn.Module) -> nn.Module:
         from peft import LoraConfig, inject_adapter_in_model
@@ -226,14 +212,7 @@ class BackboneEncoder(ModalityEncoder):
             freeze, trainable_blocks, lora, key=f"model.encoders.{self.modality}"
         )
         self.backbone = self.trainability.apply(backbone)
-        self.backbone.train(self.training)
-        self.trainability.set_mode(self.backbone, self.training)
-
-    def keep_frozen_in_eval(self, mode: bool) -> None:
-        """Keep the frozen part of the backbone, then any whole-encoder restriction, in eval."""
-        if hasattr(self, "trainability"):
-            self.trainability.set_mode(self.backbone, mode)
-        super().keep_frozen_in_eval(mode)
+        self.train(self.training)
 
     def frozen_part(self) -> nn.Module:
         """The backbone: the projections after it always train."""

@@ -24,6 +24,7 @@ from torch import nn
 from mmexp.encoders.base import ModalityEncoder
 from mmexp.encoders.freezing import Trainability, count_parameters, find_blocks
 from mmexp.finetune.source import PretrainedCheckpoint
+from mmexp.utils.freezing import freeze
 
 
 class FinetuneProtocol:
@@ -120,7 +121,7 @@ class Frozen(FinetuneProtocol):
     restricts = True
 
     def restrict_encoder(self, encoder: ModalityEncoder, key: str) -> None:  # noqa: D102
-        encoder.restrict(Trainability("frozen", key=key))
+        encoder.set_trainability(Trainability("frozen", key=key))
 
 
 class LinearProbe(Frozen):
@@ -150,7 +151,7 @@ class LinearProbe(Frozen):
                 "use a parameter-free fusion (fusion=concat, sum, product) or finetune=frozen"
             )
         module.head = nn.Linear(fusion.out_dim, module.num_classes)
-        module.freeze_part("fusion")
+        freeze(fusion)
 
 
 class Partial(FinetuneProtocol):
@@ -175,7 +176,7 @@ class Partial(FinetuneProtocol):
 
     def restrict_encoder(self, encoder: ModalityEncoder, key: str) -> None:  # noqa: D102
         last_block = find_blocks(encoder, key)[-1] + "."
-        encoder.restrict(Trainability("last_n", self.trainable_blocks, key=key))
+        encoder.set_trainability(Trainability("last_n", self.trainable_blocks, key=key))
         # Layers registered after the last block (final norm, projection) train with it.
         parameters = list(encoder.named_parameters())
         last = max(i for i, (name, _) in enumerate(parameters) if name.startswith(last_block))
@@ -212,7 +213,7 @@ class Lora(FinetuneProtocol):
 
     def restrict_encoder(self, encoder: ModalityEncoder, key: str) -> None:  # noqa: D102
         targets = self.target_modules or default_lora_targets(encoder, key)
-        encoder.restrict(
+        encoder.set_trainability(
             Trainability("none", lora={**self.settings, "target_modules": targets}, key=key)
         )
 

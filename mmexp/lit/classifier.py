@@ -82,26 +82,11 @@ class MultimodalClassifier(MultimodalModule):
         self.test_confusion = MulticlassConfusionMatrix(num_classes) if confusion_matrix else None
         # The last test run's confusion matrix (rows true, columns predicted), for reports.
         self.test_confusion_result: torch.Tensor | None = None
-        # Parts frozen by a finetuning protocol, kept in eval mode (see freeze_part).
-        self.frozen_parts: list[str] = []
 
     @property
     def reads_tokens(self) -> bool:
         """Whether the fusion strategy reads token sequences."""
         return self.fusion.uses_tokens
-
-    def freeze_part(self, name: str) -> None:
-        """Freeze the submodule ``name`` (e.g. ``"fusion"``) and keep it in eval mode."""
-        getattr(self, name).requires_grad_(False)
-        self.frozen_parts.append(name)
-        self.train(self.training)
-
-    def train(self, mode: bool = True) -> MultimodalClassifier:
-        """Set the training mode; frozen parts stay in eval mode (no dropout, fixed stats)."""
-        super().train(mode)
-        for name in getattr(self, "frozen_parts", []):
-            getattr(self, name).eval()
-        return self
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Return class logits ``[B, num_classes]``."""

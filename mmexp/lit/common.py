@@ -18,6 +18,7 @@ from mmexp.lit.frozen_weights import (
     drop_frozen_weights,
     restore_frozen_weights,
 )
+from mmexp.utils.freezing import KeepsFrozenInEval
 
 
 def configure_optimization(
@@ -123,12 +124,14 @@ def save_run_config(module: pl.LightningModule, checkpoint: dict[str, Any]) -> N
     checkpoint["mmexp_provenance"] = provenance(module)
 
 
-class MultimodalModule(pl.LightningModule):
+class MultimodalModule(KeepsFrozenInEval, pl.LightningModule):
     """What every mmexp module shares: encoders, optimization, best value, checkpoints.
 
-    Subclasses add their heads, losses and steps. Each checkpoint carries the resolved run
-    config and provenance, and leaves out the frozen encoder weights when
-    ``model.save_frozen_weights=false`` (:mod:`mmexp.lit.frozen_weights`).
+    Subclasses add their heads, losses and steps. Parts frozen with
+    :func:`mmexp.utils.freezing.freeze` stay in eval mode while the rest trains. Each
+    checkpoint carries the resolved run config and provenance, and leaves out the frozen
+    encoder weights when ``model.save_frozen_weights=false``
+    (:mod:`mmexp.lit.frozen_weights`).
 
     Args:
         encoders: One encoder per modality, keyed by the modality name used in batches.

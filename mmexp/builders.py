@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +16,6 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from mmexp import CONFIG_DIR
 from mmexp.data.contract import MultimodalDataModule, missing_members
 from mmexp.encoders.base import ModalityEncoder
 from mmexp.encoders.freezing import count_parameters
@@ -25,6 +23,7 @@ from mmexp.encoders.processors import ModalityProcessor
 from mmexp.fusion.base import FusionStrategy, can_judge_pairs
 from mmexp.fusion.cost import count_params, fusion_cost, match_params
 from mmexp.lit.common import MultimodalModule
+from mmexp.utils.instantiate import TRAINER_INJECTED
 
 
 def build_encoders(cfg: DictConfig) -> dict[str, ModalityEncoder]:
@@ -66,12 +65,17 @@ def _fusion_class(cfg: DictConfig) -> type[FusionStrategy]:
 
 
 def fusion_choices(accepts: Callable[[type[FusionStrategy]], bool]) -> list[str]:
-    """The shipped ``fusion=`` choices whose strategy class ``accepts``, sorted."""
-    fusion_dir = Path(CONFIG_DIR) / "fusion"
+    """The ``fusion=`` choices of the strategies in :mod:`mmexp.fusion` that ``accepts``."""
+    import mmexp.fusion
+
+    strategies = (getattr(mmexp.fusion, name) for name in mmexp.fusion.__all__)
     return sorted(
-        path.stem
-        for path in fusion_dir.glob("*.yaml")
-        if accepts(_fusion_class(OmegaConf.create({"fusion": OmegaConf.load(path)})))
+        cls.config_name
+        for cls in strategies
+        if isinstance(cls, type)
+        and issubclass(cls, FusionStrategy)
+        and cls.config_name
+        and accepts(cls)
     )
 
 
@@ -121,6 +125,31 @@ def check_matching_fusion(cfg: DictConfig) -> str | None:
         "the published choices)"
     )
 
+
+#: Arguments the builders pass at instantiation, per config path pattern (``*`` is one path
+#: segment): the config check does not ask for them in the config.
+INJECTED: dict[str, frozenset[str]] = {
+    "model.encoders.*": frozenset({"out_dim"}),
+    "model.head": frozenset({"in_dim", "out_dim"}),
+    # hidden_dim: set by fusion.match_params
+    "fusion": frozenset({"modalities", "dim", "num_classes", "hidden_dim"}),
+    "objective.module": frozenset(
+        {
+            "encoders",
+            "fusion",
+            "head",
+            "matching_head",
+            "num_classes",
+            "optimizer",
+            "scheduler",
+            "run_config",
+            "save_frozen_weights",
+        }
+    ),
+    "trainer": TRAINER_INJECTED,
+}
+#: Keys the builders remove from a node before instantiating it.
+CONSUMED: dict[str, frozenset[str]] = {"fusion": frozenset({"match_params"})}
 
 #: How far under its budget a matched row may end (``fusion.match_params``).
 MATCH_TOLERANCE = 0.05
@@ -224,7 +253,11 @@ def _widths(node: dict[str, Any], width: int) -> dict[str, Any]:
 
 
 def uses_fusion(cfg: DictConfig) -> bool:
-    """Whether the objective's module takes a fusion strategy (``objective.uses_fusion``)."""
+    """Whether a fusion strategy and head are built for the objective (``objective.uses_fusion``).
+
+    The one switch: contrastive pretraining takes a fusion only for image-text matching, and
+    its objective says whether it is built.
+    """
     return bool(cfg.objective.get("uses_fusion", True))
 
 
@@ -252,7 +285,12 @@ def build_module(cfg: DictConfig, num_classes: int) -> MultimodalModule:
         "optimizer": instantiate(cfg.model.optimizer),
         "scheduler": instantiate(cfg.model.scheduler) if cfg.model.get("scheduler") else None,
     }
-    if uses_fusion(cfg) and "fusion" in accepted:
+    if uses_fusion(cfg):
+        if "fusion" not in accepted:
+            raise TypeError(
+                f"objective.uses_fusion is true but {cfg.objective.module._target_} takes no "
+                "fusion argument; set objective.uses_fusion=false"
+            )
         # A module with a matching head (image-text matching) scores pairs: two outputs.
         matching = "matching_head" in accepted
         fusion, head = build_fusion_and_head(cfg, num_classes, 2 if matching else None)

@@ -12,7 +12,8 @@ The schema of a node with a ``_target_`` is the signature of its target (a class
   int), ``str``, ``None``, ``Literal``, sequences and mappings; other annotations, nested
   ``_target_`` nodes, ``???`` and interpolations that do not resolve are skipped.
 * missing required parameters of the target's own signature that the node does not set and
-  the code does not pass (:data:`INJECTED`); not for ``_partial_`` nodes or ``_args_``.
+  the code does not pass (:data:`mmexp.builders.INJECTED`); not for ``_partial_`` nodes or
+  ``_args_``.
 * widths. Encoders project to ``model.width`` and the head reads the fusion's ``out_dim``
   (:mod:`mmexp.builders` passes them), so those cannot disagree in the config. What can:
   the fusion's ``heads`` must divide ``model.width``, a transformer encoder's its ``width``
@@ -43,31 +44,10 @@ from typing import Any, Literal, Union
 from hydra._internal.utils import _locate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from mmexp.builders import check_matching_fusion
+from mmexp.builders import CONSUMED, INJECTED, check_matching_fusion
 from mmexp.config_schema import check_schemas
 
 SPECIAL_KEYS = frozenset({"_target_", "_partial_", "_recursive_", "_convert_", "_args_"})
-
-#: Parameters the code passes at instantiation (``mmexp.builders``, ``build_trainer``),
-#: per config path pattern (``*`` is one path segment).
-INJECTED: dict[str, set[str]] = {
-    "model.encoders.*": {"out_dim"},
-    "model.head": {"in_dim", "out_dim"},
-    "fusion": {"modalities", "dim", "num_classes", "hidden_dim"},
-    "objective.module": {
-        "encoders",
-        "fusion",
-        "head",
-        "matching_head",
-        "num_classes",
-        "optimizer",
-        "scheduler",
-    },
-    "trainer": {"callbacks", "logger"},
-}
-
-#: Keys the code removes before instantiating the node.
-EXTRA_KEYS: dict[str, set[str]] = {"fusion": {"match_params"}}
 
 _SIMPLE = (bool, int, float, str)
 _SEQUENCES = (list, tuple, set, frozenset, Sequence)
@@ -129,7 +109,7 @@ def _walk(node: Any, path: str, problems: list[str]) -> None:
             _walk(node[key], child_path, problems)
 
 
-def _lookup(table: dict[str, set[str]], path: str) -> set[str]:
+def _lookup(table: Mapping[str, frozenset[str]], path: str) -> set[str]:
     depth = path.count(".")
     return set().union(
         *(
@@ -150,7 +130,7 @@ def _check_node(node: DictConfig, path: str, problems: list[str]) -> None:
         return
     except Exception:  # ??? target, or no inspectable signature (builtins)
         return
-    extra = _lookup(EXTRA_KEYS, path)
+    extra = _lookup(CONSUMED, path)
     for key in (str(k) for k in node if k not in SPECIAL_KEYS):
         if key in schema.params and key in schema.hints:
             _check_type(node, key, schema, f"{path}.{key}", problems)

@@ -36,6 +36,8 @@ class AttentionFusion(FusionStrategy):
             width :func:`mmexp.fusion.cost.match_params` scales.
     """
 
+    config_name = "attention"
+
     # A weighted mean of the vectors, like a sum (see SumFusion), cannot tell a matching pair
     # of aligned towers from another.
     judges_pairs = False

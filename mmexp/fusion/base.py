@@ -46,6 +46,8 @@ class FusionStrategy(nn.Module):
 
     Attributes:
         out_dim: Width of the fused output.
+        config_name: The ``fusion=`` choice (``conf/fusion/<config_name>.yaml``) that
+            selects it with its published settings; named in error messages.
         produces_logits: Whether the output already is class logits.
         min_modalities: Fewest modalities the published method is defined for.
         uses_tokens: Whether it reads token sequences (else only pooled vectors), which
@@ -58,6 +60,7 @@ class FusionStrategy(nn.Module):
             :meth:`fuse_with_auxiliary` (0 for strategies that have none).
     """
 
+    config_name: str = ""
     produces_logits: bool = False
     min_modalities: int = 1
     uses_tokens: bool = False

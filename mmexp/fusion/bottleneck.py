@@ -55,6 +55,8 @@ class BottleneckFusion(FusionStrategy):
             ``depth < 2``).
     """
 
+    config_name = "bottleneck"
+
     uses_tokens = True
     min_modalities = 2
 

@@ -23,6 +23,8 @@ class ConcatFusion(FusionStrategy):
         dim: Width of every encoder output.
     """
 
+    config_name = "concat"
+
     def __init__(self, modalities: Sequence[str], dim: int) -> None:
         super().__init__(modalities, dim)
         self.out_dim = dim * len(self.modalities)

@@ -44,6 +44,8 @@ class CrossAttentionFusion(FusionStrategy):
         dropout: Dropout inside the blocks.
     """
 
+    config_name = "cross_attention"
+
     uses_tokens = True
     min_modalities = 2
 

@@ -39,6 +39,8 @@ class EarlyTokenFusion(FusionStrategy):
         ValueError: ``heads`` does not divide ``dim`` or ``depth`` is not positive.
     """
 
+    config_name = "early_tokens"
+
     uses_tokens = True
 
     def __init__(

@@ -56,6 +56,8 @@ class SumFusion(_ElementwiseFusion):
         dim: Width of every encoder output.
     """
 
+    config_name = "sum"
+
     # Matching trains the towers to align (a close to b for a match), and then the sum of a
     # pair, a + b, cannot be told from c + c with c = (a + b) / 2: no head can judge it.
     judges_pairs = False
@@ -82,6 +84,8 @@ class ProductFusion(_ElementwiseFusion):
         modalities: Names of the fused modalities.
         dim: Width of every encoder output.
     """
+
+    config_name = "product"
 
     identity = 1.0
 

@@ -50,6 +50,8 @@ class FiLMFusion(FusionStrategy):
         ValueError: ``conditioning`` is not one of ``modalities``.
     """
 
+    config_name = "film"
+
     uses_tokens = True
     min_modalities = 2
 

@@ -48,6 +48,8 @@ class GatedFusion(FusionStrategy):
         ValueError: Unknown ``gate``.
     """
 
+    config_name = "gated"
+
     min_modalities = 2
 
     def __init__(

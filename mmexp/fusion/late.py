@@ -54,6 +54,8 @@ class LateFusion(FusionStrategy):
             ``aux_weight``.
     """
 
+    config_name = "late"
+
     judges_pairs = False  # per-modality decisions, never compared
 
     produces_logits = True

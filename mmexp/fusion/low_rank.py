@@ -37,6 +37,8 @@ class LowRankFusion(FusionStrategy):
         ValueError: ``rank`` is not positive.
     """
 
+    config_name = "low_rank"
+
     min_modalities = 2
 
     def __init__(

@@ -50,6 +50,8 @@ class MulTFusion(FusionStrategy):
         dropout: Dropout inside the blocks.
     """
 
+    config_name = "mult"
+
     uses_tokens = True
     min_modalities = 2
 

@@ -38,6 +38,8 @@ class TensorFusion(FusionStrategy):
         dropout: Dropout on the flattened tensor, as in the paper's post-fusion network.
     """
 
+    config_name = "tensor"
+
     min_modalities = 2
 
     def __init__(

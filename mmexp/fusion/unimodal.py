@@ -36,6 +36,8 @@ class UnimodalFusion(FusionStrategy):
         ValueError: ``modality`` is not one of ``modalities``.
     """
 
+    config_name = "unimodal"
+
     judges_pairs = False  # one modality only
 
     def __init__(self, modalities: Sequence[str], dim: int, modality: str | None = None) -> None:

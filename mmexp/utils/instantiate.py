@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+
+#: What :func:`build_trainer` passes to ``trainer._target_`` beside the config.
+TRAINER_INJECTED = frozenset({"callbacks", "logger"})
 
 
 def instantiate_group(group: DictConfig | None, kind: str) -> list[Any]:
@@ -33,7 +37,7 @@ def instantiate_group(group: DictConfig | None, kind: str) -> list[Any]:
     return objects
 
 
-def build_trainer(cfg: DictConfig) -> Any:
+def build_trainer(cfg: DictConfig) -> pl.Trainer:
     """Instantiate ``cfg.trainer`` with the configured callbacks and loggers."""
     return instantiate(
         cfg.trainer,

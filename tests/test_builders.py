@@ -1,0 +1,92 @@
+"""What the builders declare: fusion choices, injected arguments, the data-module contract."""
+
+import inspect
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra.utils import get_class
+
+import mmexp.fusion
+from mmexp import CONFIG_DIR
+from mmexp.builders import INJECTED, build_data_and_model, build_module, fusion_choices
+from mmexp.data.contract import MultimodalDataModule, missing_members
+from mmexp.fusion.base import FusionStrategy
+from mmexp.lit.classifier import MultimodalClassifier
+from mmexp.lit.contrastive import ContrastivePretrainer
+from mmexp.lit.regressor import MultimodalRegressor
+
+STRATEGIES = [
+    getattr(mmexp.fusion, name)
+    for name in mmexp.fusion.__all__
+    if getattr(mmexp.fusion, name) is not FusionStrategy
+]
+
+
+def fusion_targets() -> dict[str, str]:
+    return {
+        path.stem: yaml.safe_load(path.read_text())["_target_"]
+        for path in (Path(CONFIG_DIR) / "fusion").glob("*.yaml")
+    }
+
+
+@pytest.mark.parametrize("cls", STRATEGIES, ids=lambda cls: cls.__name__)
+def test_every_strategy_names_its_config(cls):
+    target = fusion_targets().get(cls.config_name)
+    assert target is not None, f"no conf/fusion/{cls.config_name}.yaml"
+    assert get_class(target) is cls
+
+
+def test_every_fusion_config_builds_an_exported_strategy():
+    for name, target in fusion_targets().items():
+        assert get_class(target) in STRATEGIES, name
+
+
+def test_fusion_choices_filter_the_exported_strategies():
+    assert fusion_choices(lambda cls: True) == sorted(cls.config_name for cls in STRATEGIES)
+    assert "late" not in fusion_choices(lambda cls: not cls.produces_logits)
+
+
+@pytest.mark.parametrize(
+    "module", [MultimodalClassifier, MultimodalRegressor, ContrastivePretrainer]
+)
+def test_every_module_takes_the_arguments_injected_into_all_modules(module):
+    accepted = set(inspect.signature(module).parameters)
+    assert {"encoders", "optimizer", "scheduler", "run_config", "save_frozen_weights"} <= accepted
+    assert accepted & INJECTED["objective.module"] >= {"run_config", "save_frozen_weights"}
+
+
+def test_a_fusion_for_a_module_without_one_is_refused(make_train_cfg):
+    cfg = make_train_cfg("objective=classify")
+    cfg.objective.module._target_ = "tests.test_builders.NoFusionModule"
+    with pytest.raises(TypeError, match="takes no fusion argument"):
+        build_module(cfg, num_classes=3)
+
+
+class NoFusionModule(ContrastivePretrainer):
+    def __init__(self, encoders, loss, optimizer, **options):
+        options.pop("head", None)
+        options.pop("num_classes", None)
+        super().__init__(encoders, loss, optimizer, **options)
+
+
+class NotADataModule:
+    def __init__(self, **options) -> None:
+        self.options = options
+
+    def prepare_data(self) -> None:
+        pass
+
+
+def test_a_data_module_lacking_the_contract_is_named(make_train_cfg):
+    assert missing_members(NotADataModule())[:3] == ["bad_samples", "num_classes", "label_names"]
+    cfg = make_train_cfg()
+    cfg.data = {"_target_": "tests.test_builders.NotADataModule", "modalities": ["image", "text"]}
+    with pytest.raises(TypeError, match=r"NotADataModule, which lacks \['bad_samples'"):
+        build_data_and_model(cfg)
+
+
+def test_the_shipped_data_module_satisfies_the_contract(make_train_cfg):
+    datamodule, _ = build_data_and_model(make_train_cfg())
+    assert isinstance(datamodule, MultimodalDataModule)
+    assert missing_members(datamodule) == []

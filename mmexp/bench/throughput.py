@@ -24,12 +24,12 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities import move_data_to_device
 
 from mmexp.bench.timing import DeviceClock, Measurement, count_flops, peak_flops, summarise
+from mmexp.data.batches import AnyBatch
 from mmexp.lit.classifier import MultimodalClassifier
 from mmexp.lit.contrastive import ContrastivePretrainer
 from mmexp.lit.speed import apply_speed_options, speed_options
 
 AUTOCAST = {"32-true": None, "32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
-Batch = dict[str, Any]
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:
@@ -46,7 +46,7 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
     return AUTOCAST[str(precision)]
 
 
-def training_loss(module: pl.LightningModule, batch: Batch) -> torch.Tensor:
+def training_loss(module: pl.LightningModule, batch: AnyBatch) -> torch.Tensor:
     """The loss of one training step, written out without the framework.
 
     Raises:
@@ -67,7 +67,7 @@ def training_loss(module: pl.LightningModule, batch: Batch) -> torch.Tensor:
     raise TypeError(f"mmexp-bench: no plain loop for {type(module).__name__}")
 
 
-def prefetch(loader: Any, count: int, device: torch.device) -> list[Batch]:
+def prefetch(loader: Any, count: int, device: torch.device) -> list[AnyBatch]:
     """The first ``count`` batches of ``loader``, moved to ``device`` once."""
     batches = []
     for batch in loader:
@@ -83,13 +83,13 @@ class CycledBatches:
     A bare list would be taken by Lightning for a list of loaders.
     """
 
-    def __init__(self, batches: Sequence[Batch], total: int) -> None:
+    def __init__(self, batches: Sequence[AnyBatch], total: int) -> None:
         self.batches, self.total = batches, total
 
     def __len__(self) -> int:
         return self.total
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[AnyBatch]:
         return (self.batches[step % len(self.batches)] for step in range(self.total))
 
 
@@ -136,7 +136,7 @@ class ThroughputBenchmark:
         self,
         cfg: DictConfig,
         module: pl.LightningModule,
-        batches: Sequence[Batch],
+        batches: Sequence[AnyBatch],
         device: torch.device,
         warmup_steps: int,
         steps: int,
@@ -173,7 +173,7 @@ class ThroughputBenchmark:
         torch.manual_seed(int(self.cfg.get("seed") or 0))
         return module
 
-    def _batch(self, step: int) -> Batch:
+    def _batch(self, step: int) -> AnyBatch:
         return self.batches[step % len(self.batches)]
 
     def plain_loop(self) -> tuple[float, float]:

@@ -19,13 +19,12 @@ import numpy as np
 import torch
 
 from mmexp.data.arrays import ArrayCollator, ArrayDataset, ArraySplit, nonfinite_rows
+from mmexp.data.contract import STAGES
 from mmexp.data.loaders import SplitLoaders
 from mmexp.data.screening import POLICIES, SHOWN, BadSample
 from mmexp.encoders.processors import ModalityProcessor
 
 log = logging.getLogger(__name__)
-
-STAGES = ("train", "val", "test")
 
 
 class ArrayDataModule(SplitLoaders):

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from mmexp.data.contract import STAGES
 from mmexp.data.dataset import ManifestDataset, MultimodalCollator, content_ids
 from mmexp.data.label_checks import describe, suspicious_labels
 from mmexp.data.loaders import SplitLoaders
@@ -29,8 +30,6 @@ from mmexp.data.screening import POLICIES, BadSample, screen_rows
 from mmexp.encoders.processors import ModalityProcessor
 
 log = logging.getLogger(__name__)
-
-STAGES = ("train", "val", "test")
 
 
 class ManifestDataModule(SplitLoaders):

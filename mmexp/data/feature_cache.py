@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 
 from mmexp.data.cached_datamodule import CachedDataModule, SplitFeatures
+from mmexp.data.contract import STAGES
 from mmexp.encoders.base import ModalityEncoder
 from mmexp.utils.digest import hash_parts, tensor_bytes, tensors_digest
 from mmexp.utils.rng import rng_untouched
@@ -39,7 +40,6 @@ if TYPE_CHECKING:  # the data layer does not import the LightningModules
 
 log = logging.getLogger(__name__)
 
-STAGES = ("train", "val", "test")
 # Loader options do not change what a sample is; they stay out of the key.
 LOADER_KEYS = (
     "batch_size",

@@ -11,6 +11,7 @@ from torch.optim import Optimizer
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from mmexp.data.batches import ClassificationBatch
 from mmexp.encoders.base import ModalityEncoder
 from mmexp.fusion.base import FusionStrategy
 from mmexp.lit.common import (
@@ -20,8 +21,6 @@ from mmexp.lit.common import (
     log_validation,
 )
 from mmexp.metrics.classification import classification_metrics
-
-Batch = dict[str, Any]
 
 
 class MultimodalClassifier(MultimodalModule):
@@ -88,7 +87,7 @@ class MultimodalClassifier(MultimodalModule):
         """Whether the fusion strategy reads token sequences."""
         return self.fusion.uses_tokens
 
-    def forward(self, batch: Batch) -> torch.Tensor:
+    def forward(self, batch: ClassificationBatch) -> torch.Tensor:
         """Return class logits ``[B, num_classes]``."""
         return self.predictions(self.head(self.fusion(self.encode(batch))))
 
@@ -96,11 +95,11 @@ class MultimodalClassifier(MultimodalModule):
         """Shape head (or per-modality classifier) outputs as the loss and metrics take them."""
         return outputs
 
-    def _shared_step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def _shared_step(self, batch: ClassificationBatch) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(batch)
         return logits, self.loss_fn(logits, batch["label"])
 
-    def _training_losses(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def _training_losses(self, batch: ClassificationBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and training loss: the fused loss plus any per-modality auxiliary losses.
 
         Auxiliary losses (e.g. late fusion's unimodal classifiers, ``fusion.aux_weight``)
@@ -122,7 +121,7 @@ class MultimodalClassifier(MultimodalModule):
             loss = loss + self.fusion.aux_weight * torch.stack(terms).mean()
         return logits, loss
 
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: ClassificationBatch, batch_idx: int) -> torch.Tensor:
         """Optimise the loss and accumulate training metrics."""
         logits, loss = self._training_losses(batch)
         self.train_metrics.update(logits.detach(), batch["label"])
@@ -136,7 +135,7 @@ class MultimodalClassifier(MultimodalModule):
         self.train_metrics.reset()
         self.train_means.log_and_reset(self, "train/", "_epoch")
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+    def validation_step(self, batch: ClassificationBatch, batch_idx: int) -> None:
         """Accumulate validation loss and metrics."""
         logits, loss = self._shared_step(batch)
         self.val_loss.update(loss, weight=len(batch["label"]))
@@ -149,7 +148,7 @@ class MultimodalClassifier(MultimodalModule):
         self.val_loss.reset()
         log_validation(self, values, self.best_monitored, self.monitor)
 
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
+    def test_step(self, batch: ClassificationBatch, batch_idx: int) -> None:
         """Accumulate test metrics."""
         logits, loss = self._shared_step(batch)
         self.test_metrics.update(logits, batch["label"])

@@ -23,6 +23,7 @@ from torch import nn
 from torch.optim import Optimizer
 from torchmetrics import MeanMetric
 
+from mmexp.data.batches import RetrievalBatch
 from mmexp.encoders.base import EncoderOutput, ModalityEncoder
 from mmexp.fusion.base import FusionStrategy
 from mmexp.lit.common import (
@@ -33,8 +34,6 @@ from mmexp.lit.common import (
 )
 from mmexp.losses.itm import MatchingLoss, select
 from mmexp.metrics.retrieval import RetrievalRecall
-
-Batch = dict[str, Any]
 
 
 class ContrastivePretrainer(MultimodalModule):
@@ -128,7 +127,7 @@ class ContrastivePretrainer(MultimodalModule):
         return F.normalize(features.pooled, dim=-1)
 
     @staticmethod
-    def partner_rows(batch: Batch) -> torch.Tensor | None:
+    def partner_rows(batch: RetrievalBatch) -> torch.Tensor | None:
         """For a grouped batch, the first-modality row each second-modality row belongs to."""
         if "group" not in batch:
             return None
@@ -137,7 +136,7 @@ class ContrastivePretrainer(MultimodalModule):
             raise ValueError("a grouped batch has items whose group is not in the batch")
         return matches.int().argmax(dim=1)
 
-    def _losses(self, batch: Batch) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+    def _losses(self, batch: RetrievalBatch) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
         features = self.encode(batch)
         embeddings = [self.embed(features[m]) for m in self.modalities]
         # The losses score pairs: a grouped batch becomes one pair per second-modality item.
@@ -181,7 +180,7 @@ class ContrastivePretrainer(MultimodalModule):
         if clamp is not None:
             clamp()
 
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: RetrievalBatch, batch_idx: int) -> torch.Tensor:
         """Optimise the contrastive (and matching) loss."""
         losses, _ = self._losses(batch)
         size = len(batch["index"])
@@ -192,7 +191,7 @@ class ContrastivePretrainer(MultimodalModule):
         )
         return total
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+    def validation_step(self, batch: RetrievalBatch, batch_idx: int) -> None:
         """Accumulate the loss and the embeddings of the retrieval gallery."""
         losses, embeddings = self._losses(batch)
         self.val_loss.update(losses["loss"], weight=len(batch["index"]))
@@ -212,7 +211,7 @@ class ContrastivePretrainer(MultimodalModule):
             metric.reset()
         log_validation(self, values, self.best_monitored, self.monitor)
 
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
+    def test_step(self, batch: RetrievalBatch, batch_idx: int) -> None:
         """Accumulate the test gallery."""
         features = self.encode(batch)
         self.test_retrieval.update(

@@ -126,6 +126,8 @@ def fit_and_test(trainer: pl.Trainer, run: AssembledRun, metrics: dict[str, Any]
         "last_checkpoint": last_path or None,
         # rows left out at setup under data.on_bad_sample=skip, per split and which
         "data_skipped": skipped_report(run.datamodule.bad_samples),
+        # label values in one row only or in no training row (manifest data sets check)
+        "data_labels": getattr(run.datamodule, "label_report", {}),
     }
 
 

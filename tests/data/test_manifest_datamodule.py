@@ -175,3 +175,27 @@ def test_a_run_on_data_with_bad_samples_records_what_it_skipped(tmp_path, data_d
     # the undecodable file is found when read: once per epoch, two epochs
     assert result["metrics"]["train/skipped_samples"] == 1
     assert result["metrics"]["test/skipped_samples"] == 0
+    assert result["data_labels"] == {}  # cat and dog in every split
+
+
+def test_a_run_records_a_label_seen_in_one_row(tmp_path, data_dir):
+    root = write_manifest_dataset(tmp_path / "data", rows_per_split=6)
+    manifest = root / "manifest.jsonl"
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    rows[1]["label"] = "unheard_of"
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    fast = [o for o in FAST_OVERRIDES if not o.startswith("data.")]
+    overrides = [
+        *fast,
+        "data=manifest",
+        f"data.root={root}",
+        "data.modalities=[image,text]",
+        "data.columns={image:picture,text:caption}",
+        "data.num_workers=0",
+        "data.persistent_workers=false",
+        "data.batch_size=6",
+        "trainer.max_epochs=1",
+    ]
+    result = train(compose_config("train", overrides, tmp_path / "run", data_dir))
+    assert set(result["data_labels"]) == {"unheard_of"}
+    assert "one_row" in result["data_labels"]["unheard_of"]["problems"]

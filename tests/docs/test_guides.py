@@ -1,0 +1,281 @@
+"""The extension guides (docs/extending/*.md): their code runs and does what the page says.
+
+Fenced blocks are marked in their info string. ``file=<path>`` writes the block to that
+path in a temporary folder (the page's own package and configs, e.g. ``mylab/fusion.py``;
+the page's text names the path, since a rendered page does not show the info string), and
+Python files are imported. ``python test`` blocks are then executed, in order, in one fresh
+namespace with that folder as working directory and on ``sys.path``, and the ``test_*``
+functions they define are called. ``bash test`` blocks hold ``mmexp-train`` command lines,
+run in process with small data and one epoch. Each page then has its own checks of what it
+says, and a page whose code is broken fails them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hydra.utils import get_class
+from omegaconf import OmegaConf, open_dict
+
+from mmexp.builders import build_fusion_and_head
+from mmexp.encoders.base import EncoderOutput
+from mmexp.fusion.cost import count_params
+from mmexp.lit.heads import MLPHead
+from mmexp.train import train
+from mmexp.utils.checkpoints import TRUSTED_TARGETS_ENV, load_checkpoint
+from tests.conftest import compose_config
+from tests.fusion import test_strategies as shipped
+
+ROOT = Path(__file__).resolve().parents[2]
+GUIDES = ROOT / "docs" / "extending"
+FENCE = re.compile(r"^```(?P<info>[^\n]*)\n(?P<body>.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+# Appended to every command of a page: one short epoch on the CPU, no console extras.
+SMALL_RUN = [
+    "trainer.max_epochs=1",
+    "trainer.accelerator=cpu",
+    "logger=csv",
+    "++callbacks.model_summary=null",
+    "++callbacks.rich_progress_bar=null",
+    "data.num_workers=0",
+    "data.pin_memory=false",
+    "data.batch_size=16",
+]
+# The sizes of the embedded default (shapes) in those runs.
+SMALL_SHAPES = {"num_train": 64, "num_val": 32, "num_test": 32}
+
+
+@dataclass
+class Block:
+    language: str
+    test: bool
+    file: str | None
+    code: str
+    line: int  # of the page, before the block's first line
+
+
+@dataclass
+class Guide:
+    """A page whose blocks have run: its folder, its files and its command lines."""
+
+    page: Path
+    root: Path
+    files: dict[str, str]
+    commands: list[str] = field(default_factory=list)
+
+    def config(self, group: str) -> tuple[Path, str]:
+        """The page's config file under ``<conf>/<group>/`` and its choice name."""
+        found = [path for path in self.files if f"/conf/{group}/" in f"/{path}"]
+        assert len(found) == 1, f"{self.page.name}: expected one conf/{group}/ file, got {found}"
+        return self.root / found[0], Path(found[0]).stem
+
+    def config_dirs(self) -> list[Path]:
+        return sorted(
+            {
+                self.root / path.split("/conf/")[0] / "conf"
+                for path in self.files
+                if "/conf/" in path
+            }
+        )
+
+
+def blocks(text: str) -> list[Block]:
+    found = []
+    for match in FENCE.finditer(text):
+        language, *words = match["info"].split() or [""]
+        files = [word.partition("=")[2] for word in words if word.startswith("file=")]
+        line = text.count("\n", 0, match.start("body"))
+        file = files[0] if files else None
+        found.append(Block(language, "test" in words, file, match["body"], line))
+    return found
+
+
+def top_packages(files: dict[str, str]) -> set[str]:
+    return {Path(path).parts[0] for path in files if path.endswith(".py")}
+
+
+def forget(packages: set[str]) -> None:
+    for name in list(sys.modules):
+        if name.split(".")[0] in packages:
+            del sys.modules[name]
+
+
+@pytest.fixture
+def run_guide(tmp_path, monkeypatch):
+    """``run_guide(page)``: write the page's files, run its test blocks, return a :class:`Guide`."""
+    packages: set[str] = set()
+
+    def run(page: Path | str, text: str | None = None) -> Guide:
+        page = Path(page)
+        text = page.read_text() if text is None else text
+        found = blocks(text)
+        assert any(b.test or b.file for b in found), f"{page.name}: no block is marked to run"
+        root = tmp_path / page.stem
+        root.mkdir()
+        files: dict[str, str] = {}
+        for block in found:
+            if block.file:
+                assert block.file not in files, f"{page.name}: {block.file} written twice"
+                # The rendered page does not show the info string: the text names the file.
+                assert f"`{block.file}`" in text, f"{page.name} does not name {block.file}"
+                files[block.file] = block.code
+                (root / block.file).parent.mkdir(parents=True, exist_ok=True)
+                (root / block.file).write_text(block.code)
+        packages.update(top_packages(files))
+        forget(packages)
+        monkeypatch.syspath_prepend(str(root))
+        monkeypatch.chdir(root)
+        for path in files:  # every module imports: a broken one fails here
+            if path.endswith(".py"):
+                importlib.import_module(path.removesuffix(".py").replace("/", "."))
+        namespace: dict[str, Any] = {"__name__": f"guide_{page.stem}"}
+        for block in found:
+            if block.language == "python" and block.test:
+                # Padded to its place in the page, so that tracebacks give the page's lines.
+                code = "\n" * block.line + block.code
+                exec(compile(code, str(page), "exec"), namespace)
+        for name, value in list(namespace.items()):
+            if name.startswith("test_") and callable(value):
+                value()
+        commands = [
+            line
+            for block in found
+            if block.language == "bash" and block.test
+            for line in block.code.replace("\\\n", " ").splitlines()
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
+        return Guide(page, root, files, commands)
+
+    yield run
+    forget(packages)
+
+
+def command_overrides(guide: Guide, command: str) -> list[str]:
+    """The overrides of an ``mmexp-train`` line, ``--config-dir`` as a search path entry."""
+    words = shlex.split(command, comments=True)
+    assert words[0] == "mmexp-train", command
+    overrides, rest = [], iter(words[1:])
+    for word in rest:
+        if word in ("--config-dir", "-cd"):
+            overrides.append(f"hydra.searchpath=[file://{(guide.root / next(rest)).resolve()}]")
+        else:
+            overrides.append(word)
+    return overrides
+
+
+def mmexp_train(guide: Guide, command: str, data_dir: Path, run_name: str) -> dict[str, Any]:
+    """Run one ``mmexp-train`` line of a page in process, with :data:`SMALL_RUN`."""
+    overrides = command_overrides(guide, command)
+    cfg = compose_config("train", [*overrides, *SMALL_RUN], guide.root / run_name, data_dir)
+    with open_dict(cfg):
+        for key, value in SMALL_SHAPES.items():
+            if key in cfg.data:
+                cfg.data[key] = value
+    result = train(cfg)
+    assert result["status"] == "completed", (command, result.get("error"))
+    assert 0.0 <= result["metrics"]["test/acc"] <= 1.0
+    return result
+
+
+def compose(guide: Guide, data_dir: Path, *overrides: str):
+    dirs = ",".join(f"file://{path}" for path in guide.config_dirs())
+    return compose_config(
+        "train", [f"hydra.searchpath=[{dirs}]", *overrides], guide.root / "composed", data_dir
+    )
+
+
+# --- fusion ---------------------------------------------------------------------------------
+
+
+def with_nan_placeholders(modalities, absent: str) -> dict[str, EncoderOutput]:
+    features = shipped.make_features(modalities, grad=True)
+    with torch.no_grad():
+        features[absent].pooled[1] = float("nan")
+        features[absent].tokens[1] = float("nan")
+    features[absent].present = torch.tensor([True, False, True, True])
+    return features
+
+
+def check_fusion_strategy(guide: Guide) -> type:
+    """The shipped invariance checks on the page's config, and non-finite placeholders."""
+    path, _ = guide.config("fusion")
+    cls = get_class(OmegaConf.load(path)._target_)
+    for modalities in shipped.MODALITY_SETS:
+        shipped.test_shape_finite_and_gradients(path, modalities)
+        shipped.test_padding_does_not_change_output(path, modalities)
+        shipped.test_absent_modality_is_ignored(path, modalities)
+        shipped.test_sample_without_any_modality_stays_finite(path, modalities)
+        # Placeholders may be non-finite (mmexp/fusion/layers.py): nothing of them may leak,
+        # neither into the output nor into the gradients.
+        for absent in modalities:
+            torch.manual_seed(0)
+            fusion = shipped.build(path, modalities)
+            features = with_nan_placeholders(modalities, absent)
+            out = fusion(features)
+            assert bool(torch.isfinite(out).all()), f"absent {absent}: non-finite output"
+            out.sum().backward()
+            for name, parameter in fusion.named_parameters():
+                finite = parameter.grad is None or bool(torch.isfinite(parameter.grad).all())
+                assert finite, f"absent {absent}: non-finite gradient of {name}"
+    shipped.test_fusion_cost(path)
+    return cls
+
+
+def test_fusion_guide(run_guide, data_dir, monkeypatch):
+    guide = run_guide(GUIDES / "fusion.md")
+    cls = check_fusion_strategy(guide)
+    _, name = guide.config("fusion")
+    # Through the config machinery: the class, the shared head on its out_dim, the budget.
+    cfg = compose(guide, data_dir, f"fusion={name}", "fusion.match_params=200000")
+    fusion, head = build_fusion_and_head(cfg, 3)
+    assert type(fusion) is cls
+    reference = MLPHead(fusion.out_dim, 3, (256,), 0.1)
+    assert [type(m) for m in head] == [type(m) for m in reference]
+    assert count_params(head) == count_params(reference)
+    assert 0.95 * 200_000 <= count_params(fusion) + count_params(head) <= 200_000
+    results = [mmexp_train(guide, c, data_dir, f"run{i}") for i, c in enumerate(guide.commands)]
+    assert any("fusion.match_params" in command for command in guide.commands)
+    # Its checkpoints name a target outside mmexp: refused unless trusted.
+    monkeypatch.delenv(TRUSTED_TARGETS_ENV, raising=False)
+    with pytest.raises(ValueError, match=TRUSTED_TARGETS_ENV):
+        load_checkpoint(results[0]["last_checkpoint"])
+    prefix = cls.__module__.split(".")[0] + "."
+    monkeypatch.setenv(TRUSTED_TARGETS_ENV, prefix)
+    assert load_checkpoint(results[0]["last_checkpoint"])["mmexp_config"]["fusion"]["_target_"]
+
+
+def broken(page: Path, old: str, new: str) -> str:
+    text = page.read_text()
+    assert text.count(old) == 1, f"{page.name} no longer holds {old!r}"
+    return text.replace(old, new)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        # absent modalities take part in the max
+        (
+            "projected.masked_fill(~present[..., None], lowest).amax(dim=1)",
+            "projected.amax(dim=1)",
+            "not close",
+        ),
+        # placeholders enter the projections: a NaN one poisons the gradients
+        (
+            "self.proj[m](zero_absent(features[m].pooled, present[:, i]))",
+            "self.proj[m](features[m].pooled)",
+            "non-finite gradient",
+        ),
+    ],
+    ids=["absent-in-max", "placeholders-projected"],
+)
+def test_a_fusion_guide_with_broken_masking_fails(run_guide, old, new, message):
+    text = broken(GUIDES / "fusion.md", old, new)
+    with pytest.raises(AssertionError, match=message):
+        check_fusion_strategy(run_guide(GUIDES / "fusion.md", text))

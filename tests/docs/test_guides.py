@@ -24,9 +24,12 @@ import pytest
 import torch
 from hydra.utils import get_class
 from omegaconf import OmegaConf, open_dict
+from PIL import Image
+from torch import nn
 
-from mmexp.builders import build_fusion_and_head
+from mmexp.builders import build_encoders, build_fusion_and_head
 from mmexp.encoders.base import EncoderOutput
+from mmexp.encoders.freezing import BackboneEncoder, find_blocks
 from mmexp.fusion.cost import count_params
 from mmexp.lit.heads import MLPHead
 from mmexp.train import train
@@ -279,3 +282,125 @@ def test_a_fusion_guide_with_broken_masking_fails(run_guide, old, new, message):
     text = broken(GUIDES / "fusion.md", old, new)
     with pytest.raises(AssertionError, match=message):
         check_fusion_strategy(run_guide(GUIDES / "fusion.md", text))
+
+
+# --- encoder --------------------------------------------------------------------------------
+
+# Decoded values of each modality, as the data sets hand them to processors: unequal lengths
+# and sizes, so that batches pad.
+RAW = {
+    "text": ["a red square", "a big blue circle in the top left", "x"],
+    "image": [
+        Image.new("RGB", size, colour)
+        for size, colour in [((40, 30), "red"), ((32, 32), "blue"), ((20, 48), "grey")]
+    ],
+}
+
+
+def encoder_configs(guide: Guide) -> list[tuple[str, str]]:
+    """``(modality, name)`` of each ``conf/model/encoders/<modality>/<name>.yaml`` of a page."""
+    found = []
+    for path in guide.files:
+        parts = Path(path).parts
+        if "encoders" in parts and path.endswith(".yaml"):
+            found.append((parts[parts.index("encoders") + 1], Path(path).stem))
+    assert found, f"{guide.page.name}: no encoder config"
+    return found
+
+
+def encode(encoder: nn.Module, raw: list[Any]) -> EncoderOutput:
+    processor = encoder.processor(train=False)
+    return encoder(processor.collate([processor(value) for value in raw]))
+
+
+def check_encoder(guide: Guide, data_dir: Path, modality: str, name: str, *overrides: str):
+    """Build through the config, check the declared shapes, padding and gradients."""
+    cfg = compose(guide, data_dir, f"model/encoders/{modality}={name}", *overrides)
+    node = cfg.model.encoders[modality]
+    encoder = build_encoders(cfg)[modality]
+    width = int(cfg.model.width)
+    assert type(encoder) is get_class(node._target_)
+    assert encoder.modality == modality and encoder.out_dim == width
+    assert (
+        encoder.loads_pretrained(OmegaConf.to_container(node, resolve=True)) == encoder.pretrained
+    )
+    raw = RAW[modality]
+    encoder.eval()
+    output = encode(encoder, raw)
+    batch, length = output.tokens.shape[:2]
+    assert output.tokens.shape == (len(raw), length, width)
+    assert output.mask.dtype == torch.bool and output.mask.shape == (batch, length)
+    assert output.pooled.shape == (batch, width)
+    assert output.mask.any(dim=1).all(), "a sample without a real token"
+    for index, value in enumerate(raw):  # alone, without the padding of the batch
+        alone = encode(encoder, [value])
+        torch.testing.assert_close(alone.pooled[0], output.pooled[index], atol=1e-5, rtol=1e-4)
+    encoder.train()
+    encode(encoder, raw).pooled.sum().backward()
+    for parameter_name, parameter in encoder.named_parameters():
+        if parameter.requires_grad:
+            assert parameter.grad is not None, f"{parameter_name} gets no gradient"
+    return encoder
+
+
+def check_backbone(guide: Guide, data_dir: Path, modality: str, name: str) -> None:
+    """``freeze=last_n`` and ``checkpoint_path`` of a :class:`BackboneEncoder` (ResNet-18)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    weights = guide.root / "resnet18.pt"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    key = f"model.encoders.{modality}"
+    overrides = [
+        f"{key}.checkpoint_path={weights}",
+        f"{key}.freeze=last_n",
+        f"{key}.trainable_blocks=1",
+    ]
+    check_encoder(guide, data_dir, modality, name, *overrides)
+    encoder = build_encoders(
+        compose(guide, data_dir, f"model/encoders/{modality}={name}", *overrides)
+    )[modality]
+    assert isinstance(encoder, BackboneEncoder) and encoder.pretrained
+    stored = torch.load(weights, weights_only=True)
+    for parameter_name, value in encoder.backbone.state_dict().items():
+        if parameter_name in stored:
+            torch.testing.assert_close(value, stored[parameter_name], msg=parameter_name)
+    last = find_blocks(encoder.backbone, key)[-1]
+    for parameter_name, parameter in encoder.named_parameters():
+        trains = not parameter_name.startswith("backbone.") or parameter_name.startswith(
+            f"backbone.{last}."
+        )
+        assert parameter.requires_grad == trains, parameter_name
+    encoder.train()
+    for module_name, module in encoder.backbone.named_modules():
+        if module_name:  # the frozen part stays in eval mode: fixed BatchNorm statistics
+            assert module.training == module_name.startswith(last), module_name
+    # A frozen backbone's outputs can be cached (feature_cache.enabled=true), a training one's not.
+    assert encoder.cache_blocker() is not None
+    frozen = compose(guide, data_dir, f"model/encoders/{modality}={name}", f"{key}.freeze=frozen")
+    assert build_encoders(frozen)[modality].cache_blocker() is None
+
+
+def check_encoders(guide: Guide, data_dir: Path) -> None:
+    for modality, name in encoder_configs(guide):
+        cls = get_class(OmegaConf.load(guide.config(f"model/encoders/{modality}")[0])._target_)
+        if issubclass(cls, BackboneEncoder):
+            check_backbone(guide, data_dir, modality, name)
+        else:
+            check_encoder(guide, data_dir, modality, name)
+
+
+def test_encoder_guide(run_guide, data_dir):
+    guide = run_guide(GUIDES / "encoder.md")
+    check_encoders(guide, data_dir)
+    assert len(guide.commands) == len(encoder_configs(guide))
+    for number, command in enumerate(guide.commands):
+        mmexp_train(guide, command, data_dir, f"run{number}")
+
+
+def test_an_encoder_guide_that_pools_padding_fails(run_guide, data_dir):
+    text = broken(
+        GUIDES / "encoder.md", "pooled=masked_mean(tokens, mask)", "pooled=tokens.mean(1)"
+    )
+    with pytest.raises(AssertionError, match="not close"):
+        check_encoders(run_guide(GUIDES / "encoder.md", text), data_dir)

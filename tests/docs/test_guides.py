@@ -12,9 +12,12 @@ says, and a page whose code is broken fails them.
 
 from __future__ import annotations
 
+import csv
 import importlib
+import json
 import re
 import shlex
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +30,9 @@ from omegaconf import OmegaConf, open_dict
 from PIL import Image
 from torch import nn
 
-from mmexp.builders import build_encoders, build_fusion_and_head
+from mmexp.builders import build_data_and_model, build_encoders, build_fusion_and_head
+from mmexp.data.contract import MultimodalDataModule, missing_members
+from mmexp.data.manifest import read_manifest
 from mmexp.encoders.base import EncoderOutput
 from mmexp.encoders.freezing import BackboneEncoder, find_blocks
 from mmexp.fusion.cost import count_params
@@ -404,3 +409,82 @@ def test_an_encoder_guide_that_pools_padding_fails(run_guide, data_dir):
     )
     with pytest.raises(AssertionError, match="not close"):
         check_encoders(run_guide(GUIDES / "encoder.md", text), data_dir)
+
+
+# --- data set -------------------------------------------------------------------------------
+
+
+def check_data_module(cfg, rows: list[dict[str, Any]]) -> MultimodalDataModule:
+    """Build data and model as a run does; the splits and classes are those of ``rows``."""
+    datamodule, _ = build_data_and_model(cfg)
+    assert isinstance(datamodule, MultimodalDataModule) and not missing_members(datamodule)
+    labels = sorted({str(row["label"]) for row in rows})
+    assert datamodule.num_classes == len(labels)
+    if cfg.data.get("label_names"):
+        assert datamodule.label_names == list(cfg.data.label_names)
+    else:
+        assert sorted(datamodule.label_names) == labels
+    datamodule.setup()
+    for stage in ("train", "val", "test"):
+        expected = sum(row["split"] == stage for row in rows)
+        assert len(datamodule.datasets[stage]) == expected, stage
+    batch = next(iter(datamodule.train_dataloader()))
+    assert set(cfg.data.modalities) | {"label", "index"} <= set(batch)
+    assert batch["label"].dtype == torch.long and batch["label"].shape == batch["index"].shape
+    return datamodule
+
+
+def with_unknown_label(source: Path, target: Path, manifest: str) -> None:
+    """A copy of the data set whose training split has one row labelled ``bird``."""
+    shutil.copytree(source, target)
+    rows = read_manifest(target / manifest)
+    bird = {**next(r for r in rows if r["split"] == "train"), "id": "bird-row", "label": "bird"}
+    write_rows(target / manifest, [*rows, bird])
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        return
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_dataset_guide(run_guide, data_dir):
+    guide = run_guide(GUIDES / "dataset.md")
+    (command,) = guide.commands
+    overrides = command_overrides(guide, command)
+    cfg = compose(guide, data_dir, *overrides, *SMALL_RUN)
+    root = Path(cfg.data.root)
+    rows = read_manifest(root / cfg.data.manifest)
+    assert len(rows) >= 6
+    check_data_module(cfg, rows)
+    mmexp_train(guide, command, data_dir, "run")
+    # A label outside data.label_names is refused at setup, naming the row and the classes.
+    with_unknown_label(root, guide.root / "with_bird", cfg.data.manifest)
+    bad = compose(guide, data_dir, *overrides, *SMALL_RUN, f"data.root={guide.root / 'with_bird'}")
+    with pytest.raises(ValueError, match=r"(?s)bird-row.*unknown label.*bird.*\[.cat., .dog.\]"):
+        build_data_and_model(bad)[0].setup()
+    # The subclass: the same rows as one CSV per split.
+    _, name = guide.config("data")
+    split_root = guide.root / "split_files"
+    shutil.copytree(root, split_root)
+    for stage in ("train", "val", "test"):
+        write_rows(split_root / f"{stage}.csv", [r for r in rows if r["split"] == stage])
+    (split_root / cfg.data.manifest).unlink()
+    split_cfg = compose(guide, data_dir, f"data={name}", f"data.root={split_root}", *SMALL_RUN)
+    datamodule = check_data_module(split_cfg, rows)
+    assert type(datamodule).__name__ == "SplitFilesDataModule"
+    with_unknown_label(split_root, guide.root / "split_bird", "train.csv")
+    split_bad = compose(
+        guide,
+        data_dir,
+        f"data={name}",
+        f"data.root={guide.root / 'split_bird'}",
+        "data.label_names=[cat,dog]",
+        *SMALL_RUN,
+    )
+    with pytest.raises(ValueError, match=r"train\.csv.*bird-row"):
+        build_data_and_model(split_bad)[0].setup()

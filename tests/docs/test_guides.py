@@ -488,3 +488,35 @@ def test_dataset_guide(run_guide, data_dir):
     )
     with pytest.raises(ValueError, match=r"train\.csv.*bird-row"):
         build_data_and_model(split_bad)[0].setup()
+
+
+# --- evaluation -----------------------------------------------------------------------------
+
+
+def test_evaluation_guide(run_guide, data_dir):
+    guide = run_guide(GUIDES / "evaluation.md")
+    (path,) = [p for p in guide.files if p.endswith(".py")]
+    mode = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+    trained = mmexp_train(guide, "mmexp-train data.modalities=[image,text]", data_dir, "run")
+    eval_dir = guide.root / "eval"
+    cfg = compose_config(
+        "eval",
+        [f"ckpt_path={trained['best_checkpoint']}", "trainer.accelerator=cpu", "callbacks=none"],
+        eval_dir,
+        data_dir,
+    )
+    returned = mode.main(cfg)
+    written = json.loads((eval_dir / f"{mode.MODE}.json").read_text())
+    assert written == pytest.approx(returned)
+    conditions = ["all", "without_image", "without_text"]
+    metrics = ["acc", "auroc", "f1_macro"]
+    assert set(written) == {f"{mode.MODE}/{c}/{m}" for c in conditions for m in metrics}
+    assert all(0.0 <= value <= 1.0 for value in written.values())
+    # With every modality: the test metrics of the checkpoint, as mmexp-train measured them.
+    for metric in metrics:
+        assert written[f"{mode.MODE}/all/{metric}"] == pytest.approx(
+            trained["metrics"][f"test/{metric}"], abs=1e-6
+        )
+    # An absent modality reaches the fusion: the scores change.
+    for condition in conditions[1:]:
+        assert written[f"{mode.MODE}/{condition}/auroc"] != written[f"{mode.MODE}/all/auroc"]

@@ -520,3 +520,15 @@ def test_evaluation_guide(run_guide, data_dir):
     # An absent modality reaches the fusion: the scores change.
     for condition in conditions[1:]:
         assert written[f"{mode.MODE}/{condition}/auroc"] != written[f"{mode.MODE}/all/auroc"]
+
+
+# --- the pages ------------------------------------------------------------------------------
+
+
+def test_every_guide_is_linked_from_the_readme_and_checked_here():
+    readme = (ROOT / "README.md").read_text()
+    pages = sorted(path.name for path in GUIDES.glob("*.md"))
+    assert pages == ["dataset.md", "encoder.md", "evaluation.md", "fusion.md"]
+    for name in pages:
+        assert f"](docs/extending/{name})" in readme, name
+        assert f'GUIDES / "{name}"' in Path(__file__).read_text(), name

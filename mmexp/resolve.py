@@ -134,20 +134,26 @@ def _evaluated_run_config(cfg: DictConfig) -> DictConfig:
 
 
 def skip_pretrained_weights(run_cfg: DictConfig, keep: Iterable[str] = ()) -> None:
-    """Build timm encoders without fetching pretrained weights: the checkpoint replaces them.
+    """Build encoders without fetching pretrained weights: the checkpoint replaces them.
 
-    Hugging Face encoders still read their config and weights from ``name_or_path``
-    (the architecture is defined there), so that path must be reachable when evaluating.
+    Each encoder class says how
+    (:meth:`~mmexp.encoders.base.ModalityEncoder.without_pretrained_weights`; the default
+    for a target that does not say which class it builds).
+    Hugging Face encoders still read their config and weights from ``name_or_path`` (the
+    architecture is defined there), so that path must be reachable when evaluating.
 
     Args:
         run_cfg: The run's config, changed in place (a copy :func:`resolve_run_config` owns).
         keep: Modalities whose frozen weights the checkpoint left out
             (``model.save_frozen_weights=false``): built from their source as configured.
     """
-    for modality, node in (run_cfg.model.get("encoders") or {}).items():
-        if node is None or modality in keep:
+    encoders = run_cfg.model.get("encoders") or {}
+    for modality in list(encoders):
+        node = encoders[modality]
+        if node is None or modality in keep or "_target_" not in node:
             continue
-        if "pretrained" in node:
-            node.pretrained = False
-        if "checkpoint_path" in node:
-            node.checkpoint_path = None
+        built = built_class(get_object(str(node._target_)))
+        if built is None or not issubclass(built, ModalityEncoder):
+            built = ModalityEncoder
+        options = OmegaConf.to_container(node, resolve=False)
+        encoders[modality] = OmegaConf.create(built.without_pretrained_weights(options))  # type: ignore[arg-type]

@@ -119,3 +119,35 @@ def test_loads_pretrained_agrees_with_the_built_encoders():
     node = yaml.safe_load((Path(CONFIG_DIR) / "model/encoders/text/minilm.yaml").read_text())
     node.pop("_target_")
     assert minilm_encoder(out_dim=8, **node).pretrained is HFTextEncoder.loads_pretrained(node)
+
+
+def test_eval_builds_encoders_without_their_weights_as_each_class_says():
+    from mmexp.resolve import skip_pretrained_weights
+
+    run_cfg = OmegaConf.create(
+        {
+            "model": {
+                "encoders": {
+                    "image": {
+                        "_target_": "mmexp.encoders.TimmImageEncoder",
+                        "name": "resnet18",
+                        "pretrained": True,
+                        "checkpoint_path": "/weights.safetensors",
+                    },
+                    "text": {
+                        "_target_": "mmexp.encoders.hf_text.minilm_encoder",
+                        "pooling": "mean",
+                    },
+                    "audio": {"_target_": "mmexp.encoders.TimmImageEncoder", "pretrained": True},
+                }
+            }
+        }
+    )
+    skip_pretrained_weights(run_cfg, keep=["audio"])
+    image = run_cfg.model.encoders.image
+    assert image.pretrained is False and image.checkpoint_path is None and image.name == "resnet18"
+    assert dict(run_cfg.model.encoders.text) == {
+        "_target_": "mmexp.encoders.hf_text.minilm_encoder",
+        "pooling": "mean",
+    }
+    assert run_cfg.model.encoders.audio.pretrained is True  # its weights were left out

@@ -137,6 +137,21 @@ class ModalityEncoder(KeepsFrozenInEval):
         """
         return False
 
+    @classmethod
+    def without_pretrained_weights(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """The config ``options`` changed to build the same architecture without fetching weights.
+
+        ``mmexp-eval`` builds encoders this way when the checkpoint holds their weights. By
+        default ``pretrained`` becomes false and ``checkpoint_path`` null where the config
+        has them; an encoder whose weights come in other options overrides this.
+        """
+        changed = dict(options)
+        if "pretrained" in changed:
+            changed["pretrained"] = False
+        if "checkpoint_path" in changed:
+            changed["checkpoint_path"] = None
+        return changed
+
     def set_trainability(self, trainability: Any) -> None:
         """Apply a :class:`~mmexp.encoders.freezing.Trainability` to the whole encoder.
 

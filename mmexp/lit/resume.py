@@ -26,6 +26,7 @@ import torch
 from torchmetrics import Metric
 
 from mmexp.lit.common import MultimodalModule
+from mmexp.lit.lightning_compat import rebuild_train_loader
 from mmexp.utils.rng import rng_states, set_rng_states
 
 
@@ -69,9 +70,7 @@ class ResumeState(pl.Callback):
         """
         if trainer.ckpt_path is None:
             return
-        loop = trainer.fit_loop
-        loop._combined_loader = None  # noqa: SLF001 - see the docstring
-        loop.setup_data()
+        rebuild_train_loader(trainer)
         if self._pending is None:
             return  # a checkpoint written without these states: the loader is all it gets
         # Nothing draws from the generators between here and the next training step (the

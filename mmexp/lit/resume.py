@@ -26,7 +26,7 @@ import torch
 from torchmetrics import Metric
 
 from mmexp.lit.common import MultimodalModule
-from mmexp.lit.lightning_compat import rebuild_train_loader
+from mmexp.lit.lightning_compat import rebuild_train_loader, restore_update_count
 from mmexp.utils.rng import rng_states, set_rng_states
 
 
@@ -47,10 +47,10 @@ class ResumeState(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         """Add generator and metric states to the checkpoint."""
-        metrics = {}
-        for name, metric in _metrics(pl_module).items():
-            state = {key: getattr(metric, key) for key in metric._defaults}  # noqa: SLF001
-            metrics[name] = {"state": state, "updates": metric._update_count}  # noqa: SLF001
+        metrics = {
+            name: {"state": metric.metric_state, "updates": metric.update_count}
+            for name, metric in _metrics(pl_module).items()
+        }
         checkpoint["mmexp_resume"] = {"rng": rng_states(), "metrics": metrics}
 
     def on_load_checkpoint(
@@ -82,11 +82,13 @@ class ResumeState(pl.Callback):
             metric = metrics.get(name)
             if metric is None:
                 continue
+            # reset() drops a cached compute() result too; the states are attributes of
+            # the metric, as add_state() declares them.
+            metric.reset()
             for key, value in saved["state"].items():
                 if isinstance(value, torch.Tensor):
                     value = value.to(metric.device)
                 elif isinstance(value, list):
                     value = [v.to(metric.device) for v in value]
                 setattr(metric, key, value)
-            metric._update_count = saved["updates"]  # noqa: SLF001
-            metric._computed = None  # noqa: SLF001
+            restore_update_count(metric, saved["updates"])

@@ -23,7 +23,8 @@ import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.trainer.connectors.signal_connector import _HandlersCompose
+
+from mmexp.lit.lightning_compat import flush_step_metrics, is_lightning_signal_handler
 
 log = logging.getLogger(__name__)
 
@@ -135,13 +136,13 @@ class SaveOnSignal(pl.Callback):
         self._restore_handlers()
         # Log this step's metrics, as Lightning would right after this hook, so the run's
         # logs hold every step the checkpoint holds.
-        trainer._logger_connector.update_train_step_metrics()  # noqa: SLF001
+        flush_step_metrics(trainer)
         for logger in trainer.loggers:
             logger.save()
         # Hand the signal on to the handler found at start (submitit requeues the job
         # there), but not to Lightning's: it would stop at its own pace, and its SIGTERM
         # handler broadcasts from rank 0 at a moment the other ranks do not expect.
-        if callable(previous) and not isinstance(previous, _HandlersCompose):
+        if callable(previous) and not is_lightning_signal_handler(previous):
             # The launcher may end the process itself (submitit, once requeued): Preempted
             # does so below, after train() has recorded the run as interrupted.
             with contextlib.suppress(SystemExit):

@@ -18,6 +18,7 @@ from mmexp.lit.frozen_weights import (
     drop_frozen_weights,
     restore_frozen_weights,
 )
+from mmexp.lit.lightning_compat import attached_trainer, peek_experiment
 from mmexp.utils.freezing import KeepsFrozenInEval
 
 
@@ -102,11 +103,11 @@ def provenance(module: pl.LightningModule) -> dict[str, Any]:
         "objective": type(module).__name__,
         "seed": config.get("seed"),
     }
-    trainer = module._trainer  # noqa: SLF001 - None outside fit; the property would raise
+    trainer = attached_trainer(module)
     if trainer is not None:
         info.update(epoch=trainer.current_epoch, global_step=trainer.global_step)
         for logger in trainer.loggers:
-            run = getattr(logger, "_experiment", None)  # never start a W&B run from here
+            run = peek_experiment(logger)  # never start a W&B run from here
             if run is not None and hasattr(run, "id"):
                 info["wandb"] = {
                     "id": run.id,

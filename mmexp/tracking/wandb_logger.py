@@ -19,6 +19,8 @@ from typing import Any
 
 from pytorch_lightning.loggers import WandbLogger
 
+from mmexp.lit.lightning_compat import peek_experiment, set_experiment, wandb_init_arguments
+
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "online", "offline", "disabled")
@@ -59,13 +61,15 @@ class ResilientWandbLogger(WandbLogger):
 
     @property
     def experiment(self) -> Any:  # noqa: D102 - documented on WandbLogger
-        if self._experiment is not None:
-            return self._experiment
-        if not self._wandb_init.get("id"):
+        started = peek_experiment(self)
+        if started is not None:
+            return started
+        arguments = wandb_init_arguments(self)
+        if not arguments.get("id"):
             # One W&B run per run folder: a run resumed into its folder (ckpt_path=last, a
             # requeued SLURM job) logs on into the run it started.
-            self._wandb_init["id"] = folder_run_id(Path(self._save_dir))
-            self._wandb_init.setdefault("resume", "allow")
+            arguments["id"] = folder_run_id(Path(self.save_dir or "."))
+            arguments.setdefault("resume", "allow")
         try:
             return super().experiment
         except Exception as error:  # W&B raises many types (CommError, UsageError, timeouts)
@@ -74,21 +78,21 @@ class ResilientWandbLogger(WandbLogger):
     def _fall_back(self, error: Exception) -> Any:
         import wandb
 
-        asked = self._wandb_init.get("mode", "online")
+        arguments = wandb_init_arguments(self)
+        asked = arguments.get("mode", "online")
         # A fresh id: W&B keeps the failed run's id reserved in this process.
-        retry = {
-            key: value for key, value in self._wandb_init.items() if key not in ("id", "resume")
-        }
+        retry = {key: value for key, value in arguments.items() if key not in ("id", "resume")}
         cause = error
         for mode in ("offline", "disabled"):
             if mode == asked:
                 continue
             try:
-                self._experiment = wandb.init(**{**retry, "mode": mode})
+                run = wandb.init(**{**retry, "mode": mode})
             except Exception as retry_error:  # noqa: BLE001 - any failure: try the next mode
                 error = retry_error
                 continue
-            folder = getattr(self._experiment, "dir", None) if mode == "offline" else None
+            set_experiment(self, run)
+            folder = getattr(run, "dir", None) if mode == "offline" else None
             self.fallback = (
                 f"W&B {asked} run could not start ({type(cause).__name__}: {cause}); "
                 + (
@@ -98,7 +102,7 @@ class ResilientWandbLogger(WandbLogger):
                 )
             )
             log.warning("%s. Training continues; the local run record is complete.", self.fallback)
-            return self._experiment
+            return run
         raise RuntimeError("W&B could not start even in disabled mode") from error
 
     def log_metrics(self, metrics: Any, step: int | None = None) -> None:  # noqa: D102

@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mmexp.data.loaders import SplitLoaders, TrainerProgress, stage_loader
+from mmexp.data.loaders import LoopProgress, SplitLoaders, stage_loader
 from mmexp.encoders.base import CachedFeatures
 
 # Row-aligned tensors of a split, next to the features of the modality.
@@ -163,5 +163,5 @@ class CachedDataModule(SplitLoaders):
             batch_size = getattr(self.base, "eval_batch_size", None) or batch_size
         # In-memory gathers are faster in the main process than any worker hand-off.
         return stage_loader(
-            split, stage, batch_size, TrainerProgress(self), collate_fn=split.collate, num_workers=0
+            split, stage, batch_size, LoopProgress(self), collate_fn=split.collate, num_workers=0
         )

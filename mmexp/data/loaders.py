@@ -109,7 +109,7 @@ def stage_loader(
     )
 
 
-class TrainerProgress:
+class LoopProgress:
     """The progress of the trainer a data module is attached to (none yet: epoch 0)."""
 
     def __init__(self, datamodule: Any) -> None:
@@ -157,7 +157,7 @@ class SplitLoaders(pl.LightningDataModule):
             self.datasets[stage],
             stage,
             self.batch_size if stage == "train" else self.eval_batch_size,
-            TrainerProgress(self),
+            LoopProgress(self),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from mmexp.data.datamodule import ManifestDataModule
 from mmexp.data.dataset import MultimodalCollator
-from mmexp.data.loaders import ResumableLoader, TrainerProgress, stage_loader
+from mmexp.data.loaders import LoopProgress, ResumableLoader, stage_loader
 from mmexp.data.manifest import Record, row_name
 from mmexp.data.screening import SHOWN, BadSample
 from mmexp.data.sets.captions import (
@@ -285,14 +285,14 @@ class KarpathyCaptionsDataModule(ManifestDataModule):
                 dataset,
                 stage,
                 self.batch_size,
-                TrainerProgress(self),
+                LoopProgress(self),
                 collate_fn=collate,
                 **options,
             )
         return ResumableLoader(
             dataset,
             OneCaptionPerImage(dataset.offsets, self.caption_seed),
-            TrainerProgress(self),
+            LoopProgress(self),
             batch_size=self.batch_size,
             collate_fn=collate,
             **options,

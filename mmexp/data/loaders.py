@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mmexp.data.sampling import ShuffledEpochs, stage_sampler
+from mmexp.lit.lightning_compat import loop_epoch, loop_trained_batches
 
 
 class TrainingProgress(Protocol):
@@ -110,28 +111,29 @@ def stage_loader(
 
 
 class LoopProgress:
-    """The progress of the trainer a data module is attached to (none yet: epoch 0)."""
+    """The :class:`TrainingProgress` of the fit loop of the trainer a data module is attached to.
+
+    Before the data module is attached to a trainer, epoch 0 with no batches trained.
+    """
 
     def __init__(self, datamodule: Any) -> None:
         self.datamodule = datamodule
 
-    def _loop(self) -> Any:
-        trainer = getattr(self.datamodule, "trainer", None)
-        return trainer.fit_loop if trainer is not None else None
+    def _trainer(self) -> pl.Trainer | None:
+        return getattr(self.datamodule, "trainer", None)
 
     def epoch(self) -> int:
         """The epoch Lightning gives the sampler (also right while resuming)."""
-        loop = self._loop()
-        return loop.epoch_progress.current.processed if loop is not None else 0
+        trainer = self._trainer()
+        return loop_epoch(trainer) if trainer is not None else 0
 
     def trained_batches(self) -> int:
-        """Training steps done in this epoch.
+        """Training steps done in this epoch, the step being checkpointed included.
 
-        ``processed``, not ``completed``: checkpoints are written in ``on_train_batch_end``,
-        after the step and before Lightning counts it completed.
+        See :func:`~mmexp.lit.lightning_compat.loop_trained_batches`.
         """
-        loop = self._loop()
-        return loop.epoch_loop.batch_progress.current.processed if loop is not None else 0
+        trainer = self._trainer()
+        return loop_trained_batches(trainer) if trainer is not None else 0
 
 
 class SplitLoaders(pl.LightningDataModule):

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any, Literal, Union
 
-from hydra._internal.utils import _locate
+from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mmexp.builders import CONSUMED, INJECTED, check_matching_fusion
@@ -123,7 +123,7 @@ def _lookup(table: Mapping[str, frozenset[str]], path: str) -> set[str]:
 def _check_node(node: DictConfig, path: str, problems: list[str]) -> None:
     try:
         target = node._target_
-        schema = _schema(_locate(str(target)))
+        schema = _schema(get_object(str(target)))
     except ImportError as error:
         reason = " ".join(str(error).split())
         problems.append(f"{path}._target_: cannot import {target!r} ({reason})")
@@ -280,7 +280,7 @@ def _param(node: DictConfig, name: str) -> Any:
     if name in node:
         return _get(node, name)
     try:
-        parameter = _schema(_locate(str(node._target_))).params.get(name)
+        parameter = _schema(get_object(str(node._target_))).params.get(name)
     except Exception:
         return None
     return None if parameter is None or parameter.default is parameter.empty else parameter.default

@@ -7,9 +7,11 @@ mean and std), so switching ``name`` can never leave the data normalised for ano
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 from PIL import Image
@@ -72,14 +74,26 @@ def _cached_hub_file(name: str) -> str | None:
 
 
 def _url_cached(name: str) -> bool:
+    """Whether the model's URL weights are in torch's hub cache, where timm downloads them.
+
+    timm fetches URL weights into ``<torch.hub.get_dir()>/checkpoints`` (with
+    ``torch.hub.load_state_dict_from_url``, or its own download for ``custom_load``
+    models), named after the URL's last path segment unless the config names the file. A
+    file found there is loaded as it is: torch checks the hash in the name on download only.
+    """
     from timm.models import get_pretrained_cfg
-    from timm.models._hub import check_cached_file
 
     try:
         cfg = get_pretrained_cfg(name)
     except RuntimeError:
         return False
-    return bool(cfg is not None and cfg.url and check_cached_file(cfg.url))
+    if cfg is None or not cfg.url:
+        return False
+    if isinstance(cfg.url, (list, tuple)):  # (url, file name)
+        filename = cfg.url[1]
+    else:
+        filename = os.path.basename(urlparse(cfg.url).path)
+    return (Path(torch.hub.get_dir()) / "checkpoints" / filename).is_file()
 
 
 def create_timm_backbone(

@@ -205,56 +205,83 @@ def test_flushed_step_metrics_reach_the_logger(tmp_path, flush):
     assert logger.steps == ([0, 1, 2] if flush else [0, 1])
 
 
+class FakeRun:
+    """What ``wandb.init`` returns, as far as WandbLogger uses it during a run."""
+
+    def __init__(self, **arguments) -> None:
+        self.arguments = arguments
+        self.id = arguments.get("id") or "fake0001"
+        self.config = self  # config.update(...) is a no-op, like the rest
+        self.finished = 0
+
+    def update(self, *args, **kwargs) -> None:
+        pass
+
+    def log(self, *args, **kwargs) -> None:
+        pass
+
+    def finish(self) -> None:
+        self.finished += 1
+
+
 @pytest.fixture
-def no_wandb_run():
+def wandb_init(monkeypatch):
+    """wandb.init recording its runs (fake ones: no W&B state left behind by these tests)."""
     wandb = pytest.importorskip("wandb")
     assert wandb.run is None
-    yield wandb
-    if wandb.run is not None:
-        wandb.run.finish()
+    runs: list[FakeRun] = []
+
+    def init(**arguments) -> FakeRun:
+        runs.append(FakeRun(**arguments))
+        return runs[-1]
+
+    monkeypatch.setattr(wandb, "init", init)
+    yield runs
+    assert wandb.run is None
 
 
-def test_peek_does_not_start_an_experiment(tmp_path, no_wandb_run):
-    wandb_logger = WandbLogger(save_dir=str(tmp_path), mode="disabled")
+def test_peek_does_not_start_an_experiment(tmp_path, wandb_init):
+    wandb_logger = WandbLogger(save_dir=str(tmp_path))
     csv_logger = CSVLogger(tmp_path)
     assert peek_experiment(wandb_logger) is None and peek_experiment(csv_logger) is None
-    assert no_wandb_run.run is None
+    assert wandb_init == []
     writer = csv_logger.experiment
     assert peek_experiment(csv_logger) is writer
+    run = wandb_logger.experiment
+    assert peek_experiment(wandb_logger) is run and wandb_init == [run]
 
 
-def test_close_finishes_the_started_run_and_starts_none(tmp_path, no_wandb_run):
-    wandb_logger = WandbLogger(save_dir=str(tmp_path), mode="disabled")
+def test_close_finishes_the_started_run_and_starts_none(tmp_path, wandb_init):
+    wandb_logger = WandbLogger(save_dir=str(tmp_path))
     csv_logger = CSVLogger(tmp_path)
     trainer = make_trainer(tmp_path, logger=[wandb_logger, csv_logger], log_every_n_steps=1)
     close_experiments(trainer)
-    assert peek_experiment(wandb_logger) is None and no_wandb_run.run is None
+    assert peek_experiment(wandb_logger) is None and wandb_init == []
 
     trainer.fit(Recorder(), datamodule=IndexData())
-    run = peek_experiment(wandb_logger)
-    assert run is not None and no_wandb_run.run is run
+    (run,) = wandb_init
+    assert peek_experiment(wandb_logger) is run and run.finished == 0
     close_experiments(trainer)  # the CSV writer has no finish: left alone
-    assert no_wandb_run.run is None
+    assert run.finished == 1 and wandb_init == [run]
     close_experiments(None)
 
 
-def test_wandb_init_arguments_are_those_the_run_starts_with(tmp_path, no_wandb_run):
-    logger = WandbLogger(save_dir=str(tmp_path), mode="disabled", project="compat")
+def test_wandb_init_arguments_are_those_the_run_starts_with(tmp_path, wandb_init):
+    logger = WandbLogger(save_dir=str(tmp_path), project="compat", group="g")
     arguments = wandb_init_arguments(logger)
     assert arguments["project"] == "compat" and arguments["dir"] == str(tmp_path)
     arguments["id"] = "abcd1234"
     assert logger.experiment.id == "abcd1234"
+    (run,) = wandb_init
+    assert run.arguments["group"] == "g" and run.arguments["id"] == "abcd1234"
 
 
-def test_set_experiment_is_the_one_the_logger_uses(tmp_path, no_wandb_run):
-    class Run:
-        id = "run00001"
-
-    logger = WandbLogger(save_dir=str(tmp_path), mode="disabled")
-    run = Run()
+def test_set_experiment_is_the_one_the_logger_uses(tmp_path, wandb_init):
+    logger = WandbLogger(save_dir=str(tmp_path))
+    run = FakeRun(id="run00001")
     set_experiment(logger, run)
     assert peek_experiment(logger) is run and logger.experiment is run
-    assert logger.version == "run00001" and no_wandb_run.run is None
+    assert logger.version == "run00001" and wandb_init == []
 
 
 class LookAtHandlers(pl.Callback):

@@ -34,10 +34,10 @@ def rebuild_train_loader(trainer: pl.Trainer) -> None:
     """Build the fit loop's training loader again, at the position restored from a checkpoint.
 
     Lightning builds the training loader while configuring the optimizers (a schedule asks
-    for the number of steps), before it restores the loop's progress, and keeps it: its
-    order would be the first epoch's and the saved loader position would never be loaded.
-    Called in ``on_train_start`` of a resumed run, this builds it again from the restored
-    epoch, and gives it the loader state saved in the checkpoint.
+    for the number of steps), before it restores the loop's progress, and keeps it: the
+    loader state saved in the checkpoint would never be loaded, and the resumed epoch would
+    start over from its first batch. Called in ``on_train_start`` of a resumed run, this
+    builds it again, from the restored epoch and with the saved loader state.
 
     Relies on (pytorch-lightning 2.4.0 to 2.6.6): ``_FitLoop._combined_loader``, the built
     loader, which ``_FitLoop.setup_data()`` reuses when it is set; ``setup_data()`` then

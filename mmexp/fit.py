@@ -151,17 +151,3 @@ def recorded(record: RunRecord, metrics: dict[str, Any]) -> Iterator[RunRecord]:
         if writes:
             record.fail(error, metrics)
         raise
-
-
-def close_experiments(trainer: pl.Trainer | None) -> None:
-    """Finish the loggers' runs (W&B).
-
-    An open one keeps its service process alive and, in a multirun, would make the next
-    job log into this run.
-    """
-    if trainer is None:
-        return
-    for logger in trainer.loggers:
-        experiment = getattr(logger, "_experiment", None)
-        if experiment is not None and hasattr(experiment, "finish"):
-            experiment.finish()

@@ -18,12 +18,12 @@ from pytorch_lightning.utilities import rank_zero_only
 from mmexp import CONFIG_DIR
 from mmexp.assemble import assemble
 from mmexp.fit import (
-    close_experiments,
     fit_and_test,
     log_run_config,
     recorded,
     save_resolved_config,
 )
+from mmexp.lit.lightning_compat import close_experiments
 from mmexp.resolve import resolve_run_config
 from mmexp.tracking.run_record import RunRecord
 from mmexp.tracking.sweep_jobs import run_job

@@ -12,7 +12,7 @@ from lightning_utilities.core import rank_zero
 from pytorch_lightning.utilities import rank_zero_info
 
 from mmexp.utils import quiet
-from mmexp.utils.quiet import WANDB_ANONYMOUS, silence_known_noise
+from mmexp.utils.quiet import silence_known_noise
 from tests.conftest import FAST_OVERRIDES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,9 +48,6 @@ def silenced():
         yield caught
     for name in quiet.LIGHTNING_RANK_ZERO_LOGGERS:
         logging.getLogger(name).removeFilter(quiet._LIGHTNING_FILTER)
-    term = sys.modules.get("wandb.errors.term")
-    if term is not None:
-        term._printed_messages.discard(f"{term.WARN_STRING} {WANDB_ANONYMOUS}")
 
 
 def emit(message: str, category: type[Warning], module: str) -> None:
@@ -94,16 +91,6 @@ def test_lightning_tips_are_dropped_and_its_other_info_kept(silenced):
         logger.removeHandler(handler)
         logger.setLevel(level)
     assert [r.getMessage() for r in records] == ["GPU available: False, used: False"]
-
-
-def test_wandb_anonymous_warning_is_dropped_and_others_kept(silenced, monkeypatch, capsys):
-    term = pytest.importorskip("wandb.errors.term")
-    monkeypatch.setattr(term, "_silent", False)  # WANDB_SILENT in the test environment
-    monkeypatch.setattr(term, "_show_warnings", True)
-    term.termwarn(WANDB_ANONYMOUS, repeat=False)
-    term.termwarn("offline run: sync it later", repeat=False)
-    printed = capsys.readouterr().err
-    assert "anonymous" not in printed and "offline run: sync it later" in printed
 
 
 def test_silencing_twice_adds_nothing(silenced):

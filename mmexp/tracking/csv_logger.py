@@ -14,6 +14,8 @@ from lightning_fabric.loggers.logger import rank_zero_experiment
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
+from mmexp.lit.lightning_compat import peek_experiment, set_experiment
+
 
 class AppendingExperimentWriter(ExperimentWriter):
     """Writes ``metrics.csv`` after the rows already in it."""
@@ -34,7 +36,9 @@ class AppendingCSVLogger(CSVLogger):
     @rank_zero_experiment
     def experiment(self) -> ExperimentWriter:
         """The writer (created on first use)."""
-        if self._experiment is None:
+        writer = peek_experiment(self)
+        if writer is None:
             self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = AppendingExperimentWriter(log_dir=self.log_dir)
-        return self._experiment
+            writer = AppendingExperimentWriter(log_dir=self.log_dir)
+            set_experiment(self, writer)
+        return writer

@@ -65,6 +65,10 @@ class ResilientWandbLogger(WandbLogger):
         if started is not None:
             return started
         arguments = wandb_init_arguments(self)
+        if arguments.get("anonymous") is None:
+            # Lightning passes anonymous=None when unset; W&B warns that the setting has no
+            # effect, once per process, whatever its value.
+            arguments.pop("anonymous", None)
         if not arguments.get("id"):
             # One W&B run per run folder: a run resumed into its folder (ckpt_path=last, a
             # requeued SLURM job) logs on into the run it started.

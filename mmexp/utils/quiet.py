@@ -42,9 +42,6 @@ WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
     ),
 )
 
-#: W&B's warning, printed once per process by ``wandb.termwarn(..., repeat=False)``.
-WANDB_ANONYMOUS = "The anonymous setting has no effect and will be removed in a future version."
-
 
 class _DropMessages(logging.Filter):
     """Drop the records whose message matches one of ``patterns``."""
@@ -88,10 +85,6 @@ def silence_known_noise() -> None:
       Lightning cannot tell such a tensor from a per-process one. Reducing them again is
       what mmexp avoids (a reduction from rank zero alone deadlocks). A custom module that
       logs a per-process value under these prefixes does not get this advice.
-    * W&B's ``The anonymous setting has no effect and will be removed in a future
-      version``: Lightning's ``WandbLogger`` passes ``anonymous`` to ``wandb.init`` even
-      when unset; the setting does nothing. W&B prints it itself (no warning or log
-      record), once per process, so it is marked as printed already.
 
     Left as they are, because they are true about the run: the devices found (``GPU
     available``), ``Seed set to``, the ``srun`` hint on machines with SLURM (multi-process
@@ -104,17 +97,3 @@ def silence_known_noise() -> None:
         warnings.filterwarnings("ignore", message=message, category=category, module=module)
     for name in LIGHTNING_RANK_ZERO_LOGGERS:
         logging.getLogger(name).addFilter(_LIGHTNING_FILTER)  # once: addFilter skips repeats
-    _mark_wandb_message_printed(WANDB_ANONYMOUS)
-
-
-def _mark_wandb_message_printed(message: str) -> None:
-    # ``wandb.termwarn(message, repeat=False)`` prints a message only if it is not in this
-    # set yet; nothing is marked if W&B is missing or keeps its record elsewhere.
-    try:
-        from wandb.errors import term
-    except ImportError:
-        return
-    printed = getattr(term, "_printed_messages", None)
-    prefix = getattr(term, "WARN_STRING", None)
-    if isinstance(printed, set) and isinstance(prefix, str):
-        printed.add(f"{prefix} {message}")

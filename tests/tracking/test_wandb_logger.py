@@ -62,3 +62,26 @@ def test_log_model_uploads_best_and_last_checkpoints_as_model_artifacts(
     models = [a for a in read_offline_run(offline)["artifacts"] if a["type"] == "model"]
     assert models and all(a["files"] == ["model.ckpt"] for a in models)
     assert {"best", "latest"} <= {alias for a in models for alias in a["aliases"]}
+
+
+def test_an_unset_anonymous_setting_is_not_passed_to_wandb(tmp_path, monkeypatch):
+    # W&B warns that the setting has no effect whenever it is passed, even as None.
+    import wandb
+
+    from mmexp.tracking.wandb_logger import ResilientWandbLogger
+
+    arguments = []
+
+    class Run:
+        id = "run00001"
+
+    def init(**options):
+        arguments.append(options)
+        return Run()
+
+    monkeypatch.setattr(wandb, "init", init)
+    monkeypatch.setattr(wandb, "run", None)
+    ResilientWandbLogger(save_dir=str(tmp_path), offline=True).experiment  # noqa: B018
+    assert len(arguments) == 1 and "anonymous" not in arguments[0]
+    ResilientWandbLogger(save_dir=str(tmp_path), anonymous=True).experiment  # noqa: B018
+    assert arguments[1]["anonymous"] == "allow"  # asked for: passed on

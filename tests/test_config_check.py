@@ -1,15 +1,13 @@
 """Config validation at start: unknown keys, wrong types and widths, named by key path."""
 
 import json
-from pathlib import Path
 
 import pytest
 
 from mmexp.config_check import ConfigError, check_config
 from mmexp.train import train
-from tests.conftest import FAST_OVERRIDES, compose_config
+from tests.helpers.configs import CONF, FAST_OVERRIDES, compose_config, problems
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 # Every option of these groups is composed once; the groups are independent, so the n-th
 # options of all of them share one composition (about 20 instead of 80, 0.5 s each).
 GROUPS = [
@@ -38,13 +36,6 @@ COMBINED = [
 # an experiment overrides groups: each is composed on its own
 EXPERIMENTS = [[f"experiment={p.stem}"] for p in sorted((CONF / "experiment").glob("*.yaml"))]
 SHIPPED = [*COMBINED, *EXPERIMENTS, ["hparams_search=shapes_optuna"], ["launcher=slurm"]]
-
-
-def problems(cfg) -> list[str]:
-    with pytest.raises(ConfigError) as caught:
-        check_config(cfg)
-    assert str(caught.value).splitlines()[1:] == [f"  {p}" for p in caught.value.problems]
-    return caught.value.problems
 
 
 @pytest.mark.parametrize(

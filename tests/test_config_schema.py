@@ -14,8 +14,7 @@ from mmexp.config_schema import (
     check_schemas,
 )
 from mmexp.train import train
-from tests.conftest import FAST_OVERRIDES, compose_config
-from tests.test_config_check import CONF, problems
+from tests.helpers.configs import CONF, FAST_OVERRIDES, compose_config, problems
 
 
 def schema_problems(config: dict) -> list[str]:

@@ -1,7 +1,5 @@
 """Every option of every config group composes and instantiates on CPU."""
 
-from pathlib import Path
-
 import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -12,9 +10,7 @@ from mmexp.builders import build_module
 from mmexp.encoders.freezing import count_parameters
 from mmexp.resolve import resolve_run_config
 from mmexp.utils.instantiate import instantiate_group
-from tests.conftest import FAST_OVERRIDES, compose_config
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
+from tests.helpers.configs import CONF, FAST_OVERRIDES, compose_config
 
 
 def options(group: str) -> list[str]:

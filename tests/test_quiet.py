@@ -13,7 +13,7 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from mmexp.utils import quiet
 from mmexp.utils.quiet import silence_known_noise
-from tests.conftest import FAST_OVERRIDES
+from tests.helpers.configs import FAST_OVERRIDES
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTREE = "pytorch_lightning.utilities._pytree"

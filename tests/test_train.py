@@ -15,7 +15,7 @@ from mmexp.eval import evaluate
 from mmexp.tracking.wandb_offline import read_offline_run
 from mmexp.train import train
 from mmexp.utils.checkpoints import load_checkpoint
-from tests.conftest import FAST_OVERRIDES, compose_config
+from tests.helpers.configs import FAST_OVERRIDES, compose_config
 
 
 def test_train_writes_a_complete_run_record(make_train_cfg):

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from mmexp.bench.cli import run_bench
-from tests.conftest import compose_config
+from tests.helpers.configs import compose_config
 
 SMALL = [
     "data.num_train=128",

@@ -4,7 +4,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mmexp.train import train
-from tests.conftest import FAST_OVERRIDES, compose_config
+from tests.helpers.configs import FAST_OVERRIDES, compose_config
 from tests.helpers.published_fixtures import write_hf_dataset
 
 FAST = [o for o in FAST_OVERRIDES if not o.startswith("data.")]

@@ -7,7 +7,7 @@ from mmexp.data.audio_io import read_wav, write_wav
 from mmexp.data.datamodule import ManifestDataModule
 from mmexp.encoders import LogMelCNNEncoder, SmallConvEncoder, SmallTextTransformer
 from mmexp.train import train
-from tests.conftest import FAST_OVERRIDES, compose_config
+from tests.helpers.configs import FAST_OVERRIDES, compose_config
 from tests.helpers.manifest_fixture import write_manifest_dataset
 
 COLUMNS = {"image": "picture", "text": "caption"}

@@ -23,7 +23,7 @@ from mmexp.lit.checkpoint_io import (
 )
 from mmexp.train import train
 from mmexp.utils.checkpoints import check_targets, load_checkpoint
-from tests.conftest import FAST_OVERRIDES, compose_config
+from tests.helpers.configs import FAST_OVERRIDES, compose_config
 
 # 64 samples in batches of 32, one epoch, no test: a real checkpoint in a few seconds.
 SMALL = [

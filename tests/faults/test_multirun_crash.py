@@ -15,7 +15,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.conftest import FAST_OVERRIDES
+from tests.helpers.configs import FAST_OVERRIDES
 
 # 64 samples in batches of 32: 2 steps per epoch. Step 2 is the first of epoch 1, after
 # the end-of-epoch-0 checkpoints; the first job crashes there, the second has no fault.

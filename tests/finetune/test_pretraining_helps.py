@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mmexp.train import train
-from tests.conftest import FAST_OVERRIDES, compose_config
+from tests.helpers.configs import FAST_OVERRIDES, compose_config
 
 PRETRAIN = [
     "objective=contrastive",

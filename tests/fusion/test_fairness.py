@@ -16,7 +16,7 @@ from torch import nn
 from mmexp.builders import build_fusion_and_head, build_module
 from mmexp.fusion.cost import count_params, fusion_cost
 from mmexp.lit.heads import MLPHead
-from tests.conftest import compose_config
+from tests.helpers.configs import compose_config
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "fusion"
 STRATEGIES = sorted(p.stem for p in CONF.glob("*.yaml"))

@@ -6,7 +6,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from mmexp.utils.resolvers import register_resolvers
-from tests.conftest import CONF_DIR
+from tests.helpers.configs import CONF_DIR
 
 
 def launcher(*overrides: str) -> dict:

@@ -12,7 +12,7 @@ from mmexp.lit.frozen_weights import FROZEN_WEIGHTS_KEY, FrozenWeightsMismatchEr
 from mmexp.lit.preemption import Preempted
 from mmexp.train import train
 from mmexp.utils.checkpoints import load_checkpoint
-from tests.conftest import compose_config
+from tests.helpers.configs import compose_config
 from tests.helpers.frozen_towers import write_vit_weights
 
 LEAVE_OUT = ("model.save_frozen_weights=false", "fusion=gated")

@@ -10,7 +10,7 @@ from mmexp.builders import build_module
 from mmexp.lit.heads import MLPHead
 from mmexp.lit.regressor import MultimodalRegressor
 from mmexp.train import train
-from tests.conftest import FAST_OVERRIDES, compose_config
+from tests.helpers.configs import FAST_OVERRIDES, compose_config
 from tests.helpers.multibench_fixtures import AFFECT_FILES, write_affect_pickle
 
 FAST = [o for o in FAST_OVERRIDES if not o.startswith("data.") and "max_epochs" not in o]

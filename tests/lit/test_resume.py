@@ -25,7 +25,7 @@ def weights(checkpoint: str) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, data_dir):
-    from tests.conftest import FAST_OVERRIDES, compose_config
+    from tests.helpers.configs import FAST_OVERRIDES, compose_config
 
     out = tmp_path_factory.mktemp("uninterrupted")
     result = train(compose_config("train", [*FAST_OVERRIDES, *RUN], out, data_dir))

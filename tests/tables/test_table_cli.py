@@ -12,7 +12,7 @@ from mmexp.fusion.cost import count_params
 from mmexp.lit.heads import MLPHead
 from mmexp.tables.cli import main
 from mmexp.tables.collect import collect_local
-from tests.conftest import FAST_OVERRIDES
+from tests.helpers.configs import FAST_OVERRIDES
 
 
 @pytest.fixture(scope="module")

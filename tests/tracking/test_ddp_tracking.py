@@ -7,7 +7,7 @@ import sys
 
 from omegaconf import OmegaConf
 
-from tests.conftest import FAST_OVERRIDES
+from tests.helpers.configs import FAST_OVERRIDES
 
 
 def test_ddp_multirun_gives_one_folder_and_one_wandb_run_per_job(tmp_path, data_dir):

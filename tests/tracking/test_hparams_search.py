@@ -8,7 +8,7 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import FAST_OVERRIDES
+from tests.helpers.configs import FAST_OVERRIDES
 
 
 def test_optuna_search_returns_the_best_optimized_metric(tmp_path, data_dir):

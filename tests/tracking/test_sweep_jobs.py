@@ -7,7 +7,7 @@ import sys
 
 from omegaconf import OmegaConf
 
-from tests.conftest import FAST_OVERRIDES
+from tests.helpers.configs import FAST_OVERRIDES
 
 
 def run_sweep(sweep_dir, data_dir, cwd):

@@ -6,7 +6,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from tests.conftest import compose_config
+from tests.helpers.configs import compose_config
 
 SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
 SPECS = sorted(SWEEPS.glob("*.yaml"))

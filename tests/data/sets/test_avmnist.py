@@ -8,7 +8,7 @@ import pytest
 from mmexp.builders import build_data_and_model
 from mmexp.data.sets.avmnist import AVMNISTDataModule
 from mmexp.train import train
-from tests.conftest import FAST_OVERRIDES, compose_config
+from tests.helpers.configs import FAST_OVERRIDES, compose_config
 from tests.helpers.multibench_fixtures import write_avmnist
 
 FAST = [o for o in FAST_OVERRIDES if not o.startswith("data.")]

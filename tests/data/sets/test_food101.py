@@ -7,8 +7,8 @@ import pytest
 
 from mmexp.data.sets.food101 import CLASSES, Food101DataModule, stratified_holdout
 from mmexp.train import train
-from tests.conftest import FAST_OVERRIDES, compose_config
 from tests.helpers.caption_fixtures import write_food101
+from tests.helpers.configs import FAST_OVERRIDES, compose_config
 
 FAST = [o for o in FAST_OVERRIDES if not o.startswith("data.")]
 LOADER = [

@@ -6,7 +6,7 @@ import logging
 import pytest
 
 from mmexp.train import train
-from tests.conftest import FAST_OVERRIDES, compose_config
+from tests.helpers.configs import FAST_OVERRIDES, compose_config
 from tests.helpers.published_fixtures import write_hateful_memes
 
 FAST = [o for o in FAST_OVERRIDES if not o.startswith("data.")]

@@ -14,8 +14,8 @@ from mmexp.data.sets.captions import OneCaptionPerImage
 from mmexp.data.sets.karpathy_captions import KarpathyCaptionsDataModule
 from mmexp.eval import evaluate
 from mmexp.train import train
-from tests.conftest import FAST_OVERRIDES, compose_config
 from tests.helpers.caption_fixtures import write_karpathy
+from tests.helpers.configs import FAST_OVERRIDES, compose_config
 from tests.metrics.test_retrieval import brute_force_grouped
 
 FAST = [o for o in FAST_OVERRIDES if not o.startswith("data.")]

@@ -8,7 +8,7 @@ import torch
 from mmexp.data.sets.mmimdb import GENRES, MMIMDbDataModule
 from mmexp.metrics.multilabel import SamplesF1
 from mmexp.train import train
-from tests.conftest import FAST_OVERRIDES, compose_config
+from tests.helpers.configs import FAST_OVERRIDES, compose_config
 from tests.helpers.published_fixtures import write_mmimdb
 
 FAST = [o for o in FAST_OVERRIDES if not o.startswith("data.")]

@@ -8,7 +8,7 @@ import pytest
 
 from mmexp.data.sets.multibench_affect import AffectDataModule
 from mmexp.train import train
-from tests.conftest import FAST_OVERRIDES, compose_config
+from tests.helpers.configs import FAST_OVERRIDES, compose_config
 from tests.helpers.multibench_fixtures import AFFECT_FILES, SEQ_LEN, write_affect_pickle
 
 FAST = [o for o in FAST_OVERRIDES if not o.startswith("data.")]

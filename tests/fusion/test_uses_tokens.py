@@ -5,7 +5,7 @@ import torch
 from omegaconf import OmegaConf
 
 from mmexp.encoders import EncoderOutput
-from tests.fusion.test_strategies import CONFIGS, build, make_features, strategy_class
+from tests.helpers.fusion import CONFIGS, build, make_features, strategy_class
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)

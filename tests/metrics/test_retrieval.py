@@ -5,6 +5,7 @@ import torch
 
 from mmexp.metrics.retrieval import RetrievalRecall, direction_names, recall_at_k
 from tests.helpers.distributed import run_distributed
+from tests.helpers.retrieval import brute_force_grouped
 from tests.metrics import retrieval_workers as workers
 
 
@@ -68,23 +69,6 @@ def test_two_process_recall_equals_one_process_on_the_full_gallery(tmp_path):
             assert result[kind].keys() == expected[kind].keys()
             for key, value in expected[kind].items():
                 torch.testing.assert_close(result[kind][key], value, msg=f"{kind} {key}")
-
-
-def brute_force_grouped(images, captions, owner, k: int) -> tuple[float, float]:
-    """Image query: hit if ANY of its captions is in the top k; caption query: its image."""
-    image_hits = 0
-    for query in range(len(images)):
-        scores = sorted(
-            ((float(images[query] @ captions[j]), j) for j in range(len(captions))), reverse=True
-        )
-        image_hits += any(owner[j] == query for _, j in scores[:k])
-    caption_hits = 0
-    for query in range(len(captions)):
-        scores = sorted(
-            ((float(captions[query] @ images[i]), i) for i in range(len(images))), reverse=True
-        )
-        caption_hits += owner[query] in [i for _, i in scores[:k]]
-    return image_hits / len(images), caption_hits / len(captions)
 
 
 def grouped_recall(images, captions, owner) -> dict[str, torch.Tensor]:

@@ -16,7 +16,7 @@ from mmexp.eval import evaluate
 from mmexp.train import train
 from tests.helpers.caption_fixtures import write_karpathy
 from tests.helpers.configs import FAST_OVERRIDES, compose_config
-from tests.metrics.test_retrieval import brute_force_grouped
+from tests.helpers.retrieval import brute_force_grouped
 
 FAST = [o for o in FAST_OVERRIDES if not o.startswith("data.")]
 LOADER = [

@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 
 from mmexp.eval import evaluate
-from mmexp.tracking.wandb_offline import read_offline_run
 from mmexp.train import train
 from mmexp.utils.checkpoints import load_checkpoint
 from tests.helpers.configs import FAST_OVERRIDES, compose_config
+from tests.helpers.wandb_offline import read_offline_run
 
 
 def test_train_writes_a_complete_run_record(make_train_cfg):

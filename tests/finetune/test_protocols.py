@@ -13,9 +13,9 @@ from mmexp.encoders.freezing import count_parameters
 from mmexp.eval import evaluate
 from mmexp.finetune.source import download_wandb_artifact
 from mmexp.resolve import resolve_run_config
-from mmexp.tracking.wandb_offline import read_offline_run
 from mmexp.train import train
 from tests.helpers.configs import FAST_OVERRIDES, compose_config
+from tests.helpers.wandb_offline import read_offline_run
 
 # A narrower text tower than the default, to show that finetuning adopts the pretraining
 # run's encoder config rather than the one composed for the finetune run.

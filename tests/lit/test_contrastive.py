@@ -16,9 +16,9 @@ from mmexp.eval import evaluate
 from mmexp.lit.heads import MLPHead
 from mmexp.losses import sample_hard_negatives, sample_random_negatives
 from mmexp.losses.itm import MatchingLoss
-from mmexp.tracking.wandb_offline import read_offline_run
 from mmexp.train import train
 from tests.helpers.configs import compose_config
+from tests.helpers.wandb_offline import read_offline_run
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import wandb
 
-from mmexp.tracking.wandb_offline import read_offline_run
 from mmexp.train import train
+from tests.helpers.wandb_offline import read_offline_run
 
 
 def test_online_init_failure_falls_back_to_offline_and_training_completes(

@@ -3,7 +3,7 @@ import struct
 import pytest
 from wandb.proto import wandb_internal_pb2
 
-from mmexp.tracking.wandb_offline import BLOCK_SIZE, HEADER, read_offline_run, read_records
+from tests.helpers.wandb_offline import BLOCK_SIZE, HEADER, read_offline_run, read_records
 
 
 def chunk(kind: int, body: bytes) -> bytes:

@@ -2,8 +2,7 @@
 
 The file is W&B's transaction log: a 7-byte header (``:W&B``, magic ``0xBEE1``, version)
 followed by LevelDB-log-format blocks of 32 KiB holding protobuf ``Record`` messages. Being
-able to read it locally is what lets tests check what was logged, and lets results be
-collected from runs that were never synced.
+able to read it locally is what lets tests check what was logged.
 """
 
 from __future__ import annotations

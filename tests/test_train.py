@@ -2,9 +2,6 @@
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +11,8 @@ from PIL import Image
 from mmexp.eval import evaluate
 from mmexp.train import train
 from mmexp.utils.checkpoints import load_checkpoint
-from tests.helpers.configs import FAST_OVERRIDES, compose_config
+from tests.helpers.cli import run_cli
+from tests.helpers.configs import compose_config, fast_overrides
 from tests.helpers.wandb_offline import read_offline_run
 
 
@@ -88,22 +86,15 @@ def test_failed_run_is_recorded_as_failed(make_train_cfg):
 
 def test_cli_trains_with_wandb_offline_and_prints_summary(tmp_path, data_dir):
     run_dir = tmp_path / "cli_run"
-    overrides = [o for o in FAST_OVERRIDES if not o.startswith("logger")]
-    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
-    env.pop("WANDB_API_KEY", None)
-    command = [
-        sys.executable,
-        "-m",
-        "mmexp.train",
+    completed = run_cli(
+        "train",
         f"hydra.run.dir={run_dir}",
         f"paths.data_dir={data_dir}",
         "data.task=redundant",
-        *overrides,
-    ]
-    completed = subprocess.run(
-        command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path
+        cwd=tmp_path,
+        fast=fast_overrides(without=("logger",)),
+        env={"WANDB_API_KEY": None},
     )
-    assert completed.returncode == 0, completed.stderr[-3000:]
     assert "final metrics" in completed.stdout and "test/acc" in completed.stdout
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "completed"

@@ -1,13 +1,11 @@
 """mmexp-bench: both loops train the same model, ratios and loader rates are written."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from mmexp.bench.cli import run_bench
+from tests.helpers.cli import run_cli
 from tests.helpers.configs import compose_config
 
 SMALL = [
@@ -68,22 +66,14 @@ def test_unknown_suite_and_unreproducible_precision_are_refused(tmp_path, data_d
 
 @pytest.mark.slow
 def test_console_script_prints_the_ratio(tmp_path, data_dir):
-    env = {**os.environ, "WANDB_MODE": "disabled", "MMEXP_DATA_DIR": str(data_dir)}
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mmexp.bench.cli",
-            *SMALL,
-            "bench.loading.workers=[0]",
-            "bench.loading.batches=2",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=True,
+    out = run_cli(
+        "bench.cli",
+        *SMALL,
+        "bench.loading.workers=[0]",
+        "bench.loading.batches=2",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+        env={"WANDB_MODE": "disabled", "MMEXP_DATA_DIR": str(data_dir)},
     )
     assert "mmexp / plain" in out.stdout and "training loader" in out.stdout
     assert (tmp_path / "run" / "bench.json").is_file()

@@ -6,45 +6,36 @@ and ``fail_fast=true`` is checked to stop the sweep at the crash.
 """
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
+from tests.helpers.cli import run_cli
 from tests.helpers.configs import FAST_OVERRIDES
 
 # 64 samples in batches of 32: 2 steps per epoch. Step 2 is the first of epoch 1, after
 # the end-of-epoch-0 checkpoints; the first job crashes there, the second has no fault.
 CRASH = "+callbacks.crash={_target_:tests.helpers.faults.RaiseAtStep,step:2},null"
 SMALL = ["data.num_train=64", "data.num_val=32", "data.num_test=32", "test=false"]
-REPO = Path(__file__).resolve().parents[2]
 
 
 def sweep(sweep_dir: Path, data_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    command = [
-        sys.executable,
-        "-m",
-        "mmexp.train",
-        "-m",
+    return run_cli(
+        "train",
         f"hydra.sweep.dir={sweep_dir}",
         f"paths.data_dir={data_dir}",
-        *FAST_OVERRIDES,
         *SMALL,
         CRASH,
         *extra,
-    ]
-    env = {
-        **os.environ,
-        "WANDB_MODE": "disabled",
-        "HF_HUB_OFFLINE": "1",
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
-    return subprocess.run(
-        command, capture_output=True, text=True, env=env, timeout=300, cwd=sweep_dir.parent
+        cwd=sweep_dir.parent,
+        multirun=True,
+        fast=FAST_OVERRIDES,
+        env={"WANDB_MODE": "disabled"},
+        timeout=300,
+        returncode=None,  # each test checks the exit status
     )
 
 

@@ -1,8 +1,6 @@
 """Every fusion config plugs into the classifier through the builder, on real batches."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ from torch import nn
 from mmexp.builders import build_data_and_model, check_fusion
 from mmexp.fusion.cost import count_params
 from mmexp.train import train
+from tests.helpers.cli import run_cli
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 STRATEGIES = sorted(p.stem for p in (CONF / "fusion").glob("*.yaml"))
@@ -85,11 +84,13 @@ def test_impossible_combination_fails_before_data_with_valid_choices(make_train_
 
 
 def test_unknown_strategy_lists_the_choices(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-m", "mmexp.train", "fusion=no_such_fusion", f"hydra.run.dir={tmp_path}"],
-        capture_output=True,
-        text=True,
+    done = run_cli(
+        "train",
+        "fusion=no_such_fusion",
+        f"hydra.run.dir={tmp_path}",
+        cwd=tmp_path,
         timeout=120,
+        returncode=None,  # any failure: checked below
     )
     assert done.returncode != 0
     assert "Available options in 'fusion'" in done.stderr

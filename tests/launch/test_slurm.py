@@ -7,13 +7,13 @@ is requeued by submitit and resumes from its checkpoint into the same folder.
 
 import csv
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers.cli import run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -46,29 +46,18 @@ def slurm() -> None:
 
 
 def sweep(tmp_path: Path, data_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "WANDB_MODE": "disabled",
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(Path.cwd()), os.environ.get("PYTHONPATH", "")]),
-    }
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mmexp.train",
-            "-m",
-            "launcher=slurm",
-            *COMMON,
-            *overrides,
-            f"paths.data_dir={data_dir}",
-            f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
+    return run_cli(
+        "train",
+        "launcher=slurm",
+        *COMMON,
+        *overrides,
+        f"paths.data_dir={data_dir}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
         cwd=tmp_path,
+        multirun=True,
+        env={"WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"},
         timeout=1200,
+        returncode=None,  # each test checks the exit status
     )
 
 

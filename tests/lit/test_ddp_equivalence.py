@@ -2,12 +2,10 @@
 
 import csv
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
+from tests.helpers.cli import run_cli
 from tests.helpers.tiny_models import TINY_VIT
 
 # LayerNorm towers only: BatchNorm statistics are per process under CPU DDP (SyncBatchNorm
@@ -33,24 +31,16 @@ COMMON = [
 
 def run(tmp_path, data_dir, name, *overrides):
     out = tmp_path / name
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mmexp.train",
-            *COMMON,
-            *overrides,
-            f"hydra.run.dir={out}",
-            f"paths.data_dir={data_dir}",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
+    run_cli(
+        "train",
+        *COMMON,
+        *overrides,
+        f"hydra.run.dir={out}",
+        f"paths.data_dir={data_dir}",
         cwd=tmp_path,
+        env={"WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"},
+        timeout=900,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((out / "results.json").read_text())
     with open(out / "test_report" / "per_class_metrics.csv") as handle:
         scored = sum(int(row["support"]) for row in csv.DictReader(handle))

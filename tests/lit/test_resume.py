@@ -1,17 +1,15 @@
 """Interrupted runs resume to the figures of the uninterrupted run."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from mmexp.lit.preemption import Preempted
 from mmexp.train import train
+from tests.helpers.cli import run_cli
+from tests.helpers.configs import FAST_OVERRIDES, compose_config
 
 # 240 training samples in batches of 32: 8 steps per epoch, 2 epochs. Dropout on, so the
 # generator states matter; the order reshuffles each epoch, so the loader position does.
@@ -25,8 +23,6 @@ def weights(checkpoint: str) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, data_dir):
-    from tests.helpers.configs import FAST_OVERRIDES, compose_config
-
     out = tmp_path_factory.mktemp("uninterrupted")
     result = train(compose_config("train", [*FAST_OVERRIDES, *RUN], out, data_dir))
     return result
@@ -72,41 +68,24 @@ def test_signal_mid_epoch_saves_and_the_resumed_run_matches(
 def test_killed_run_resumes_from_its_last_epoch_checkpoint(tmp_path, data_dir, uninterrupted):
     """SIGKILL leaves no chance to save: the epoch-end last.ckpt is what resumes."""
     out = tmp_path / "killed"
-    command = [
-        sys.executable,
-        "-m",
-        "mmexp.train",
-        *RUN,
-        "data.num_train=240",
-        "data.num_val=80",
-        "data.num_test=80",
-        "data.batch_size=32",
-        "trainer.accelerator=cpu",
-        "logger=csv",
-        "++callbacks.rich_progress_bar=null",
-        "++callbacks.model_summary=null",
-        f"paths.data_dir={data_dir}",
-        f"hydra.run.dir={out}",
+    run = [*RUN, f"paths.data_dir={data_dir}", f"hydra.run.dir={out}"]
+    env = {"WANDB_MODE": "disabled"}
+    fault = [
+        "+callbacks.fault._target_=tests.helpers.faults.KillAtStep",
+        "+callbacks.fault.step=12",
     ]
-    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(Path.cwd())}
-    killed = subprocess.run(
-        [
-            *command,
-            "+callbacks.fault._target_=tests.helpers.faults.KillAtStep",
-            "+callbacks.fault.step=12",
-        ],
-        capture_output=True,
-        text=True,
+    run_cli(
+        "train",
+        *run,
+        *fault,
+        cwd=tmp_path,
+        fast=FAST_OVERRIDES,
         env=env,
-        timeout=600,
+        returncode=-signal.SIGKILL,
     )
-    assert killed.returncode == -signal.SIGKILL
     last = out / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["epoch"] == 0  # written at the end of epoch 0
     assert not list(out.glob("checkpoints/.*.tmp"))
 
-    resumed = subprocess.run(
-        [*command, "ckpt_path=last"], capture_output=True, text=True, env=env, timeout=600
-    )
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    run_cli("train", *run, "ckpt_path=last", cwd=tmp_path, fast=FAST_OVERRIDES, env=env)
     _assert_same_run(json.loads((out / "results.json").read_text()), uninterrupted)

@@ -1,9 +1,6 @@
 """mmexp-table on run folders made by really running a tiny sweep."""
 
 import csv
-import os
-import subprocess
-import sys
 
 import pytest
 from PIL import Image
@@ -12,20 +9,17 @@ from mmexp.fusion.cost import count_params
 from mmexp.lit.heads import MLPHead
 from mmexp.tables.cli import main
 from mmexp.tables.collect import collect_local
+from tests.helpers.cli import run_cli
 from tests.helpers.configs import FAST_OVERRIDES
 
 
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
-    command = [
-        sys.executable,
-        "-m",
-        "mmexp.train",
-        "--multirun",
+    run_cli(
+        "train",
         f"hydra.sweep.dir={root}",
         f"paths.data_dir={root / 'data'}",
-        *FAST_OVERRIDES,
         "trainer.max_epochs=1",
         "data.num_train=96",
         "data.num_val=48",
@@ -34,10 +28,12 @@ def sweep_dir(tmp_path_factory):
         "data.modalities=[image],[text]",
         "data.task=redundant,unique_text",
         "seed=1,2",
-    ]
-    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900, cwd=root)
-    assert done.returncode == 0, done.stderr[-3000:]
+        cwd=root,
+        multirun=True,
+        fast=FAST_OVERRIDES,
+        env={"WANDB_MODE": "disabled"},
+        timeout=900,
+    )
     return root
 
 

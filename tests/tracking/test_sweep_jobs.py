@@ -1,29 +1,26 @@
 """A real multirun: a failing job is recorded and the sweep goes on; a rerun skips done jobs."""
 
 import json
-import os
-import subprocess
-import sys
 
 from omegaconf import OmegaConf
 
+from tests.helpers.cli import run_cli
 from tests.helpers.configs import FAST_OVERRIDES
 
 
 def run_sweep(sweep_dir, data_dir, cwd):
-    command = [
-        sys.executable,
-        "-m",
-        "mmexp.train",
-        "--multirun",
+    return run_cli(
+        "train",
         f"hydra.sweep.dir={sweep_dir}",
         f"paths.data_dir={data_dir}",
-        *FAST_OVERRIDES,
         "trainer.max_epochs=1",
         "data.task=redundant,no_such_task",
-    ]
-    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=cwd)
+        cwd=cwd,
+        multirun=True,
+        fast=FAST_OVERRIDES,
+        env={"WANDB_MODE": "disabled"},
+        returncode=None,  # the test checks the exit status
+    )
 
 
 def test_failed_job_is_recorded_the_sweep_goes_on_and_a_rerun_skips_finished_jobs(
@@ -52,17 +49,17 @@ def test_failed_job_is_recorded_the_sweep_goes_on_and_a_rerun_skips_finished_job
 
 
 def test_a_single_run_still_fails_loudly(tmp_path, data_dir):
-    command = [
-        sys.executable,
-        "-m",
-        "mmexp.train",
+    completed = run_cli(
+        "train",
         f"hydra.run.dir={tmp_path / 'run'}",
         f"paths.data_dir={data_dir}",
-        *FAST_OVERRIDES,
         "data.task=no_such_task",
-    ]
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+        cwd=tmp_path,
+        fast=FAST_OVERRIDES,
+        env={"WANDB_MODE": "disabled"},
+        timeout=300,
+        returncode=None,  # any failure: checked below
+    )
     assert completed.returncode != 0
     assert "no_such_task" in completed.stderr
     assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "failed"

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,19 @@ from tests.helpers.cli import run_cli
 from tests.helpers.configs import compose_config, fast_overrides
 from tests.helpers.wandb_offline import read_offline_run
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def checkout_head() -> str | None:
+    """``git rev-parse HEAD`` of the checkout these tests are in, or None."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
+        )
+    except OSError:  # no git
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
 
 def test_train_writes_a_complete_run_record(make_train_cfg):
     cfg = make_train_cfg()
@@ -23,7 +37,8 @@ def test_train_writes_a_complete_run_record(make_train_cfg):
     saved = json.loads((run / "results.json").read_text())
     assert saved["status"] == "completed" and saved == json.loads(json.dumps(result))
     assert saved["seed"] == 42
-    assert len(saved["git"]["sha"] or "x" * 40) == 40
+    # the commit of this checkout, whose code ran; None where it is no git checkout
+    assert saved["git"]["sha"] == checkout_head()
     assert saved["packages"]["torch"] == torch.__version__.split("+")[0]
     for metric in ("val/acc", "val/acc_best", "val/f1_macro", "test/acc", "test/f1_macro"):
         assert 0.0 <= saved["metrics"][metric] <= 1.0, metric
@@ -98,6 +113,7 @@ def test_cli_trains_with_wandb_offline_and_prints_summary(tmp_path, data_dir):
     assert "final metrics" in completed.stdout and "test/acc" in completed.stdout
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "completed"
+    assert results["git"]["sha"] == checkout_head()  # the process ran this checkout's code
     wandb_runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(wandb_runs) == 1
     logged = read_offline_run(wandb_runs[0])

@@ -18,7 +18,7 @@ from mmexp.train import train
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory, data_dir):
     """A contrastive pretraining run with a 64-wide text tower (not the default)."""
-    from tests.conftest import FAST_OVERRIDES, compose_config
+    from tests.helpers.configs import FAST_OVERRIDES, compose_config
 
     cfg = compose_config(
         "train",
@@ -76,7 +76,7 @@ def test_the_saved_config_is_the_resolved_one(make_train_cfg, pretrained):
 
 
 def test_eval_resolves_the_run_of_its_checkpoint(tmp_path, data_dir, pretrained):
-    from tests.conftest import compose_config
+    from tests.helpers.configs import compose_config
 
     ckpt = pretrained["last_checkpoint"]
     eval_cfg = compose_config(

@@ -39,8 +39,8 @@ from mmexp.fusion.cost import count_params
 from mmexp.lit.heads import MLPHead
 from mmexp.train import train
 from mmexp.utils.checkpoints import TRUSTED_TARGETS_ENV, load_checkpoint
-from tests.conftest import compose_config
-from tests.fusion import test_strategies as shipped
+from tests.helpers import fusion as shipped
+from tests.helpers.configs import compose_config
 
 ROOT = Path(__file__).resolve().parents[2]
 GUIDES = ROOT / "docs" / "extending"
@@ -216,10 +216,10 @@ def check_fusion_strategy(guide: Guide) -> type:
     path, _ = guide.config("fusion")
     cls = get_class(OmegaConf.load(path)._target_)
     for modalities in shipped.MODALITY_SETS:
-        shipped.test_shape_finite_and_gradients(path, modalities)
-        shipped.test_padding_does_not_change_output(path, modalities)
-        shipped.test_absent_modality_is_ignored(path, modalities)
-        shipped.test_sample_without_any_modality_stays_finite(path, modalities)
+        shipped.check_shape_finite_and_gradients(path, modalities)
+        shipped.check_padding_does_not_change_output(path, modalities)
+        shipped.check_absent_modality_is_ignored(path, modalities)
+        shipped.check_sample_without_any_modality_stays_finite(path, modalities)
         # Placeholders may be non-finite (mmexp/fusion/layers.py): nothing of them may leak,
         # neither into the output nor into the gradients.
         for absent in modalities:
@@ -232,7 +232,7 @@ def check_fusion_strategy(guide: Guide) -> type:
             for name, parameter in fusion.named_parameters():
                 finite = parameter.grad is None or bool(torch.isfinite(parameter.grad).all())
                 assert finite, f"absent {absent}: non-finite gradient of {name}"
-    shipped.test_fusion_cost(path)
+    shipped.check_fusion_cost(path)
     return cls
 
 

@@ -12,16 +12,18 @@ from torch import nn
 
 from mmexp.encoders import EncoderOutput
 from mmexp.fusion import ConcatFusion, FusionStrategy, LateFusion, UnimodalFusion
-from mmexp.fusion.cost import count_params, fusion_cost, match_params
+from mmexp.fusion.cost import count_params, match_params
 from tests.helpers.fusion import (
-    BATCH,
     CONF,
     CONFIGS,
     DIM,
-    LENGTHS,
     MODALITY_SETS,
     build,
-    make_features,
+    check_absent_modality_is_ignored,
+    check_fusion_cost,
+    check_padding_does_not_change_output,
+    check_sample_without_any_modality_stays_finite,
+    check_shape_finite_and_gradients,
     strategy_class,
 )
 
@@ -38,11 +40,6 @@ def cases() -> list:
     return params
 
 
-def run_eval(fusion: FusionStrategy, features) -> torch.Tensor:
-    with torch.no_grad():
-        return fusion(features)
-
-
 def test_every_strategy_has_a_config():
     names = {strategy_class(p).__name__ for p in CONFIGS}
     import mmexp.fusion as fusion_package
@@ -53,62 +50,22 @@ def test_every_strategy_has_a_config():
 
 @pytest.mark.parametrize(("path", "modalities"), cases())
 def test_shape_finite_and_gradients(path, modalities):
-    torch.manual_seed(0)
-    fusion = build(path, modalities)
-    features = make_features(modalities, grad=True)
-    out = fusion(features)
-    assert out.shape == (BATCH, fusion.out_dim)
-    assert torch.isfinite(out).all()
-    (out * torch.randn(out.shape, generator=torch.Generator().manual_seed(1))).sum().backward()
-    for name, feats in features.items():
-        grads = [t.grad for t in (feats.tokens, feats.pooled) if t.grad is not None]
-        total = sum(float(g.abs().sum()) for g in grads)
-        if isinstance(fusion, UnimodalFusion) and name != fusion.modality:
-            assert total == 0.0, name
-        else:
-            assert total > 0.0, name
-        if feats.tokens.grad is not None:  # padded positions never receive gradient
-            assert feats.tokens.grad[~feats.mask].abs().sum() == 0.0, name
+    check_shape_finite_and_gradients(path, modalities)
 
 
 @pytest.mark.parametrize(("path", "modalities"), cases())
 def test_padding_does_not_change_output(path, modalities):
-    torch.manual_seed(0)
-    fusion = build(path, modalities).eval()
-    features = make_features(modalities)
-    reference = run_eval(fusion, features)
-    generator = torch.Generator().manual_seed(2)
-    for feats in features.values():
-        noise = 100 * torch.randn(feats.tokens.shape, generator=generator)
-        feats.tokens[~feats.mask] = noise[~feats.mask]
-    torch.testing.assert_close(run_eval(fusion, features), reference, atol=1e-5, rtol=1e-5)
+    check_padding_does_not_change_output(path, modalities)
 
 
 @pytest.mark.parametrize(("path", "modalities"), cases())
 def test_absent_modality_is_ignored(path, modalities):
-    torch.manual_seed(0)
-    fusion = build(path, modalities).eval()
-    for absent in modalities:
-        features = make_features(modalities)
-        features[absent].present = torch.tensor([True, False, True, True])
-        reference = run_eval(fusion, features)
-        assert torch.isfinite(reference).all()
-        generator = torch.Generator().manual_seed(3)
-        features[absent].tokens[1] = 100 * torch.randn(LENGTHS[absent], DIM, generator=generator)
-        features[absent].pooled[1] = 100 * torch.randn(DIM, generator=generator)
-        changed = run_eval(fusion, features)
-        # Stronger than required: no sample (not only sample 1) may see the placeholder.
-        torch.testing.assert_close(changed, reference, atol=1e-5, rtol=1e-5, msg=absent)
+    check_absent_modality_is_ignored(path, modalities)
 
 
 @pytest.mark.parametrize(("path", "modalities"), cases())
 def test_sample_without_any_modality_stays_finite(path, modalities):
-    torch.manual_seed(0)
-    fusion = build(path, modalities).eval()
-    features = make_features(modalities)
-    for feats in features.values():
-        feats.present = torch.tensor([True, True, False, True])
-    assert torch.isfinite(run_eval(fusion, features)).all()
+    check_sample_without_any_modality_stays_finite(path, modalities)
 
 
 @pytest.mark.parametrize(
@@ -129,16 +86,7 @@ def test_unimodal_and_film_name_the_valid_modalities():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_fusion_cost(path):
-    torch.manual_seed(0)
-    modalities = MODALITY_SETS[-1]  # all three, so that every unimodal_<m> config applies
-    fusion = build(path, modalities).train()
-    cost = fusion_cost(fusion, {m: LENGTHS[m] for m in modalities}, DIM)
-    assert cost["params"] == sum(p.numel() for p in fusion.parameters())
-    if cost["params"] > 0:
-        assert cost["flops_per_sample"] > 0
-    else:
-        assert cost["flops_per_sample"] == 0
-    assert fusion.training  # mode restored
+    check_fusion_cost(path)
 
 
 @pytest.mark.parametrize("name", ["tensor", "gated", "early_tokens", "bottleneck", "mult"])

@@ -10,7 +10,8 @@ from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
 from mmexp.encoders import EncoderOutput
-from mmexp.fusion import FusionStrategy
+from mmexp.fusion import FusionStrategy, UnimodalFusion
+from mmexp.fusion.cost import fusion_cost
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "fusion"
 CONFIGS = sorted(CONF.glob("*.yaml"))
@@ -49,3 +50,77 @@ def make_features(modalities, seed: int = 0, grad: bool = False) -> dict[str, En
         pooled = torch.randn(BATCH, DIM, generator=generator, requires_grad=grad)
         features[name] = EncoderOutput(tokens, mask, pooled)
     return features
+
+
+def run_eval(fusion: FusionStrategy, features) -> torch.Tensor:
+    with torch.no_grad():
+        return fusion(features)
+
+
+def check_shape_finite_and_gradients(path, modalities) -> None:
+    torch.manual_seed(0)
+    fusion = build(path, modalities)
+    features = make_features(modalities, grad=True)
+    out = fusion(features)
+    assert out.shape == (BATCH, fusion.out_dim)
+    assert torch.isfinite(out).all()
+    (out * torch.randn(out.shape, generator=torch.Generator().manual_seed(1))).sum().backward()
+    for name, feats in features.items():
+        grads = [t.grad for t in (feats.tokens, feats.pooled) if t.grad is not None]
+        total = sum(float(g.abs().sum()) for g in grads)
+        if isinstance(fusion, UnimodalFusion) and name != fusion.modality:
+            assert total == 0.0, name
+        else:
+            assert total > 0.0, name
+        if feats.tokens.grad is not None:  # padded positions never receive gradient
+            assert feats.tokens.grad[~feats.mask].abs().sum() == 0.0, name
+
+
+def check_padding_does_not_change_output(path, modalities) -> None:
+    torch.manual_seed(0)
+    fusion = build(path, modalities).eval()
+    features = make_features(modalities)
+    reference = run_eval(fusion, features)
+    generator = torch.Generator().manual_seed(2)
+    for feats in features.values():
+        noise = 100 * torch.randn(feats.tokens.shape, generator=generator)
+        feats.tokens[~feats.mask] = noise[~feats.mask]
+    torch.testing.assert_close(run_eval(fusion, features), reference, atol=1e-5, rtol=1e-5)
+
+
+def check_absent_modality_is_ignored(path, modalities) -> None:
+    torch.manual_seed(0)
+    fusion = build(path, modalities).eval()
+    for absent in modalities:
+        features = make_features(modalities)
+        features[absent].present = torch.tensor([True, False, True, True])
+        reference = run_eval(fusion, features)
+        assert torch.isfinite(reference).all()
+        generator = torch.Generator().manual_seed(3)
+        features[absent].tokens[1] = 100 * torch.randn(LENGTHS[absent], DIM, generator=generator)
+        features[absent].pooled[1] = 100 * torch.randn(DIM, generator=generator)
+        changed = run_eval(fusion, features)
+        # Stronger than required: no sample (not only sample 1) may see the placeholder.
+        torch.testing.assert_close(changed, reference, atol=1e-5, rtol=1e-5, msg=absent)
+
+
+def check_sample_without_any_modality_stays_finite(path, modalities) -> None:
+    torch.manual_seed(0)
+    fusion = build(path, modalities).eval()
+    features = make_features(modalities)
+    for feats in features.values():
+        feats.present = torch.tensor([True, True, False, True])
+    assert torch.isfinite(run_eval(fusion, features)).all()
+
+
+def check_fusion_cost(path) -> None:
+    torch.manual_seed(0)
+    modalities = MODALITY_SETS[-1]  # all three, so that every unimodal_<m> config applies
+    fusion = build(path, modalities).train()
+    cost = fusion_cost(fusion, {m: LENGTHS[m] for m in modalities}, DIM)
+    assert cost["params"] == sum(p.numel() for p in fusion.parameters())
+    if cost["params"] > 0:
+        assert cost["flops_per_sample"] > 0
+    else:
+        assert cost["flops_per_sample"] == 0
+    assert fusion.training  # mode restored

@@ -58,7 +58,9 @@ class AssembledRun:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def assemble(cfg: DictConfig, purpose: Purpose = "train") -> AssembledRun:
+def assemble(
+    cfg: DictConfig, purpose: Purpose = "train", report: dict[str, Any] | None = None
+) -> AssembledRun:
     """Build the data module and module of a resolved config (see the module docstring).
 
     Args:
@@ -66,6 +68,8 @@ def assemble(cfg: DictConfig, purpose: Purpose = "train") -> AssembledRun:
         purpose: ``"train"`` adds the feature cache, speed options and fusion cost;
             ``"eval"`` loads the weights of the checkpoint the config names; ``"bench"``
             builds the module alone (the benchmarks apply the speed options themselves).
+        report: Filled with what the run record keeps as each step ends (see
+            :attr:`AssembledRun.report`), so that a run failing half-way keeps what was done.
 
     Raises:
         ValueError: An unknown purpose, or ``"eval"`` on a config not resolved for it.
@@ -80,7 +84,7 @@ def assemble(cfg: DictConfig, purpose: Purpose = "train") -> AssembledRun:
     load_source = checkpoint is None or bool(left_out_towers(checkpoint))
     finetuning = finetuning_of(cfg, load_source=load_source)
     datamodule, module = build_data_and_model(cfg)
-    run = AssembledRun(cfg, datamodule, module)
+    run = AssembledRun(cfg, datamodule, module, report=report if report is not None else {})
     if finetuning is not None:
         run.lineage = finetuning.apply(module, load_weights=load_source)
         run.report["pretrained_from"] = run.lineage

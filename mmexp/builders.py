@@ -49,6 +49,15 @@ def build_encoders(cfg: DictConfig) -> dict[str, ModalityEncoder]:
                 f"model.encoders.{modality} built {type(encoder).__name__}, which is not a "
                 f"{modality} encoder"
             )
+        options = OmegaConf.to_container(node, resolve=True)
+        if encoder.pretrained != type(encoder).loads_pretrained(options):  # type: ignore[arg-type]
+            # The run config records which towers a finetuning protocol applies to from
+            # loads_pretrained, before anything is built; the two must agree.
+            raise TypeError(
+                f"model.encoders.{modality}: {type(encoder).__name__}.pretrained is "
+                f"{encoder.pretrained} but its loads_pretrained() says otherwise for this "
+                "config; override loads_pretrained to match"
+            )
         encoders[modality] = encoder
     return encoders
 
@@ -276,7 +285,14 @@ def build_module(cfg: DictConfig, num_classes: int) -> MultimodalModule:
         The LightningModule of ``objective.module``, carrying the resolved config so that
         its checkpoints can be evaluated on their own.
     """
-    accepted = inspect.signature(get_class(cfg.objective.module._target_)).parameters
+    module_class = get_class(cfg.objective.module._target_)
+    if not issubclass(module_class, MultimodalModule):
+        raise TypeError(
+            f"objective.module._target_={cfg.objective.module._target_} is not a "
+            "mmexp.lit.common.MultimodalModule (which takes the encoders, run_config and "
+            "save_frozen_weights the builder passes)"
+        )
+    accepted = inspect.signature(module_class).parameters
     # A regression predicts objective.num_outputs values (one score) whatever the data's
     # class count: the head and decision-level fusion are built that wide.
     num_classes = int(cfg.objective.get("num_outputs") or num_classes)

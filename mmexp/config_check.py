@@ -33,6 +33,7 @@ import ast
 import difflib
 import functools
 import inspect
+import logging
 import textwrap
 import types
 import typing
@@ -90,6 +91,20 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(problems)
 
 
+def _target_object(target: str) -> Any:
+    """``hydra.utils.get_object``, without the ERROR line Hydra logs before raising.
+
+    The config check reports an unimportable target itself, with its key path.
+    """
+    hydra_log = logging.getLogger("hydra.utils")
+    level = hydra_log.level
+    hydra_log.setLevel(logging.CRITICAL)
+    try:
+        return get_object(target)
+    finally:
+        hydra_log.setLevel(level)
+
+
 def _is_opaque(node: DictConfig | ListConfig, key: Any) -> bool:
     return OmegaConf.is_missing(node, key) or OmegaConf.is_interpolation(node, key)
 
@@ -123,7 +138,7 @@ def _lookup(table: Mapping[str, frozenset[str]], path: str) -> set[str]:
 def _check_node(node: DictConfig, path: str, problems: list[str]) -> None:
     try:
         target = node._target_
-        schema = _schema(get_object(str(target)))
+        schema = _schema(_target_object(str(target)))
     except ImportError as error:
         reason = " ".join(str(error).split())
         problems.append(f"{path}._target_: cannot import {target!r} ({reason})")
@@ -280,7 +295,7 @@ def _param(node: DictConfig, name: str) -> Any:
     if name in node:
         return _get(node, name)
     try:
-        parameter = _schema(get_object(str(node._target_))).params.get(name)
+        parameter = _schema(_target_object(str(node._target_))).params.get(name)
     except Exception:
         return None
     return None if parameter is None or parameter.default is parameter.empty else parameter.default

@@ -15,6 +15,7 @@ from typing import Any
 
 import hydra
 from omegaconf import DictConfig
+from pytorch_lightning.utilities import rank_zero_only
 
 from mmexp import CONFIG_DIR
 from mmexp.assemble import assemble
@@ -25,6 +26,9 @@ from mmexp.utils.instantiate import build_trainer
 from mmexp.utils.quiet import silence_known_noise
 from mmexp.utils.resolvers import register_resolvers
 from mmexp.utils.summary import print_summary
+
+#: The resolved config of the evaluated run, in the eval folder.
+EVALUATED_RUN_CONFIG = "run_config.yaml"
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -41,11 +45,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     with recorded(record, metrics):
         run_cfg = resolve_run_config(cfg, "eval")
-        save_resolved_config(run_cfg, output_dir)  # the run as rebuilt, overrides applied
+        # The run as rebuilt, overrides applied; not config.yaml, which would make this
+        # folder read as another training run with that run's axes (mmexp-table).
+        save_resolved_config(run_cfg, output_dir, EVALUATED_RUN_CONFIG)
         run = assemble(run_cfg, "eval")
         trainer = build_trainer(cfg)  # the eval config's trainer, callbacks and logger
         trainer.test(run.module, datamodule=run.datamodule)
         metrics.update(trainer.callback_metrics)
+        if rank_zero_only.rank != 0:
+            return {"metrics": metrics}
         result = record.finish(
             metrics,
             checkpoint=run_cfg[EVAL_CHECKPOINT_KEY],

@@ -47,10 +47,10 @@ def checkpoint_callback(trainer: pl.Trainer) -> ModelCheckpoint | None:
 
 
 @rank_zero_only
-def save_resolved_config(cfg: DictConfig, output_dir: Path) -> None:
-    """Write ``config.yaml``: the resolved config the run is built from."""
+def save_resolved_config(cfg: DictConfig, output_dir: Path, name: str = "config.yaml") -> None:
+    """Write the resolved config the run is built from (``config.yaml``)."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+    OmegaConf.save(cfg, output_dir / name, resolve=True)
 
 
 def log_run_config(trainer: pl.Trainer, cfg: DictConfig, record: RunRecord) -> None:

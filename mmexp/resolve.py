@@ -87,7 +87,8 @@ def _resolve_finetune(cfg: DictConfig) -> None:
                 f"data.modalities={list(cfg.data.modalities)}"
             )
         source.adopt_encoders(cfg, from_checkpoint)
-    if node.get("towers") is None:
+    restricts = bool(getattr(get_object(str(node._target_)), "restricts", True))
+    if node.get("towers") is None and restricts:
         hub = [m for m in cfg.data.modalities if _loads_pretrained(cfg, m)]
         with open_dict(cfg):
             # Evaluation rebuilds the same structure with pretrained weights off, when the

@@ -46,23 +46,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     record = RunRecord(output_dir, cfg.task_name, cfg.get("seed"), list(cfg.get("tags") or []))
     metrics: dict[str, Any] = {}
     trainer = None
-    with recorded(record, metrics):
-        try:
-            resolved = cfg
-            resolved = resolve_run_config(cfg, "train")
-        finally:  # once, and also when the config is refused: what the run was given
-            save_resolved_config(resolved, output_dir)
-        try:
-            run = assemble(resolved)
-            record.payload.update(run.report)
+    try:
+        with recorded(record, metrics):
+            resolved = cfg  # saved as given if it is refused
+            try:
+                resolved = resolve_run_config(cfg, "train")
+            finally:  # once: what the run is built from
+                save_resolved_config(resolved, output_dir)
+            run = assemble(resolved, report=record.payload)
             trainer = build_trainer(resolved)
             log_run_config(trainer, resolved, record)
             outcome = fit_and_test(trainer, run, metrics)
-        finally:
-            close_experiments(trainer)
-        if rank_zero_only.rank != 0:
-            return {"metrics": metrics}
-        result = record.finish(metrics, **outcome)
+            if rank_zero_only.rank != 0:
+                return {"metrics": metrics}
+            result = record.finish(metrics, **outcome)
+    finally:  # after the record is written: closing W&B may take a while, or fail
+        close_experiments(trainer)
     print_summary(
         f"mmexp {cfg.task_name}: final metrics",
         result["metrics"],

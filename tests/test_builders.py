@@ -9,8 +9,15 @@ from hydra.utils import get_class
 
 import mmexp.fusion
 from mmexp import CONFIG_DIR
-from mmexp.builders import INJECTED, build_data_and_model, build_module, fusion_choices
+from mmexp.builders import (
+    INJECTED,
+    build_data_and_model,
+    build_encoders,
+    build_module,
+    fusion_choices,
+)
 from mmexp.data.contract import MultimodalDataModule, missing_members
+from mmexp.encoders import SmallConvEncoder
 from mmexp.fusion.base import FusionStrategy
 from mmexp.lit.classifier import MultimodalClassifier
 from mmexp.lit.contrastive import ContrastivePretrainer
@@ -90,3 +97,25 @@ def test_the_shipped_data_module_satisfies_the_contract(make_train_cfg):
     datamodule, _ = build_data_and_model(make_train_cfg())
     assert isinstance(datamodule, MultimodalDataModule)
     assert missing_members(datamodule) == []
+
+
+class Unmarked(SmallConvEncoder):
+    """Says it is pretrained without saying so from its config."""
+
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        self.pretrained = True
+
+
+def test_an_encoder_whose_pretrained_flag_disagrees_with_its_config_is_refused(make_train_cfg):
+    cfg = make_train_cfg()
+    cfg.model.encoders.image._target_ = "tests.test_builders.Unmarked"
+    with pytest.raises(TypeError, match="override loads_pretrained"):
+        build_encoders(cfg)
+
+
+def test_a_module_that_is_no_multimodal_module_is_refused(make_train_cfg):
+    cfg = make_train_cfg()
+    cfg.objective.module = {"_target_": "torch.nn.Identity"}
+    with pytest.raises(TypeError, match="is not a mmexp.lit.common.MultimodalModule"):
+        build_module(cfg, num_classes=3)

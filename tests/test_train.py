@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from mmexp.eval import evaluate
@@ -78,6 +79,10 @@ def test_checkpoint_is_weights_only_and_eval_reproduces_test_metrics(make_train_
     evaluated = evaluate(eval_cfg)
     assert evaluated["metrics"]["test/acc"] == pytest.approx(result["metrics"]["test/acc"])
     assert json.loads((eval_dir / "results.json").read_text())["status"] == "completed"
+    # the evaluated run's config beside the record, not as a config.yaml of another run
+    rebuilt = yaml.safe_load((eval_dir / "run_config.yaml").read_text())
+    assert rebuilt["eval_checkpoint"] == str(Path(result["best_checkpoint"]).resolve())
+    assert not (eval_dir / "config.yaml").exists()
 
 
 def test_eval_rejects_missing_and_foreign_checkpoints(tmp_path):

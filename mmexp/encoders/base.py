@@ -160,6 +160,8 @@ class ModalityEncoder(KeepsFrozenInEval):
         (:mod:`mmexp.utils.freezing`).
         """
         trainability.apply(self)
+        # Modules it adds (LoRA adapters inside a frozen backbone) take the modes of theirs.
+        self.train(self.training)
 
     def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> EncoderOutput:
         """Encode raw inputs, or finish encoding :class:`CachedFeatures` of the frozen part."""

@@ -60,8 +60,8 @@ def _digest(module: nn.Module, modality: str, tensors: Mapping[str, torch.Tensor
 def drop_frozen_weights(module: nn.Module, checkpoint: dict[str, Any]) -> None:
     """Leave the frozen encoder weights out of ``checkpoint`` if ``module`` is set to.
 
-    Does nothing unless ``module.save_frozen_weights`` is false (set from
-    ``model.save_frozen_weights`` by the builder).
+    Does nothing unless ``module.save_frozen_weights`` is false (the module's constructor
+    argument, from ``model.save_frozen_weights``).
     """
     if getattr(module, "save_frozen_weights", True):
         return

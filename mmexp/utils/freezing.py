@@ -39,11 +39,12 @@ def freeze(module: nn.Module, live: Sequence[str] = ()) -> None:
 
 
 def unfreeze(module: nn.Module) -> None:
-    """Make every parameter of ``module`` train and let it follow the training mode again."""
+    """Make every parameter of ``module`` train, its parts in ``module``'s training mode."""
     module.requires_grad_(True)
     for part in module.modules():
         if hasattr(part, FROZEN_MARK):
             delattr(part, FROZEN_MARK)
+    module.train(module.training)
 
 
 def is_frozen(module: nn.Module) -> bool:

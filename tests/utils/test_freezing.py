@@ -56,3 +56,24 @@ def test_frozen_dropout_is_deterministic_in_training():
     tower.train()
     x = torch.randn(8, 2)
     assert torch.equal(tower.backbone(x), tower.backbone(x))
+
+
+def test_adapters_added_inside_a_frozen_backbone_take_its_eval_mode():
+    from mmexp.encoders.base import ModalityEncoder
+    from mmexp.encoders.freezing import Trainability
+
+    class Encoder(ModalityEncoder):
+        modality = "image"
+
+        def __init__(self) -> None:
+            super().__init__(out_dim=2)
+            self.backbone = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+
+    encoder = Encoder().train()
+    freeze(encoder.backbone)
+    lora = {"r": 2, "alpha": 4, "dropout": 0.5, "target_modules": ["0"]}
+    encoder.set_trainability(Trainability("none", lora=lora))
+    dropouts = [
+        m for n, m in encoder.named_modules() if "lora_dropout" in n and not list(m.children())
+    ]
+    assert dropouts and not any(m.training for m in dropouts)

@@ -100,6 +100,7 @@ def test_contrastive_pretraining_improves_low_label_finetuning(
     assert "pretrained_from" not in scratch
 
 
+@pytest.mark.slow  # a learning test: pretraining and two retrieval runs (about a minute)
 def test_locked_pretrained_text_tower_beats_scratch_on_retrieval(tmp_path_factory, data_dir):
     common = [*PRETRAIN, "trainer.max_epochs=4"]
     scratch = run(tmp_path_factory, data_dir, "clip_scratch", *common)

@@ -55,6 +55,7 @@ def test_siglip_loss_trains(make_train_cfg):
     assert "mmexp.losses.SigLipLoss" in saved
 
 
+@pytest.mark.slow  # a learning test: 12 epochs of matching
 def test_itm_learns_to_match_well_above_the_no_match_rate(make_train_cfg):
     # 1/3 of the scored pairs match: always answering "no match" scores 2/3 (the rate the
     # linear head on concat sat at, and ALBEF's mined negatives from scratch do).

@@ -8,6 +8,7 @@ import torch
 
 from mmexp.encoders.base import EncoderOutput
 from mmexp.fusion.base import FusionStrategy
+from mmexp.fusion.layers import zero_absent
 
 
 class ConcatFusion(FusionStrategy):
@@ -32,10 +33,9 @@ class ConcatFusion(FusionStrategy):
     def forward(self, features: Mapping[str, EncoderOutput]) -> torch.Tensor:
         """Return ``[B, len(modalities) * dim]``."""
         self.check_inputs(features)
-        # An absent modality contributes zeros, so its placeholder features cannot leak in.
+        # An absent modality contributes zeros, so its placeholder features (NaN included)
+        # cannot leak in.
         parts = [
-            features[m].pooled
-            * features[m].present_mask().unsqueeze(-1).to(features[m].pooled.dtype)
-            for m in self.modalities
+            zero_absent(features[m].pooled, features[m].present_mask()) for m in self.modalities
         ]
         return torch.cat(parts, dim=-1)

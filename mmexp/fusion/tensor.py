@@ -66,7 +66,11 @@ class TensorFusion(FusionStrategy):
         fused: torch.Tensor | None = None
         for name in self.modalities:
             output = features[name]
-            projected = zero_absent(self.projections[name](output.pooled), output.present_mask())
+            present = output.present_mask()
+            # Zeroed before the projection too: its weight gradient would carry NaN * 0 from
+            # a non-finite placeholder.
+            pooled = zero_absent(output.pooled, present)
+            projected = zero_absent(self.projections[name](pooled), present)
             extended = torch.cat([projected, projected.new_ones(projected.shape[0], 1)], dim=-1)
             # Running outer product, flattened after each modality: [B, prod of sizes so far].
             fused = (

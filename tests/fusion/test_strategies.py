@@ -24,6 +24,7 @@ from tests.helpers.fusion import (
     check_padding_does_not_change_output,
     check_sample_without_any_modality_stays_finite,
     check_shape_finite_and_gradients,
+    make_features,
     strategy_class,
 )
 
@@ -175,3 +176,31 @@ def test_attention_heads_must_divide_the_width(name):
     cls = get_class(f"mmexp.fusion.{name}")
     with pytest.raises(ValueError, match=r"heads \(3\) must divide dim \(8\)"):
         cls(modalities=["image", "text"], dim=8, heads=3)
+
+
+@pytest.mark.parametrize(("path", "modalities"), cases())
+def test_non_finite_placeholders_reach_neither_outputs_nor_gradients(path, modalities):
+    # An absent modality's values and padded tokens may be anything the data path leaves
+    # there, NaN included: masking by multiplication, or computing on the placeholders
+    # before masking, would let NaN through (NaN * 0 is NaN).
+    torch.manual_seed(0)
+    fusion = build(path, modalities).train()
+    for absent in modalities:
+        features = make_features(modalities, grad=True)
+        with torch.no_grad():
+            for feats in features.values():
+                feats.tokens[~feats.mask] = float("nan")
+            features[absent].tokens[1] = float("nan")
+            features[absent].pooled[1] = float("nan")
+        features[absent].present = torch.tensor([True, False, True, True])
+        fusion.zero_grad()
+        output = fusion(features)
+        assert torch.isfinite(output).all(), absent
+        output.square().sum().backward()
+        for name, parameter in fusion.named_parameters():
+            if parameter.grad is not None:
+                assert torch.isfinite(parameter.grad).all(), (absent, name)
+        for name, feats in features.items():
+            for tensor in (feats.tokens, feats.pooled):
+                if tensor.grad is not None:
+                    assert torch.isfinite(tensor.grad).all(), (absent, name)

@@ -12,7 +12,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from mmexp.data.batches import ClassificationBatch
-from mmexp.encoders.base import ModalityEncoder
+from mmexp.encoders.base import EncoderOutput, ModalityEncoder
 from mmexp.fusion.base import FusionStrategy
 from mmexp.lit.common import (
     EpochMeans,
@@ -89,7 +89,15 @@ class MultimodalClassifier(MultimodalModule):
 
     def forward(self, batch: ClassificationBatch) -> torch.Tensor:
         """Return class logits ``[B, num_classes]``."""
-        return self.predictions(self.head(self.fusion(self.encode(batch))))
+        return self.predict_from_features(self.encode(batch))
+
+    def predict_from_features(self, features: Mapping[str, EncoderOutput]) -> torch.Tensor:
+        """Fusion, head and output shaping on encoder outputs already computed.
+
+        Evaluation modes that change the encoder outputs (a modality marked absent with
+        ``present=False``) score them with this, without encoding the batch again.
+        """
+        return self.predictions(self.head(self.fusion(features)))
 
     def predictions(self, outputs: torch.Tensor) -> torch.Tensor:
         """Shape head (or per-modality classifier) outputs as the loss and metrics take them."""

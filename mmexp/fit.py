@@ -22,6 +22,7 @@ from mmexp.data.screening import skipped_report
 from mmexp.lit.checkpoint_io import newest_checkpoint
 from mmexp.lit.preemption import Preempted
 from mmexp.tracking.run_record import RunRecord
+from mmexp.tracking.wandb_logger import ResilientWandbLogger
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,9 @@ def fit_and_test(trainer: pl.Trainer, run: AssembledRun, metrics: dict[str, Any]
         metrics.update(trainer.callback_metrics)
     return {
         "tracking_fallbacks": [
-            lg.fallback for lg in trainer.loggers if getattr(lg, "fallback", None)
+            lg.fallback
+            for lg in trainer.loggers
+            if isinstance(lg, ResilientWandbLogger) and lg.fallback
         ],
         "monitor": cfg.monitor,
         "best_checkpoint": best_path or None,

@@ -52,6 +52,9 @@ def test_train_writes_a_complete_run_record(make_train_cfg):
         per_class = list(csv.DictReader(handle))
     assert [row["class"] for row in per_class] == ["circle", "square", "triangle"]
     assert sum(int(row["support"]) for row in per_class) == cfg.data.num_test
+    # accuracy is the support-weighted recall: the report and the logged metric agree
+    correct = sum(float(row["recall"]) * int(row["support"]) for row in per_class)
+    assert saved["metrics"]["test/acc"] == pytest.approx(correct / cfg.data.num_test)
     with Image.open(run / "test_report" / "confusion_matrix.png") as image:
         assert image.size[0] > 200
 

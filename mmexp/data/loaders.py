@@ -100,6 +100,10 @@ def stage_loader(
         seed: Seed of the training order (see :func:`~mmexp.data.sampling.stage_sampler`).
         **options: Passed to ``DataLoader`` (workers, pinning, collate function...).
     """
+    if stage == "train" and isinstance(progress, LoopProgress) and progress.overfits():
+        # Lightning replaces the sampler to repeat the same first batches every epoch
+        # (debug=overfit), which the resumable loader cannot take: a plain one in split order.
+        return DataLoader(dataset, batch_size=batch_size, shuffle=False, **options)
     sampler = stage_sampler(dataset, stage, seed)
     if isinstance(sampler, ShuffledEpochs):
         return ResumableLoader(
@@ -134,6 +138,11 @@ class LoopProgress:
         """
         trainer = self._trainer()
         return loop_trained_batches(trainer) if trainer is not None else 0
+
+    def overfits(self) -> bool:
+        """Whether the trainer overfits a few batches (``trainer.overfit_batches``)."""
+        trainer = self._trainer()
+        return trainer is not None and bool(trainer.overfit_batches)
 
 
 class SplitLoaders(pl.LightningDataModule):

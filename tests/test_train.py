@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from PIL import Image
 from mmexp.eval import evaluate
 from mmexp.train import train
 from mmexp.utils.checkpoints import load_checkpoint
-from tests.helpers.cli import run_cli
+from tests.helpers.cli import cli_env, run_cli
 from tests.helpers.configs import compose_config, fast_overrides
 from tests.helpers.wandb_offline import read_offline_run
 
@@ -161,3 +162,23 @@ def test_eval_of_a_timm_run_does_not_refetch_pretrained_weights(make_train_cfg, 
     )
     evaluated = evaluate(eval_cfg)
     assert evaluated["metrics"]["test/acc"] == pytest.approx(result["metrics"]["test/acc"])
+
+
+def test_the_eval_console_script_reproduces_the_test_metrics(make_train_cfg, tmp_path):
+    script = shutil.which("mmexp-eval")
+    if script is None:
+        pytest.skip("mmexp is not installed (pip install -e .): no console scripts")
+    result = train(make_train_cfg("trainer.max_epochs=1"))
+    eval_dir = tmp_path / "console_eval"
+    done = subprocess.run(
+        [script, f"ckpt_path={result['best_checkpoint']}", f"hydra.run.dir={eval_dir}"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    evaluated = json.loads((eval_dir / "results.json").read_text())
+    assert evaluated["metrics"]["test/acc"] == pytest.approx(result["metrics"]["test/acc"])
+    assert "mmexp eval: test metrics" in done.stdout

@@ -33,7 +33,13 @@ def test_local_loss_trains_end_to_end_like_the_global_loss(tmp_path, data_dir):
     global_run = trained(tmp_path, data_dir, "global", local=False)
     local_run = trained(tmp_path, data_dir, "local", local=True)
     assert local_run["status"] == "completed"
-    for metric in ("train/loss_epoch", "val/loss", "test/rsum"):
+    for metric in ("train/loss_epoch", "val/loss"):
         assert local_run["metrics"][metric] == pytest.approx(
             global_run["metrics"][metric], rel=1e-4
         ), metric
+    # Recall is discrete: the two losses sum in different orders, and a float-level
+    # difference can flip a near-tie in the ranking. Allow two flipped ranks, no more.
+    one_rank = 100 / global_run["metrics"]["test/gallery_size"]
+    assert local_run["metrics"]["test/rsum"] == pytest.approx(
+        global_run["metrics"]["test/rsum"], abs=2 * one_rank + 1e-6
+    )

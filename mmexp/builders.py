@@ -17,12 +17,15 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from mmexp.data.contract import MultimodalDataModule, missing_members
+from mmexp.data.loaders import SplitLoaders
+from mmexp.data.missing import MissingModalities
 from mmexp.encoders.base import ModalityEncoder
 from mmexp.encoders.freezing import count_parameters
 from mmexp.encoders.processors import ModalityProcessor
 from mmexp.fusion.base import FusionStrategy, can_judge_pairs
 from mmexp.fusion.cost import count_params, fusion_cost, match_params
 from mmexp.lit.common import MultimodalModule
+from mmexp.lit.presence import ModalityDropout
 from mmexp.utils.instantiate import TRAINER_INJECTED
 
 
@@ -153,12 +156,16 @@ INJECTED: dict[str, frozenset[str]] = {
             "scheduler",
             "run_config",
             "save_frozen_weights",
+            "modality_dropout",
         }
     ),
     "trainer": TRAINER_INJECTED,
 }
 #: Keys the builders remove from a node before instantiating it.
-CONSUMED: dict[str, frozenset[str]] = {"fusion": frozenset({"match_params"})}
+CONSUMED: dict[str, frozenset[str]] = {
+    "fusion": frozenset({"match_params"}),
+    "data": frozenset({"missing"}),
+}
 
 #: How far under its budget a matched row may end (``fusion.match_params``).
 MATCH_TOLERANCE = 0.05
@@ -321,6 +328,13 @@ def build_module(cfg: DictConfig, num_classes: int) -> MultimodalModule:
     # read by the checkpoint hooks (mmexp.lit.frozen_weights).
     parts["run_config"] = OmegaConf.to_container(cfg, resolve=True)
     parts["save_frozen_weights"] = cfg.model.get("save_frozen_weights", True)
+    dropout = cfg.model.get("modality_dropout")
+    if dropout:
+        refuse_missing(module_class, "model.modality_dropout")
+        parts["modality_dropout"] = ModalityDropout(
+            OmegaConf.to_container(dropout) if isinstance(dropout, DictConfig) else dropout
+        )
+        parts["modality_dropout"].check(list(cfg.data.modalities))
     # The parts go to the constructor as they are: merged into the node, the run config's
     # own _target_ entries would be instantiated too.
     factory = instantiate(cfg.objective.module, _partial_=True)
@@ -343,17 +357,72 @@ def build_data_and_model(cfg: DictConfig) -> tuple[MultimodalDataModule, Multimo
     """
     if uses_fusion(cfg):
         check_fusion(cfg)
-    datamodule = instantiate(cfg.data)
+    missing = build_missing(cfg)
+    datamodule = instantiate_datamodule(cfg)
+    if missing is not None:
+        install_missing(datamodule, missing, cfg)
     datamodule.prepare_data()
-    missing = missing_members(datamodule)
-    if missing:
+    lacking = missing_members(datamodule)
+    if lacking:
         raise TypeError(
             f"data._target_={cfg.data._target_} built {type(datamodule).__name__}, which "
-            f"lacks {missing} of mmexp.data.contract.MultimodalDataModule"
+            f"lacks {lacking} of mmexp.data.contract.MultimodalDataModule"
         )
     module = build_module(cfg, datamodule.num_classes)
     datamodule.set_processors(*encoder_processors(module))
     return datamodule, module
+
+
+def instantiate_datamodule(cfg: DictConfig, **options: Any) -> Any:
+    """Instantiate ``data`` without the keys the builders consume (``data.missing``)."""
+    node: dict[str, Any] = OmegaConf.to_container(cfg.data, resolve=True)  # type: ignore[assignment]
+    for key in CONSUMED["data"]:
+        node.pop(key, None)
+    return instantiate(node, **options)
+
+
+def refuse_missing(module_class: type, key: str) -> None:
+    """Raise unless the objective's module predicts from any subset of the modalities.
+
+    Raises:
+        ValueError: The module needs every modality of every sample (contrastive pairs).
+    """
+    if not getattr(module_class, "handles_missing", False):
+        raise ValueError(
+            f"{key}: {module_class.__name__} needs every modality of every sample (it "
+            "scores pairs of them); missing modalities apply to the objectives that fuse "
+            "them (classify, multilabel, regression)"
+        )
+
+
+def build_missing(cfg: DictConfig) -> MissingModalities | None:
+    """The per-sample missing modalities of ``data.missing``, checked; ``None`` when unset.
+
+    Raises:
+        ValueError: Rates for modalities the data does not load, or assignments that could
+            leave a sample with no modality, or an objective that needs every modality.
+    """
+    node = cfg.data.get("missing")
+    if not node:
+        return None
+    missing = instantiate(node)
+    if not isinstance(missing, MissingModalities):
+        raise TypeError(f"data.missing built {type(missing).__name__}, not a MissingModalities")
+    missing.check(list(cfg.data.modalities))
+    if any(missing.rates.values()):
+        refuse_missing(get_class(cfg.objective.module._target_), "data.missing")
+    return missing
+
+
+def install_missing(datamodule: Any, missing: MissingModalities, cfg: DictConfig) -> None:
+    """Give the data module its missing assignment (its loaders mark the batches)."""
+    if not isinstance(datamodule, SplitLoaders):
+        raise TypeError(
+            f"data.missing: data._target_={cfg.data._target_} is not a "
+            "mmexp.data.loaders.SplitLoaders, whose loaders mark the missing modalities; "
+            "set batch['present'] in its own batches instead"
+        )
+    datamodule.missing = missing
 
 
 def encoder_processors(

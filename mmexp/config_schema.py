@@ -85,6 +85,8 @@ class ModelSchema:
     optimizer: dict[str, Any]
     scheduler: dict[str, Any] | None = None
     save_frozen_weights: bool = True
+    # ModDrop: one drop probability, or one per modality (mmexp.lit.presence)
+    modality_dropout: float | dict[str, float] | None = None
     compile: bool = False
     compile_mode: CompileMode | None = None
     channels_last: bool = False
@@ -123,6 +125,8 @@ class DataSchema:
     subset_seed: int = 0
     # features per step of sequence data sets, read by the width checks
     feature_dims: dict[str, int] | None = None
+    # samples lacking modalities (conf/data/missing/, mmexp.data.missing); {} for none
+    missing: dict[str, Any] | None = None
 
 
 @dataclass(kw_only=True)

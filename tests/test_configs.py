@@ -6,7 +6,7 @@ from omegaconf import OmegaConf
 from pytorch_lightning import Callback
 
 from mmexp.assemble import assemble
-from mmexp.builders import build_module
+from mmexp.builders import build_module, instantiate_datamodule
 from mmexp.encoders.freezing import count_parameters
 from mmexp.resolve import resolve_run_config
 from mmexp.utils.instantiate import instantiate_group
@@ -117,7 +117,7 @@ def test_data_configs_instantiate(tmp_path, data_dir, data):
     for key in ("root", "path"):  # where the data live: mandatory for all but shapes
         if key in list(cfg.data) and OmegaConf.is_missing(cfg.data, key):
             cfg.data[key] = str(tmp_path)
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate_datamodule(cfg)
     assert list(datamodule.modalities) == list(cfg.data.modalities)
 
 

@@ -13,10 +13,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from mmexp.builders import encoder_processors
+from mmexp.builders import encoder_processors, instantiate_datamodule
 
 
 def _read(loader: Any, batches: int) -> tuple[float, float, int]:
@@ -62,7 +61,7 @@ def loading_throughput(
         options: dict[str, Any] = {"num_workers": int(count), "persistent_workers": False}
         if pin_memory is not None:
             options["pin_memory"] = pin_memory
-        datamodule = instantiate(cfg.data, **options)
+        datamodule = instantiate_datamodule(cfg, **options)
         datamodule.prepare_data()
         datamodule.set_processors(train, evaluation)
         datamodule.setup("fit")

@@ -142,6 +142,8 @@ class CachedDataModule(SplitLoaders):
     ) -> None:
         super().__init__()
         self.base = base
+        # Which samples lack a modality depends on the sample only: cached or not, the same.
+        self.missing = getattr(base, "missing", None)
         self.splits = {stage: CachedSplit(features) for stage, features in splits.items()}
         self.report = dict(report)
 
@@ -163,5 +165,10 @@ class CachedDataModule(SplitLoaders):
             batch_size = getattr(self.base, "eval_batch_size", None) or batch_size
         # In-memory gathers are faster in the main process than any worker hand-off.
         return stage_loader(
-            split, stage, batch_size, LoopProgress(self), collate_fn=split.collate, num_workers=0
+            split,
+            stage,
+            batch_size,
+            LoopProgress(self),
+            collate_fn=self.marked(stage, split.collate),
+            num_workers=0,
         )

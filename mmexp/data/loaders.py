@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from mmexp.data.missing import MarkMissing, MissingModalities
 from mmexp.data.sampling import ShuffledEpochs, stage_sampler
 from mmexp.lit.lightning_compat import loop_epoch, loop_trained_batches
 
@@ -155,10 +156,18 @@ class SplitLoaders(pl.LightningDataModule):
     """
 
     datasets: dict[str, Dataset]
+    #: Modalities missing per sample (``data.missing``), installed by the builders.
+    missing: MissingModalities | None = None
 
     def collator(self, stage: str) -> Any:
         """The collate function of ``stage``'s loader."""
         raise NotImplementedError
+
+    def marked(self, stage: str, collate: Any) -> Any:
+        """``collate``, adding each sample's present modalities where ``data.missing`` applies."""
+        if self.missing is None or not self.missing.applies_to(stage):
+            return collate
+        return MarkMissing(collate, self.missing, stage, self.modalities)  # type: ignore[attr-defined]
 
     def loader(self, stage: str) -> DataLoader:
         """The loader of ``stage`` (see :func:`stage_loader`)."""
@@ -172,7 +181,7 @@ class SplitLoaders(pl.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
-            collate_fn=self.collator(stage),
+            collate_fn=self.marked(stage, self.collator(stage)),
         )
 
     def train_dataloader(self) -> DataLoader:

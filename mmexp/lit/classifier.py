@@ -20,6 +20,7 @@ from mmexp.lit.common import (
     log_training_step,
     log_validation,
 )
+from mmexp.lit.presence import ModalityDropout
 from mmexp.metrics.classification import classification_metrics
 
 
@@ -45,7 +46,11 @@ class MultimodalClassifier(MultimodalModule):
         confusion_matrix: Compute the test confusion matrix (single-label tasks).
         run_config: See :class:`~mmexp.lit.common.MultimodalModule`.
         save_frozen_weights: See :class:`~mmexp.lit.common.MultimodalModule`.
+        modality_dropout: See :class:`~mmexp.lit.common.MultimodalModule`.
     """
+
+    # The fusion strategies mask absent modalities (EncoderOutput.present).
+    handles_missing = True
 
     carried = (*MultimodalModule.carried, "train_metrics", "train_means")
 
@@ -64,9 +69,17 @@ class MultimodalClassifier(MultimodalModule):
         confusion_matrix: bool = True,
         run_config: Mapping[str, Any] | None = None,
         save_frozen_weights: bool = True,
+        modality_dropout: ModalityDropout | None = None,
     ) -> None:
         super().__init__(
-            encoders, optimizer, scheduler, monitor, monitor_mode, run_config, save_frozen_weights
+            encoders,
+            optimizer,
+            scheduler,
+            monitor,
+            monitor_mode,
+            run_config,
+            save_frozen_weights,
+            modality_dropout,
         )
         self.fusion = fusion
         self.head = head

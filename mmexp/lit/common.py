@@ -12,6 +12,7 @@ from torch import nn
 from torch.optim import Optimizer
 from torchmetrics import MaxMetric, MeanMetric, Metric, MinMetric
 
+from mmexp.data.missing import PRESENT_KEY
 from mmexp.encoders.base import EncoderOutput, ModalityEncoder
 from mmexp.lit.frozen_weights import (
     FROZEN_WEIGHTS_KEY,
@@ -19,6 +20,7 @@ from mmexp.lit.frozen_weights import (
     restore_frozen_weights,
 )
 from mmexp.lit.lightning_compat import attached_trainer, peek_experiment
+from mmexp.lit.presence import ModalityDropout, encode_present
 from mmexp.utils.freezing import KeepsFrozenInEval
 
 
@@ -144,11 +146,19 @@ class MultimodalModule(KeepsFrozenInEval, pl.LightningModule):
         run_config: The resolved run config, stored in every checkpoint so that a checkpoint
             alone is enough to rebuild the model (``mmexp-eval``, finetuning).
         save_frozen_weights: Keep the frozen encoder weights in checkpoints.
+        modality_dropout: Drop modalities of training samples at random (ModDrop,
+            :class:`~mmexp.lit.presence.ModalityDropout`); only for modules that
+            :attr:`handles_missing`.
 
     Raises:
-        ValueError: An unknown ``monitor_mode``.
+        ValueError: An unknown ``monitor_mode``, or ``modality_dropout`` for a module that
+            needs every modality.
         TypeError: ``save_frozen_weights`` is not a boolean.
     """
+
+    #: Whether the module predicts from any subset of the modalities (batches marking
+    #: modalities absent, modality dropout); modules that score pairs of them do not.
+    handles_missing: bool = False
 
     #: Attributes holding metrics that accumulate across training steps or epochs; a
     #: checkpoint carries their states so that a resumed run continues them exactly
@@ -164,8 +174,14 @@ class MultimodalModule(KeepsFrozenInEval, pl.LightningModule):
         monitor_mode: str = "min",
         run_config: Mapping[str, Any] | None = None,
         save_frozen_weights: bool = True,
+        modality_dropout: ModalityDropout | None = None,
     ) -> None:
         super().__init__()
+        if modality_dropout is not None and not self.handles_missing:
+            raise ValueError(
+                f"{type(self).__name__} needs every modality of every sample: no "
+                "model.modality_dropout"
+            )
         if monitor_mode not in ("max", "min"):
             raise ValueError(f"monitor_mode must be 'max' or 'min', got {monitor_mode!r}")
         if not isinstance(save_frozen_weights, bool):
@@ -185,6 +201,7 @@ class MultimodalModule(KeepsFrozenInEval, pl.LightningModule):
             else (dict(run_config) if run_config is not None else None)
         )
         self.save_frozen_weights = save_frozen_weights
+        self.modality_dropout = modality_dropout
 
     @property
     def reads_tokens(self) -> bool:
@@ -203,8 +220,49 @@ class MultimodalModule(KeepsFrozenInEval, pl.LightningModule):
         }
 
     def encode(self, batch: Mapping[str, Any]) -> dict[str, EncoderOutput]:
-        """Run every encoder on its modality of the batch."""
-        return {name: encoder(batch[name]) for name, encoder in self.encoders.items()}
+        """Run every encoder on the samples of the batch that have its modality.
+
+        Which samples have which modality comes from the batch (``batch["present"]``) and,
+        in training, from :attr:`modality_dropout`; absent samples are not encoded.
+        """
+        present = self.presence(batch)
+        if present is None:
+            return {name: encoder(batch[name]) for name, encoder in self.encoders.items()}
+        size = len(next(iter(present.values())))
+        return {
+            name: encode_present(encoder, batch[name], present.get(name), size)
+            for name, encoder in self.encoders.items()
+        }
+
+    def presence(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor] | None:
+        """``{modality: [B] bool}`` of the samples encoded, ``None`` when all of them are.
+
+        Raises:
+            ValueError: The batch marks modalities absent for a module that needs them all,
+                or holds a sample with no modality (named by its ``index``).
+        """
+        present = batch.get(PRESENT_KEY)
+        if present is not None and not self.handles_missing:
+            raise ValueError(
+                f"{type(self).__name__} needs every modality of every sample, but the batch "
+                "marks some absent (data.missing)"
+            )
+        modalities = list(self.encoders)
+        if self.training and self.modality_dropout is not None:
+            if present is None:
+                size = len(batch["index"] if "index" in batch else batch["label"])
+                device = self.device
+                present = {m: torch.ones(size, dtype=torch.bool, device=device) for m in modalities}
+            return self.modality_dropout(present, modalities)
+        if present is not None:
+            empty = ~torch.stack([present[m] for m in modalities], dim=1).any(dim=1)
+            if bool(empty.any()):
+                rows = batch["index"][empty] if "index" in batch else empty.nonzero()
+                raise ValueError(
+                    f"samples {rows.flatten().tolist()[:5]} of the batch have no modality; "
+                    "a sample must keep at least one"
+                )
+        return present
 
     def on_train_start(self) -> None:
         """Reset the best value seen during the sanity check."""

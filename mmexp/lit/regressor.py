@@ -19,6 +19,7 @@ from torchmetrics import MetricCollection
 from mmexp.encoders.base import ModalityEncoder
 from mmexp.fusion.base import FusionStrategy
 from mmexp.lit.classifier import MultimodalClassifier
+from mmexp.lit.presence import ModalityDropout
 from mmexp.metrics.regression import regression_metrics
 
 
@@ -38,6 +39,7 @@ class MultimodalRegressor(MultimodalClassifier):
         metrics: ``(1, split) -> MetricCollection`` updated with ``(predictions, targets)``.
         run_config: See :class:`~mmexp.lit.common.MultimodalModule`.
         save_frozen_weights: See :class:`~mmexp.lit.common.MultimodalModule`.
+        modality_dropout: See :class:`~mmexp.lit.common.MultimodalModule`.
 
     Raises:
         ValueError: The head does not produce exactly one value.
@@ -56,6 +58,7 @@ class MultimodalRegressor(MultimodalClassifier):
         metrics: Callable[[int, str], MetricCollection] = regression_metrics,
         run_config: Mapping[str, Any] | None = None,
         save_frozen_weights: bool = True,
+        modality_dropout: ModalityDropout | None = None,
     ) -> None:
         outputs = getattr(head, "out_dim", None)
         if outputs is None and getattr(fusion, "produces_logits", False):
@@ -81,6 +84,7 @@ class MultimodalRegressor(MultimodalClassifier):
             confusion_matrix=False,
             run_config=run_config,
             save_frozen_weights=save_frozen_weights,
+            modality_dropout=modality_dropout,
         )
 
     def setup(self, stage: str) -> None:

@@ -1,9 +1,8 @@
 """data.train_subset: a fixed subset of the training split, by count or fraction."""
 
 import pytest
-from hydra.utils import instantiate
 
-from mmexp.builders import build_module, encoder_processors
+from mmexp.builders import build_module, encoder_processors, instantiate_datamodule
 
 
 def ids(datamodule, stage):
@@ -11,7 +10,7 @@ def ids(datamodule, stage):
 
 
 def prepared(cfg):
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.set_processors(*encoder_processors(build_module(cfg, datamodule.num_classes)))
     datamodule.setup("fit")

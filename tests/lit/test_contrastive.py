@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from mmexp.builders import build_module, encoder_processors
+from mmexp.builders import build_module, encoder_processors, instantiate_datamodule
 from mmexp.config_check import ConfigError
 from mmexp.encoders.base import EncoderOutput
 from mmexp.eval import evaluate
@@ -119,7 +119,7 @@ def test_matching_negatives_skip_same_content_pairs():
 
 def test_shapes_batches_carry_content_ids_of_identical_scenes(make_train_cfg):
     cfg = make_train_cfg("objective=itm")
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate_datamodule(cfg)
     datamodule.prepare_data()
     dataset = datamodule.dataset("train", processed=False)
     contents = [dataset[i]["content"] for i in range(len(dataset))]
@@ -134,7 +134,7 @@ def test_shapes_batches_carry_content_ids_of_identical_scenes(make_train_cfg):
 def test_contrastive_loss_drops_same_content_pairs_from_the_softmax(make_train_cfg):
     cfg = make_train_cfg("objective=contrastive")
     module = build_module(cfg, 3).eval()
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.set_processors(*encoder_processors(module))
     datamodule.setup("fit")

@@ -1,9 +1,8 @@
 """Classifiers score encoder outputs already computed, as evaluation modes need."""
 
 import torch
-from hydra.utils import instantiate
 
-from mmexp.builders import build_module, encoder_processors
+from mmexp.builders import build_module, encoder_processors, instantiate_datamodule
 
 
 def test_predictions_from_encoder_outputs_equal_the_forward_pass(make_train_cfg):
@@ -12,7 +11,7 @@ def test_predictions_from_encoder_outputs_equal_the_forward_pass(make_train_cfg)
     for objective in ("classify", "regression"):
         cfg = make_train_cfg(f"objective={objective}")
         module = build_module(cfg, num_classes=3).eval()
-        datamodule = instantiate(cfg.data)
+        datamodule = instantiate_datamodule(cfg)
         datamodule.prepare_data()
         datamodule.set_processors(*encoder_processors(module))
         datamodule.setup("test")

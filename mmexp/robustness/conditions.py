@@ -1,0 +1,221 @@
+"""The conditions a robustness grid evaluates a checkpoint under, built from its config.
+
+Four kinds, named as ``robustness.json`` keys them:
+
+* ``clean``: every modality, unperturbed;
+* ``subset:<a>+<b>``: only the listed modalities present, in every sample;
+* ``missing:<m>@<rate>``: ``<m>`` missing in ``rate`` of the samples, fixed per sample
+  (:class:`~mmexp.data.missing.MissingModalities`, nested over rates);
+* ``noise:<m>/<perturbation>@<level>``: ``<m>`` perturbed after decoding, before the
+  encoder's preprocessing.
+
+Conditions that only remove modalities are scored together, in one pass over the test
+split, from one encoding of it; each noise condition needs a pass of its own.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mmexp.data.missing import MissingModalities
+
+#: The kinds of condition, in the order the grid lists them.
+KINDS = ("clean", "subset", "missing_rate", "noise")
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One evaluation condition of a robustness grid.
+
+    Attributes:
+        name: Its key in ``robustness.json`` (see the module docstring).
+        kind: One of :data:`KINDS`.
+        present: The modalities it keeps (all but the removed ones).
+        modality: The modality a missing rate or perturbation applies to.
+        perturbation: The perturbation's name (noise conditions).
+        level: The missing rate or perturbation level.
+        missing: The per-sample assignment of a missing-rate condition.
+        perturb: Builds the perturbation at ``level`` (noise conditions).
+    """
+
+    name: str
+    kind: str
+    present: tuple[str, ...]
+    modality: str | None = None
+    perturbation: str | None = None
+    level: float | None = None
+    missing: MissingModalities | None = None
+    perturb: Callable[[], Any] | None = None
+
+    @property
+    def removes_only(self) -> bool:
+        """Whether the condition only removes modalities (scored from the clean encoding)."""
+        return self.kind != "noise"
+
+    @property
+    def curve(self) -> str | None:
+        """The curve the condition is a point of: its name without ``@<level>``."""
+        return self.name.split("@")[0] if "@" in self.name else None
+
+    def presence(self, index: torch.Tensor, modalities: Sequence[str]) -> dict[str, torch.Tensor]:
+        """``{modality: [B] bool}`` for test samples ``index``."""
+        if self.missing is not None:
+            return self.missing.present("test", index, modalities)
+        return {m: torch.full((len(index),), m in self.present) for m in modalities}
+
+    def describe(self) -> dict[str, Any]:
+        """The condition as ``robustness.json`` keeps it (without metrics)."""
+        return {
+            "kind": self.kind,
+            "modality": self.modality,
+            "perturbation": self.perturbation,
+            "level": self.level,
+            "present": list(self.present),
+        }
+
+
+def level_name(level: float) -> str:
+    """A level as condition names print it (``0.3``, ``1``)."""
+    return f"{float(level):g}"
+
+
+def check_levels(key: str, levels: Sequence[float]) -> list[float]:
+    """The levels, each checked to lie in ``[0, 1]``.
+
+    Raises:
+        ValueError: A level outside ``[0, 1]``, named with ``key``.
+    """
+    checked = [float(level) for level in levels]
+    outside = [level for level in checked if not 0.0 <= level <= 1.0]
+    if outside:
+        raise ValueError(f"{key} has levels {outside} outside [0, 1]")
+    return checked
+
+
+def subset_conditions(modalities: Sequence[str]) -> list[Condition]:
+    """Every proper non-empty subset of the modalities (the full set is ``clean``)."""
+    subsets = []
+    for size in range(len(modalities) - 1, 0, -1):
+        for kept in itertools.combinations(modalities, size):
+            subsets.append(Condition(f"subset:{'+'.join(kept)}", "subset", tuple(kept)))
+    return subsets
+
+
+def missing_rate_conditions(
+    modalities: Sequence[str], rates: Sequence[float], seed: int
+) -> list[Condition]:
+    """Each modality missing at each rate, alone; rate 0 is the clean condition."""
+    conditions = []
+    for modality in modalities:
+        for rate in rates:
+            if rate == 0.0:
+                continue
+            missing = MissingModalities({modality: rate}, seed=seed, splits=("test",))
+            conditions.append(
+                Condition(
+                    f"missing:{modality}@{level_name(rate)}",
+                    "missing_rate",
+                    tuple(modalities),
+                    modality=modality,
+                    level=rate,
+                    missing=missing,
+                )
+            )
+    return conditions
+
+
+def noise_conditions(
+    modalities: Sequence[str],
+    perturbations: Mapping[str, Mapping[str, Any]],
+    levels: Sequence[float],
+    seed: int,
+) -> list[Condition]:
+    """Each perturbation of each modality at each level above 0.
+
+    Args:
+        modalities: The checkpoint's modalities.
+        perturbations: ``{modality: {name: partial config taking level and seed}}``.
+        levels: The levels.
+        seed: Seed of every perturbation.
+
+    Raises:
+        ValueError: Perturbations for a modality the checkpoint does not have.
+    """
+    unknown = sorted(set(perturbations) - set(modalities))
+    if unknown:
+        raise ValueError(
+            f"robustness.perturbations has {unknown}, but the checkpoint's modalities are "
+            f"{list(modalities)}"
+        )
+    conditions = []
+    for modality, named in perturbations.items():
+        for name, node in (named or {}).items():
+            for level in levels:
+                if level == 0.0:
+                    continue
+                conditions.append(
+                    Condition(
+                        f"noise:{modality}/{name}@{level_name(level)}",
+                        "noise",
+                        tuple(modalities),
+                        modality=modality,
+                        perturbation=name,
+                        level=level,
+                        perturb=_builder(node, level, seed),
+                    )
+                )
+    return conditions
+
+
+def _builder(node: Any, level: float, seed: int) -> Callable[[], Any]:
+    config = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+    return lambda: instantiate(dict(config), level=level, seed=seed)
+
+
+def build_grid(grid: Mapping[str, Any], modalities: Sequence[str]) -> list[Condition]:
+    """The conditions of a ``robustness`` config for a checkpoint with ``modalities``.
+
+    Args:
+        grid: ``name``, ``seed``, ``subsets`` (bool), ``missing_rates`` (levels),
+            ``levels`` and ``perturbations`` (``{modality: {name: config}}``), and optionally
+            ``modalities``, which must equal the checkpoint's.
+        modalities: The checkpoint's modalities.
+
+    Raises:
+        ValueError: Levels outside ``[0, 1]``, perturbations for modalities the checkpoint
+            lacks, a grid written for other modalities, or a perturbation that cannot be
+            built (named).
+    """
+    expected = grid.get("modalities")
+    if expected and sorted(expected) != sorted(modalities):
+        raise ValueError(
+            f"robustness.modalities={list(expected)} but the checkpoint's modalities are "
+            f"{list(modalities)}: this grid is for another model"
+        )
+    seed = int(grid.get("seed", 0))
+    conditions = [Condition("clean", "clean", tuple(modalities))]
+    if grid.get("subsets") and len(modalities) > 1:
+        conditions += subset_conditions(modalities)
+    rates = check_levels("robustness.missing_rates", grid.get("missing_rates") or [])
+    if rates and len(modalities) > 1:
+        conditions += missing_rate_conditions(modalities, rates, seed)
+    levels = check_levels("robustness.levels", grid.get("levels") or [])
+    perturbations = grid.get("perturbations") or {}
+    conditions += noise_conditions(modalities, perturbations, levels, seed)
+    for condition in conditions:
+        if condition.perturb is not None:
+            try:
+                condition.perturb()
+            except Exception as error:  # a bad _target_ or option, named before evaluating
+                raise ValueError(
+                    f"robustness.perturbations.{condition.modality}.{condition.perturbation}: "
+                    f"cannot be built ({error})"
+                ) from error
+    return conditions

@@ -3,9 +3,14 @@
 The checkpoint carries the resolved config of its run, so the model and data are rebuilt
 from it; ``overrides`` changes parts of that config (e.g. the batch size or a data root).
 
+With ``robustness=<grid>`` the checkpoint is scored under every condition of the grid
+(modalities missing, perturbed) instead, and ``robustness.json`` / ``.csv`` are written in
+the checkpoint's run folder (:mod:`mmexp.robustness`).
+
 Examples:
     mmexp-eval ckpt_path=outputs/train/runs/<date>/checkpoints/last.ckpt
     mmexp-eval ckpt_path=... 'overrides=["data.eval_batch_size=256"]'
+    mmexp-eval ckpt_path=... robustness=missing
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ from mmexp import CONFIG_DIR
 from mmexp.assemble import assemble
 from mmexp.fit import recorded, save_resolved_config
 from mmexp.resolve import EVAL_CHECKPOINT_KEY, resolve_run_config
-from mmexp.tracking.run_record import RunRecord
-from mmexp.utils.instantiate import build_trainer
+from mmexp.robustness.evaluate import evaluate_robustness
+from mmexp.robustness.store import ROBUSTNESS_FILE
+from mmexp.tracking.run_record import RESULTS_FILE, RunRecord
+from mmexp.utils.instantiate import build_test_trainer, build_trainer
 from mmexp.utils.quiet import silence_known_noise
 from mmexp.utils.resolvers import register_resolvers
 from mmexp.utils.summary import print_summary
@@ -50,14 +57,19 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         save_resolved_config(run_cfg, output_dir, EVALUATED_RUN_CONFIG)
         run = assemble(run_cfg, "eval")
         trainer = build_trainer(cfg)  # the eval config's trainer, callbacks and logger
-        trainer.test(run.module, datamodule=run.datamodule)
-        metrics.update(trainer.callback_metrics)
+        extra: dict[str, Any] = {}
+        if cfg.get("robustness"):
+            extra["robustness"] = score_robustness(cfg, run_cfg, run, trainer, metrics)
+        else:
+            trainer.test(run.module, datamodule=run.datamodule)
+            metrics.update(trainer.callback_metrics)
         if rank_zero_only.rank != 0:
             return {"metrics": metrics}
         result = record.finish(
             metrics,
             checkpoint=run_cfg[EVAL_CHECKPOINT_KEY],
             source_run=run_cfg.paths.get("output_dir"),
+            **extra,
         )
     print_summary(
         "mmexp eval: test metrics",
@@ -65,6 +77,40 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         {"checkpoint": cfg.ckpt_path, "eval folder": output_dir},
     )
     return result
+
+
+def robustness_folder(cfg: DictConfig, run_cfg: DictConfig) -> Path:
+    """Where ``robustness.json`` goes: ``robustness.output_dir``, else the checkpoint's run.
+
+    The run folder is the one holding the checkpoint's ``results.json`` (so that
+    ``mmexp-table`` finds the results beside the run's), else this eval folder.
+    """
+    chosen = cfg.robustness.get("output_dir")
+    if chosen:
+        return Path(chosen)
+    checkpoint = Path(run_cfg[EVAL_CHECKPOINT_KEY]).resolve()
+    for folder in (checkpoint.parent.parent, Path(run_cfg.paths.get("output_dir") or "")):
+        if (folder / RESULTS_FILE).is_file():
+            return folder
+    return Path(cfg.paths.output_dir)
+
+
+def score_robustness(
+    cfg: DictConfig, run_cfg: DictConfig, run: Any, trainer: Any, metrics: dict[str, Any]
+) -> dict[str, Any]:
+    """Score the checkpoint under ``cfg.robustness``; the clean condition's metrics as test's."""
+    folder = robustness_folder(cfg, run_cfg)
+    payload = evaluate_robustness(
+        run,
+        cfg.robustness,
+        folder,
+        str(run_cfg[EVAL_CHECKPOINT_KEY]),
+        lambda: build_test_trainer(cfg),
+        trainer.loggers,
+    )
+    clean = payload.get("conditions", {}).get("clean", {}).get("metrics", {})
+    metrics.update({f"test/{key}": value for key, value in clean.items()})
+    return {"file": str(folder / ROBUSTNESS_FILE), "conditions": len(payload.get("conditions", {}))}
 
 
 register_resolvers()

@@ -21,6 +21,7 @@ from mmexp.assemble import AssembledRun
 from mmexp.data.screening import skipped_report
 from mmexp.lit.checkpoint_io import newest_checkpoint
 from mmexp.lit.preemption import Preempted
+from mmexp.robustness.evaluate import robustness_after_test
 from mmexp.tracking.run_record import RunRecord
 from mmexp.tracking.wandb_logger import ResilientWandbLogger
 
@@ -118,6 +119,8 @@ def fit_and_test(trainer: pl.Trainer, run: AssembledRun, metrics: dict[str, Any]
     if cfg.get("test"):
         trainer.test(run.module, datamodule=run.datamodule, ckpt_path=best_path or None)
         metrics.update(trainer.callback_metrics)
+    # With robustness=<grid>: the tested weights under modalities missing or perturbed.
+    robustness = robustness_after_test(cfg, trainer, run, best_path or last_path or None)
     return {
         "tracking_fallbacks": [
             lg.fallback
@@ -131,6 +134,7 @@ def fit_and_test(trainer: pl.Trainer, run: AssembledRun, metrics: dict[str, Any]
         "data_skipped": skipped_report(run.datamodule.bad_samples),
         # label values in one row only or in no training row (manifest data sets check)
         "data_labels": getattr(run.datamodule, "label_report", {}),
+        **({"robustness": robustness} if robustness else {}),
     }
 
 

@@ -44,3 +44,19 @@ def build_trainer(cfg: DictConfig) -> pl.Trainer:
         callbacks=instantiate_group(cfg.get("callbacks"), "callbacks"),
         logger=instantiate_group(cfg.get("logger"), "logger") or False,
     )
+
+
+def build_test_trainer(cfg: DictConfig) -> pl.Trainer:
+    """A trainer of ``cfg.trainer`` (devices, strategy, precision) for extra test passes.
+
+    Without callbacks, loggers or checkpointing: the passes of a robustness evaluation score
+    a test-only module and log their results themselves.
+    """
+    return instantiate(
+        cfg.trainer,
+        callbacks=[],
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+    )

@@ -1,7 +1,9 @@
 """Collect run records: local run folders, or the runs of a W&B project.
 
 Every run becomes a flat record: its status, its metrics and the value of every config axis
-(``fusion``, ``data.task``, ``seed``...), so that tables can be grouped on any of them.
+(``fusion``, ``data.task``, ``seed``...), so that tables can be grouped on any of them. A
+``robustness.json`` beside a run's ``results.json`` adds its results to the metrics under
+the flat ``robust/...`` keys of :mod:`mmexp.robustness.keys`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from mmexp.robustness.keys import ROBUSTNESS_FILE, flat_metrics
 from mmexp.tracking.run_record import RESULTS_FILE
 
 log = logging.getLogger(__name__)
@@ -32,6 +35,7 @@ class RunResult:
         source: Where the run was read from (folder or W&B path).
         fusion_cost: Parameters of fusion and head and the fusion's FLOPs per sample
             (``results.json`` ``fusion_cost``), empty when the run has no fusion.
+        robustness: The run's ``robustness.json``, empty when it has none (W&B runs too).
     """
 
     status: str
@@ -40,6 +44,7 @@ class RunResult:
     choices: dict[str, str] = field(default_factory=dict)
     source: str = ""
     fusion_cost: dict[str, int] = field(default_factory=dict)
+    robustness: dict[str, Any] = field(default_factory=dict)
 
     def axis(self, name: str) -> Any:
         """Value of an axis: a config-group choice (``fusion``) or a dotted config key."""
@@ -56,18 +61,41 @@ class RunResult:
 
 
 def read_run_folder(folder: Path) -> RunResult:
-    """Read ``results.json`` and the resolved ``config.yaml`` of one run folder."""
+    """Read ``results.json``, the resolved ``config.yaml`` and any ``robustness.json``.
+
+    The robustness results join the metrics under their flat keys
+    (``robust/missing:text@0.5/acc``, ``robust/RR/missing:text``...); an unreadable
+    ``robustness.json`` is skipped with a warning and leaves the run's own metrics.
+    """
     payload = json.loads((folder / RESULTS_FILE).read_text())
     config_path = folder / "config.yaml"
     config = OmegaConf.to_container(OmegaConf.load(config_path)) if config_path.is_file() else {}
+    robustness, robust_metrics = read_robustness(folder)
     return RunResult(
         status=payload.get("status", "unknown"),
-        metrics=payload.get("metrics", {}),
+        metrics={**payload.get("metrics", {}), **robust_metrics},
         config=config,  # type: ignore[arg-type]
         choices=payload.get("choices", {}),
         source=str(folder),
         fusion_cost=payload.get("fusion_cost") or {},
+        robustness=robustness,
     )
+
+
+def read_robustness(folder: Path) -> tuple[dict[str, Any], dict[str, float]]:
+    """The ``robustness.json`` of a run folder and its flat metrics; empty when absent.
+
+    An unreadable or malformed file is skipped with a warning.
+    """
+    path = folder / ROBUSTNESS_FILE
+    if not path.is_file():
+        return {}, {}
+    try:
+        payload = json.loads(path.read_text())
+        return payload, flat_metrics(payload)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        log.warning("skipping unreadable %s: %s", path, error)
+        return {}, {}
 
 
 def collect_local(roots: Iterable[str | Path]) -> list[RunResult]:
@@ -93,6 +121,10 @@ def collect_local(roots: Iterable[str | Path]) -> list[RunResult]:
 
 def collect_wandb(path: str, group: str | None = None, api: Any = None) -> list[RunResult]:
     """The runs of a W&B project ``entity/project`` (optionally one group), via the API.
+
+    Every number of a run's summary becomes a metric, so robustness results logged under
+    the flat keys of :mod:`mmexp.robustness.keys` (``robust/missing:text@0.5/acc``,
+    ``robust/RR/missing:text``) read like those of local run folders.
 
     Args:
         path: ``entity/project``.

@@ -61,6 +61,8 @@ class Table:
     baseline: Any = None
     #: Trainable parameters of fusion + head of each row's runs (distinct values, sorted).
     row_params: dict[Any, list[int]] = field(default_factory=dict)
+    #: Metric key of each column when the columns are different metrics.
+    column_metrics: dict[Any, str] = field(default_factory=dict)
 
     def cell(self, row: Any, column: Any) -> Cell:
         """The cell at ``(row, column)``; an empty cell when no run had that pair."""
@@ -91,27 +93,95 @@ def build_table(
     Raises:
         ValueError: No run has the row axis, or the baseline is not a row.
     """
-    if mode not in ("max", "min"):
-        raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+    _check_mode(mode)
     cells: dict[tuple[Any, Any], Cell] = defaultdict(Cell)
     params: dict[Any, set[int]] = defaultdict(set)
     for run in runs:
-        row = run.axis(row_axis)
         column = run.axis(column_axis) if column_axis else metric
-        if row is None:
-            continue
-        if run.fusion_cost.get("trainable_params") is not None:
-            params[row].add(int(run.fusion_cost["trainable_params"]))
-        cell = cells[(row, column)]
-        value = run.metrics.get(metric)
-        if run.status != "completed" or value is None or not math.isfinite(value):
-            cell.failed += 1
-        else:
-            cell.values[run.axis(seed_axis)] = float(value)
+        _add_run(cells, params, run, row_axis, column, metric, seed_axis)
+    columns = sorted({key[1] for key in cells}, key=str)
+    return _finish(cells, params, columns, metric, row_axis, column_axis or "", mode, baseline)
+
+
+def build_columns_table(
+    runs: Sequence[RunResult],
+    columns: Sequence[tuple[str, str]],
+    row_axis: str,
+    seed_axis: str = "seed",
+    mode: str = "max",
+    baseline: Any = None,
+    metric: str = "",
+) -> Table:
+    """One column per metric key, side by side: each cell is a metric over seeds.
+
+    Used for robustness tables, where every column is a condition
+    (``robust/missing:text@0.5/acc``) or a summary (``robust/RR/missing:text``).
+
+    Args:
+        runs: Collected runs.
+        columns: ``(label, metric key)`` of each column, in display order.
+        row_axis: Axis whose values are the rows (``fusion``).
+        seed_axis: Axis that identifies repetitions; runs are paired on it for tests.
+        mode: ``max`` or ``min``: which direction is best in every column.
+        baseline: Row value to test every other row against (paired t-test over seeds).
+        metric: What the columns measure, for the legend.
+
+    Raises:
+        ValueError: No run has the row axis, or the baseline is not a row.
+    """
+    _check_mode(mode)
+    cells: dict[tuple[Any, Any], Cell] = defaultdict(Cell)
+    params: dict[Any, set[int]] = defaultdict(set)
+    for run in runs:
+        for label, key in columns:
+            _add_run(cells, params, run, row_axis, label, key, seed_axis)
+    table = _finish(
+        cells, params, [label for label, _ in columns], metric, row_axis, "", mode, baseline
+    )
+    table.column_metrics = dict(columns)
+    return table
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+
+
+def _add_run(
+    cells: dict[tuple[Any, Any], Cell],
+    params: dict[Any, set[int]],
+    run: RunResult,
+    row_axis: str,
+    column: Any,
+    metric: str,
+    seed_axis: str,
+) -> None:
+    row = run.axis(row_axis)
+    if row is None:
+        return
+    if run.fusion_cost.get("trainable_params") is not None:
+        params[row].add(int(run.fusion_cost["trainable_params"]))
+    cell = cells[(row, column)]
+    value = run.metrics.get(metric)
+    if run.status != "completed" or value is None or not math.isfinite(value):
+        cell.failed += 1
+    else:
+        cell.values[run.axis(seed_axis)] = float(value)
+
+
+def _finish(
+    cells: dict[tuple[Any, Any], Cell],
+    params: dict[Any, set[int]],
+    columns: list[Any],
+    metric: str,
+    row_axis: str,
+    column_axis: str,
+    mode: str,
+    baseline: Any,
+) -> Table:
     if not cells:
         raise ValueError(f"no run has a value for the row axis {row_axis!r}")
     rows = sorted({key[0] for key in cells}, key=str)
-    columns = sorted({key[1] for key in cells}, key=str)
     if baseline is not None and str(baseline) not in {str(r) for r in rows}:
         raise ValueError(f"baseline {baseline!r} is not a value of {row_axis!r}: {rows}")
     table = Table(
@@ -120,7 +190,7 @@ def build_table(
         dict(cells),
         metric,
         row_axis,
-        column_axis or "",
+        column_axis,
         baseline,
         {row: sorted(values) for row, values in params.items()},
     )

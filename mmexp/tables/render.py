@@ -112,7 +112,11 @@ def to_latex(table: Table, digits: int = 2, scale: float = 100.0, params: bool =
 
 
 def write_csv(table: Table, path: Path) -> None:
-    """One line per cell with the raw numbers (unscaled), for further analysis."""
+    """One line per cell with the raw numbers (unscaled), for further analysis.
+
+    The ``metric`` field is the column's own metric key when the columns are different
+    metrics (robustness conditions), else the table's metric.
+    """
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(
@@ -137,7 +141,7 @@ def write_csv(table: Table, path: Path) -> None:
                     [
                         row,
                         column,
-                        table.metric,
+                        table.column_metrics.get(column, table.metric),
                         "" if math.isnan(cell.mean) else cell.mean,
                         "" if math.isnan(cell.std) else cell.std,
                         cell.n,

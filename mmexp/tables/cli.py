@@ -5,6 +5,9 @@ Examples:
     mmexp-table outputs/ --rows fusion --cols data.task --metric test/f1_macro \
         --baseline concat --params --out tables/fusion
     mmexp-table --wandb my-team/mmexp --group fusion_ablation --rows fusion --cols data.task
+    mmexp-table outputs/train/multiruns/2026-11-23_10-00-00 --rows fusion \
+        --robustness clean subset:image subset:text RR/missing:text \
+        --robustness-curve missing:text --out tables/robustness
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from mmexp.tables.aggregate import build_table
-from mmexp.tables.collect import collect_local, collect_wandb
+from mmexp.robustness.plot import plot_curves, save_png
+from mmexp.tables.aggregate import Table, build_columns_table, build_table
+from mmexp.tables.collect import RunResult, collect_local, collect_wandb
 from mmexp.tables.render import to_latex, to_markdown, write_bar_chart, write_csv
+from mmexp.tables.robust import condition_metric, robustness_columns
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,19 +59,62 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=Path("table"),
         help="output path prefix: writes .md, .tex, .csv and .png",
     )
+    robustness = parser.add_argument_group(
+        "robustness", "results of mmexp-eval robustness=<grid> (robustness.json or robust/ keys)"
+    )
+    robustness.add_argument(
+        "--robustness",
+        nargs="+",
+        metavar="CONDITION",
+        help="one column per condition (subset:image, missing:text@0.5), per level of a curve "
+        "(missing:text, noise:image/gaussian_noise) or summary (RR/<curve>, ER/<curve>), "
+        "of --metric without test/; replaces --cols",
+    )
+    robustness.add_argument(
+        "--robustness-curve",
+        nargs="+",
+        default=[],
+        metavar="CURVE",
+        help="also plot the curve, one line per row (mean ± std over seeds): "
+        "writes <out>_curve_<curve>.png",
+    )
     args = parser.parse_args(argv)
     if not args.runs and not args.wandb:
         parser.error("give one or more run folders, or --wandb ENTITY/PROJECT")
+    if args.robustness and args.cols:
+        parser.error("--robustness puts the conditions in the columns: drop --cols")
     return args
+
+
+def curve_path(out: Path, curve: str) -> Path:
+    """``<out>_curve_<curve>.png`` with ``:`` and ``/`` of the curve name as ``-``."""
+    slug = curve.replace(":", "-").replace("/", "-")
+    return out.with_name(f"{out.name}_curve_{slug}.png")
+
+
+def _table(args: argparse.Namespace, runs: list[RunResult]) -> Table:
+    if not args.robustness:
+        return build_table(
+            runs, args.metric, args.rows, args.cols, args.seed_axis, args.mode, args.baseline
+        )
+    metric = condition_metric(args.metric)
+    columns = robustness_columns(runs, args.robustness, metric)
+    return build_columns_table(
+        runs,
+        columns,
+        args.rows,
+        args.seed_axis,
+        args.mode,
+        args.baseline,
+        f"{metric} by robustness condition",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Build the table, print the Markdown version and write all formats."""
     args = parse_args(argv)
     runs = collect_wandb(args.wandb, args.group) if args.wandb else collect_local(args.runs)
-    table = build_table(
-        runs, args.metric, args.rows, args.cols, args.seed_axis, args.mode, args.baseline
-    )
+    table = _table(args, runs)
     markdown = to_markdown(table, args.digits, args.scale, args.params)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text(markdown)
@@ -75,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     write_bar_chart(table, args.out.with_suffix(".png"), args.scale)
     sys.stdout.write(markdown)
     sys.stdout.write(f"written: {args.out}.{{md,tex,csv,png}} from {len(runs)} runs\n")
+    for curve in args.robustness_curve:
+        figure = plot_curves(
+            runs, curve, condition_metric(args.metric), args.rows, args.seed_axis, args.scale
+        )
+        sys.stdout.write(f"written: {save_png(figure, curve_path(args.out, curve))}\n")
     return 0
 
 

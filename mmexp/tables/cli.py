@@ -6,7 +6,7 @@ Examples:
         --baseline concat --params --out tables/fusion
     mmexp-table --wandb my-team/mmexp --group fusion_ablation --rows fusion --cols data.task
     mmexp-table outputs/train/multiruns/2026-11-23_10-00-00 --rows fusion \
-        --robustness clean subset:image subset:text RR/missing:text \
+        --robustness clean subset:image subset:text RR/missing:text --er-baseline late \
         --robustness-curve missing:text --out tables/robustness
 """
 
@@ -20,7 +20,7 @@ from mmexp.robustness.plot import plot_curves, save_png
 from mmexp.tables.aggregate import Table, build_columns_table, build_table
 from mmexp.tables.collect import RunResult, collect_local, collect_wandb
 from mmexp.tables.render import to_latex, to_markdown, write_bar_chart, write_csv
-from mmexp.tables.robust import condition_metric, robustness_columns
+from mmexp.tables.robust import condition_metric, robustness_columns, with_effective_robustness
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -71,6 +71,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "of --metric without test/; replaces --cols",
     )
     robustness.add_argument(
+        "--er-baseline",
+        metavar="ROW",
+        help="compute ER/<curve> of each run against the run of this row with the same "
+        "seed (and --cols value), from their robustness.json",
+    )
+    robustness.add_argument(
         "--robustness-curve",
         nargs="+",
         default=[],
@@ -114,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     """Build the table, print the Markdown version and write all formats."""
     args = parse_args(argv)
     runs = collect_wandb(args.wandb, args.group) if args.wandb else collect_local(args.runs)
+    if args.er_baseline is not None:
+        pair = [args.seed_axis, *([args.cols] if args.cols else [])]
+        runs = with_effective_robustness(runs, args.rows, args.er_baseline, pair)
     table = _table(args, runs)
     markdown = to_markdown(table, args.digits, args.scale, args.params)
     args.out.parent.mkdir(parents=True, exist_ok=True)

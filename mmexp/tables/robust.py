@@ -1,4 +1,4 @@
-"""Robustness columns for ``mmexp-table``: the flat keys that a request names.
+"""Robustness columns for ``mmexp-table``, and effective robustness against a baseline row.
 
 The keys are those of :mod:`mmexp.robustness.keys` (``robust/<condition>/<metric>``,
 ``robust/RR/<curve>``, ``robust/ER/<curve>``), read from each run's ``robustness.json``
@@ -7,15 +7,22 @@ or from a W&B run summary.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Sequence
+from typing import Any
 
 from mmexp.robustness.keys import (
+    EFFECTIVE,
     PREFIX,
     SUMMARY_KINDS,
     metric_key,
     summary_key,
 )
+from mmexp.robustness.summary import summarize
 from mmexp.tables.collect import RunResult
+
+log = logging.getLogger(__name__)
 
 TEST_PREFIX = "test/"
 
@@ -90,3 +97,51 @@ def _conditions(known: set[str], metric: str) -> list[str]:
         if key.startswith(f"{PREFIX}/") and key.endswith(tail)
     }
     return sorted(names)
+
+
+def with_effective_robustness(
+    runs: Sequence[RunResult],
+    row_axis: str,
+    baseline_row: Any,
+    pair_axes: Sequence[str] = ("seed",),
+) -> list[RunResult]:
+    """Runs with ``robust/ER/<curve>`` against the baseline row's run of the same pair.
+
+    Each run with a ``robustness.json`` is summarised against the run whose ``row_axis``
+    value is ``baseline_row`` and whose ``pair_axes`` values (seed, column axis) equal its
+    own, on the primary metric of its ``robustness.json`` (see
+    :func:`mmexp.robustness.summary.effective_robustness`; the baseline's own effective
+    robustness is 0). The values replace any stored in ``robustness.json``; runs without
+    a completed baseline run to pair with keep their metrics.
+
+    Raises:
+        ValueError: No completed run of the baseline row has a ``robustness.json``, or a
+            run's metric direction (``mode``) differs from its baseline's.
+    """
+    baselines = {
+        _pair(run, pair_axes): run
+        for run in runs
+        if str(run.axis(row_axis)) == str(baseline_row)
+        and run.robustness
+        and run.status == "completed"
+    }
+    if not baselines:
+        raise ValueError(f"no completed run of {row_axis}={baseline_row!r} has a robustness.json")
+    result, unpaired = [], 0
+    for run in runs:
+        reference = baselines.get(_pair(run, pair_axes))
+        if not run.robustness or reference is None:
+            unpaired += bool(run.robustness)
+            result.append(run)
+            continue
+        effective = summarize(run.robustness, reference.robustness)["effective_robustness"]
+        metrics = dict(run.metrics)
+        metrics.update({summary_key(EFFECTIVE, c): value for c, value in effective.items()})
+        result.append(dataclasses.replace(run, metrics=metrics))
+    if unpaired:
+        log.warning("%d runs have no %s=%s run to pair with", unpaired, row_axis, baseline_row)
+    return result
+
+
+def _pair(run: RunResult, axes: Sequence[str]) -> tuple[str, ...]:
+    return tuple(str(run.axis(axis)) for axis in axes)

@@ -37,16 +37,19 @@ def read_csv(path):
 def test_conditions_curves_and_summaries_side_by_side(runs_dir, tmp_path, capsys):
     out = tmp_path / "tables" / "robustness"
     argv = [str(runs_dir), "--rows", "fusion", "--out", str(out), "--robustness"]
-    argv += ["clean", "subset:image", "missing:text", "RR/missing:text"]
-    assert main([*argv, "--robustness-curve", "missing:text"]) == 0
+    argv += ["clean", "subset:image", "missing:text", "RR/missing:text", "ER/missing:text"]
+    assert main([*argv, "--er-baseline", "late", "--robustness-curve", "missing:text"]) == 0
     printed = capsys.readouterr().out
     header = "| fusion | clean | subset:image | missing:text@0.5 | missing:text@1.0 |"
-    assert header + " RR/missing:text |" in printed
+    assert header + " RR/missing:text | ER/missing:text |" in printed
     assert "| concat | **85.00 ± 7.07 (2)** | **65.00 ± 7.07 (2)** |" in printed
     assert "acc by robustness condition (x100)" in printed
     rows = read_csv(out.with_suffix(".csv"))
     concat_rr = rows[("concat", "robust/RR/missing:text")]
     assert float(concat_rr["mean"]) == pytest.approx((0.775 + 0.65) / 2)
+    # Against late fusion of the same seed: 0.125 (seed 1) and -0.05 (seed 2); late: 0.
+    assert float(rows[("concat", "robust/ER/missing:text")]["mean"]) == pytest.approx(0.0375)
+    assert float(rows[("late", "robust/ER/missing:text")]["mean"]) == pytest.approx(0.0)
     assert rows[("late", "robust/clean/acc")]["failed"] == "1"
     assert float(rows[("late", "robust/missing:text@1.0/acc")]["mean"]) == pytest.approx(0.35)
     curve = curve_path(out, "missing:text")
@@ -75,3 +78,5 @@ def test_min_metrics_and_conditions_named_wrong(runs_dir, tmp_path, capsys):
         main([str(runs_dir), "--rows", "fusion", "--robustness", "subset:audio"])
     with pytest.raises(SystemExit):
         main([str(runs_dir), "--rows", "fusion", "--cols", "seed", "--robustness", "clean"])
+    with pytest.raises(ValueError, match="no completed run of fusion='x' has a robustness.json"):
+        main([str(runs_dir), "--rows", "fusion", "--robustness", "clean", "--er-baseline", "x"])

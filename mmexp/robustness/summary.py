@@ -163,10 +163,12 @@ def effective_robustness(
     the baseline's moved up or down.
 
     MultiBench's code (``effective_robustness_helper``) computes the same shifted baseline
-    but adds up :math:`f - \beta_f` over its levels (``np.sum``) instead of taking the area,
-    so its value grows with the number of levels and weights the end points fully; the area
-    here matches the paper's area-under-the-curve framing and is comparable across grids.
-    Its cross-method min-max normalisation is not applied either.
+    but adds up :math:`f - \beta_f` over its levels (``np.sum``) instead of taking an area.
+    A sum grows with the number of levels and ignores their spacing, so the differences are
+    reduced here as :func:`relative_robustness` reduces a curve: ER is then
+    in the metric's units like RR and comparable across grids. On MultiBench's 11 levels
+    0, 0.1, ..., 1 its sum is :math:`10\,\mathrm{ER} + (f - \beta_f)(1) / 2`. Its
+    cross-method min-max normalisation is not applied either.
 
     Args:
         levels: Increasing levels starting at 0 (the clean test set), at least two.
@@ -178,8 +180,8 @@ def effective_robustness(
     """
     if len(baseline_values) != len(values):
         raise ValueError(f"baseline has {len(baseline_values)} values, model {len(values)}")
-    if not levels or levels[0] != 0.0:
-        raise ValueError(f"effective robustness needs the clean level 0 first, got {levels}")
+    if len(levels) == 0 or float(levels[0]) != 0.0:
+        raise ValueError(f"effective robustness needs the clean level 0 first, got {list(levels)}")
     model = np.asarray(values, dtype=float)
     baseline = np.asarray(baseline_values, dtype=float)
     shifted = baseline + (model[0] - baseline[0])

@@ -60,6 +60,16 @@ def test_effective_robustness_is_zero_for_the_baseline_and_its_shifted_copies():
         effective_robustness(levels, [0.9, 0.8, 0.6], [0.8, 0.6])
 
 
+def test_multibench_sum_on_its_eleven_levels_is_ten_times_the_area_plus_half_the_end():
+    levels = np.linspace(0.0, 1.0, 11)
+    model = 0.9 - 0.3 * levels**2
+    baseline = 0.8 - 0.5 * levels
+    shifted = baseline + (model[0] - baseline[0])
+    multibench = float(np.sum(model - shifted))
+    end = (model - shifted)[-1]
+    assert multibench == pytest.approx(10 * effective_robustness(levels, model, baseline) + end / 2)
+
+
 MODEL = make_payload(
     0.9,
     subsets={"image": 0.7, "text": 0.6},

@@ -1,4 +1,4 @@
-"""Fake robustness.json payloads and run folders in the format of ROBUSTNESS_SPEC."""
+"""Fake robustness.json payloads and run folders, as mmexp-eval robustness=<grid> writes them."""
 
 import json
 from pathlib import Path

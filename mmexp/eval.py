@@ -27,7 +27,7 @@ from mmexp.assemble import assemble
 from mmexp.fit import recorded, save_resolved_config
 from mmexp.resolve import EVAL_CHECKPOINT_KEY, resolve_run_config
 from mmexp.robustness.evaluate import evaluate_robustness
-from mmexp.robustness.store import ROBUSTNESS_FILE
+from mmexp.robustness.keys import ROBUSTNESS_FILE
 from mmexp.tracking.run_record import RESULTS_FILE, RunRecord
 from mmexp.utils.instantiate import build_test_trainer, build_trainer
 from mmexp.utils.quiet import silence_known_noise

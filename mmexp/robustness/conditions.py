@@ -136,6 +136,7 @@ def noise_conditions(
     perturbations: Mapping[str, Mapping[str, Any]],
     levels: Sequence[float],
     seed: int,
+    strict: bool = False,
 ) -> list[Condition]:
     """Each perturbation of each modality at each level above 0.
 
@@ -144,18 +145,22 @@ def noise_conditions(
         perturbations: ``{modality: {name: partial config taking level and seed}}``.
         levels: The levels.
         seed: Seed of every perturbation.
+        strict: Refuse perturbations for modalities the checkpoint lacks (a grid written
+            for one model); else they are left out, so one grid serves many models.
 
     Raises:
-        ValueError: Perturbations for a modality the checkpoint does not have.
+        ValueError: With ``strict``, perturbations for a modality the checkpoint lacks.
     """
     unknown = sorted(set(perturbations) - set(modalities))
-    if unknown:
+    if unknown and strict:
         raise ValueError(
             f"robustness.perturbations has {unknown}, but the checkpoint's modalities are "
             f"{list(modalities)}"
         )
     conditions = []
     for modality, named in perturbations.items():
+        if modality not in modalities:
+            continue
         for name, node in (named or {}).items():
             for level in levels:
                 if level == 0.0:
@@ -175,8 +180,10 @@ def noise_conditions(
 
 
 def _builder(node: Any, level: float, seed: int) -> Callable[[], Any]:
+    """Builds the perturbation of ``node`` (a ``_partial_`` config) at ``level``."""
     config = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
-    return lambda: instantiate(dict(config), level=level, seed=seed)
+    config = {key: value for key, value in dict(config).items() if key != "_partial_"}
+    return lambda: instantiate(config, level=level, seed=seed)
 
 
 def build_grid(grid: Mapping[str, Any], modalities: Sequence[str]) -> list[Condition]:
@@ -208,7 +215,7 @@ def build_grid(grid: Mapping[str, Any], modalities: Sequence[str]) -> list[Condi
         conditions += missing_rate_conditions(modalities, rates, seed)
     levels = check_levels("robustness.levels", grid.get("levels") or [])
     perturbations = grid.get("perturbations") or {}
-    conditions += noise_conditions(modalities, perturbations, levels, seed)
+    conditions += noise_conditions(modalities, perturbations, levels, seed, strict=bool(expected))
     for condition in conditions:
         if condition.perturb is not None:
             try:

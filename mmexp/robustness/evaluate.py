@@ -28,8 +28,12 @@ from mmexp.assemble import AssembledRun
 from mmexp.builders import encoder_processors
 from mmexp.data.cached_datamodule import CachedDataModule
 from mmexp.robustness.conditions import Condition, build_grid
+from mmexp.robustness.keys import ROBUSTNESS_FILE, flat_metrics, metric_key
+from mmexp.robustness.perturbations import PerturbedProcessor, check_applies, value_kind
+from mmexp.robustness.plot import write_curve_png
 from mmexp.robustness.probe import ConditionProbe, check_scorable
-from mmexp.robustness.store import ROBUSTNESS_FILE, RobustnessStore
+from mmexp.robustness.store import ROBUSTNESS_PNG, RobustnessStore, csv_rows
+from mmexp.robustness.summary import curves, summarize
 from mmexp.utils.instantiate import build_test_trainer
 
 log = logging.getLogger(__name__)
@@ -56,8 +60,6 @@ def complete_test_split(datamodule: Any) -> Any:
 @contextmanager
 def perturbed(datamodule: Any, module: Any, condition: Condition) -> Any:
     """The data module with ``condition``'s modality perturbed before its preprocessing."""
-    from mmexp.robustness.perturbations import PerturbedProcessor
-
     train, evaluation = encoder_processors(module)
     assert condition.perturb is not None and condition.modality is not None
     changed = dict(evaluation)
@@ -116,18 +118,84 @@ def evaluate_robustness(
     log.info("robustness: %d conditions, %d to score", len(conditions), len(todo))
     removing = [c for c in todo if c.removes_only]
     data = run.datamodule
+    raw = data.base if isinstance(data, CachedDataModule) else data
+    check_perturbations(raw, [c for c in todo if not c.removes_only])
     if removing:
         results = _score(make_trainer, module, removing, data)
         _record(store, loggers, removing, results)
-    raw = data.base if isinstance(data, CachedDataModule) else data
     for condition in (c for c in todo if not c.removes_only):
         with perturbed(raw, module, condition):
             results = _score(make_trainer, module, [condition], raw)
         _record(store, loggers, [condition], results)
     if store is None:
         return {}
-    store.write()
+    finish(store, load_baseline(grid.get("baseline")), loggers)
     return store.payload
+
+
+def load_baseline(path: str | None) -> dict[str, Any] | None:
+    """The baseline's ``robustness.json`` for effective robustness (a file or its run folder).
+
+    Raises:
+        FileNotFoundError: ``robustness.baseline`` names no such file.
+    """
+    if not path:
+        return None
+    file = Path(path)
+    if file.is_dir():
+        file = file / ROBUSTNESS_FILE
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"robustness.baseline={path}: no {ROBUSTNESS_FILE} there (run the baseline's "
+            "robustness evaluation first)"
+        )
+    return json.loads(file.read_text())
+
+
+def finish(
+    store: RobustnessStore, baseline: Mapping[str, Any] | None, loggers: Sequence[Any]
+) -> None:
+    """Summarise the curves, plot them, and give the loggers the summaries, table and plot."""
+    store.set_summary(summarize(store.payload, baseline))
+    flat = flat_metrics(store.payload)
+    summaries = {key: value for key, value in flat.items() if key.split("/")[1] in ("RR", "ER")}
+    png = None
+    if curves(store.payload):
+        png = write_curve_png(store.payload, store.folder / ROBUSTNESS_PNG)
+    columns, rows = csv_rows(store.payload)
+    for logger in loggers:
+        if summaries:
+            logger.log_metrics(summaries)
+            logger.save()
+        # W&B's logger also takes the table and the plot.
+        if hasattr(logger, "log_table"):
+            logger.log_table(key="robustness/table", columns=columns, data=rows)
+        if png is not None and hasattr(logger, "log_image"):
+            logger.log_image(key="robustness/curves", images=[str(png)])
+
+
+def check_perturbations(datamodule: Any, conditions: Sequence[Condition]) -> None:
+    """Refuse, before any pass, a perturbation that cannot take its modality's values.
+
+    The values are those of the first test sample as decoded (data modules that can hand
+    out unprocessed samples: ``dataset(stage, processed=False)``).
+
+    Raises:
+        ValueError: A perturbation does not apply (named with the modality).
+    """
+    if not conditions or not hasattr(datamodule, "dataset"):
+        return
+    datamodule.setup("test")
+    sample = datamodule.dataset("test", processed=False)[0]
+    for condition in conditions:
+        assert condition.modality is not None and condition.perturb is not None
+        kind = value_kind(sample[condition.modality])
+        try:
+            check_applies(condition.perturb(), condition.modality, kind)
+        except ValueError as error:
+            raise ValueError(
+                f"robustness.perturbations.{condition.modality}.{condition.perturbation}: {error}"
+            ) from None
 
 
 def _score(
@@ -152,7 +220,7 @@ def _record(
         return
     store.add(conditions, results)
     flat = {
-        f"robust/{name}/{metric}": value
+        metric_key(name, metric): value
         for name, values in results.items()
         for metric, value in values.items()
     }

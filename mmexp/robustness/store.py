@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from mmexp.robustness.conditions import Condition
+from mmexp.robustness.keys import ROBUSTNESS_FILE
 from mmexp.tracking.run_record import write_json_atomic
 
 log = logging.getLogger(__name__)
 
-ROBUSTNESS_FILE = "robustness.json"
 ROBUSTNESS_CSV = "robustness.csv"
+#: The curves of the run as a PNG (logged to W&B beside the table).
+ROBUSTNESS_PNG = "robustness_curves.png"
 #: Version of the layout of ``robustness.json``.
 FORMAT = 1
 

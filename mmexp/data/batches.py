@@ -21,12 +21,15 @@ class ClassificationBatch(TypedDict, total=False):
         index: ``[B]`` row of each sample in its split.
         content: ``[B]`` content ids (``data.content_column``): rows showing the same scene.
         num_skipped: Samples left out of this batch because they could not be read.
+        present: ``{modality: [B] bool}``, ``False`` where a sample lacks the modality
+            (``data.missing``, :mod:`mmexp.data.missing`); absent when every sample has all.
     """
 
     label: torch.Tensor
     index: torch.Tensor
     content: torch.Tensor
     num_skipped: int
+    present: dict[str, torch.Tensor]
 
 
 class RetrievalBatch(TypedDict, total=False):

@@ -167,11 +167,15 @@ def finish(
         if summaries:
             logger.log_metrics(summaries)
             logger.save()
-        # W&B's logger also takes the table and the plot.
-        if hasattr(logger, "log_table"):
-            logger.log_table(key="robustness/table", columns=columns, data=rows)
-        if png is not None and hasattr(logger, "log_image"):
-            logger.log_image(key="robustness/curves", images=[str(png)])
+        # W&B's logger also takes the table and the plot; they copy what is on disk, so a
+        # logger that cannot take them costs a warning, not the results.
+        try:
+            if hasattr(logger, "log_table"):
+                logger.log_table(key="robustness/table", columns=columns, data=rows)
+            if png is not None and hasattr(logger, "log_image"):
+                logger.log_image(key="robustness/curves", images=[str(png)])
+        except Exception as error:  # noqa: BLE001 - any logger failure
+            log.warning("robustness: %s could not log the table or plot: %s", logger, error)
 
 
 def check_perturbations(datamodule: Any, conditions: Sequence[Condition]) -> None:

@@ -110,7 +110,10 @@ class RobustnessStore:
 
 
 def csv_rows(payload: Mapping[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    """The columns and rows of ``robustness.csv``: one row per condition."""
+    """The columns and rows of ``robustness.csv``: one row per condition.
+
+    Empty cells are ``None`` (a column keeps one type, as W&B tables require).
+    """
     conditions = payload["conditions"]
     metrics = sorted({key for entry in conditions.values() for key in entry["metrics"]})
     columns = ["name", "kind", "modality", "perturbation", "level", "present", *metrics]
@@ -120,11 +123,11 @@ def csv_rows(payload: Mapping[str, Any]) -> tuple[list[str], list[list[Any]]]:
             [
                 name,
                 entry["kind"],
-                entry.get("modality") or "",
-                entry.get("perturbation") or "",
-                "" if entry.get("level") is None else entry["level"],
+                entry.get("modality"),
+                entry.get("perturbation"),
+                entry.get("level"),
                 "+".join(entry.get("present") or []),
-                *(entry["metrics"].get(key, "") for key in metrics),
+                *(entry["metrics"].get(key) for key in metrics),
             ]
         )
     return columns, rows
@@ -136,4 +139,4 @@ def write_csv(payload: Mapping[str, Any], path: Path) -> None:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
-        writer.writerows(rows)
+        writer.writerows([["" if cell is None else cell for cell in row] for row in rows])

@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 from hydra.utils import get_class
-from omegaconf import OmegaConf
 from torch import nn
 
 from mmexp.encoders import EncoderOutput
@@ -25,20 +24,9 @@ from tests.helpers.fusion import (
     check_sample_without_any_modality_stays_finite,
     check_shape_finite_and_gradients,
     make_features,
+    strategy_cases,
     strategy_class,
 )
-
-
-def cases() -> list:
-    params = []
-    for path in CONFIGS:
-        fixed = OmegaConf.load(path).get("modality")  # unimodal_<m>: only sets with <m>
-        for modalities in MODALITY_SETS:
-            if fixed is not None and fixed not in modalities:
-                continue
-            if len(modalities) >= strategy_class(path).min_modalities:
-                params.append(pytest.param(path, modalities, id=f"{path.stem}-{len(modalities)}"))
-    return params
 
 
 def test_every_strategy_has_a_config():
@@ -49,22 +37,22 @@ def test_every_strategy_has_a_config():
     assert exported <= names
 
 
-@pytest.mark.parametrize(("path", "modalities"), cases())
+@pytest.mark.parametrize(("path", "modalities"), strategy_cases())
 def test_shape_finite_and_gradients(path, modalities):
     check_shape_finite_and_gradients(path, modalities)
 
 
-@pytest.mark.parametrize(("path", "modalities"), cases())
+@pytest.mark.parametrize(("path", "modalities"), strategy_cases())
 def test_padding_does_not_change_output(path, modalities):
     check_padding_does_not_change_output(path, modalities)
 
 
-@pytest.mark.parametrize(("path", "modalities"), cases())
+@pytest.mark.parametrize(("path", "modalities"), strategy_cases())
 def test_absent_modality_is_ignored(path, modalities):
     check_absent_modality_is_ignored(path, modalities)
 
 
-@pytest.mark.parametrize(("path", "modalities"), cases())
+@pytest.mark.parametrize(("path", "modalities"), strategy_cases())
 def test_sample_without_any_modality_stays_finite(path, modalities):
     check_sample_without_any_modality_stays_finite(path, modalities)
 
@@ -178,7 +166,7 @@ def test_attention_heads_must_divide_the_width(name):
         cls(modalities=["image", "text"], dim=8, heads=3)
 
 
-@pytest.mark.parametrize(("path", "modalities"), cases())
+@pytest.mark.parametrize(("path", "modalities"), strategy_cases())
 def test_non_finite_placeholders_reach_neither_outputs_nor_gradients(path, modalities):
     # An absent modality's values and padded tokens may be anything the data path leaves
     # there, NaN included: masking by multiplication, or computing on the placeholders

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
+import pytest
 import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
@@ -22,6 +23,19 @@ DIM, BATCH, NUM_CLASSES = 16, 4, 3
 
 def strategy_class(path: Path) -> type[FusionStrategy]:
     return get_class(OmegaConf.load(path)._target_)
+
+
+def strategy_cases() -> list:
+    """A ``(config path, modalities)`` param for every config and modality set it accepts."""
+    params = []
+    for path in CONFIGS:
+        fixed = OmegaConf.load(path).get("modality")  # unimodal_<m>: only sets with <m>
+        for modalities in MODALITY_SETS:
+            if fixed is not None and fixed not in modalities:
+                continue
+            if len(modalities) >= strategy_class(path).min_modalities:
+                params.append(pytest.param(path, modalities, id=f"{path.stem}-{len(modalities)}"))
+    return params
 
 
 def build(path: Path, modalities, direct: bool = False, **overrides) -> FusionStrategy:

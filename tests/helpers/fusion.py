@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from itertools import combinations
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,112 @@ def make_features(modalities, seed: int = 0, grad: bool = False) -> dict[str, En
         pooled = torch.randn(BATCH, DIM, generator=generator, requires_grad=grad)
         features[name] = EncoderOutput(tokens, mask, pooled)
     return features
+
+
+def presence_rows(modalities) -> list[tuple[bool, ...]]:
+    """Every presence pattern with at least one modality, as rows of a ``[B, M]`` matrix."""
+    count = len(modalities)
+    return [
+        tuple(i in subset for i in range(count))
+        for size in range(1, count + 1)
+        for subset in combinations(range(count), size)
+    ]
+
+
+def rows_without(modalities, absent) -> list[tuple[bool, ...]]:
+    """Every pattern of the other modalities with at least one of them; ``absent`` in none."""
+    rest = [m for m in modalities if m not in absent]
+    return [
+        tuple(row[rest.index(m)] if m in rest else False for m in modalities)
+        for row in presence_rows(rest)
+    ]
+
+
+def as_present(features, value: float) -> dict[str, EncoderOutput]:
+    """Every modality marked present, absent pooled vectors replaced by ``value``."""
+    return {
+        m: EncoderOutput(f.tokens, f.mask, f.pooled.masked_fill(~f.present[:, None], value))
+        for m, f in features.items()
+    }
+
+
+def placeholder(kind: str, shape, seed: int = 0) -> torch.Tensor:
+    """Values a data path may leave where features are missing: NaN, noise or near-overflow."""
+    generator = torch.Generator().manual_seed(seed)
+    if kind == "nan":
+        return torch.full(shape, float("nan"))
+    if kind == "zeros":
+        return torch.zeros(shape)
+    noise = torch.randn(shape, generator=generator)
+    if kind == "random":
+        return 100 * noise
+    if kind == "huge":  # a product of two overflows to inf, and inf * 0 is NaN
+        return 1e38 * noise.sign()
+    raise ValueError(f"unknown placeholder kind {kind!r}")
+
+
+def subset_features(
+    modalities, rows, fill: str = "nan", empty_absent: bool = False, seed: int = 0
+) -> dict[str, EncoderOutput]:
+    """One sample per presence row, padded, with ``fill`` in padded tokens and absent rows.
+
+    The real values depend on ``seed`` only, so two calls that differ in ``fill`` or
+    ``empty_absent`` differ in placeholders alone. ``empty_absent`` also gives absent rows
+    no real token (all-False mask), as when the encoder did not run on them.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    present = torch.tensor(rows, dtype=torch.bool)
+    batch = len(rows)
+    features = {}
+    for index, name in enumerate(modalities):
+        length = LENGTHS[name]
+        mask = torch.arange(length)[None, :] < 1 + torch.arange(batch)[:, None] % length
+        tokens = torch.randn(batch, length, DIM, generator=generator)
+        pooled = torch.randn(batch, DIM, generator=generator)
+        absent = ~present[:, index]
+        if empty_absent:
+            mask[absent] = False
+        tokens = torch.where(mask[..., None], tokens, placeholder(fill, tokens.shape, seed + 1))
+        tokens[absent] = placeholder(fill, tokens[absent].shape, seed + 2)
+        pooled[absent] = placeholder(fill, pooled[absent].shape, seed + 3)
+        features[name] = EncoderOutput(tokens, mask, pooled, present[:, index].clone())
+    return features
+
+
+def absent_placeholder(batch: int, fill: str = "zeros") -> EncoderOutput:
+    """A modality absent from the whole batch, built without its encoder: one masked token."""
+    return EncoderOutput(
+        placeholder(fill, (batch, 1, DIM)),
+        torch.zeros(batch, 1, dtype=torch.bool),
+        placeholder(fill, (batch, DIM)),
+        torch.zeros(batch, dtype=torch.bool),
+    )
+
+
+def select_rows(features, index) -> dict[str, EncoderOutput]:
+    """The samples ``index`` (a slice or boolean mask) of every modality's features."""
+    return {
+        name: EncoderOutput(f.tokens[index], f.mask[index], f.pooled[index], f.present[index])
+        for name, f in features.items()
+    }
+
+
+def sample_alone(features, index: int) -> dict[str, EncoderOutput]:
+    """Sample ``index`` as a batch of its own would bring it: padded to its own length only.
+
+    A modality the sample lacks becomes the one-token placeholder of an absent modality.
+    """
+    alone = {}
+    for name, f in features.items():
+        if not f.present[index]:
+            alone[name] = absent_placeholder(1, "nan")
+            continue
+        length = int(f.mask[index].sum())  # real tokens come first
+        row = slice(index, index + 1)
+        alone[name] = EncoderOutput(
+            f.tokens[row, :length], f.mask[row, :length], f.pooled[row], f.present[row]
+        )
+    return alone
 
 
 def run_eval(fusion: FusionStrategy, features) -> torch.Tensor:

@@ -1,5 +1,8 @@
 """Feature cache: split encoders compute what they computed whole, entries are reused."""
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -131,3 +134,22 @@ def test_building_the_cache_leaves_the_run_as_a_later_cached_run(frozen_cfg):
     assert not any(entry["reused"] for entry in building["feature_cache"].values())
     assert all(entry["reused"] for entry in reusing["feature_cache"].values())
     assert building["metrics"] == reusing["metrics"]
+
+
+def test_missing_modalities_and_robustness_run_on_cached_features(frozen_cfg, tmp_path):
+    # data.missing marks cached samples as it marks raw ones, and the robustness grid's
+    # removing pass scores the cached features: the run with the cache ends where the one
+    # without it does (cached features agree with the towers' to float tolerance).
+    missing = ("data/missing=case", "data.missing.rate=0.5", "robustness=missing")
+    cached = train(frozen_cfg("feature_cache.enabled=true", *missing, run_name="cached"))
+    direct = train(frozen_cfg(*missing, run_name="direct"))
+    assert cached["feature_cache"] and "feature_cache" not in direct
+    grids = {
+        name: json.loads(Path(run["robustness"]["file"]).read_text())["conditions"]
+        for name, run in (("cached", cached), ("direct", direct))
+    }
+    assert set(grids["cached"]) == set(grids["direct"]) and len(grids["cached"]) == 23
+    for condition, entry in grids["direct"].items():
+        assert grids["cached"][condition]["metrics"]["acc"] == pytest.approx(
+            entry["metrics"]["acc"], abs=0.03
+        ), condition

@@ -21,7 +21,7 @@ from mmexp.assemble import AssembledRun
 from mmexp.data.screening import skipped_report
 from mmexp.lit.checkpoint_io import newest_checkpoint
 from mmexp.lit.preemption import Preempted
-from mmexp.robustness.evaluate import robustness_after_test
+from mmexp.robustness.evaluate import check_before_training, robustness_after_test
 from mmexp.tracking.run_record import RunRecord
 from mmexp.tracking.wandb_logger import ResilientWandbLogger
 
@@ -108,6 +108,7 @@ def fit_and_test(trainer: pl.Trainer, run: AssembledRun, metrics: dict[str, Any]
         skipped samples.
     """
     cfg = run.cfg
+    check_before_training(cfg, run)
     if cfg.get("train"):
         trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resume_path(cfg, trainer))
         metrics.update(trainer.callback_metrics)

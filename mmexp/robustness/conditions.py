@@ -15,6 +15,7 @@ split, from one encoding of it; each noise condition needs a pass of its own.
 
 from __future__ import annotations
 
+import difflib
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,18 @@ from mmexp.data.missing import MissingModalities
 
 #: The kinds of condition, in the order the grid lists them.
 KINDS = ("clean", "subset", "missing_rate", "noise")
+#: The keys of a ``robustness`` config.
+GRID_KEYS = (
+    "name",
+    "seed",
+    "subsets",
+    "missing_rates",
+    "levels",
+    "perturbations",
+    "modalities",
+    "baseline",
+    "output_dir",
+)
 
 
 @dataclass(frozen=True)
@@ -200,6 +213,14 @@ def build_grid(grid: Mapping[str, Any], modalities: Sequence[str]) -> list[Condi
             lacks, a grid written for other modalities, or a perturbation that cannot be
             built (named).
     """
+    unknown = [str(key) for key in grid if key not in GRID_KEYS]
+    if unknown:
+        hints = {key: difflib.get_close_matches(key, GRID_KEYS, n=1) for key in unknown}
+        named = ", ".join(
+            f"{key}" + (f" (did you mean {hint[0]}?)" if hint else "")
+            for key, hint in hints.items()
+        )
+        raise ValueError(f"robustness has unknown keys: {named}; its keys are {list(GRID_KEYS)}")
     expected = grid.get("modalities")
     if expected and sorted(expected) != sorted(modalities):
         raise ValueError(

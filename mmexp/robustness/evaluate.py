@@ -247,6 +247,24 @@ def _done_elsewhere(folder: Path, header: Mapping[str, Any]) -> set[str]:
     return set(existing.get("conditions", {}))
 
 
+def check_before_training(cfg: Any, run: AssembledRun) -> None:
+    """Refuse a ``robustness`` grid that would fail after training, before training starts.
+
+    Raises:
+        ValueError: See :func:`~mmexp.robustness.conditions.build_grid` and
+            :func:`check_perturbations`.
+        TypeError: The objective cannot be scored with modalities removed.
+    """
+    grid = cfg.get("robustness")
+    if not grid or not cfg.get("test"):
+        return
+    check_scorable(run.module)
+    conditions = build_grid(grid, list(run.module.encoders))
+    data = run.datamodule
+    raw = data.base if isinstance(data, CachedDataModule) else data
+    check_perturbations(raw, [c for c in conditions if not c.removes_only])
+
+
 def robustness_after_test(
     cfg: Any, trainer: pl.Trainer, run: AssembledRun, checkpoint: str | None
 ) -> dict[str, Any] | None:

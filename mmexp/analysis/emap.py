@@ -146,7 +146,9 @@ def emap_logits(
     rows = cols = None
     dtype = torch.float32
     with torch.no_grad():
-        for pairs in torch.arange(n * n, device=device).split(batch_size):
+        for start in range(0, n * n, batch_size):
+            # Only this chunk's pair indices exist at a time: N² of them may not fit.
+            pairs = torch.arange(start, min(start + batch_size, n * n), device=device)
             # Pair p scores the first group of sample i with the second group of sample j.
             i, j = pairs // n, pairs % n
             batch = {m: select_rows(kept[m], i if m in first else j) for m in kept}

@@ -139,6 +139,8 @@ def emap_logits(
     first, second = resolve_groups(list(features), groups)
     check_complete(features)
     total = num_samples(features)
+    if total == 0:
+        raise ValueError("EMAP needs at least one sample")
     indices = sample_indices(total, max_samples, seed)
     kept = {m: select_rows(out, indices) for m, out in features.items()}
     n = len(indices)

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from mmexp.analysis.rows import Features, Predict, num_samples, predict_rows
-from mmexp.robustness.probe import mark_absent
+from mmexp.lit.presence import mark_absent
 
 MAX_PLAYERS = 4
 

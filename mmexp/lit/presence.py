@@ -64,6 +64,17 @@ def scatter_output(output: EncoderOutput, rows: torch.Tensor, batch_size: int) -
     return EncoderOutput(tokens=tokens, mask=mask, pooled=pooled, present=present)
 
 
+def mark_absent(output: EncoderOutput, keep: torch.Tensor) -> EncoderOutput:
+    """``output`` with the samples where ``keep`` is ``False`` marked absent."""
+    keep = keep.to(output.pooled.device)
+    return EncoderOutput(
+        tokens=output.tokens,
+        mask=output.mask & keep[:, None],
+        pooled=output.pooled,
+        present=output.present_mask() & keep,
+    )
+
+
 def _reference(encoder: ModalityEncoder) -> torch.Tensor | None:
     return next(iter(encoder.parameters()), None)
 

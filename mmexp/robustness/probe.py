@@ -15,26 +15,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
-from mmexp.encoders.base import EncoderOutput
 from mmexp.lit.common import MultimodalModule
+from mmexp.lit.presence import mark_absent
 from mmexp.robustness.conditions import Condition
 
 TEST_PREFIX = "test/"
-
-
-def mark_absent(output: EncoderOutput, keep: torch.Tensor) -> EncoderOutput:
-    """``output`` with the samples where ``keep`` is ``False`` marked absent."""
-    keep = keep.to(output.pooled.device)
-    return EncoderOutput(
-        tokens=output.tokens,
-        mask=output.mask & keep[:, None],
-        pooled=output.pooled,
-        present=output.present_mask() & keep,
-    )
 
 
 def check_scorable(module: MultimodalModule) -> None:

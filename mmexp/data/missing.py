@@ -11,14 +11,20 @@ Each sample draws a uniform number ``u`` from a hash of ``(seed, split, index)``
 depends on the order samples are read in, the number of loader workers or processes. Two
 assignments are offered:
 
-* exclusive (the protocol above): the modalities' rates are consecutive intervals of
+* exclusive (the protocol above): the modalities' rates are disjoint intervals of
   ``[0, 1)``; a sample whose ``u`` falls in a modality's interval lacks that modality and no
-  other, so no sample loses every modality. The rates must sum to at most 1.
+  other, so no sample loses every modality. The rates must sum to at most 1. The interval
+  of modality ``k`` of ``M`` grows from the point ``k / (M - 1)`` with its own rate alone
+  (the first up from 0, the last down from 1): with two modalities they never meet while
+  the rates sum to at most 1, and with more they do not for equal rates (case ``both``).
+  Rates these intervals cannot keep apart (three or more modalities, unequal rates) are
+  laid out one after the other instead, which is not nested.
 * independent: each modality draws its own ``u``; at least one modality must keep rate 0,
   so that no sample can lose every modality.
 
 The rates are nested: a sample missing a modality at rate ``r`` misses it at every rate
-above ``r``, so a curve over rates degrades the same samples further, never others.
+above ``r`` (exclusive, three or more modalities: as stated above), so a curve over rates
+degrades the same samples further, never others.
 
 The absent modality reaches the fusion as ``present=False``; the batch still holds its
 decoded value, which the model never encodes (:mod:`mmexp.lit.presence`).
@@ -27,6 +33,7 @@ decoded value, which the model never encodes (:mod:`mmexp.lit.presence`).
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -185,11 +192,12 @@ class MissingModalities:
             return {m: torch.ones(count, dtype=torch.bool) for m in modalities}
         if self.exclusive:
             draw = sample_uniforms(self.seed, f"missing/{stage}", index)
-            present, low = {}, 0.0
-            for modality in modalities:
-                high = low + self.rates.get(modality, 0.0)
-                present[modality] = torch.from_numpy(~((draw >= low) & (draw < high)))
-                low = high
+            present, taken = {}, np.zeros(len(draw), dtype=bool)
+            for modality, (low, high) in self.intervals(modalities).items():
+                # taken: intervals that meet by rounding still miss one modality per sample
+                missing = (draw >= low) & (draw < high) & ~taken
+                present[modality] = torch.from_numpy(~missing)
+                taken |= missing
             return present
         return {
             m: torch.from_numpy(
@@ -197,6 +205,21 @@ class MissingModalities:
             )
             for m in modalities
         }
+
+    def intervals(self, modalities: Sequence[str]) -> dict[str, tuple[float, float]]:
+        """The interval of ``[0, 1)`` of each modality's exclusive draw (module docstring).
+
+        Anchored at ``k / (M - 1)`` so that each grows with its own rate only (the rates nest);
+        one after the other where anchored intervals would overlap.
+        """
+        rates = [self.rates.get(m, 0.0) for m in modalities]
+        last = max(len(modalities) - 1, 1)
+        spans = [(k / last * (1.0 - r), k / last * (1.0 - r) + r) for k, r in enumerate(rates)]
+        used = sorted(span for span, rate in zip(spans, rates, strict=True) if rate > 0)
+        if any(low < high - 1e-9 for (_, high), (low, _) in itertools.pairwise(used)):
+            bounds = [0.0, *itertools.accumulate(rates)]
+            spans = list(itertools.pairwise(bounds))
+        return dict(zip(modalities, spans, strict=True))
 
     def describe(self) -> dict[str, Any]:
         """The assignment as the run record keeps it."""

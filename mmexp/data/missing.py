@@ -144,8 +144,14 @@ class MissingModalities:
             splits: See the class.
 
         Raises:
-            ValueError: ``case`` is neither ``"both"`` nor one of ``modalities``.
+            ValueError: ``case`` is neither ``"both"`` nor one of ``modalities``, or ``rate``
+                is outside ``[0, 1]``.
         """
+        if not 0.0 <= float(rate) <= 1.0:
+            raise ValueError(
+                f"data.missing.rate={rate} is outside [0, 1]; it is the fraction of samples "
+                "that lack a modality"
+            )
         if case == "both":
             rates = {m: rate / len(modalities) for m in modalities}
         elif case in modalities:

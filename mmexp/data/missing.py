@@ -81,7 +81,8 @@ class MissingModalities:
     """Per-sample missing modalities at fixed rates (see the module docstring).
 
     Args:
-        rates: Missing rate of each modality in ``[0, 1]``; modalities left out keep rate 0.
+        rates: Missing rate of each modality in ``[0, 1]``; modalities left out keep rate 0
+            (``None``: none missing).
         seed: Seed of the assignment (fixed across training seeds by default, so that seeds
             vary the model and not which samples are missing).
         exclusive: One missing modality per sample at most (the published protocol); else
@@ -96,12 +97,12 @@ class MissingModalities:
 
     def __init__(
         self,
-        rates: Mapping[str, float],
+        rates: Mapping[str, float] | None = None,
         seed: int = 0,
         exclusive: bool = True,
         splits: Sequence[str] = STAGES,
     ) -> None:
-        self.rates = {str(m): float(r) for m, r in dict(rates).items()}
+        self.rates = {str(m): float(r) for m, r in dict(rates or {}).items()}
         for modality, rate in self.rates.items():
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(

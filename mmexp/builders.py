@@ -459,10 +459,18 @@ def measure_fusion_cost(
     loader = datamodule.val_dataloader()
     batch = next(iter(loader))
     encoders: Any = module.encoders
-    with torch.no_grad():
-        lengths = {
-            name: int(encoder(batch[name]).tokens.shape[1]) for name, encoder in encoders.items()
-        }
+    # In eval mode: a training-mode pass would move BatchNorm statistics towards this
+    # validation batch before training starts.
+    was_training = encoders.training
+    encoders.eval()
+    try:
+        with torch.no_grad():
+            lengths = {
+                name: int(encoder(batch[name]).tokens.shape[1])
+                for name, encoder in encoders.items()
+            }
+    finally:
+        encoders.train(was_training)
     cost = fusion_cost(fusion, lengths, fusion.dim)
     cost["head_params"] = count_params(head)
     cost["trainable_params"] = sum(count_parameters(part)[0] for part in (fusion, head))

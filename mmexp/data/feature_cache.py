@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # the data layer does not import the LightningModules
 
 log = logging.getLogger(__name__)
 
-# Loader options do not change what a sample is; they stay out of the key.
+# Loader options (and data.missing) do not change what a sample is; they stay out of the key.
 LOADER_KEYS = (
     "batch_size",
     "eval_batch_size",
@@ -49,6 +49,8 @@ LOADER_KEYS = (
     "persistent_workers",
     "prefetch_factor",
     "check_files",
+    # which samples lack a modality: marked on the cached batches, every sample is encoded
+    "missing",
 )
 FORMAT_VERSION = 1
 

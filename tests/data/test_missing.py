@@ -15,6 +15,7 @@ import torch
 from hydra.errors import InstantiationException
 
 from mmexp.builders import build_data_and_model
+from mmexp.data.feature_cache import cache_key
 from mmexp.data.missing import PRESENT_KEY, MarkMissing, MissingModalities
 from mmexp.encoders.base import CachedFeatures
 from mmexp.lit.common import MultimodalModule
@@ -231,6 +232,15 @@ def test_cached_features_carry_the_same_assignment(seen, frozen_cfg):
     assert {split for split, *_ in seen} == {"train", "val", "test"}
     tested = [marks for split, _, marks, _ in seen if split == "test"]
     assert any(not marks["text"].all() for marks in tested)
+
+
+def test_the_feature_cache_is_shared_by_every_missing_assignment(make_train_cfg):
+    def key(*overrides):
+        return cache_key((b"tower",), make_train_cfg(*overrides).data, None, "train", False)
+
+    plain = key()
+    assert key("data/missing=case") == key("data/missing=case", "data.missing.rate=0.2") == plain
+    assert key("data.num_train=100") != plain  # still keyed on the samples
 
 
 def test_a_contrastive_objective_refuses_missing_modalities_before_training(make_train_cfg):

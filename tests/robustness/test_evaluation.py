@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import yaml
 from sklearn.metrics import accuracy_score
 
 import mmexp.robustness.evaluate as evaluation
@@ -273,7 +274,7 @@ def test_an_interrupted_evaluation_keeps_its_first_pass_and_resumes(
 def test_two_processes_score_each_test_sample_once(trained, tmp_path):
     scores = {}
     for name, extra in (("one", []), ("two", ["trainer=ddp_cpu"])):
-        run_cli(
+        done = run_cli(
             "eval",
             f"ckpt_path={trained.checkpoint}",
             "robustness=missing",
@@ -286,6 +287,9 @@ def test_two_processes_score_each_test_sample_once(trained, tmp_path):
             timeout=900,
         )
         scores[name] = json.loads((tmp_path / name / "robustness.json").read_text())["conditions"]
+        rebuilt = yaml.safe_load((tmp_path / f"eval_{name}" / "run_config.yaml").read_text())
+        assert rebuilt["data"]["num_test"] == 81
+    assert "Starting with 2 processes" in done.stdout + done.stderr
     assert scores["one"].keys() == scores["two"].keys() == MISSING_GRID
     for name, entry in scores["one"].items():
         assert_same_metrics(metrics_of(scores["two"], name), entry["metrics"])

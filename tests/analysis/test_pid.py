@@ -1,4 +1,4 @@
-"""PID on distributions whose decomposition is known."""
+"""PID on distributions whose decomposition is known, and k-means codes of clustered data."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import math
 import numpy as np
 import pytest
 from scipy.optimize import minimize
+from sklearn.metrics import adjusted_rand_score
 
+from mmexp.analysis.discretize import discretize, discretize_with_info, encode_labels
 from mmexp.analysis.pid import (
     PIDSolverError,
     empirical_joint,
@@ -246,3 +248,37 @@ def test_result_as_dict():
         "gap",
     }
     assert record["solver"] == "CLARABEL" and 0.0 <= record["gap"] <= 1e-6
+
+
+def blobs(rng: np.random.Generator, n_per: int, k: int, dim: int) -> tuple[np.ndarray, ...]:
+    centres = rng.normal(scale=20.0, size=(k, dim))
+    truth = np.repeat(np.arange(k), n_per)
+    return centres[truth] + rng.normal(size=(k * n_per, dim)), truth
+
+
+def test_discretize_recovers_separated_clusters():
+    x, truth = blobs(np.random.default_rng(0), 200, 5, 8)
+    labels = discretize(x, n_clusters=5, seed=0)
+    assert labels.shape == truth.shape and labels.dtype == np.int64
+    assert adjusted_rand_score(truth, labels) == pytest.approx(1.0)
+
+
+def test_discretize_subsample_is_seeded_and_recorded():
+    x, truth = blobs(np.random.default_rng(1), 300, 4, 6)
+    info = discretize_with_info(x, n_clusters=4, seed=3, max_samples=200, pca_components=3)
+    again = discretize_with_info(x, n_clusters=4, seed=3, max_samples=200, pca_components=3)
+    assert np.array_equal(info.labels, again.labels)
+    assert info.record()["n_fit_samples"] == 200 and info.n_samples == 1200
+    assert adjusted_rand_score(truth, info.labels) == pytest.approx(1.0)
+
+
+def test_discretize_rejects_bad_input():
+    with pytest.raises(ValueError, match="NaN"):
+        discretize(np.full((30, 2), np.nan), n_clusters=2)
+    with pytest.raises(ValueError, match="cannot make"):
+        discretize(np.zeros((3, 2)), n_clusters=5)
+
+
+def test_encode_labels_keeps_classes():
+    codes, classes = encode_labels(np.array(["pos", "neg", "pos"]))
+    assert codes.tolist() == [1, 0, 1] and classes.tolist() == ["neg", "pos"]

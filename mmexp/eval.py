@@ -3,7 +3,9 @@
 The checkpoint carries the resolved config of its run, so the model and data are rebuilt
 from it; ``overrides`` changes parts of that config (e.g. the batch size or a data root).
 
-With ``robustness=<grid>`` the checkpoint is scored under every condition of the grid
+With ``analysis=[contribution,emap,pid]`` the analyses of :mod:`mmexp.analysis` also run
+and write ``analysis.json`` in the checkpoint's run folder. With ``robustness=<grid>`` the
+checkpoint is scored under every condition of the grid
 (modalities missing, perturbed) instead, and ``robustness.json`` / ``.csv`` are written in
 the checkpoint's run folder (:mod:`mmexp.robustness`).
 
@@ -11,6 +13,7 @@ Examples:
     mmexp-eval ckpt_path=outputs/train/runs/<date>/checkpoints/last.ckpt
     mmexp-eval ckpt_path=... 'overrides=["data.eval_batch_size=256"]'
     mmexp-eval ckpt_path=... robustness=missing
+    mmexp-eval ckpt_path=... 'analysis=[contribution,emap,pid]'
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_only
 
 from mmexp import CONFIG_DIR
+from mmexp.analysis.run import run_configured
 from mmexp.assemble import assemble
 from mmexp.fit import recorded, save_resolved_config
 from mmexp.resolve import EVAL_CHECKPOINT_KEY, resolve_run_config
@@ -63,6 +67,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         else:
             trainer.test(run.module, datamodule=run.datamodule)
             metrics.update(trainer.callback_metrics)
+        if cfg.get("analysis") and rank_zero_only.rank == 0:
+            extra["analysis"] = run_configured(
+                cfg,
+                run.module,
+                run.datamodule,
+                run_folder(run_cfg, Path(cfg.paths.output_dir)),
+                str(run_cfg[EVAL_CHECKPOINT_KEY]),
+                trainer.loggers,
+            )
         if rank_zero_only.rank != 0:
             return {"metrics": metrics}
         result = record.finish(
@@ -79,20 +92,23 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
-def robustness_folder(cfg: DictConfig, run_cfg: DictConfig) -> Path:
-    """Where ``robustness.json`` goes: ``robustness.output_dir``, else the checkpoint's run.
+def run_folder(run_cfg: DictConfig, fallback: Path) -> Path:
+    """The evaluated checkpoint's run folder (holding its ``results.json``), else ``fallback``.
 
-    The run folder is the one holding the checkpoint's ``results.json`` (so that
-    ``mmexp-table`` finds the results beside the run's), else this eval folder.
+    Robustness and analysis results go there, so that ``mmexp-table`` finds them beside the
+    run's own.
     """
-    chosen = cfg.robustness.get("output_dir")
-    if chosen:
-        return Path(chosen)
     checkpoint = Path(run_cfg[EVAL_CHECKPOINT_KEY]).resolve()
     for folder in (checkpoint.parent.parent, Path(run_cfg.paths.get("output_dir") or "")):
         if (folder / RESULTS_FILE).is_file():
             return folder
-    return Path(cfg.paths.output_dir)
+    return fallback
+
+
+def robustness_folder(cfg: DictConfig, run_cfg: DictConfig) -> Path:
+    """Where ``robustness.json`` goes: ``robustness.output_dir``, else the checkpoint's run."""
+    chosen = cfg.robustness.get("output_dir")
+    return Path(chosen) if chosen else run_folder(run_cfg, Path(cfg.paths.output_dir))
 
 
 def score_robustness(

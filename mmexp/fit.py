@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
+from mmexp.analysis.run import run_configured
 from mmexp.assemble import AssembledRun
 from mmexp.data.screening import skipped_report
 from mmexp.lit.checkpoint_io import newest_checkpoint
@@ -122,6 +123,16 @@ def fit_and_test(trainer: pl.Trainer, run: AssembledRun, metrics: dict[str, Any]
         metrics.update(trainer.callback_metrics)
     # With robustness=<grid>: the tested weights under modalities missing or perturbed.
     robustness = robustness_after_test(cfg, trainer, run, best_path or last_path or None)
+    analysis = None
+    if cfg.get("test") and rank_zero_only.rank == 0:
+        analysis = run_configured(
+            cfg,
+            run.module,
+            run.datamodule,
+            Path(cfg.paths.output_dir),
+            best_path or last_path or "(the trained weights)",
+            trainer.loggers,
+        )
     return {
         "tracking_fallbacks": [
             lg.fallback
@@ -136,6 +147,7 @@ def fit_and_test(trainer: pl.Trainer, run: AssembledRun, metrics: dict[str, Any]
         # label values in one row only or in no training row (manifest data sets check)
         "data_labels": getattr(run.datamodule, "label_report", {}),
         **({"robustness": robustness} if robustness else {}),
+        **({"analysis": analysis} if analysis else {}),
     }
 
 

@@ -1,0 +1,187 @@
+"""Run the analyses of a checkpoint and keep their results in ``analysis.json``.
+
+The test split is encoded once (:func:`~mmexp.analysis.data.encode_test_set`); each
+component then reads the encoded set. The file is rewritten after every component, so an
+interrupted analysis, run again on the same checkpoint with the same settings, runs only the
+components it had not finished. A file of another checkpoint or analysis set is kept as
+``analysis.previous-<n>.json``. The results also go to the loggers as flat
+``analysis/<component>/...`` numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmexp.analysis.data import AnalysisSet, encode_test_set
+from mmexp.robustness.evaluate import complete_test_split
+from mmexp.robustness.probe import check_scorable
+from mmexp.tracking.run_record import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+ANALYSIS_FILE = "analysis.json"
+FORMAT = 1
+PREFIX = "analysis"
+
+
+def flat_numbers(node: Any, prefix: str) -> dict[str, float]:
+    """Every finite number below ``node`` under ``prefix/<key>/...`` (for tables and W&B)."""
+    if isinstance(node, bool):
+        return {}
+    if isinstance(node, int | float):
+        return {prefix: float(node)} if math.isfinite(node) else {}
+    if isinstance(node, Mapping):
+        flat: dict[str, float] = {}
+        for key, value in node.items():
+            flat.update(flat_numbers(value, f"{prefix}/{key}"))
+        return flat
+    return {}
+
+
+def read_analysis(path: Path) -> dict[str, Any] | None:
+    """The parsed ``analysis.json``, or ``None`` when absent or unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        log.warning("analysis: unreadable %s (%s)", path, error)
+        return None
+
+
+def _set_aside(path: Path) -> Path:
+    number = 1
+    while (target := path.with_name(f"analysis.previous-{number}.json")).exists():
+        number += 1
+    path.rename(target)
+    return target
+
+
+def open_results(folder: Path, header: Mapping[str, Any]) -> dict[str, Any]:
+    """The results to extend: the file's if it is of the same checkpoint and set, else new."""
+    path = folder / ANALYSIS_FILE
+    existing = read_analysis(path)
+    fresh = {"format": FORMAT, **header, "components": {}}
+    if existing is None:
+        if path.exists():
+            _set_aside(path)
+        return fresh
+    if all(existing.get(key) == header.get(key) for key in header):
+        done = sorted(existing.get("components", {}))
+        log.info("analysis: resuming %s (done: %s)", path, done)
+        return {**fresh, "components": dict(existing.get("components", {}))}
+    log.warning("analysis: %s is of another checkpoint or set; kept as %s", path, _set_aside(path))
+    return fresh
+
+
+def run_analyses(
+    module: Any,
+    datamodule: Any,
+    components: Mapping[str, Any],
+    folder: Path,
+    checkpoint: str,
+    settings: Mapping[str, Any],
+    loggers: Sequence[Any] = (),
+) -> dict[str, Any]:
+    """Encode the test split once and run every component on it; write ``analysis.json``.
+
+    Args:
+        module: The trained module, its weights loaded.
+        datamodule: Its data module (the preprocessing installed).
+        components: ``{name: component}``; a component has ``run(AnalysisSet) -> dict``.
+        folder: Where ``analysis.json`` goes (the run folder).
+        checkpoint: The analysed checkpoint, recorded.
+        settings: ``max_samples``, ``seed`` and ``batch_size`` of the analysis set.
+        loggers: Loggers receiving the flat numbers.
+
+    Returns:
+        The ``analysis.json`` payload.
+
+    Raises:
+        TypeError: A module that cannot be scored with modalities removed (contrastive).
+    """
+    check_scorable(module)
+    header = {
+        "checkpoint": str(checkpoint),
+        "modalities": list(module.encoders),
+        "max_samples": settings.get("max_samples"),
+        "seed": int(settings.get("seed", 0)),
+    }
+    payload = open_results(folder, header)
+    todo = [name for name in components if name not in payload["components"]]
+    if not todo:
+        log.info("analysis: every component is done in %s", folder / ANALYSIS_FILE)
+        return payload
+    analysis = _encoded(module, datamodule, settings)
+    payload["set"] = analysis.describe()
+    for position, name in enumerate(todo, start=1):
+        started = time.perf_counter()
+        log.info("analysis %d/%d: %s", position, len(todo), name)
+        result = components[name].run(analysis)
+        result["seconds"] = round(time.perf_counter() - started, 3)
+        payload["components"][name] = result
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(folder / ANALYSIS_FILE, payload)
+        flat = flat_numbers(result, f"{PREFIX}/{name}")
+        for logger in loggers:
+            logger.log_metrics(flat)
+            logger.save()
+    return payload
+
+
+def _encoded(module: Any, datamodule: Any, settings: Mapping[str, Any]) -> AnalysisSet:
+    device = torch.device(settings.get("device") or "cpu")
+    with complete_test_split(datamodule):
+        datamodule.setup("test")
+        loader = datamodule.test_dataloader()
+        total = len(loader.dataset)
+        return encode_test_set(
+            module,
+            loader,
+            total,
+            settings.get("max_samples"),
+            int(settings.get("seed", 0)),
+            int(settings.get("batch_size", 256)),
+            device,
+        )
+
+
+def analysis_device(cfg: Any) -> str:
+    """Where the analyses run: the GPU when the trainer uses one and it is there."""
+    accelerator = str((cfg.get("trainer") or {}).get("accelerator", "cpu"))
+    return "cuda" if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
+
+
+def run_configured(
+    cfg: Any,
+    module: Any,
+    datamodule: Any,
+    folder: Path,
+    checkpoint: str,
+    loggers: Sequence[Any] = (),
+) -> dict[str, Any] | None:
+    """Run the components of ``cfg.analysis`` with the settings of ``cfg.analysis_set``.
+
+    Returns:
+        What a run record keeps (the file and the components), ``None`` without analyses.
+    """
+    from hydra.utils import instantiate
+
+    nodes = cfg.get("analysis") or {}
+    if not nodes:
+        return None
+    components = {str(name): instantiate(node) for name, node in nodes.items()}
+    settings = dict(cfg.get("analysis_set") or {})
+    settings.setdefault("device", analysis_device(cfg))
+    chosen = settings.get("output_dir")
+    target = Path(chosen) if chosen else folder
+    payload = run_analyses(module, datamodule, components, target, checkpoint, settings, loggers)
+    return {"file": str(target / ANALYSIS_FILE), "components": sorted(payload["components"])}

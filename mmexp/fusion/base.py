@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from mmexp.encoders.base import EncoderOutput
+from mmexp.fusion.attention_record import CrossModalAttention, NoCrossModalAttention
 
 
 def check_heads(owner: str, dim: int, heads: int) -> None:
@@ -111,3 +112,21 @@ class FusionStrategy(nn.Module):
             without auxiliary losses (the default).
         """
         return self(features), {}
+
+    def cross_modal_attention(
+        self, features: Mapping[str, EncoderOutput]
+    ) -> list[CrossModalAttention]:
+        """The attention of each modality's tokens over each other modality's, per layer.
+
+        Runs the strategy on ``features`` while recording its attention weights
+        (:mod:`mmexp.fusion.attention_record`); meant for a few samples in eval mode.
+        Token-level strategies with cross-modal attention override it.
+
+        Raises:
+            NoCrossModalAttention: The strategy has none; the message says why.
+        """
+        raise NoCrossModalAttention(
+            f"{type(self).__name__} has no attention between the tokens of different "
+            "modalities (only the token-level strategies early_tokens, cross_attention, mult "
+            "and bottleneck have)"
+        )

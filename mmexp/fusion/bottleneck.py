@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
 from mmexp.encoders.base import EncoderOutput
+from mmexp.fusion.attention_record import CrossModalAttention, cross_modal_map, record_attention
 from mmexp.fusion.base import FusionStrategy, check_heads
 from mmexp.fusion.layers import presence, transformer_encoder_layer, valid_tokens, zero_absent
 
@@ -139,3 +141,34 @@ class BottleneckFusion(FusionStrategy):
         cls = torch.stack([self.norms[m](streams[m][:, 0]) for m in self.modalities], dim=1)
         cls = zero_absent(cls, present)
         return cls.sum(dim=1) / count.clamp_min(1)[:, None]
+
+    def cross_modal_attention(
+        self, features: Mapping[str, EncoderOutput]
+    ) -> list[CrossModalAttention]:
+        """Two-hop maps through the bottleneck (``route="bottleneck"``).
+
+        No token attends to another modality's tokens here. For each layer that reads a
+        bottleneck another modality wrote (from ``fusion_layer + 1`` on, numbered from 0),
+        the query modality's tokens' attention over the bottleneck tokens (mean over heads)
+        times the bottleneck tokens' attention over the key modality's tokens in the layer
+        before (mean over heads), as in attention rollout; residual connections and the
+        averaging of the modalities' bottleneck updates are left out. ``[B, 1, Lq, Lk]``.
+        """
+        with record_attention() as records:
+            self(features)
+        lengths = {m: features[m].tokens.shape[1] for m in self.modalities}
+        valid = {m: valid_tokens(features[m])[1] for m in self.modalities}
+        maps = []
+        for index in range(self.fusion_layer + 1, len(self.layers)):
+            for query, key in itertools.permutations(self.modalities, 2):
+                # Stream layout: [CLS, tokens, bottleneck].
+                reads = records.of(self.layers[index][query].self_attn).mean(dim=1)
+                to_bottleneck = reads[:, 1 : 1 + lengths[query], 1 + lengths[query] :]
+                wrote = records.of(self.layers[index - 1][key].self_attn).mean(dim=1)
+                from_key = wrote[:, 1 + lengths[key] :, 1 : 1 + lengths[key]]
+                routed = (to_bottleneck @ from_key)[:, None]
+                depth = index - self.fusion_layer - 1
+                maps.append(
+                    cross_modal_map(query, key, depth, routed, valid[query], route="bottleneck")
+                )
+        return maps

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from mmexp.encoders.base import EncoderOutput, masked_mean
+from mmexp.fusion.attention_record import CrossModalAttention, cross_modal_map, record_attention
 from mmexp.fusion.base import FusionStrategy
 from mmexp.fusion.layers import AttentionBlock, valid_tokens
 
@@ -96,3 +97,23 @@ class CrossAttentionFusion(FusionStrategy):
             streams = {m: layer[m]["self"](updated[m], valid[m]) for m in self.modalities}
         pooled = [masked_mean(self.norms[m](streams[m]), valid[m]) for m in self.modalities]
         return torch.cat(pooled, dim=-1)
+
+    def cross_modal_attention(
+        self, features: Mapping[str, EncoderOutput]
+    ) -> list[CrossModalAttention]:
+        """The weights of every cross-attention block, split by the context's modalities."""
+        with record_attention() as records:
+            self(features)
+        valid = {m: valid_tokens(features[m])[1] for m in self.modalities}
+        maps = []
+        for depth, layer in enumerate(self.layers):
+            for query in self.modalities:
+                weights = records.of(layer[query]["cross"].attention)
+                start = 0
+                for key in (o for o in self.modalities if o != query):
+                    span = slice(start, start + features[key].tokens.shape[1])
+                    maps.append(
+                        cross_modal_map(query, key, depth, weights[..., span], valid[query])
+                    )
+                    start = span.stop
+        return maps

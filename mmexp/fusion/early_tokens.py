@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
 from mmexp.encoders.base import EncoderOutput
+from mmexp.fusion.attention_record import CrossModalAttention, cross_modal_map, record_attention
 from mmexp.fusion.base import FusionStrategy, check_heads
 from mmexp.fusion.layers import transformer_encoder_layer, valid_tokens
 
@@ -81,3 +83,28 @@ class EarlyTokenFusion(FusionStrategy):
             torch.cat(sequences, dim=1), src_key_padding_mask=~torch.cat(valid, dim=1)
         )
         return self.norm(tokens[:, 0])
+
+    def cross_modal_attention(
+        self, features: Mapping[str, EncoderOutput]
+    ) -> list[CrossModalAttention]:
+        """Blocks of each layer's joint self-attention: one modality's tokens over another's.
+
+        The rows of the query modality's tokens and the columns of the key modality's (the
+        CLS token left out). Each row is the share of the token's attention that goes to the
+        other modality's tokens; the rest goes to its own modality and the CLS token.
+        """
+        with record_attention() as records:
+            self(features)
+        spans, start = {}, 1  # position 0 is the CLS token
+        for name in self.modalities:
+            length = features[name].tokens.shape[1]
+            spans[name] = slice(start, start + length)
+            start += length
+        valid = {name: valid_tokens(features[name])[1] for name in self.modalities}
+        maps = []
+        for depth, layer in enumerate(self.encoder.layers):
+            weights = records.of(layer.self_attn)
+            for query, key in itertools.permutations(self.modalities, 2):
+                block = weights[:, :, spans[query], spans[key]]
+                maps.append(cross_modal_map(query, key, depth, block, valid[query]))
+        return maps

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from mmexp.encoders.base import EncoderOutput
+from mmexp.fusion.attention_record import EncoderLayer, attention_weights, recording
 from mmexp.fusion.base import check_heads
 
 
@@ -139,7 +140,9 @@ def masked_attention(
     would otherwise survive any later masking, since ``NaN * 0`` is NaN.
 
     Used by :class:`AttentionBlock`, hence by :class:`~mmexp.fusion.CrossAttentionFusion`
-    and :class:`~mmexp.fusion.MulTFusion`.
+    and :class:`~mmexp.fusion.MulTFusion`. Under
+    :func:`~mmexp.fusion.attention_record.record_attention` it also records its weights
+    (zero for samples with no valid key); the output is the same.
 
     Args:
         attention: A ``batch_first`` attention module.
@@ -154,6 +157,11 @@ def masked_attention(
     # Let key-less rows attend everywhere (finite values, so no NaN) and discard the result.
     ignore = ~(context_valid | ~has_key[:, None])
     update, _ = attention(query, context, context, key_padding_mask=ignore, need_weights=False)
+    records = recording()
+    if records is not None:
+        with torch.no_grad():
+            weights = attention_weights(attention, query, context, ignore)
+        records.add(attention, zero_absent(weights, has_key))
     return zero_absent(update, has_key)
 
 
@@ -265,6 +273,9 @@ def transformer_encoder_layer(
 ) -> nn.TransformerEncoderLayer:
     """A pre-norm, GELU, batch-first ``nn.TransformerEncoderLayer``.
 
+    An :class:`~mmexp.fusion.attention_record.EncoderLayer`: the PyTorch layer, which can
+    also record its attention weights.
+
     To stack it, wrap it in an ``nn.TransformerEncoder`` with ``enable_nested_tensor=False``:
     nested tensors do not support pre-norm layers.
 
@@ -278,7 +289,7 @@ def transformer_encoder_layer(
         dropout: Dropout on the attention weights, in the feed-forward layer and on the
             residual branches.
     """
-    return nn.TransformerEncoderLayer(
+    return EncoderLayer(
         dim,
         heads,
         dim_feedforward=hidden_dim,

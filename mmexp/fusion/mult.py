@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from mmexp.encoders.base import EncoderOutput, masked_mean
+from mmexp.fusion.attention_record import CrossModalAttention, cross_modal_map, record_attention
 from mmexp.fusion.base import FusionStrategy
 from mmexp.fusion.layers import AttentionBlock, valid_tokens
 
@@ -129,6 +130,21 @@ class MulTFusion(FusionStrategy):
                 states = block(states, valid[target])
             pooled.append(masked_mean(self.norms[target](states), valid[target]))
         return torch.cat(pooled, dim=-1)
+
+    def cross_modal_attention(
+        self, features: Mapping[str, EncoderOutput]
+    ) -> list[CrossModalAttention]:
+        """The weights of every cross-modal block: the target's tokens over the source's."""
+        with record_attention() as records:
+            self(features)
+        maps = []
+        for target, sources in self.cross.items():
+            valid = valid_tokens(features[target])[1]
+            for source, blocks in sources.items():
+                for depth, block in enumerate(blocks):
+                    weights = records.of(block.attention)
+                    maps.append(cross_modal_map(target, source, depth, weights, valid))
+        return maps
 
 
 def embed(tokens: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 from torchmetrics import MetricCollection
 
 from mmexp.analysis.rows import Features, concat_features, predict_rows
+from mmexp.analysis.samples import RawSamples
 from mmexp.lit.presence import select_rows
 
 TEST_PREFIX = "test/"
@@ -35,6 +37,11 @@ class AnalysisSet:
         seed: Seed of the subsample.
         batch_size: Rows per call of the fusion and head.
         outputs: The model's own outputs on ``features`` (filled on first use).
+        samples: The test samples themselves, for the analyses that need the model's
+            inputs (attention and saliency figures); set by
+            :func:`~mmexp.analysis.run.run_analyses`.
+        output_dir: The folder of ``analysis.json``; a component writes its files under
+            :meth:`files_folder`.
     """
 
     module: Any
@@ -45,6 +52,8 @@ class AnalysisSet:
     seed: int
     batch_size: int
     outputs: torch.Tensor | None = field(default=None, repr=False)
+    samples: RawSamples | None = field(default=None, repr=False)
+    output_dir: Path | None = None
 
     @property
     def modalities(self) -> list[str]:
@@ -75,6 +84,16 @@ class AnalysisSet:
         loss = self.module.loss_fn(outputs, self.labels.to(outputs.device))
         values["loss"] = float(loss)
         return values
+
+    def files_folder(self, component: str) -> Path:
+        """Where ``component`` writes its files: ``<output_dir>/analysis/<component>``.
+
+        Raises:
+            ValueError: The set has no output folder.
+        """
+        if self.output_dir is None:
+            raise ValueError(f"analysis {component} writes files: the set needs an output_dir")
+        return Path(self.output_dir) / "analysis" / component
 
     def describe(self) -> dict[str, Any]:
         """How the set was drawn, for the output."""

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from mmexp.analysis.data import AnalysisSet, encode_test_set
+from mmexp.analysis.samples import RawSamples
 from mmexp.robustness.evaluate import complete_test_split
 from mmexp.robustness.probe import check_scorable
 from mmexp.tracking.run_record import write_json_atomic
@@ -97,7 +98,8 @@ def run_analyses(
         module: The trained module, its weights loaded.
         datamodule: Its data module (the preprocessing installed).
         components: ``{name: component}``; a component has ``run(AnalysisSet) -> dict``.
-        folder: Where ``analysis.json`` goes (the run folder).
+        folder: Where ``analysis.json`` goes (the run folder); components that write
+            files put them in ``<folder>/analysis/<component>/``.
         checkpoint: The analysed checkpoint, recorded.
         settings: ``max_samples``, ``seed`` and ``batch_size`` of the analysis set.
         loggers: Loggers receiving the flat numbers.
@@ -121,6 +123,7 @@ def run_analyses(
         log.info("analysis: every component is done in %s", folder / ANALYSIS_FILE)
         return payload
     analysis = _encoded(module, datamodule, settings)
+    analysis.output_dir = folder
     payload["set"] = analysis.describe()
     for position, name in enumerate(todo, start=1):
         started = time.perf_counter()
@@ -143,7 +146,7 @@ def _encoded(module: Any, datamodule: Any, settings: Mapping[str, Any]) -> Analy
         datamodule.setup("test")
         loader = datamodule.test_dataloader()
         total = len(loader.dataset)
-        return encode_test_set(
+        analysis = encode_test_set(
             module,
             loader,
             total,
@@ -152,6 +155,8 @@ def _encoded(module: Any, datamodule: Any, settings: Mapping[str, Any]) -> Analy
             int(settings.get("batch_size", 256)),
             device,
         )
+    analysis.samples = RawSamples.of_loader(loader, getattr(datamodule, "label_names", None))
+    return analysis
 
 
 def analysis_device(cfg: Any) -> str:

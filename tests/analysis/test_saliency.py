@@ -10,7 +10,9 @@ from torch import nn
 
 from mmexp.analysis.saliency import SaliencyAnalysis, top_share
 from mmexp.analysis.saliency_methods import GradCAM, GradientTimesInput, predicted_scores
+from mmexp.encoders.timm_image import TimmImageEncoder
 from tests.helpers.analysis_sets import CLASSES, analysis_set, caption, tiny_classifier
+from tests.helpers.tiny_models import TINY_VIT
 
 SIDE = 32
 # Two 3x3 convolutions see two columns past the edge of the visible half.
@@ -101,6 +103,24 @@ def test_gradient_times_input_equals_autograd_per_sample() -> None:
         (gradient,) = torch.autograd.grad(logits[logits.argmax()], sample)
         torch.testing.assert_close(attribution[row], (gradient * sample).sum(1)[0])
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_timm_encoders_at_the_documented_layer_and_a_vit_by_gradient_times_input() -> None:
+    torch.manual_seed(0)
+    head = nn.Linear(8, 3)
+    pixels = torch.randn(2, 3, 64, 64)
+    resnet = TimmImageEncoder(out_dim=8, name="resnet18", pretrained=False).eval()
+    maps, details = GradCAM(layer="backbone.layer4").attribute(
+        resnet, lambda x: predicted_scores(head(resnet(x).pooled)), pixels
+    )
+    assert details == {"layer": "backbone.layer4", "layer_shape": [512, 2, 2]}
+    assert maps.shape == (2, 64, 64) and torch.isfinite(maps).all()
+    vit = TimmImageEncoder(out_dim=8, pretrained=False, **TINY_VIT).eval()
+    pixels = torch.randn(2, 3, 32, 32)
+    attribution, _ = GradientTimesInput().attribute(
+        vit, lambda x: predicted_scores(head(vit(x).pooled)), pixels
+    )
+    assert attribution.shape == (2, 32, 32) and attribution.abs().sum() > 0
 
 
 def test_scores_explained() -> None:

@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_only
 
 from mmexp import CONFIG_DIR
-from mmexp.analysis.run import run_configured
+from mmexp.analysis.run import check_configured, run_configured
 from mmexp.assemble import assemble
 from mmexp.fit import recorded, save_resolved_config
 from mmexp.resolve import EVAL_CHECKPOINT_KEY, resolve_run_config
@@ -60,6 +60,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         # folder read as another training run with that run's axes (mmexp-table).
         save_resolved_config(run_cfg, output_dir, EVALUATED_RUN_CONFIG)
         run = assemble(run_cfg, "eval")
+        # Analyses that cannot run on this checkpoint are named before the test.
+        check_configured(cfg, run.module)
         trainer = build_trainer(cfg)  # the eval config's trainer, callbacks and logger
         extra: dict[str, Any] = {}
         if cfg.get("robustness"):

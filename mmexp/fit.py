@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
-from mmexp.analysis.run import run_configured
+from mmexp.analysis.run import check_configured, run_configured
 from mmexp.assemble import AssembledRun
 from mmexp.data.screening import skipped_report
 from mmexp.lit.checkpoint_io import newest_checkpoint
@@ -110,6 +110,8 @@ def fit_and_test(trainer: pl.Trainer, run: AssembledRun, metrics: dict[str, Any]
     """
     cfg = run.cfg
     check_before_training(cfg, run)
+    if cfg.get("test"):
+        check_configured(cfg, run.module)
     if cfg.get("train"):
         trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resume_path(cfg, trainer))
         metrics.update(trainer.callback_metrics)

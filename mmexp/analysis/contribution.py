@@ -75,6 +75,14 @@ class ModalityContribution:
         self.per_sample = per_sample
         self.baseline = baseline
 
+    def check(self, modalities: list[str]) -> None:
+        """Refuse more modalities than exact Shapley values support, before any compute.
+
+        Raises:
+            ValueError: See :func:`~mmexp.analysis.shapley.check_players`.
+        """
+        check_players(modalities)
+
     def run(self, analysis: AnalysisSet) -> dict[str, Any]:
         """The contribution report of the set (JSON-ready).
 

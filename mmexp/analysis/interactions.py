@@ -17,7 +17,7 @@ import numpy as np
 
 from mmexp.analysis.data import AnalysisSet
 from mmexp.analysis.discretize import discretize_with_info
-from mmexp.analysis.emap import emap_report
+from mmexp.analysis.emap import emap_report, resolve_groups
 from mmexp.analysis.pid import pid_from_samples
 
 
@@ -71,9 +71,18 @@ class EMAPAnalysis:
         self.seed = seed
         self.groups = [list(g) for g in groups] if groups else None
 
+    def check(self, modalities: Sequence[str]) -> None:
+        """Refuse modalities the projection is not defined for, before any compute.
+
+        Raises:
+            ValueError: Fewer than two modalities, or ``groups`` that do not split them.
+        """
+        check_two_modalities(self.name, modalities)
+        resolve_groups(list(modalities), self.groups)
+
     def run(self, analysis: AnalysisSet) -> dict[str, Any]:
         """The EMAP report (JSON-ready)."""
-        check_two_modalities(self.name, analysis.modalities)
+        self.check(analysis.modalities)
         classification_labels(self.name, analysis)
         report = emap_report(
             analysis.features,
@@ -122,6 +131,14 @@ class PIDAnalysis:
         self.modalities = list(modalities) if modalities else None
         self.pca_components = pca_components
         self.solver = solver
+
+    def check(self, modalities: Sequence[str]) -> None:
+        """Refuse modalities that do not make one pair, before any compute.
+
+        Raises:
+            ValueError: See :meth:`pair`.
+        """
+        self.pair(modalities)
 
     def pair(self, modalities: Sequence[str]) -> list[str]:
         """The two modalities decomposed.

@@ -23,7 +23,6 @@ import torch
 from mmexp.analysis.data import AnalysisSet, encode_test_set
 from mmexp.analysis.samples import RawSamples
 from mmexp.robustness.evaluate import complete_test_split
-from mmexp.robustness.probe import check_scorable
 from mmexp.tracking.run_record import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -83,6 +82,30 @@ def open_results(folder: Path, header: Mapping[str, Any]) -> dict[str, Any]:
     return fresh
 
 
+def check_components(module: Any, components: Mapping[str, Any]) -> None:
+    """Refuse, before anything is encoded, what a component would refuse on this module.
+
+    A component may define ``check(modalities)``, raising on modalities it cannot analyse
+    (too many for exact Shapley values, one where EMAP and PID need two).
+
+    Raises:
+        TypeError: A module that cannot be scored with modalities removed (contrastive).
+        ValueError: What a component's ``check`` raises.
+    """
+    if not getattr(module, "handles_missing", False) or not hasattr(
+        module, "predict_from_features"
+    ):
+        raise TypeError(
+            "analysis scores modules that fuse modalities (classify, multilabel, regression); "
+            f"{type(module).__name__} needs every modality of every sample"
+        )
+    modalities = list(module.encoders)
+    for component in components.values():
+        check = getattr(component, "check", None)
+        if check is not None:
+            check(modalities)
+
+
 def run_analyses(
     module: Any,
     datamodule: Any,
@@ -109,8 +132,10 @@ def run_analyses(
 
     Raises:
         TypeError: A module that cannot be scored with modalities removed (contrastive).
+        ValueError: A component that cannot analyse the module's modalities, named before
+            the test split is encoded (see :func:`check_components`).
     """
-    check_scorable(module)
+    check_components(module, components)
     header = {
         "checkpoint": str(checkpoint),
         "modalities": list(module.encoders),
@@ -165,6 +190,28 @@ def analysis_device(cfg: Any) -> str:
     return "cuda" if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
 
 
+def configured_components(cfg: Any) -> dict[str, Any]:
+    """The components ``cfg.analysis`` selects, built; empty without analyses."""
+    from hydra.utils import instantiate
+
+    nodes = cfg.get("analysis") or {}
+    return {str(name): instantiate(node) for name, node in nodes.items()}
+
+
+def check_configured(cfg: Any, module: Any) -> None:
+    """Refuse the analyses of ``cfg`` that would fail on ``module``, before any compute.
+
+    ``mmexp-train`` calls it before training and ``mmexp-eval`` before testing.
+
+    Raises:
+        TypeError: See :func:`check_components`.
+        ValueError: See :func:`check_components`.
+    """
+    components = configured_components(cfg)
+    if components:
+        check_components(module, components)
+
+
 def run_configured(
     cfg: Any,
     module: Any,
@@ -178,12 +225,9 @@ def run_configured(
     Returns:
         What a run record keeps (the file and the components), ``None`` without analyses.
     """
-    from hydra.utils import instantiate
-
-    nodes = cfg.get("analysis") or {}
-    if not nodes:
+    components = configured_components(cfg)
+    if not components:
         return None
-    components = {str(name): instantiate(node) for name, node in nodes.items()}
     settings = dict(cfg.get("analysis_set") or {})
     settings.setdefault("device", analysis_device(cfg))
     chosen = settings.get("output_dir")

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,7 @@ import numpy as np
 from mmexp.analysis.data import AnalysisSet
 from mmexp.analysis.discretize import discretize_with_info
 from mmexp.analysis.emap import emap_report, resolve_groups
-from mmexp.analysis.pid import pid_from_samples
+from mmexp.analysis.pid import PIDSolverError, pid_from_samples
 
 
 def check_two_modalities(name: str, modalities: Sequence[str]) -> None:
@@ -114,6 +114,8 @@ class PIDAnalysis:
         pca_components: Reduce the features to this many components before clustering
             (the authors' setting for real data); ``None`` keeps them.
         solver: The CVXPY conic solver.
+        solver_options: Keyword arguments of the solver (``max_iters``, tolerances), as
+            CVXPY's ``Problem.solve`` takes them.
     """
 
     name = "pid"
@@ -125,12 +127,14 @@ class PIDAnalysis:
         modalities: Sequence[str] | None = None,
         pca_components: int | None = None,
         solver: str = "CLARABEL",
+        solver_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.n_clusters = n_clusters
         self.seed = seed
         self.modalities = list(modalities) if modalities else None
         self.pca_components = pca_components
         self.solver = solver
+        self.solver_options = dict(solver_options or {})
 
     def check(self, modalities: Sequence[str]) -> None:
         """Refuse modalities that do not make one pair, before any compute.
@@ -183,7 +187,21 @@ class PIDAnalysis:
         sizes = (self.n_clusters, self.n_clusters, classes)
         result = {}
         for target, values in (("data", labels), ("model", predicted)):
-            pid = pid_from_samples(codes[0], codes[1], values, sizes=sizes, solver=self.solver)
+            try:
+                pid = pid_from_samples(
+                    codes[0],
+                    codes[1],
+                    values,
+                    sizes=sizes,
+                    solver=self.solver,
+                    solver_options=self.solver_options,
+                )
+            except PIDSolverError as error:
+                raise PIDSolverError(
+                    error.status,
+                    f"{error.detail} (the {target}'s PID; analysis.pid.solver={self.solver}, "
+                    f"analysis.pid.solver_options={self.solver_options})",
+                ) from error
             entry = pid.as_dict()
             entry[f"unique_{pair[0]}"] = entry.pop("unique_1")
             entry[f"unique_{pair[1]}"] = entry.pop("unique_2")

@@ -31,11 +31,13 @@ class PIDSolverError(RuntimeError):
     Attributes:
         status: The CVXPY status (``"user_limit"``, ``"optimal_inaccurate"``, ...), or
             ``"solver_error"`` when the solver raised.
+        detail: What went wrong, after the status.
     """
 
     def __init__(self, status: str, detail: str) -> None:
         super().__init__(f"PID solver status {status!r}: {detail}")
         self.status = status
+        self.detail = detail
 
 
 @dataclass(frozen=True)

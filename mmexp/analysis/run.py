@@ -10,9 +10,7 @@ components it had not finished. A file of another checkpoint or analysis set is 
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,40 +19,14 @@ from typing import Any
 import torch
 
 from mmexp.analysis.data import AnalysisSet, encode_test_set
+from mmexp.analysis.keys import ANALYSIS_FILE, PREFIX, flat_numbers, read_analysis
 from mmexp.analysis.samples import RawSamples
 from mmexp.robustness.evaluate import complete_test_split
 from mmexp.tracking.run_record import write_json_atomic
 
 log = logging.getLogger(__name__)
 
-ANALYSIS_FILE = "analysis.json"
 FORMAT = 1
-PREFIX = "analysis"
-
-
-def flat_numbers(node: Any, prefix: str) -> dict[str, float]:
-    """Every finite number below ``node`` under ``prefix/<key>/...`` (for tables and W&B)."""
-    if isinstance(node, bool):
-        return {}
-    if isinstance(node, int | float):
-        return {prefix: float(node)} if math.isfinite(node) else {}
-    if isinstance(node, Mapping):
-        flat: dict[str, float] = {}
-        for key, value in node.items():
-            flat.update(flat_numbers(value, f"{prefix}/{key}"))
-        return flat
-    return {}
-
-
-def read_analysis(path: Path) -> dict[str, Any] | None:
-    """The parsed ``analysis.json``, or ``None`` when absent or unreadable."""
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        log.warning("analysis: unreadable %s (%s)", path, error)
-        return None
 
 
 def _set_aside(path: Path) -> Path:

@@ -3,7 +3,8 @@
 Every run becomes a flat record: its status, its metrics and the value of every config axis
 (``fusion``, ``data.task``, ``seed``...), so that tables can be grouped on any of them. A
 ``robustness.json`` beside a run's ``results.json`` adds its results to the metrics under
-the flat ``robust/...`` keys of :mod:`mmexp.robustness.keys`.
+the flat ``robust/...`` keys of :mod:`mmexp.robustness.keys`, an ``analysis.json`` under the
+``analysis/...`` keys of :mod:`mmexp.analysis.keys`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from mmexp.analysis.keys import ANALYSIS_FILE
+from mmexp.analysis.keys import flat_metrics as flat_analysis
 from mmexp.robustness.keys import ROBUSTNESS_FILE, flat_metrics
 from mmexp.tracking.run_record import RESULTS_FILE
 
@@ -36,6 +39,7 @@ class RunResult:
         fusion_cost: Parameters of fusion and head and the fusion's FLOPs per sample
             (``results.json`` ``fusion_cost``), empty when the run has no fusion.
         robustness: The run's ``robustness.json``, empty when it has none (W&B runs too).
+        analysis: The run's ``analysis.json``, empty when it has none (W&B runs too).
     """
 
     status: str
@@ -45,9 +49,17 @@ class RunResult:
     source: str = ""
     fusion_cost: dict[str, int] = field(default_factory=dict)
     robustness: dict[str, Any] = field(default_factory=dict)
+    analysis: dict[str, Any] = field(default_factory=dict)
 
     def axis(self, name: str) -> Any:
-        """Value of an axis: a config-group choice (``fusion``) or a dotted config key."""
+        """Value of an axis: a config-group choice (``fusion``) or a dotted config key.
+
+        Several axes joined by commas (``data.task,fusion``) make one axis whose values
+        are theirs joined by `` / `` (``synergy / concat``); ``None`` if one is missing.
+        """
+        if "," in name:
+            parts = [self.axis(part.strip()) for part in name.split(",")]
+            return None if any(p is None for p in parts) else " / ".join(map(str, parts))
         if name in self.choices:
             return self.choices[name]
         node: Any = self.config
@@ -61,25 +73,44 @@ class RunResult:
 
 
 def read_run_folder(folder: Path) -> RunResult:
-    """Read ``results.json``, the resolved ``config.yaml`` and any ``robustness.json``.
+    """Read ``results.json``, ``config.yaml`` and any ``robustness.json``, ``analysis.json``.
 
     The robustness results join the metrics under their flat keys
-    (``robust/missing:text@0.5/acc``, ``robust/RR/missing:text``...); an unreadable
-    ``robustness.json`` is skipped with a warning and leaves the run's own metrics.
+    (``robust/missing:text@0.5/acc``, ``robust/RR/missing:text``...), the analyses under
+    theirs (``analysis/emap/gap``, ``analysis/pid/model/synergy``...); an unreadable file is
+    skipped with a warning and leaves the run's own metrics.
     """
     payload = json.loads((folder / RESULTS_FILE).read_text())
     config_path = folder / "config.yaml"
     config = OmegaConf.to_container(OmegaConf.load(config_path)) if config_path.is_file() else {}
     robustness, robust_metrics = read_robustness(folder)
+    analysis, analysis_metrics = read_analysis_file(folder)
     return RunResult(
         status=payload.get("status", "unknown"),
-        metrics={**payload.get("metrics", {}), **robust_metrics},
+        metrics={**payload.get("metrics", {}), **robust_metrics, **analysis_metrics},
         config=config,  # type: ignore[arg-type]
         choices=payload.get("choices", {}),
         source=str(folder),
         fusion_cost=payload.get("fusion_cost") or {},
         robustness=robustness,
+        analysis=analysis,
     )
+
+
+def read_analysis_file(folder: Path) -> tuple[dict[str, Any], dict[str, float]]:
+    """The ``analysis.json`` of a run folder and its flat metrics; empty when absent.
+
+    An unreadable or malformed file is skipped with a warning.
+    """
+    path = folder / ANALYSIS_FILE
+    if not path.is_file():
+        return {}, {}
+    try:
+        payload = json.loads(path.read_text())
+        return payload, flat_analysis(payload)
+    except (OSError, ValueError, TypeError, AttributeError) as error:
+        log.warning("skipping unreadable %s: %s", path, error)
+        return {}, {}
 
 
 def read_robustness(folder: Path) -> tuple[dict[str, Any], dict[str, float]]:
@@ -124,7 +155,8 @@ def collect_wandb(path: str, group: str | None = None, api: Any = None) -> list[
 
     Every number of a run's summary becomes a metric, so robustness results logged under
     the flat keys of :mod:`mmexp.robustness.keys` (``robust/missing:text@0.5/acc``,
-    ``robust/RR/missing:text``) read like those of local run folders.
+    ``robust/RR/missing:text``) and analyses under those of :mod:`mmexp.analysis.keys`
+    (``analysis/emap/gap``) read like those of local run folders.
 
     Args:
         path: ``entity/project``.

@@ -8,6 +8,8 @@ Examples:
     mmexp-table outputs/train/multiruns/2026-11-23_10-00-00 --rows fusion \
         --robustness clean subset:image subset:text RR/missing:text --er-baseline late \
         --robustness-curve missing:text --out tables/robustness
+    mmexp-table outputs/interaction_analysis --rows data.task,fusion --scale 1 --digits 3 \
+        --analysis test/acc emap/gap pid/model --analysis-plots --out tables/interactions
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from mmexp.analysis.plot import write_analysis_plots
 from mmexp.robustness.plot import plot_curves, save_png
 from mmexp.tables.aggregate import Table, build_columns_table, build_table
+from mmexp.tables.analysis import analysis_columns
 from mmexp.tables.collect import RunResult, collect_local, collect_wandb
 from mmexp.tables.render import to_latex, to_markdown, write_bar_chart, write_csv
 from mmexp.tables.robust import condition_metric, robustness_columns, with_effective_robustness
@@ -32,7 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--rows",
         required=True,
-        help="row axis: a config-group choice (fusion) or config key (data.task)",
+        help="row axis: a config-group choice (fusion) or config key (data.task); several "
+        "joined by commas (data.task,fusion) make one",
     )
     parser.add_argument("--cols", default=None, help="column axis (default: one column)")
     parser.add_argument("--metric", default="test/acc", help="metric to tabulate")
@@ -84,11 +89,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also plot the curve, one line per row (mean ± std over seeds): "
         "writes <out>_curve_<curve>.png",
     )
+    analysis = parser.add_argument_group(
+        "analysis", "results of analysis=[contribution,emap,pid] (analysis.json or analysis/ keys)"
+    )
+    analysis.add_argument(
+        "--analysis",
+        nargs="+",
+        metavar="KEY",
+        help="one column per key: a metric of the runs (test/acc), an analysis key "
+        "(emap/gap, contribution/shapley/text, pid/data/synergy) or a group (pid/model: R, "
+        "U, S; contribution/shapley: one per modality); replaces --cols",
+    )
+    analysis.add_argument(
+        "--analysis-plots",
+        action="store_true",
+        help="also plot per row the Shapley values, the PID of model and data (stacked, "
+        "bits) and the EMAP gap: writes <out>_{shapley,pid_model,pid_data,emap}.png",
+    )
     args = parser.parse_args(argv)
     if not args.runs and not args.wandb:
         parser.error("give one or more run folders, or --wandb ENTITY/PROJECT")
     if args.robustness and args.cols:
         parser.error("--robustness puts the conditions in the columns: drop --cols")
+    if args.analysis and args.cols:
+        parser.error("--analysis puts the keys in the columns: drop --cols")
+    if args.analysis and args.robustness:
+        parser.error("--analysis and --robustness both choose the columns: give one")
     return args
 
 
@@ -99,6 +125,11 @@ def curve_path(out: Path, curve: str) -> Path:
 
 
 def _table(args: argparse.Namespace, runs: list[RunResult]) -> Table:
+    if args.analysis:
+        columns = analysis_columns(runs, args.analysis)
+        return build_columns_table(
+            runs, columns, args.rows, args.seed_axis, args.mode, args.baseline, "analysis"
+        )
     if not args.robustness:
         return build_table(
             runs, args.metric, args.rows, args.cols, args.seed_axis, args.mode, args.baseline
@@ -137,6 +168,13 @@ def main(argv: list[str] | None = None) -> int:
             runs, curve, condition_metric(args.metric), args.rows, args.seed_axis, args.scale
         )
         sys.stdout.write(f"written: {save_png(figure, curve_path(args.out, curve))}\n")
+    if args.analysis_plots:
+        written, skipped = write_analysis_plots(
+            runs, args.out, args.rows, args.seed_axis, args.scale
+        )
+        sys.stdout.writelines(f"written: {path}\n" for path in written)
+        if skipped:
+            sys.stdout.write(f"no analysis results for: {', '.join(skipped)}\n")
     return 0
 
 

@@ -111,11 +111,13 @@ def build_columns_table(
     mode: str = "max",
     baseline: Any = None,
     metric: str = "",
+    absent_is_failure: bool = True,
 ) -> Table:
     """One column per metric key, side by side: each cell is a metric over seeds.
 
     Used for robustness tables, where every column is a condition
-    (``robust/missing:text@0.5/acc``) or a summary (``robust/RR/missing:text``).
+    (``robust/missing:text@0.5/acc``) or a summary (``robust/RR/missing:text``), and
+    analysis tables (``analysis/emap/gap``, ``analysis/pid/model/unique_text``).
 
     Args:
         runs: Collected runs.
@@ -125,6 +127,9 @@ def build_columns_table(
         mode: ``max`` or ``min``: which direction is best in every column.
         baseline: Row value to test every other row against (paired t-test over seeds).
         metric: What the columns measure, for the legend.
+        absent_is_failure: Count a completed run that lacks a column's key as failed in
+            that cell; ``False`` leaves it out (a PID atom of a modality the run does not
+            have, an analysis the run did not run).
 
     Raises:
         ValueError: No run has the row axis, or the baseline is not a row.
@@ -134,6 +139,8 @@ def build_columns_table(
     params: dict[Any, set[int]] = defaultdict(set)
     for run in runs:
         for label, key in columns:
+            if not absent_is_failure and run.status == "completed" and key not in run.metrics:
+                continue
             _add_run(cells, params, run, row_axis, label, key, seed_axis)
     table = _finish(
         cells, params, [label for label, _ in columns], metric, row_axis, "", mode, baseline

@@ -128,7 +128,14 @@ def _table(args: argparse.Namespace, runs: list[RunResult]) -> Table:
     if args.analysis:
         columns = analysis_columns(runs, args.analysis)
         return build_columns_table(
-            runs, columns, args.rows, args.seed_axis, args.mode, args.baseline, "analysis"
+            runs,
+            columns,
+            args.rows,
+            args.seed_axis,
+            args.mode,
+            args.baseline,
+            "analysis",
+            absent_is_failure=False,
         )
     if not args.robustness:
         return build_table(

@@ -71,7 +71,16 @@ def make_analysis(acc, shapley, gap, pid_model, pid_data, modalities=MODALITIES,
     }
 
 
-def write_run(root: Path, name, fusion, seed, payload=None, task="synergy", status="completed"):
+def write_run(
+    root: Path,
+    name,
+    fusion,
+    seed,
+    payload=None,
+    task="synergy",
+    status="completed",
+    modalities=MODALITIES,
+):
     """A run folder: results.json + config.yaml (+ analysis.json when payload is given)."""
     folder = root / name
     folder.mkdir(parents=True)
@@ -84,7 +93,7 @@ def write_run(root: Path, name, fusion, seed, payload=None, task="synergy", stat
         "metrics": {"test/acc": acc},
     }
     (folder / "results.json").write_text(json.dumps(results))
-    config = {"seed": seed, "data": {"task": task, "modalities": list(MODALITIES)}}
+    config = {"seed": seed, "data": {"task": task, "modalities": list(modalities)}}
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     if payload is not None:
         (folder / "analysis.json").write_text(json.dumps(payload))

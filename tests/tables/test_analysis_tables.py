@@ -163,3 +163,25 @@ def test_plots_of_what_the_runs_have_and_a_note_for_the_rest(tmp_path, capsys):
     with pytest.raises(ValueError, match="no completed run has analysis results to plot"):
         main([str(bare), "--rows", "fusion", "--analysis-plots", "--out", str(tmp_path / "x")])
     assert json.loads((bare / "0" / "results.json").read_text())["status"] == "completed"
+
+
+def test_atoms_of_modalities_a_run_does_not_have_are_not_failures(tmp_path, capsys):
+    root = tmp_path / "runs"
+    audio = ("image", "audio")
+    synergy = make_analysis(
+        0.9, {"image": 0.2, "audio": 0.2}, 0.4, (0, (0, 0), 0.8), (0, (0, 0), 0.5), audio
+    )
+    write_run(root, "0", "concat", 1, synergy, modalities=audio)
+    unique = make_analysis(
+        0.9, {"image": 0.0, "text": 0.6}, 0.0, (0, (0, 0.9), 0), (0, (0, 0.8), 0)
+    )
+    write_run(root, "1", "concat", 1, unique, task="unique_text")
+    write_run(root, "2", "concat", 2, task="unique_text")  # completed, never analysed
+    argv = [str(root), "--rows", "data.task,fusion", "--scale", "1", "--out", str(tmp_path / "t")]
+    assert main([*argv, "--analysis", "test/acc", "pid/model"]) == 0
+    printed = capsys.readouterr().out
+    assert "| R model | U_audio model | U_image model | U_text model | S model |" in printed
+    bold = "**0.00 ± 0.00 (1)**"
+    assert f"| synergy / concat | **0.90 ± 0.00 (1)** | {bold} | {bold} | {bold} | -- |" in printed
+    assert f"| unique_text / concat | 0.70 ± 0.28 (2) | {bold} | -- | {bold} |" in printed
+    assert "failed" not in printed.split("analysis: mean")[0]

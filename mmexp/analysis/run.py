@@ -3,8 +3,9 @@
 The test split is encoded once (:func:`~mmexp.analysis.data.encode_test_set`); each
 component then reads the encoded set. The file is rewritten after every component, so an
 interrupted analysis, run again on the same checkpoint with the same settings, runs only the
-components it had not finished. A file of another checkpoint or analysis set is kept as
-``analysis.previous-<n>.json``. The results also go to the loggers as flat
+components it had not finished; a component whose settings changed runs again (each
+component's settings are kept under ``configs``). A file of another checkpoint or analysis
+set is kept as ``analysis.previous-<n>.json``. The results also go to the loggers as flat
 ``analysis/<component>/...`` numbers.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 
 from mmexp.analysis.data import AnalysisSet, encode_test_set
 from mmexp.analysis.keys import ANALYSIS_FILE, PREFIX, flat_numbers, read_analysis
@@ -41,7 +43,7 @@ def open_results(folder: Path, header: Mapping[str, Any]) -> dict[str, Any]:
     """The results to extend: the file's if it is of the same checkpoint and set, else new."""
     path = folder / ANALYSIS_FILE
     existing = read_analysis(path)
-    fresh = {"format": FORMAT, **header, "components": {}}
+    fresh = {"format": FORMAT, **header, "components": {}, "configs": {}}
     if existing is None:
         if path.exists():
             _set_aside(path)
@@ -49,7 +51,11 @@ def open_results(folder: Path, header: Mapping[str, Any]) -> dict[str, Any]:
     if all(existing.get(key) == header.get(key) for key in header):
         done = sorted(existing.get("components", {}))
         log.info("analysis: resuming %s (done: %s)", path, done)
-        return {**fresh, "components": dict(existing.get("components", {}))}
+        return {
+            **fresh,
+            "components": dict(existing.get("components", {})),
+            "configs": dict(existing.get("configs") or {}),
+        }
     log.warning("analysis: %s is of another checkpoint or set; kept as %s", path, _set_aside(path))
     return fresh
 
@@ -86,6 +92,7 @@ def run_analyses(
     checkpoint: str,
     settings: Mapping[str, Any],
     loggers: Sequence[Any] = (),
+    configs: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Encode the test split once and run every component on it; write ``analysis.json``.
 
@@ -98,6 +105,8 @@ def run_analyses(
         checkpoint: The analysed checkpoint, recorded.
         settings: ``max_samples``, ``seed`` and ``batch_size`` of the analysis set.
         loggers: Loggers receiving the flat numbers.
+        configs: ``{name: settings}`` of the components (JSON-ready), recorded; a finished
+            component whose recorded settings differ runs again.
 
     Returns:
         The ``analysis.json`` payload.
@@ -115,7 +124,15 @@ def run_analyses(
         "seed": int(settings.get("seed", 0)),
     }
     payload = open_results(folder, header)
-    todo = [name for name in components if name not in payload["components"]]
+    wanted = {name: (configs or {}).get(name) for name in components}
+    todo = [
+        name
+        for name in components
+        if name not in payload["components"] or payload["configs"].get(name) != wanted[name]
+    ]
+    changed = [name for name in todo if name in payload["components"]]
+    if changed:
+        log.info("analysis: settings of %s changed; running again", changed)
     if not todo:
         log.info("analysis: every component is done in %s", folder / ANALYSIS_FILE)
         return payload
@@ -128,6 +145,7 @@ def run_analyses(
         result = components[name].run(analysis)
         result["seconds"] = round(time.perf_counter() - started, 3)
         payload["components"][name] = result
+        payload["configs"][name] = wanted[name]
         folder.mkdir(parents=True, exist_ok=True)
         write_json_atomic(folder / ANALYSIS_FILE, payload)
         flat = flat_numbers(result, f"{PREFIX}/{name}")
@@ -200,9 +218,14 @@ def run_configured(
     components = configured_components(cfg)
     if not components:
         return None
+    configs = {
+        str(name): OmegaConf.to_container(node, resolve=True) for name, node in cfg.analysis.items()
+    }
     settings = dict(cfg.get("analysis_set") or {})
     settings.setdefault("device", analysis_device(cfg))
     chosen = settings.get("output_dir")
     target = Path(chosen) if chosen else folder
-    payload = run_analyses(module, datamodule, components, target, checkpoint, settings, loggers)
+    payload = run_analyses(
+        module, datamodule, components, target, checkpoint, settings, loggers, configs
+    )
     return {"file": str(target / ANALYSIS_FILE), "components": sorted(payload["components"])}

@@ -229,6 +229,17 @@ def test_resuming_runs_only_the_components_not_done(trained, tmp_path, data_dir,
     assert kept == second
 
 
+def test_a_component_whose_settings_changed_runs_again(trained, tmp_path, data_dir):
+    first = analysed(trained.checkpoint, tmp_path, data_dir, "analysis=[contribution,emap]")
+    assert first["configs"]["contribution"]["metric"] is None
+    assert first["configs"]["emap"]["max_samples"] == 1000
+    overrides = ["analysis=[contribution,emap]", "analysis.contribution.metric=f1_macro"]
+    second = analysed(trained.checkpoint, tmp_path, data_dir, *overrides)
+    assert second["components"]["contribution"]["metric"] == "f1_macro"
+    assert second["configs"]["contribution"]["metric"] == "f1_macro"
+    assert json.dumps(second["components"]["emap"]) == json.dumps(first["components"]["emap"])
+
+
 @pytest.fixture(scope="module")
 def unimodal(tmp_path_factory, data_dir):
     folder = tmp_path_factory.mktemp("runs") / "unimodal"

@@ -14,6 +14,7 @@ Examples:
     mmexp-eval ckpt_path=... 'overrides=["data.eval_batch_size=256"]'
     mmexp-eval ckpt_path=... robustness=missing
     mmexp-eval ckpt_path=... 'analysis=[contribution,emap,pid]'
+    mmexp-eval ckpt_path=outputs/train/multiruns/<date> robustness=missing   # every run
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from mmexp import CONFIG_DIR
 from mmexp.analysis.run import check_configured, run_configured
 from mmexp.assemble import assemble
+from mmexp.eval_runs import evaluate_each
 from mmexp.fit import recorded, save_resolved_config
 from mmexp.resolve import EVAL_CHECKPOINT_KEY, resolve_run_config
 from mmexp.robustness.evaluate import evaluate_robustness
@@ -136,8 +138,13 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
-    """Console entry point."""
+    """Console entry point: one checkpoint, or every run below a folder."""
     silence_known_noise()
+    if Path(str(cfg.ckpt_path)).is_dir():
+        records = evaluate_each(cfg, evaluate)
+        if any(record.get("status") == "failed" for record in records):
+            raise SystemExit(1)
+        return
     evaluate(cfg)
 
 

@@ -6,6 +6,10 @@ Four kinds, named as ``robustness.json`` keys them:
 * ``subset:<a>+<b>``: only the listed modalities present, in every sample;
 * ``missing:<m>@<rate>``: ``<m>`` missing in ``rate`` of the samples, fixed per sample
   (:class:`~mmexp.data.missing.MissingModalities`, nested over rates);
+* ``missing:both@<rate>``: the "missing both" case of Ma et al. (CVPR 2022) and Lee et al.
+  (CVPR 2023), ``rate / M`` of the samples lacking each of the ``M`` modalities and no sample
+  more than one (:meth:`~mmexp.data.missing.MissingModalities.for_case`; grids with
+  ``missing_cases``);
 * ``noise:<m>/<perturbation>@<level>``: ``<m>`` perturbed after decoding, before the
   encoder's preprocessing.
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +32,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from mmexp.data.missing import MissingModalities
 
+log = logging.getLogger(__name__)
+
 #: The kinds of condition, in the order the grid lists them.
 KINDS = ("clean", "subset", "missing_rate", "noise")
 #: The keys of a ``robustness`` config.
@@ -35,12 +42,15 @@ GRID_KEYS = (
     "seed",
     "subsets",
     "missing_rates",
+    "missing_cases",
     "levels",
     "perturbations",
     "modalities",
     "baseline",
     "output_dir",
 )
+#: The missing case in which every modality is missing from a share of the samples.
+BOTH = "both"
 
 
 @dataclass(frozen=True)
@@ -51,7 +61,8 @@ class Condition:
         name: Its key in ``robustness.json`` (see the module docstring).
         kind: One of :data:`KINDS`.
         present: The modalities it keeps (all but the removed ones).
-        modality: The modality a missing rate or perturbation applies to.
+        modality: The modality a missing rate or perturbation applies to (``"both"``: the
+            missing-both case, each modality missing from ``level / M`` of the samples).
         perturbation: The perturbation's name (noise conditions).
         level: The missing rate or perturbation level.
         missing: The per-sample assignment of a missing-rate condition.
@@ -122,26 +133,74 @@ def subset_conditions(modalities: Sequence[str]) -> list[Condition]:
 
 
 def missing_rate_conditions(
-    modalities: Sequence[str], rates: Sequence[float], seed: int
+    modalities: Sequence[str],
+    rates: Sequence[float],
+    seed: int,
+    cases: Sequence[str] | None = None,
 ) -> list[Condition]:
-    """Each modality missing at each rate, alone; rate 0 is the clean condition."""
+    """Each missing case at each rate; rate 0 is the clean condition.
+
+    Args:
+        modalities: The checkpoint's modalities.
+        rates: The total missing rates.
+        seed: Seed of the per-sample assignment.
+        cases: The cases, each a modality (missing alone, ``missing:<m>@<rate>``) or
+            :data:`BOTH` (``missing:both@<rate>``: ``rate / M`` of the samples lack each of
+            the ``M`` modalities, none more than one, as ``data/missing=case`` trains with
+            ``case=both``); ``None``: every modality alone.
+    """
     conditions = []
-    for modality in modalities:
+    for case in modalities if cases is None else cases:
         for rate in rates:
             if rate == 0.0:
                 continue
-            missing = MissingModalities({modality: rate}, seed=seed, splits=("test",))
+            missing = MissingModalities.for_case(
+                case, rate, modalities=modalities, seed=seed, splits=("test",)
+            )
             conditions.append(
                 Condition(
-                    f"missing:{modality}@{level_name(rate)}",
+                    f"missing:{case}@{level_name(rate)}",
                     "missing_rate",
                     tuple(modalities),
-                    modality=modality,
+                    modality=case,
                     level=rate,
                     missing=missing,
                 )
             )
     return conditions
+
+
+def missing_cases(
+    cases: Sequence[str] | None, modalities: Sequence[str], strict: bool = False
+) -> list[str] | None:
+    """The grid's ``missing_cases`` that apply to the checkpoint's modalities.
+
+    Args:
+        cases: ``robustness.missing_cases``: modalities and :data:`BOTH`; ``None`` keeps
+            ``None`` (every modality alone).
+        modalities: The checkpoint's modalities.
+        strict: Refuse cases for modalities the checkpoint lacks (a grid written for one
+            model); else they are left out, so one grid serves many models.
+
+    Raises:
+        ValueError: A case named twice; with ``strict``, one that names no modality of the
+            checkpoint.
+    """
+    if cases is None:
+        return None
+    chosen = [str(case) for case in cases]
+    repeated = sorted({case for case in chosen if chosen.count(case) > 1})
+    if repeated:
+        raise ValueError(f"robustness.missing_cases names {repeated} more than once")
+    unknown = [case for case in chosen if case != BOTH and case not in modalities]
+    if unknown and strict:
+        raise ValueError(
+            f"robustness.missing_cases has {unknown}, but the checkpoint's modalities are "
+            f"{list(modalities)} (a case is one of them or {BOTH!r})"
+        )
+    if unknown:
+        log.info("robustness.missing_cases: %s left out (not among %s)", unknown, modalities)
+    return [case for case in chosen if case not in unknown]
 
 
 def noise_conditions(
@@ -205,13 +264,16 @@ def build_grid(grid: Mapping[str, Any], modalities: Sequence[str]) -> list[Condi
     Args:
         grid: ``name``, ``seed``, ``subsets`` (bool), ``missing_rates`` (levels),
             ``levels`` and ``perturbations`` (``{modality: {name: config}}``), and optionally
+            ``missing_cases`` (the cases scored at each missing rate, see
+            :func:`missing_rate_conditions`; unset or ``null``: every modality alone) and
             ``modalities``, which must equal the checkpoint's.
         modalities: The checkpoint's modalities.
 
     Raises:
-        ValueError: Levels outside ``[0, 1]``, perturbations for modalities the checkpoint
-            lacks, a grid written for other modalities, or a perturbation that cannot be
-            built (named).
+        ValueError: Levels outside ``[0, 1]``, perturbations or missing cases for modalities
+            the checkpoint lacks (with ``modalities`` set), a grid written for other
+            modalities, a repeated missing case, or a perturbation that cannot be built
+            (named).
     """
     unknown = [str(key) for key in grid if key not in GRID_KEYS]
     if unknown:
@@ -232,8 +294,9 @@ def build_grid(grid: Mapping[str, Any], modalities: Sequence[str]) -> list[Condi
     if grid.get("subsets") and len(modalities) > 1:
         conditions += subset_conditions(modalities)
     rates = check_levels("robustness.missing_rates", grid.get("missing_rates") or [])
+    cases = missing_cases(grid.get("missing_cases"), modalities, strict=bool(expected))
     if rates and len(modalities) > 1:
-        conditions += missing_rate_conditions(modalities, rates, seed)
+        conditions += missing_rate_conditions(modalities, rates, seed, cases)
     levels = check_levels("robustness.levels", grid.get("levels") or [])
     perturbations = grid.get("perturbations") or {}
     conditions += noise_conditions(modalities, perturbations, levels, seed, strict=bool(expected))

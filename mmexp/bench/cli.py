@@ -4,6 +4,7 @@ Examples:
     mmexp-bench                                          # throughput + loading, default data
     mmexp-bench trainer=gpu model.compile=true bench.suites=[throughput]
     mmexp-bench 'bench.loading.workers=[0,2,4,8]' bench.suites=[loading]
+    mmexp-bench bench.suites=[robustness] bench.robustness.ckpt_path=<run>/checkpoints/last.ckpt
 
 Every figure is a ratio against a baseline measured in the same run (the plain PyTorch
 loop, reading with zero workers), so results from different machines are comparable as
@@ -29,6 +30,7 @@ from mmexp import CONFIG_DIR
 from mmexp.assemble import assemble
 from mmexp.bench.cache_speedup import cache_speedup
 from mmexp.bench.loading import loading_throughput
+from mmexp.bench.robustness_speed import robustness_speed
 from mmexp.bench.throughput import ThroughputBenchmark, prefetch
 from mmexp.bench.timing import device_name
 from mmexp.resolve import resolve_run_config
@@ -37,7 +39,7 @@ from mmexp.utils.quiet import silence_known_noise
 from mmexp.utils.resolvers import register_resolvers
 
 log = logging.getLogger(__name__)
-SUITES = ("throughput", "loading", "feature_cache")
+SUITES = ("throughput", "loading", "feature_cache", "robustness")
 
 
 def bench_device(cfg: DictConfig) -> torch.device:
@@ -89,6 +91,8 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
         results["suites"]["feature_cache"] = cache_speedup(
             cfg, list(cfg.bench.feature_cache.strategies)
         )
+    if "robustness" in suites:
+        results["suites"]["robustness"] = robustness_speed(cfg, cfg.bench.robustness)
     output = Path(cfg.bench.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2) + "\n")
@@ -140,6 +144,8 @@ def print_results(results: dict[str, Any], output: Path) -> None:
             _warn_if_starved(console, suites)
     if "feature_cache" in suites:
         _print_cache_speedup(console, suites["feature_cache"])
+    if "robustness" in suites:
+        _print_robustness_speed(console, suites["robustness"])
     console.print(f"[bold]results[/bold]: {output}")
 
 
@@ -171,6 +177,27 @@ def _print_cache_speedup(console: Console, data: dict[str, Any]) -> None:
     )
     console.print(table)
     console.print(f"[bold]feature cache speedup[/bold]: {data['speedup']:.1f}x")
+
+
+def _print_robustness_speed(console: Console, data: dict[str, Any]) -> None:
+    table = Table(
+        title=f"robustness grid {data['grid']}: {data['conditions']} conditions, "
+        f"{data['test_samples']} test samples, {'+'.join(data['modalities'])}",
+        title_justify="left",
+    )
+    for column in ("way", "test passes", "seconds"):
+        table.add_column(column, justify="right")
+    table.add_row("one pass (probe)", "1", f"{data['one_pass']['seconds']:.2f}")
+    table.add_row(
+        "one pass per condition",
+        str(data["per_condition"]["passes"]),
+        f"{data['per_condition']['seconds']:.2f}",
+    )
+    console.print(table)
+    console.print(
+        f"[bold]one-pass speedup[/bold]: {data['speedup']:.1f}x (largest metric difference "
+        f"{data['max_abs_difference']:.2g})"
+    )
 
 
 def _number(value: Any) -> str:

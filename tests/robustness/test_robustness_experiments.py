@@ -71,7 +71,7 @@ def test_the_ablation_sweeps_strategy_dropout_and_seed(tmp_path, data_dir):
     mode, params = sweep(["experiment=robustness_ablation"])
     assert mode == "RunMode.MULTIRUN"
     fusions = params["fusion"].split(",")
-    assert {"concat", "late", "gated", "attention", "tensor", "low_rank"} <= set(fusions)
+    assert {"concat", "product", "late", "gated", "attention", "tensor", "low_rank"} <= set(fusions)
     assert params["model.modality_dropout"] == "0.0,0.3,0.5"
     assert params["seed"] == "1,2,3"
     cfg = compose_config("train", ["experiment=robustness_ablation"], tmp_path / "run", data_dir)
@@ -122,6 +122,11 @@ def test_the_ablation_documents_its_run_and_table_commands():
         "experiment=robustness_ablation",
         f"hydra.sweep.dir={sweep_dir}",
     ]
+    # the unimodal references: jobs of their own in the same sweep folder
+    assert runs[1][-1] == f"hydra.sweep.dir={sweep_dir}"
+    references = train_overrides(runs[1])
+    assert "fusion=unimodal_image,unimodal_text" in references
+    assert "model.modality_dropout=0.0" in references
     _, params = sweep(["experiment=robustness_ablation"])
     # Job folders are named by their sorted overrides (checked on one job), so the
     # documented globs pick the jobs they say: one dropout rate, or one strategy.
@@ -133,7 +138,7 @@ def test_the_ablation_documents_its_run_and_table_commands():
             *([f"{key}={value}" for value in values.split(",")] for key, values in params.items())
         )
     }
-    assert len(jobs) == 72
+    assert len(jobs) == 81
     tables = documented_commands("robustness_ablation", "mmexp-table")
     assert len(tables) == 2 and all("--robustness" in table for table in tables)
     picked = []
@@ -143,7 +148,7 @@ def test_the_ablation_documents_its_run_and_table_commands():
         picked.append({tuple(jobs[name]) for name in fnmatch.filter(jobs, pattern)})
     assert picked[0] == {job for job in jobs.values() if "model.modality_dropout=0.0" in job}
     assert picked[1] == {job for job in jobs.values() if "fusion=concat" in job}
-    assert len(picked[0]) == 24 and len(picked[1]) == 9
+    assert len(picked[0]) == 27 and len(picked[1]) == 9
 
 
 @pytest.mark.slow

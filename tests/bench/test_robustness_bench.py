@@ -36,11 +36,9 @@ def test_both_ways_score_every_condition_of_the_grid_alike(tmp_path, data_dir):
     expected += [f"missing:{m}@{rate}" for m in ("image", "text") for rate in RATES]
     assert list(measured["metrics"]) == expected
     assert measured["conditions"] == 23 and measured["test_samples"] == 16
-    assert measured["one_pass"] == {
-        "seconds": pytest.approx(measured["one_pass"]["seconds"]),
-        "passes": 1,
-    }
-    assert measured["per_condition"]["passes"] == 23
+    assert measured["one_pass"].keys() == measured["per_condition"].keys() == {"seconds", "passes"}
+    assert (measured["one_pass"]["passes"], measured["per_condition"]["passes"]) == (1, 23)
+    assert measured["one_pass"]["seconds"] > 0 and measured["trained"]["seconds"] > 0
     assert measured["speedup"] == pytest.approx(
         measured["per_condition"]["seconds"] / measured["one_pass"]["seconds"]
     )

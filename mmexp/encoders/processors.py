@@ -67,6 +67,26 @@ class ImageProcessor:
         return torch.stack(list(items))
 
 
+class TransformImageProcessor:
+    """A model's own image transform per image and a stack per batch; picklable for workers.
+
+    Args:
+        transform: Callable from an RGB PIL image to a ``[3, H, W]`` tensor (a timm or
+            open_clip transform).
+    """
+
+    def __init__(self, transform: Any) -> None:
+        self.transform = transform
+
+    def __call__(self, raw: Image.Image) -> torch.Tensor:
+        """Transform one image (converted to RGB: grey or RGBA files are common)."""
+        return self.transform(raw.convert("RGB"))
+
+    def collate(self, items: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Stack images into ``[B, 3, H, W]``."""
+        return torch.stack(list(items))
+
+
 class TextProcessor:
     """Tokenize a batch of strings with a Hugging Face tokenizer.
 
@@ -74,6 +94,9 @@ class TextProcessor:
         tokenizer: Any ``transformers`` tokenizer (``PreTrainedTokenizerBase``).
         max_length: Longest sequence kept, in tokens; longer texts are truncated.
     """
+
+    # Pad to the longest text of the batch; a subclass pads to max_length instead.
+    padding: bool | str = True
 
     def __init__(self, tokenizer: Any, max_length: int) -> None:
         self.tokenizer = tokenizer
@@ -84,18 +107,30 @@ class TextProcessor:
         return raw
 
     def collate(self, items: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Tokenize and pad to the longest text of the batch."""
+        """Tokenize and pad (to the longest text of the batch, or see :attr:`padding`)."""
         encoded = self.tokenizer(
             list(items),
-            padding=True,
+            padding=self.padding,
             truncation=True,
             max_length=self.max_length,
+            # Some tokenizers (SigLIP's) leave the mask out unless asked for it.
+            return_attention_mask=True,
             return_tensors="pt",
         )
         return {
             "input_ids": encoded["input_ids"],
             "attention_mask": encoded["attention_mask"].bool(),
         }
+
+
+class MaxLengthTextProcessor(TextProcessor):
+    """A :class:`TextProcessor` that pads every text to ``max_length`` tokens.
+
+    For models trained on fixed-length sequences whose pooled token is a fixed position
+    (SigLIP reads the last one, padding or not).
+    """
+
+    padding = "max_length"
 
 
 class WaveformProcessor:

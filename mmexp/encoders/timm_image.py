@@ -8,39 +8,28 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import torch
-from PIL import Image
 from torch import nn
 
 from mmexp.encoders.base import EncoderOutput, output_from
 from mmexp.encoders.freezing import BackboneEncoder
 from mmexp.encoders.hub import fetch_failed_message, hub_offline
+from mmexp.encoders.processors import TransformImageProcessor
 
 KEY = "model.encoders.image"
 
 
-class TimmImageProcessor:
+class TimmImageProcessor(TransformImageProcessor):
     """A timm transform per image and a stack per batch; picklable for loader workers.
 
     Args:
         transform: Callable from an RGB PIL image to a ``[3, H, W]`` tensor.
     """
-
-    def __init__(self, transform: Any) -> None:
-        self.transform = transform
-
-    def __call__(self, raw: Image.Image) -> torch.Tensor:
-        """Transform one image (converted to RGB: grey or RGBA files are common)."""
-        return self.transform(raw.convert("RGB"))
-
-    def collate(self, items: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Stack images into ``[B, 3, H, W]``."""
-        return torch.stack(list(items))
 
 
 def _check_name(name: str) -> None:

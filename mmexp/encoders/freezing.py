@@ -32,8 +32,23 @@ LORA_KEYS = ("r", "alpha", "dropout", "target_modules")
 
 # Attribute paths of the repeated blocks, in the order they are tried: timm models
 # (``blocks``, ``stages``, ``layers``), Hugging Face encoders (``encoder.layer`` for BERT and
-# AST, ``encoder.layers`` for wav2vec2 / HuBERT, ``layers`` for a Whisper encoder).
-BLOCK_PATHS = ("blocks", "stages", "layers", "encoder.layer", "encoder.layers", "encoder.blocks")
+# AST, ``encoder.layers`` for wav2vec2 / HuBERT, ``layers`` for a Whisper encoder), the towers
+# of vision-language models (open_clip's ``transformer.resblocks`` in its image and text
+# towers, a Hugging Face CLIP / SigLIP tower's ``encoder.layers``; see
+# :mod:`mmexp.encoders.clip_towers`).
+BLOCK_PATHS = (
+    "blocks",
+    "stages",
+    "layers",
+    "encoder.layer",
+    "encoder.layers",
+    "encoder.blocks",
+    "transformer.resblocks",
+    "visual.transformer.resblocks",
+    "text.transformer.resblocks",
+    "vision_model.encoder.layers",
+    "text_model.encoder.layers",
+)
 # Where the blocks sit relative to an mmexp encoder: in it (built-in encoders, whose audio
 # CNN is ``cnn``) or in its pretrained ``backbone``.
 ENCODER_PREFIXES = ("", "backbone.")

@@ -61,6 +61,8 @@ class RunSchema:
     test: bool = True
     ckpt_path: str | None = None
     pretrained_checkpoint: str | None = None
+    # the contrastive loss's initial logit scale / bias nodes (init=open_clip|hf_clip)
+    logit_init: dict[str, Any] | None = None
     skip_completed: bool = True
     fail_fast: bool = False
     # mmexp-eval: dotlist overrides of the checkpoint's run config

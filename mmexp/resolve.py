@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 Purpose = Literal["train", "eval", "bench"]
 PURPOSES: tuple[Purpose, ...] = ("train", "eval", "bench")
+#: Top-level config nodes whose targets may read values from pretrained weights.
+PRETRAINED_VALUE_KEYS = ("objective", "logit_init")
 #: Where ``mmexp-eval`` keeps the checkpoint it evaluates, in the resolved run config.
 EVAL_CHECKPOINT_KEY = "eval_checkpoint"
 
@@ -143,11 +145,19 @@ def skip_pretrained_weights(run_cfg: DictConfig, keep: Iterable[str] = ()) -> No
     Hugging Face encoders still read their config and weights from ``name_or_path`` (the
     architecture is defined there), so that path must be reachable when evaluating.
 
+    Values a config reads from pretrained weights (the contrastive loss's initial logit
+    scale from a public model, ``logit_init``) are built the same way: a target with a
+    ``without_pretrained_weights`` attribute under ``objective`` or ``logit_init`` has its
+    options changed by it (the checkpoint holds the trained values).
+
     Args:
         run_cfg: The run's config, changed in place (a copy :func:`resolve_run_config` owns).
         keep: Modalities whose frozen weights the checkpoint left out
             (``model.save_frozen_weights=false``): built from their source as configured.
     """
+    for key in PRETRAINED_VALUE_KEYS:
+        if isinstance(run_cfg.get(key), DictConfig):
+            _skip_pretrained_values(run_cfg[key])
     encoders = run_cfg.model.get("encoders") or {}
     for modality in list(encoders):
         node = encoders[modality]
@@ -158,3 +168,19 @@ def skip_pretrained_weights(run_cfg: DictConfig, keep: Iterable[str] = ()) -> No
             built = ModalityEncoder
         options = OmegaConf.to_container(node, resolve=False)
         encoders[modality] = OmegaConf.create(built.without_pretrained_weights(options))  # type: ignore[arg-type]
+
+
+def _skip_pretrained_values(node: DictConfig) -> None:
+    """Apply ``without_pretrained_weights`` of the targets below ``node`` that have one."""
+    for key in list(node):
+        child = node[key]
+        if not isinstance(child, DictConfig):
+            continue
+        target = child.get("_target_")
+        skip = (
+            getattr(get_object(str(target)), "without_pretrained_weights", None) if target else None
+        )
+        if callable(skip):
+            node[key] = OmegaConf.create(skip(OmegaConf.to_container(child, resolve=False)))
+        else:
+            _skip_pretrained_values(child)

@@ -2,23 +2,32 @@
 
 from mmexp.encoders.audio_logmel import LogMelCNNEncoder
 from mmexp.encoders.base import EncoderOutput, ModalityEncoder, masked_mean
+from mmexp.encoders.clip_towers import ClipTowerEncoder, TowerWidthError
 from mmexp.encoders.freezing import BackboneEncoder, Trainability, count_parameters
 from mmexp.encoders.hf_audio import HFAudioEncoder
+from mmexp.encoders.hf_clip import HFClipImageEncoder, HFClipTextEncoder
 from mmexp.encoders.hf_text import HFTextEncoder, minilm_encoder
 from mmexp.encoders.image_cnn import SmallConvEncoder
+from mmexp.encoders.open_clip_towers import OpenClipImageEncoder, OpenClipTextEncoder
 from mmexp.encoders.text_transformer import SmallTextTransformer
 from mmexp.encoders.timm_image import TimmImageEncoder
 
 __all__ = [
     "BackboneEncoder",
+    "ClipTowerEncoder",
     "EncoderOutput",
     "HFAudioEncoder",
+    "HFClipImageEncoder",
+    "HFClipTextEncoder",
     "HFTextEncoder",
     "LogMelCNNEncoder",
     "ModalityEncoder",
+    "OpenClipImageEncoder",
+    "OpenClipTextEncoder",
     "SmallConvEncoder",
     "SmallTextTransformer",
     "TimmImageEncoder",
+    "TowerWidthError",
     "Trainability",
     "count_parameters",
     "masked_mean",

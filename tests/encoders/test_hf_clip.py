@@ -168,3 +168,16 @@ def test_another_kind_of_model_and_a_width_mismatch_are_named(folders, tmp_path)
     load.assert_not_called()  # refused from the config, before the weights
     assert f"model.width={EMBED_DIM}" in str(info.value)
     assert "model.encoders.image.projection=linear" in str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["clip", "siglip"])
+def test_every_trainable_parameter_gets_a_gradient_with_checkpointing(folders, kind):
+    # DDP rejects parameters that never get a gradient.
+    image, text = towers(folders[kind], kind)
+    batches = (torch.randn(2, 3, 32, 32), text.processor(train=True).collate(TEXTS))
+    for encoder, batch in zip((image, text), batches, strict=True):
+        assert encoder.set_grad_checkpointing(True)
+        encoder.train()
+        out = encoder(batch)
+        (out.pooled.sum() + out.tokens.sum()).backward()
+        assert [n for n, p in encoder.named_parameters() if p.grad is None] == []

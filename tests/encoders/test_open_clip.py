@@ -310,3 +310,15 @@ def test_classification_trains_on_the_public_towers(tiny, tmp_path, data_dir):
     )
     result = train(cfg)
     assert result["status"] == "completed" and 0.0 <= result["metrics"]["test/acc"] <= 1.0
+
+
+def test_every_trainable_parameter_gets_a_gradient_with_checkpointing(tiny):
+    # DDP rejects parameters that never get a gradient.
+    image, text = towers(tiny, projection="linear")
+    batches = (torch.randn(2, 3, 32, 32), text.processor(train=True).collate(TEXTS))
+    for encoder, batch in zip((image, text), batches, strict=True):
+        assert encoder.set_grad_checkpointing(True)
+        encoder.train()
+        out = encoder(batch)
+        (out.pooled.sum() + out.tokens.sum()).backward()
+        assert [n for n, p in encoder.named_parameters() if p.grad is None] == []

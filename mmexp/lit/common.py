@@ -212,12 +212,35 @@ class MultimodalModule(KeepsFrozenInEval, pl.LightningModule):
         return False
 
     def carried_metrics(self) -> dict[str, Metric]:
-        """The metrics of :attr:`carried`, by their module names (stable across versions)."""
-        return {
-            name: metric
-            for name, metric in self.named_modules()
-            if isinstance(metric, Metric) and name.split(".")[0] in self.carried
-        }
+        """The metrics of :attr:`carried`, by their module names (stable across versions).
+
+        Raises:
+            TypeError: A name in :attr:`carried` is not an attribute holding a torchmetrics
+                ``Metric`` or a module of them (``MetricCollection``, :class:`EpochMeans`):
+                a rename would otherwise drop its states from checkpoints, and a resumed
+                run would silently restart them.
+        """
+        carried: dict[str, Metric] = {}
+        for attribute in self.carried:
+            held = getattr(self, attribute, None)
+            metrics = (
+                {
+                    name: metric
+                    for name, metric in held.named_modules(prefix=attribute)
+                    if isinstance(metric, Metric)
+                }
+                if isinstance(held, nn.Module)
+                else {}
+            )
+            if not metrics:
+                owner = type(self).__name__
+                found = type(held).__name__ if hasattr(self, attribute) else "no attribute"
+                raise TypeError(
+                    f"{owner}.carried names {attribute!r}, but {owner}.{attribute} is "
+                    f"{found}, not a torchmetrics Metric or a module holding them"
+                )
+            carried.update(metrics)
+        return carried
 
     def encode(self, batch: Mapping[str, Any]) -> dict[str, EncoderOutput]:
         """Run every encoder on the samples of the batch that have its modality.

@@ -26,7 +26,7 @@ from mmexp.fusion.base import FusionStrategy, can_judge_pairs
 from mmexp.fusion.cost import count_params, fusion_cost, match_params
 from mmexp.lit.common import MultimodalModule
 from mmexp.lit.presence import ModalityDropout
-from mmexp.utils.instantiate import TRAINER_INJECTED
+from mmexp.utils.instantiate import TRAINER_INJECTED, declared_injection
 
 
 def build_encoders(cfg: DictConfig) -> dict[str, ModalityEncoder]:
@@ -46,7 +46,7 @@ def build_encoders(cfg: DictConfig) -> dict[str, ModalityEncoder]:
                 f"data.modalities includes {modality!r} but model.encoders.{modality} is not "
                 f"set (configured: {configured}); add model/encoders/{modality}=<name>"
             )
-        encoder = instantiate(node, out_dim=width)
+        encoder = instantiate(node, **injected("model.encoders.*", out_dim=width))
         if not isinstance(encoder, ModalityEncoder) or encoder.modality != modality:
             raise TypeError(
                 f"model.encoders.{modality} built {type(encoder).__name__}, which is not a "
@@ -139,12 +139,14 @@ def check_matching_fusion(cfg: DictConfig) -> str | None:
 
 
 #: Arguments the builders pass at instantiation, per config path pattern (``*`` is one path
-#: segment): the config check does not ask for them in the config.
+#: segment): the config check does not ask for them in the config. Each site passes its
+#: arguments through :func:`injected`, which refuses one missing here.
 INJECTED: dict[str, frozenset[str]] = {
     "model.encoders.*": frozenset({"out_dim"}),
     "model.head": frozenset({"in_dim", "out_dim"}),
-    # hidden_dim: set by fusion.match_params
-    "fusion": frozenset({"modalities", "dim", "num_classes", "hidden_dim"}),
+    # num_classes: decision-level strategies only. (fusion.match_params writes the widths
+    # into the node instead, where the config check sees them.)
+    "fusion": frozenset({"modalities", "dim", "num_classes"}),
     "objective.module": frozenset(
         {
             "encoders",
@@ -161,6 +163,16 @@ INJECTED: dict[str, frozenset[str]] = {
     ),
     "trainer": TRAINER_INJECTED,
 }
+
+
+def injected(path: str, **arguments: Any) -> dict[str, Any]:
+    """The ``arguments`` a builder passes to the node at ``path``, checked against INJECTED.
+
+    ``path`` is the pattern of :data:`INJECTED` (``model.encoders.*``, ``fusion``, ...).
+    """
+    return declared_injection(INJECTED[path], path, arguments)
+
+
 #: Keys the builders remove from a node before instantiating it.
 CONSUMED: dict[str, frozenset[str]] = {
     "fusion": frozenset({"match_params"}),
@@ -202,14 +214,17 @@ def build_fusion_and_head(
         options["num_classes"] = num_classes
 
     def make(fusion_config: dict[str, Any], head_config: dict[str, Any]) -> nn.ModuleList:
-        fusion = instantiate(fusion_config, **options)
+        fusion = instantiate(fusion_config, **injected("fusion", **options))
         if not isinstance(fusion, FusionStrategy):
             raise TypeError(f"fusion._target_ built {type(fusion).__name__}, not a FusionStrategy")
         head = (
             nn.Identity()
             if fusion.produces_logits
             else instantiate(
-                head_config, in_dim=fusion.out_dim, out_dim=head_outputs or num_classes
+                head_config,
+                **injected(
+                    "model.head", in_dim=fusion.out_dim, out_dim=head_outputs or num_classes
+                ),
             )
         )
         return nn.ModuleList([fusion, head])
@@ -339,7 +354,7 @@ def build_module(cfg: DictConfig, num_classes: int) -> MultimodalModule:
     # own _target_ entries would be instantiated too.
     factory = instantiate(cfg.objective.module, _partial_=True)
     try:
-        return factory(**parts)
+        return factory(**injected("objective.module", **parts))
     except (ValueError, TypeError) as error:
         # The module's own validation error (wrong modalities, fusion, ...), under its key.
         raise type(error)(f"objective.module: {error}") from error

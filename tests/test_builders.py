@@ -1,13 +1,16 @@
 """What the builders declare: fusion choices, injected arguments, the data-module contract."""
 
 import inspect
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
 import yaml
-from hydra.utils import get_class
+from hydra.utils import get_class, instantiate
 
+import mmexp.builders
 import mmexp.fusion
+import mmexp.utils.instantiate
 from mmexp import CONFIG_DIR
 from mmexp.builders import (
     INJECTED,
@@ -22,6 +25,7 @@ from mmexp.fusion.base import FusionStrategy
 from mmexp.lit.classifier import MultimodalClassifier
 from mmexp.lit.contrastive import ContrastivePretrainer
 from mmexp.lit.regressor import MultimodalRegressor
+from mmexp.utils.instantiate import build_trainer
 
 STRATEGIES = [
     getattr(mmexp.fusion, name)
@@ -61,6 +65,73 @@ def test_every_module_takes_the_arguments_injected_into_all_modules(module):
     accepted = set(inspect.signature(module).parameters)
     assert {"encoders", "optimizer", "scheduler", "run_config", "save_frozen_weights"} <= accepted
     assert accepted & INJECTED["objective.module"] >= {"run_config", "save_frozen_weights"}
+
+
+# Between them the builders pass every argument they can: decision-level logits (late), a
+# matching head (itm), no fusion (contrastive), one output (regression), ModDrop.
+INJECTING_RUNS = [
+    [],
+    ["fusion=late"],
+    ["objective=itm"],
+    ["objective=contrastive"],
+    ["objective=regression"],
+    ["objective=multilabel"],
+    ["model.modality_dropout=0.3"],
+]
+
+
+def _record_injections(monkeypatch, cfg) -> dict[str, list[set[str]]]:
+    """Intercept the builders' instantiate calls: the keyword names passed, per node path."""
+    paths = {cfg.model.encoders[m]._target_: "model.encoders.*" for m in cfg.data.modalities}
+    nodes = {"model.head": cfg.model.head, "fusion": cfg.fusion}
+    nodes |= {"objective.module": cfg.objective.module, "trainer": cfg.trainer}
+    for path, node in nodes.items():
+        assert node._target_ not in paths, f"{path} shares its target with {paths[node._target_]}"
+        paths[node._target_] = path
+    seen: dict[str, list[set[str]]] = defaultdict(list)
+
+    def recording(config, *args, **kwargs):
+        path = paths.get(config.get("_target_"))
+        if path is None or not kwargs.pop("_partial_", False):
+            if path is not None:
+                seen[path].append(set(kwargs))
+            return instantiate(config, *args, **kwargs)
+        factory = instantiate(config, *args, _partial_=True, **kwargs)
+
+        def called(**parts):
+            seen[path].append(set(parts))
+            return factory(**parts)
+
+        return called
+
+    monkeypatch.setattr(mmexp.builders, "instantiate", recording)
+    monkeypatch.setattr(mmexp.utils.instantiate, "instantiate", recording)
+    return seen
+
+
+def test_the_declared_injections_are_what_the_builders_pass(make_train_cfg, monkeypatch):
+    passed: dict[str, set[str]] = defaultdict(set)
+    for overrides in INJECTING_RUNS:
+        cfg = make_train_cfg(*overrides)
+        seen = _record_injections(monkeypatch, cfg)
+        build_module(cfg, num_classes=3)
+        build_trainer(cfg)
+        expected = {"model.encoders.*", "objective.module", "trainer"}
+        if cfg.objective.get("uses_fusion", True):
+            # late fusion outputs the logits itself: its head is an identity, not built
+            expected |= {"fusion"} if overrides == ["fusion=late"] else {"fusion", "model.head"}
+        assert set(seen) == expected, overrides
+        for path, calls in seen.items():
+            for names in calls:
+                assert names <= INJECTED[path], (overrides, path)
+                passed[path] |= names
+    assert dict(passed) == {path: set(names) for path, names in INJECTED.items()}
+
+
+def test_an_argument_missing_from_the_declaration_is_refused(make_train_cfg, monkeypatch):
+    monkeypatch.setitem(INJECTED, "model.head", frozenset({"in_dim"}))
+    with pytest.raises(TypeError, match=r"model\.head: the builders pass \['out_dim'\]"):
+        build_module(make_train_cfg(), num_classes=3)
 
 
 def test_a_fusion_for_a_module_without_one_is_refused(make_train_cfg):

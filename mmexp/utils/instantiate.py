@@ -12,6 +12,27 @@ from omegaconf import DictConfig
 TRAINER_INJECTED = frozenset({"callbacks", "logger"})
 
 
+def declared_injection(
+    declared: frozenset[str], path: str, arguments: dict[str, Any]
+) -> dict[str, Any]:
+    """``arguments``, once checked to be among the ``declared`` injections of ``path``.
+
+    The config check reads the declarations (:data:`mmexp.builders.INJECTED`) to know which
+    required parameters the config need not set; every injection site passes its arguments
+    through here, so a site cannot pass one the declaration lacks.
+
+    Raises:
+        TypeError: An argument is not declared for ``path``.
+    """
+    undeclared = sorted(set(arguments) - declared)
+    if undeclared:
+        raise TypeError(
+            f"{path}: the builders pass {undeclared}, which the declared injections "
+            f"{sorted(declared)} lack; declare them (mmexp.builders.INJECTED)"
+        )
+    return arguments
+
+
 def instantiate_group(group: DictConfig | None, kind: str) -> list[Any]:
     """Instantiate every entry with a ``_target_`` in a group of named configs.
 
@@ -39,11 +60,11 @@ def instantiate_group(group: DictConfig | None, kind: str) -> list[Any]:
 
 def build_trainer(cfg: DictConfig) -> pl.Trainer:
     """Instantiate ``cfg.trainer`` with the configured callbacks and loggers."""
-    return instantiate(
-        cfg.trainer,
-        callbacks=instantiate_group(cfg.get("callbacks"), "callbacks"),
-        logger=instantiate_group(cfg.get("logger"), "logger") or False,
-    )
+    injected = {
+        "callbacks": instantiate_group(cfg.get("callbacks"), "callbacks"),
+        "logger": instantiate_group(cfg.get("logger"), "logger") or False,
+    }
+    return instantiate(cfg.trainer, **declared_injection(TRAINER_INJECTED, "trainer", injected))
 
 
 def build_test_trainer(cfg: DictConfig) -> pl.Trainer:

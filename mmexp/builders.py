@@ -70,25 +70,40 @@ def _fusion_class(cfg: DictConfig) -> type[FusionStrategy]:
     try:
         cls = get_class(target)
     except Exception as error:  # hydra raises ImportError or ValueError variants
-        raise ValueError(f"fusion._target_={target!r} cannot be imported ({error})") from None
+        raise ValueError(
+            f"fusion._target_={target!r} cannot be imported ({error}); {available_fusions()}"
+        ) from None
     if not (isinstance(cls, type) and issubclass(cls, FusionStrategy)):
-        raise TypeError(f"fusion._target_={target!r} is not a FusionStrategy")
+        raise TypeError(
+            f"fusion._target_={target!r} is not a FusionStrategy; {available_fusions()}"
+        )
     return cls
+
+
+def _strategies() -> list[type[FusionStrategy]]:
+    """The strategies :mod:`mmexp.fusion` exports (``__all__``) that have a config."""
+    import mmexp.fusion
+
+    exported = (getattr(mmexp.fusion, name) for name in mmexp.fusion.__all__)
+    return [
+        cls
+        for cls in exported
+        if isinstance(cls, type) and issubclass(cls, FusionStrategy) and cls.config_name
+    ]
 
 
 def fusion_choices(accepts: Callable[[type[FusionStrategy]], bool]) -> list[str]:
     """The ``fusion=`` choices of the strategies in :mod:`mmexp.fusion` that ``accepts``."""
-    import mmexp.fusion
+    return sorted(cls.config_name for cls in _strategies() if accepts(cls))
 
-    strategies = (getattr(mmexp.fusion, name) for name in mmexp.fusion.__all__)
-    return sorted(
-        cls.config_name
-        for cls in strategies
-        if isinstance(cls, type)
-        and issubclass(cls, FusionStrategy)
-        and cls.config_name
-        and accepts(cls)
+
+def available_fusions() -> str:
+    """The strategies of :mod:`mmexp.fusion`, each with its ``fusion=`` choice, for messages."""
+    listed = ", ".join(
+        f"mmexp.fusion.{cls.__name__} (fusion={cls.config_name})"
+        for cls in sorted(_strategies(), key=lambda cls: cls.config_name)
     )
+    return f"the strategies of mmexp.fusion are {listed}"
 
 
 def check_fusion(cfg: DictConfig) -> None:

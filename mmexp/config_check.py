@@ -45,7 +45,7 @@ from typing import Any, Literal, Union
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from mmexp.builders import CONSUMED, INJECTED, check_matching_fusion
+from mmexp.builders import CONSUMED, INJECTED, available_fusions, check_matching_fusion
 from mmexp.config_schema import check_schemas
 
 SPECIAL_KEYS = frozenset({"_target_", "_partial_", "_recursive_", "_convert_", "_args_"})
@@ -141,7 +141,9 @@ def _check_node(node: DictConfig, path: str, problems: list[str]) -> None:
         schema = _schema(_target_object(str(target)))
     except ImportError as error:
         reason = " ".join(str(error).split())
-        problems.append(f"{path}._target_: cannot import {target!r} ({reason})")
+        # A strategy's class is the one target users type by hand (fusion._target_=...).
+        hint = f"; {available_fusions()}" if path == "fusion" else ""
+        problems.append(f"{path}._target_: cannot import {target!r} ({reason}){hint}")
         return
     except Exception:  # ??? target, or no inspectable signature (builtins)
         return

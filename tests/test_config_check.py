@@ -1,9 +1,12 @@
 """Config validation at start: unknown keys, wrong types and widths, named by key path."""
 
 import json
+import re
 
 import pytest
+import yaml
 
+from mmexp.builders import build_module
 from mmexp.config_check import ConfigError, check_config
 from mmexp.train import train
 from tests.helpers.configs import CONF, FAST_OVERRIDES, compose_config, problems
@@ -104,6 +107,31 @@ def test_missing_required_parameter_unless_the_code_injects_it(make_train_cfg):
 def test_unimportable_target_is_named(make_train_cfg):
     found = problems(make_train_cfg("++callbacks.lr_monitor._target_=mmexp.nope.Nope"))
     assert len(found) == 1 and found[0].startswith("callbacks.lr_monitor._target_: cannot import")
+
+
+def _exported_strategies() -> list[str]:
+    import mmexp.fusion
+
+    return [name for name in mmexp.fusion.__all__ if name != "FusionStrategy"]
+
+
+def test_an_unknown_fusion_target_lists_the_strategies_of_mmexp_fusion(make_train_cfg):
+    found = problems(make_train_cfg("fusion._target_=mmexp.fusion.Nope"))
+    assert len(found) == 1
+    assert found[0].startswith("fusion._target_: cannot import 'mmexp.fusion.Nope'")
+    listed = re.findall(r"mmexp\.fusion\.(\w+) \(fusion=(\w+)\)", found[0])
+    assert sorted(name for name, _ in listed) == sorted(_exported_strategies())
+    # each choice is a config of the fusion group that builds that class
+    for name, choice in listed:
+        config = yaml.safe_load((CONF / "fusion" / f"{choice}.yaml").read_text())
+        assert config["_target_"] == f"mmexp.fusion.{name}"
+
+
+def test_a_fusion_target_that_is_no_strategy_lists_them_too(make_train_cfg):
+    with pytest.raises(TypeError, match="is not a FusionStrategy") as caught:
+        build_module(make_train_cfg("fusion._target_=torch.nn.Identity"), num_classes=3)
+    for name in _exported_strategies():
+        assert f"mmexp.fusion.{name} (fusion=" in str(caught.value)
 
 
 def test_mismatched_widths_name_both_keys(tmp_path, data_dir, make_train_cfg):

@@ -91,6 +91,21 @@ def find_blocks(backbone: nn.Module, key: str) -> list[str]:
     )
 
 
+def modules_after(root: nn.Module, block: str) -> list[str]:
+    """The outermost submodules of ``root`` registered after ``block`` (final norm, projection).
+
+    Registration order is the order a forward pass usually runs them in; the containers
+    of ``block`` itself come before it and are not included.
+    """
+    names = [name for name, _ in root.named_modules()]
+    end = max(i for i, name in enumerate(names) if name == block or name.startswith(block + "."))
+    after: list[str] = []
+    for name in names[end + 1 :]:
+        if not any(name.startswith(outer + ".") for outer in after):
+            after.append(name)
+    return after
+
+
 def _linear_names(backbone: nn.Module) -> list[str]:
     # Last name components, the form LoRA's target_modules matches against.
     modules = backbone.named_modules()
@@ -105,6 +120,9 @@ class Trainability:
         trainable_blocks: Blocks that train with ``freeze="last_n"`` (counted from the end).
         lora: LoRA settings (``r``, ``alpha``, ``dropout``, ``target_modules``) or ``None``.
         key: Config prefix of the encoder (``model.encoders.image``), named in errors.
+        after_blocks: With ``last_n``, the layers registered after the last block (final
+            norm, projection) train too (:func:`modules_after`); a finetuning protocol
+            applies it to a whole encoder, projections included.
 
     Raises:
         ValueError: An unknown mode, a block count without ``last_n``, LoRA with ``last_n``,
@@ -117,6 +135,8 @@ class Trainability:
         trainable_blocks: int = 0,
         lora: Mapping[str, Any] | None = None,
         key: str = "model.encoders",
+        *,
+        after_blocks: bool = False,
     ) -> None:
         if freeze not in FREEZE_MODES:
             raise ValueError(f"{key}.freeze must be one of {FREEZE_MODES}, got {freeze!r}")
@@ -136,8 +156,11 @@ class Trainability:
             if freeze == "last_n":
                 # Ambiguous (adapters everywhere and full blocks at the end): not supported.
                 raise ValueError(f"{key}.lora trains adapters only; set {key}.freeze=none")
+        if after_blocks and freeze != "last_n":
+            raise ValueError(f"after_blocks applies with {key}.freeze=last_n, not {freeze!r}")
         self.freeze = freeze
         self.trainable_blocks = trainable_blocks
+        self.after_blocks = after_blocks
         self.lora = dict(lora) if lora is not None else None
         self.key = key
 
@@ -162,6 +185,8 @@ class Trainability:
                     f"{type(backbone).__name__} has only {len(blocks)} blocks"
                 )
             live = blocks[-self.trainable_blocks :]
+            if self.after_blocks:
+                live += modules_after(backbone, blocks[-1])
         freeze(backbone, live)
         return backbone
 

@@ -158,7 +158,7 @@ class Partial(FinetuneProtocol):
     """The last ``trainable_blocks`` blocks of each pretrained tower train.
 
     Layers after the blocks (final norm, projection) train with them; earlier blocks and
-    the embeddings are frozen.
+    the embeddings are frozen and stay in eval mode while the rest trains.
 
     Args:
         trainable_blocks: Blocks that train, counted from the end.
@@ -175,13 +175,11 @@ class Partial(FinetuneProtocol):
         self.trainable_blocks = trainable_blocks
 
     def restrict_encoder(self, encoder: ModalityEncoder, key: str) -> None:  # noqa: D102
-        last_block = find_blocks(encoder, key)[-1] + "."
-        encoder.set_trainability(Trainability("last_n", self.trainable_blocks, key=key))
-        # Layers registered after the last block (final norm, projection) train with it.
-        parameters = list(encoder.named_parameters())
-        last = max(i for i, (name, _) in enumerate(parameters) if name.startswith(last_block))
-        for _, parameter in parameters[last + 1 :]:
-            parameter.requires_grad_(True)
+        # Layers registered after the last block (final norm, projection) train with it,
+        # in training mode; the rest of the tower is frozen and stays in eval mode.
+        encoder.set_trainability(
+            Trainability("last_n", self.trainable_blocks, key=key, after_blocks=True)
+        )
 
 
 class Lora(FinetuneProtocol):

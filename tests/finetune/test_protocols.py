@@ -113,6 +113,17 @@ def test_partial_trains_the_last_blocks_and_what_follows(make_train_cfg, checkpo
     image = dict(model.encoders["image"].named_parameters())
     assert image["stages.2.0.weight"].requires_grad and image["proj.weight"].requires_grad
     assert not image["stages.0.0.weight"].requires_grad
+    # What trains is in training mode, what is frozen in eval mode, after module.train().
+    model.train()
+    assert text.get_submodule("norm").training and text.get_submodule("proj").training
+    assert text.get_submodule("encoder.layers.1").training
+    assert not text.get_submodule("encoder.layers.0").training and not text.embed.training
+    for modality, encoder in model.encoders.items():
+        for name, part in encoder.named_modules():
+            own = list(part.parameters(recurse=False))
+            if own:
+                trains = {p.requires_grad for p in own}
+                assert trains == {part.training}, f"{modality}.{name}"
 
 
 def test_lora_adapts_the_towers_without_changing_them_at_start(make_train_cfg, checkpoint):

@@ -147,7 +147,7 @@ def fit_and_test(trainer: pl.Trainer, run: AssembledRun, metrics: dict[str, Any]
         # rows left out at setup under data.on_bad_sample=skip, per split and which
         "data_skipped": skipped_report(run.datamodule.bad_samples),
         # label values in one row only or in no training row (manifest data sets check)
-        "data_labels": getattr(run.datamodule, "label_report", {}),
+        "data_labels": run.datamodule.label_report,
         **({"robustness": robustness} if robustness else {}),
         **({"analysis": analysis} if analysis else {}),
     }

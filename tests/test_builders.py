@@ -1,6 +1,8 @@
 """What the builders declare: fusion choices, injected arguments, the data-module contract."""
 
+import importlib
 import inspect
+import pkgutil
 from collections import defaultdict
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from mmexp.builders import (
     fusion_choices,
 )
 from mmexp.data.contract import MultimodalDataModule, missing_members
+from mmexp.data.loaders import SplitLoaders
 from mmexp.encoders import SmallConvEncoder
 from mmexp.fusion.base import FusionStrategy
 from mmexp.lit.classifier import MultimodalClassifier
@@ -168,6 +171,35 @@ def test_the_shipped_data_module_satisfies_the_contract(make_train_cfg):
     datamodule, _ = build_data_and_model(make_train_cfg())
     assert isinstance(datamodule, MultimodalDataModule)
     assert missing_members(datamodule) == []
+
+
+def _shipped_data_modules() -> list[type]:
+    """Every data-module class of mmexp (subclasses of SplitLoaders), imported from its files."""
+    import mmexp.data
+
+    for info in pkgutil.walk_packages(mmexp.data.__path__, "mmexp.data."):
+        importlib.import_module(info.name)
+    found, todo = [], [SplitLoaders]
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if cls is not SplitLoaders and cls.__module__.startswith("mmexp."):
+            found.append(cls)
+    return sorted(found, key=lambda cls: cls.__qualname__)
+
+
+def test_missing_members_asks_for_every_member_of_the_protocol():
+    declared = {n for n in vars(MultimodalDataModule) if not n.startswith("_")}
+    declared |= set(MultimodalDataModule.__annotations__)
+    assert set(missing_members(object())) == declared
+    assert {"label_names", "label_report", "num_classes", "bad_samples"} <= declared
+
+
+@pytest.mark.parametrize("cls", _shipped_data_modules(), ids=lambda cls: cls.__name__)
+def test_every_shipped_data_module_class_defines_the_protocol_members(cls):
+    # bad_samples is an instance attribute set in __init__: checked on built data modules
+    members = [m for m in missing_members(object()) if m != "bad_samples"]
+    assert [m for m in members if not hasattr(cls, m)] == []
 
 
 class Unmarked(SmallConvEncoder):

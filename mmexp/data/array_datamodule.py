@@ -93,6 +93,11 @@ class ArrayDataModule(SplitLoaders):
         raise NotImplementedError
 
     @property
+    def label_report(self) -> dict[str, dict[str, Any]]:
+        """Nothing to report: the labels are class indices (or values) of a published set."""
+        return {}
+
+    @property
     def num_classes(self) -> int:
         """Number of classes; 1 for a regression (one value per sample)."""
         return 1 if self.regression else len(self.label_names)

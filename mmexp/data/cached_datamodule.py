@@ -11,12 +11,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from mmexp.data.contract import MultimodalDataModule
 from mmexp.data.loaders import LoopProgress, SplitLoaders, stage_loader
+from mmexp.data.screening import BadSample
 from mmexp.encoders.base import CachedFeatures
+from mmexp.encoders.processors import ModalityProcessor
 
 # Row-aligned tensors of a split, next to the features of the modality.
 LABELS, POSITIONS = "__labels__", "__positions__"
@@ -136,7 +138,7 @@ class CachedDataModule(SplitLoaders):
 
     def __init__(
         self,
-        base: pl.LightningDataModule,
+        base: MultimodalDataModule,
         splits: Mapping[str, Mapping[str, SplitFeatures]],
         report: Mapping[str, Any],
     ) -> None:
@@ -147,8 +149,38 @@ class CachedDataModule(SplitLoaders):
         self.splits = {stage: CachedSplit(features) for stage, features in splits.items()}
         self.report = dict(report)
 
+    # The members of the data-module contract (mmexp.data.contract), as the wrapped module
+    # has them; other attributes are looked up there too (__getattr__).
+    @property
+    def num_classes(self) -> int:
+        """The wrapped data module's class count."""
+        return self.base.num_classes
+
+    @property
+    def label_names(self) -> list[str]:
+        """The wrapped data module's class names."""
+        return self.base.label_names
+
+    @property
+    def label_report(self) -> Mapping[str, Mapping[str, Any]]:
+        """The wrapped data module's report of suspicious labels."""
+        return self.base.label_report
+
+    @property
+    def bad_samples(self) -> list[BadSample]:
+        """The rows the wrapped data module left out at setup."""
+        return self.base.bad_samples
+
+    def set_processors(
+        self,
+        train: Mapping[str, ModalityProcessor],
+        evaluation: Mapping[str, ModalityProcessor],
+    ) -> None:
+        """Install preprocessing in the wrapped data module (the cached loaders have none)."""
+        self.base.set_processors(train, evaluation)
+
     def __getattr__(self, name: str) -> Any:
-        # Class count, label names, skipped samples...: as the wrapped module has them.
+        # Other attributes (batch sizes, sources, ...): as the wrapped module has them.
         try:
             return super().__getattr__(name)
         except AttributeError:

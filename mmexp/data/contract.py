@@ -25,6 +25,8 @@ class MultimodalDataModule(Protocol):
     Attributes:
         num_classes: Classes of the labels (1 for real-valued targets).
         label_names: Class names, index order.
+        label_report: Label values that look wrong (in one row only, in no training row),
+            by class name, for the run record; ``{}`` when none do or the data cannot tell.
         bad_samples: Rows left out at setup under ``data.on_bad_sample=skip``.
     """
 
@@ -36,6 +38,10 @@ class MultimodalDataModule(Protocol):
 
     @property
     def label_names(self) -> list[str]:  # noqa: D102
+        ...
+
+    @property
+    def label_report(self) -> Mapping[str, Mapping[str, Any]]:  # noqa: D102
         ...
 
     def prepare_data(self) -> None:
@@ -70,6 +76,7 @@ def missing_members(datamodule: object) -> list[str]:
         "bad_samples",
         "num_classes",
         "label_names",
+        "label_report",
         "prepare_data",
         "setup",
         "set_processors",

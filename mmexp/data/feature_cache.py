@@ -76,7 +76,7 @@ def processor_digest(processor: Any) -> str:
     return hash_parts(buffer.getvalue())
 
 
-def source_stamp(datamodule: Any, stage: str) -> str:
+def source_stamp(datamodule: MultimodalDataModule, stage: str) -> str:
     """Path, size and modification time of the file a split is read from, if any."""
     source_of = getattr(datamodule, "source_of", None)
     path = Path(source_of(stage)) if source_of else None
@@ -98,7 +98,11 @@ def encoder_stamp(encoder: ModalityEncoder, encoder_cfg: Any) -> tuple[bytes, ..
 
 
 def cache_key(
-    stamp: tuple[bytes, ...], data_cfg: Any, datamodule: Any, stage: str, tokens: bool
+    stamp: tuple[bytes, ...],
+    data_cfg: Any,
+    datamodule: MultimodalDataModule,
+    stage: str,
+    tokens: bool,
 ) -> str:
     """The key of one encoder's features on one split (see the module docstring).
 
@@ -204,7 +208,7 @@ class FeatureCache:
         name: str,
         encoder: ModalityEncoder,
         key: str,
-        datamodule: Any,
+        datamodule: MultimodalDataModule,
         stage: str,
         tokens: bool,
     ) -> tuple[SplitFeatures, bool]:

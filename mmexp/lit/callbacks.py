@@ -12,6 +12,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 
+from mmexp.data.contract import MultimodalDataModule
 from mmexp.encoders.freezing import count_parameters
 from mmexp.metrics.report import per_class_metrics, plot_confusion_matrix, write_per_class_csv
 
@@ -87,9 +88,12 @@ class TestReport(Callback):
         confusion = getattr(pl_module, "test_confusion_result", None)
         if confusion is None:
             return
-        names = list(
-            getattr(trainer.datamodule, "label_names", None)
-            or [str(i) for i in range(confusion.shape[0])]
+        # A test run on bare loaders has no data module to name the classes.
+        datamodule: MultimodalDataModule | None = trainer.datamodule
+        names = (
+            list(datamodule.label_names)
+            if datamodule is not None
+            else [str(i) for i in range(confusion.shape[0])]
         )
         self.dirpath.mkdir(parents=True, exist_ok=True)
         rows = per_class_metrics(confusion, names)

@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 
 from mmexp.builders import build_data_and_model
 from mmexp.data.cached_datamodule import CachedDataModule
+from mmexp.data.contract import missing_members
 from mmexp.data.feature_cache import FeatureCache
 from mmexp.encoders import HFTextEncoder, TimmImageEncoder
 from mmexp.encoders.base import CachedFeatures
@@ -52,6 +53,9 @@ def test_cached_batches_give_the_encoders_outputs_on_the_raw_batches(frozen_cfg)
     datamodule, module = build_data_and_model(cfg)
     cached = FeatureCache(cfg.feature_cache.dir, tokens="auto").wrap(cfg, module, datamodule)
     assert isinstance(cached, CachedDataModule) and cached.num_classes == datamodule.num_classes
+    assert missing_members(cached) == [] and cached.label_names == datamodule.label_names
+    assert cached.label_report == datamodule.label_report
+    assert cached.bad_samples is datamodule.bad_samples
     raw_batch = next(iter(datamodule.val_dataloader()))
     cached_batch = next(iter(cached.val_dataloader()))
     assert torch.equal(cached_batch["index"], raw_batch["index"])

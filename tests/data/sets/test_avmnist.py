@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mmexp.builders import build_data_and_model
+from mmexp.data.contract import missing_members
 from mmexp.data.sets.avmnist import AVMNISTDataModule
 from mmexp.train import train
 from tests.helpers.configs import FAST_OVERRIDES, compose_config
@@ -52,6 +53,7 @@ def test_arrays_are_split_and_scaled_as_multibench_reads_them(tmp_path):
     np.testing.assert_allclose(sample["image"], images[9].reshape(28, 28) / 255.0, rtol=1e-6)
     np.testing.assert_allclose(sample["audio"], spectrograms[9] / 255.0, rtol=1e-6)
     assert sample["label"] == 9 and dm.num_classes == 10
+    assert missing_members(dm) == [] and dm.label_report == {}
 
 
 def test_missing_file_says_where_the_data_comes_from(tmp_path):

@@ -69,7 +69,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         if cfg.get("robustness"):
             extra["robustness"] = score_robustness(cfg, run_cfg, run, trainer, metrics)
         else:
-            trainer.test(run.module, datamodule=run.datamodule)
+            # verbose=False: the figures are in mmexp's summary below, printed once
+            trainer.test(run.module, datamodule=run.datamodule, verbose=False)
             metrics.update(trainer.callback_metrics)
         if cfg.get("analysis") and rank_zero_only.rank == 0:
             extra["analysis"] = run_configured(

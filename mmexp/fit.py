@@ -121,7 +121,10 @@ def fit_and_test(trainer: pl.Trainer, run: AssembledRun, metrics: dict[str, Any]
     best_path = checkpoint.best_model_path if checkpoint else ""
     last_path = str(newest_checkpoint(trainer) or "")
     if cfg.get("test"):
-        trainer.test(run.module, datamodule=run.datamodule, ckpt_path=best_path or None)
+        # verbose=False: the test figures are in mmexp's final summary, printed once
+        trainer.test(
+            run.module, datamodule=run.datamodule, ckpt_path=best_path or None, verbose=False
+        )
         metrics.update(trainer.callback_metrics)
     # With robustness=<grid>: the tested weights under modalities missing or perturbed.
     robustness = robustness_after_test(cfg, trainer, run, best_path or last_path or None)

@@ -11,7 +11,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from mmexp.utils import quiet
 from mmexp.utils.quiet import silence_known_noise
 from tests.helpers.cli import run_cli
-from tests.helpers.configs import fast_overrides
+from tests.helpers.configs import compose_config, fast_overrides
 
 PYTREE = "pytorch_lightning.utilities._pytree"
 RESULT = "pytorch_lightning.trainer.connectors.logger_connector.result"
@@ -99,8 +99,8 @@ def test_silencing_twice_adds_nothing(silenced):
 
 
 def test_train_and_eval_consoles_are_free_of_known_noise(tmp_path, data_dir):
-    # A real run through the entry points with W&B offline (not silent) and the model
-    # summary on: each silenced message of a one-process run would show here (the sync_dist
+    # A real run through the entry points with W&B offline (not silent) and the default
+    # callbacks: each silenced message of a one-process run would show here (the sync_dist
     # advice needs several processes; the unit test above covers it). No warning filters
     # from the environment.
     env = dict.fromkeys(("WANDB_SILENT", "WANDB_API_KEY", "PYTHONWARNINGS"))
@@ -124,3 +124,17 @@ def test_train_and_eval_consoles_are_free_of_known_noise(tmp_path, data_dir):
     for output in (trained, evaluated):
         assert "GPU available:" in output  # Lightning's other messages still show
         assert [m for m in SILENCED if m in output] == []
+        # Lightning's test table is not printed beside mmexp's summary of the same figures
+        assert "Test metric" not in output and "DataLoader 0" not in output
+    # nor its module table beside mmexp's parameter counts, size and modes
+    assert "Total estimated model params size" not in trained and "┃ Name" not in trained
+    assert "parameters:\n" in trained and "MB of parameters; modules:" in trained
+
+
+def test_lightnings_model_summary_can_be_added_back(tmp_path, data_dir):
+    fast = fast_overrides(without=("++callbacks.model_summary",))
+    default = compose_config("train", fast, tmp_path / "default", data_dir)
+    assert "model_summary" not in default.callbacks and not default.trainer.enable_model_summary
+    chosen = ["callbacks=[default,model_summary]", *fast]
+    cfg = compose_config("train", chosen, tmp_path / "chosen", data_dir)
+    assert cfg.callbacks.model_summary._target_.endswith("RichModelSummary")

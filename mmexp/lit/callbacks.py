@@ -49,7 +49,7 @@ class ParameterCountLogger(Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Count the parameters and send them to the log and to the trainer's loggers."""
         counts = parameter_counts(pl_module)
-        self._print(counts)
+        self._print(counts, module_facts(pl_module))
         values: dict[str, int] = {}
         for name, (trainable, total) in counts.items():
             values[f"params/{name}/trainable"] = trainable
@@ -59,13 +59,27 @@ class ParameterCountLogger(Callback):
 
     @staticmethod
     @rank_zero_only
-    def _print(counts: dict[str, tuple[int, int]]) -> None:
+    def _print(counts: dict[str, tuple[int, int]], facts: str) -> None:
         width = max(len(name) for name in counts)
         lines = [
             f"  {name:<{width}}  {trainable:>12,} trainable / {total:>12,} total"
             for name, (trainable, total) in counts.items()
         ]
-        log.info("parameters:\n%s", "\n".join(lines))
+        log.info("parameters:\n%s\n  %s", "\n".join(lines), facts)
+
+
+def module_facts(module: nn.Module) -> str:
+    """Parameter size and modules per mode: what Lightning's model summary adds to the counts.
+
+    The training config leaves Lightning's summary out (``trainer.enable_model_summary``);
+    frozen parts show here as the modules in eval mode.
+    """
+    size = sum(p.numel() * p.element_size() for p in module.parameters()) / 1e6
+    modes = [part.training for part in module.modules()]
+    return (
+        f"{size:.3f} MB of parameters; modules: {sum(modes)} in train mode, "
+        f"{len(modes) - sum(modes)} in eval mode"
+    )
 
 
 class TestReport(Callback):

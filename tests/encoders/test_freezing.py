@@ -1,3 +1,4 @@
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -174,6 +175,24 @@ def test_parameter_count_logger_writes_counts_of_every_part_to_the_loggers():
     expected_total = image_trainable + (OUT * OUT + OUT) + (OUT * 3 + 3)
     assert logger.hparams["params/total/trainable"] == expected_total
     assert set(parameter_counts(module)) == {"encoders.image", "fusion", "head", "total"}
+
+
+def test_parameter_count_logger_prints_size_and_modes_lightnings_summary_showed(caplog):
+    module = nn.Module()
+    module.encoders = nn.ModuleDict({"image": vit(freeze="frozen")})
+    module.head = nn.Linear(OUT, 3).to(torch.float64)
+    module.train()
+    with caplog.at_level(logging.INFO, logger="mmexp.lit.callbacks"):
+        ParameterCountLogger().on_fit_start(SimpleNamespace(loggers=[]), module)
+    image = sum(p.numel() for p in module.encoders.parameters())
+    megabytes = (image * 4 + (OUT * 3 + 3) * 8) / 1e6
+    frozen = len(list(module.encoders["image"].backbone.modules()))  # eval: the backbone
+    everything = len(list(module.modules()))
+    assert (
+        f"{megabytes:.3f} MB of parameters; modules: {everything - frozen} in train mode, "
+        f"{frozen} in eval mode"
+    ) in caplog.text
+    assert f"{image:,} total" in caplog.text
 
 
 def test_encoder_configs_build_with_freezing_keys_from_the_command_line(

@@ -18,9 +18,10 @@ their types are declared here, one dataclass per config node:
 A field without a default is required wherever its node is present. Values are checked,
 never converted: a boolean is ``true`` or ``false`` (not ``no``, ``1`` or ``"true"``), an
 integer is not a boolean, a float may be an integer, ``null`` only fits an ``Optional``
-field. OmegaConf's own validation of structured configs is not used because it converts
-(``"no"`` to ``False``, ``"3"`` to ``3``), which is what these checks refuse. Missing
-values (``???``) and interpolations that do not resolve are skipped, as are nested
+field; a count annotated with :class:`AtLeast` (``data.batch_size``, ``data.num_workers``)
+must reach its bound. OmegaConf's own validation of structured configs is not used because
+it converts (``"no"`` to ``False``, ``"3"`` to ``3``), which is what these checks refuse.
+Missing values (``???``) and interpolations that do not resolve are skipped, as are nested
 ``_target_`` nodes (checked against their own signature).
 """
 
@@ -32,10 +33,23 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+
+@dataclass(frozen=True)
+class AtLeast:
+    """A lower bound of a number field, as ``Annotated[int, AtLeast(1)]``."""
+
+    minimum: int | float
+
+
+#: A count of one or more (batch sizes).
+PositiveInt = Annotated[int, AtLeast(1)]
+#: A count of zero or more (loader workers).
+NonNegativeInt = Annotated[int, AtLeast(0)]
 
 #: ``torch.compile`` modes (``model.compile_mode``).
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
@@ -115,9 +129,9 @@ class DataSchema:
     OTHER_KEYS_ALLOWED: ClassVar[bool] = True
 
     modalities: list[str]
-    batch_size: int = 64
-    eval_batch_size: int | None = None
-    num_workers: int = 0
+    batch_size: PositiveInt = 64
+    eval_batch_size: PositiveInt | None = None
+    num_workers: NonNegativeInt = 0
     pin_memory: bool = False
     persistent_workers: bool = False
     # mmexp.data.screening.POLICIES
@@ -174,7 +188,7 @@ def check_schemas(cfg: DictConfig, problems: list[str]) -> None:
 
 
 def _check_node(node: DictConfig, schema: type, prefix: str, problems: list[str]) -> None:
-    hints = typing.get_type_hints(schema)
+    hints = typing.get_type_hints(schema, include_extras=True)  # keeps the AtLeast bounds
     fields = {f.name: f for f in dataclasses.fields(schema)}
     for name, spec in fields.items():
         path = f"{prefix}{name}"
@@ -204,6 +218,9 @@ def _check_value(value: Any, expected: Any, path: str, problems: list[str]) -> N
         return
     try:
         if _matches(value, expected):
+            minimum = _minimum(expected)
+            if minimum is not None and isinstance(value, (int, float)) and value < minimum:
+                problems.append(f"{path}: must be >= {minimum}, got {value!r}")
             return
         shown = (
             OmegaConf.to_container(value, resolve=True)
@@ -223,6 +240,17 @@ def _schema_of(expected: Any) -> type | None:
     return next((m for m in members if dataclasses.is_dataclass(m)), None)
 
 
+def _minimum(expected: Any) -> int | float | None:
+    """The :class:`AtLeast` bound of ``expected`` (alone or in a union), if any."""
+    members = typing.get_args(expected) if _is_union(expected) else (expected,)
+    for member in members:
+        if typing.get_origin(member) is Annotated:
+            for extra in member.__metadata__:
+                if isinstance(extra, AtLeast):
+                    return extra.minimum
+    return None
+
+
 def _is_union(expected: Any) -> bool:
     return typing.get_origin(expected) in (Union, types.UnionType)
 
@@ -233,6 +261,8 @@ def _matches(value: Any, expected: Any) -> bool:
         return True  # an object built from its own node, checked against its signature
     if expected is Any:
         return True
+    if typing.get_origin(expected) is Annotated:  # the type; its bound is checked apart
+        return _matches(value, typing.get_args(expected)[0])
     if _is_union(expected):
         return any(_matches(value, member) for member in typing.get_args(expected))
     if expected is type(None):
@@ -264,6 +294,10 @@ def _matches(value: Any, expected: Any) -> bool:
 
 
 def _type_name(expected: Any) -> str:
+    if typing.get_origin(expected) is Annotated:
+        base, *extras = typing.get_args(expected)
+        bounds = [f" >= {e.minimum}" for e in extras if isinstance(e, AtLeast)]
+        return _type_name(base) + "".join(bounds)
     if _is_union(expected):
         return " | ".join(_type_name(member) for member in typing.get_args(expected))
     if typing.get_origin(expected) is Literal:

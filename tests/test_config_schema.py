@@ -56,6 +56,23 @@ def test_wrong_types_in_data_trainer_and_feature_cache(make_train_cfg):
     ]
 
 
+def test_batch_sizes_and_workers_out_of_range_are_named(make_train_cfg):
+    found = problems(
+        make_train_cfg("data.batch_size=-3", "data.eval_batch_size=0", "data.num_workers=-1")
+    )
+    assert sorted(found) == [
+        "data.batch_size: must be >= 1, got -3",
+        "data.eval_batch_size: must be >= 1, got 0",
+        "data.num_workers: must be >= 0, got -1",
+    ]
+    # the bounds are inclusive, and null still fits an optional count
+    check_config(make_train_cfg("data.batch_size=1", "data.num_workers=0"))
+    check_config(make_train_cfg("data.eval_batch_size=null"))
+    # a wrong type is named once, as a wrong type
+    (wrong,) = problems(make_train_cfg("data.eval_batch_size=abc"))
+    assert wrong.startswith("data.eval_batch_size: expected int")
+
+
 def test_top_level_and_objective_keys_are_typed(make_train_cfg):
     found = problems(make_train_cfg("seed=abc", "test=no", "objective.uses_fusion=yes"))
     assert sorted(found) == [

@@ -9,7 +9,7 @@ installed Lightning, so a Lightning release that changes them fails there first.
 
 Checked against pytorch-lightning 2.4.0 to 2.6.6 (the sources of 2.4.0, 2.5.0 to 2.5.6 and
 2.6.0 to 2.6.5; the tests run on 2.6.6), and torchmetrics 1.4 to 1.9 for
-:func:`restore_update_count`. ``pyproject.toml`` bounds pytorch-lightning to these versions.
+:func:`restore_update_count`. ``pyproject.toml`` bounds both to these versions.
 """
 
 from __future__ import annotations

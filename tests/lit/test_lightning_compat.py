@@ -1,11 +1,13 @@
 """The Lightning internals mmexp relies on, checked on short real runs of the installed version."""
 
 import signal
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
+from packaging.requirements import Requirement
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from torch import nn
 from torch.utils.data import Dataset
@@ -339,3 +341,14 @@ def test_restored_metric_states_and_update_count_compute_as_the_saved_metric():
     assert restored.compute() == pytest.approx(3.0)
     restored.update(torch.tensor(3.0))
     assert restored.update_count == 3 and restored.compute() == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize("package", ["pytorch-lightning", "torchmetrics"])
+def test_the_installed_version_is_within_the_bounds_these_tests_check(package):
+    """The internals are checked on the installed version: pyproject admits no newer one."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    dependencies = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    (requirement,) = [r for r in map(Requirement, dependencies) if r.name == package]
+    assert any(spec.operator == "<" for spec in requirement.specifier), requirement
+    assert requirement.specifier.contains(version(package)), (requirement, version(package))

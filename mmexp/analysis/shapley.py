@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from mmexp.analysis.rows import Features, Predict, num_samples, predict_rows
+from mmexp.fusion.layers import presence
 from mmexp.lit.presence import mark_absent
 
 MAX_PLAYERS = 4
@@ -244,7 +245,7 @@ def coalition_values(
     (``[N]``, the baseline at each target) stands for those left with nothing to score.
     """
     count = len(players)
-    present = torch.stack([features[m].present_mask().cpu() for m in players], dim=1)
+    present = presence(features, players).cpu()
     values = base[:, None].repeat(1, 2**count)
     values[:, -1] = full.gather(1, target[:, None]).squeeze(1)
     for bits in range(1, 2**count - 1):

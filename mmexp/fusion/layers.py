@@ -23,6 +23,20 @@ from mmexp.fusion.attention_record import EncoderLayer, attention_weights, recor
 from mmexp.fusion.base import check_heads
 
 
+def presence_matrix(masks: Mapping[str, torch.Tensor], modalities: Sequence[str]) -> torch.Tensor:
+    """The ``[B, M]`` boolean matrix of ``{modality: [B] bool}`` masks, columns in order.
+
+    Used by :func:`presence`, by :class:`~mmexp.lit.common.MultimodalModule` (samples left
+    with no modality), :class:`~mmexp.lit.presence.ModalityDropout` and the Shapley values
+    of :mod:`mmexp.analysis.shapley`.
+
+    Args:
+        masks: ``[B]`` boolean per modality, ``True`` where the sample has it.
+        modalities: The modalities, in the order of the columns.
+    """
+    return torch.stack([masks[m] for m in modalities], dim=1)
+
+
 def presence(features: Mapping[str, EncoderOutput], modalities: Sequence[str]) -> torch.Tensor:
     """The ``[B, M]`` boolean matrix of which sample has which modality.
 
@@ -37,7 +51,7 @@ def presence(features: Mapping[str, EncoderOutput], modalities: Sequence[str]) -
         ``[B, M]`` boolean, column ``i`` the ``present`` mask of ``modalities[i]`` (all
         ``True`` where an output has no mask).
     """
-    return torch.stack([features[m].present_mask() for m in modalities], dim=1)
+    return presence_matrix({m: features[m].present_mask() for m in modalities}, modalities)
 
 
 def _broadcast(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ from torchmetrics import MaxMetric, MeanMetric, Metric, MinMetric
 
 from mmexp.data.missing import PRESENT_KEY
 from mmexp.encoders.base import EncoderOutput, ModalityEncoder
+from mmexp.fusion.layers import presence_matrix
 from mmexp.lit.frozen_weights import (
     FROZEN_WEIGHTS_KEY,
     drop_frozen_weights,
@@ -278,7 +279,7 @@ class MultimodalModule(KeepsFrozenInEval, pl.LightningModule):
                 present = {m: torch.ones(size, dtype=torch.bool, device=device) for m in modalities}
             return self.modality_dropout(present, modalities)
         if present is not None:
-            empty = ~torch.stack([present[m] for m in modalities], dim=1).any(dim=1)
+            empty = ~presence_matrix(present, modalities).any(dim=1)
             if bool(empty.any()):
                 rows = batch["index"][empty] if "index" in batch else empty.nonzero()
                 raise ValueError(

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from mmexp.encoders.base import EncoderOutput, ModalityEncoder
+from mmexp.fusion.layers import presence_matrix
 
 
 def select_rows(value: Any, rows: torch.Tensor, batch_size: int) -> Any:
@@ -162,7 +163,7 @@ class ModalityDropout:
         self, present: Mapping[str, torch.Tensor], modalities: Sequence[str]
     ) -> dict[str, torch.Tensor]:
         """The presence after dropping; ``present`` gives the batch size and device."""
-        kept = torch.stack([present[m] for m in modalities], dim=1)
+        kept = presence_matrix(present, modalities)
         rates = torch.tensor([self.rate(m) for m in modalities], device=kept.device)
         dropped = torch.rand(kept.shape, device=kept.device) < rates
         after = kept & ~dropped

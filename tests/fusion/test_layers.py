@@ -20,6 +20,7 @@ from mmexp.fusion.layers import (
     masked_attention,
     masked_softmax,
     presence,
+    presence_matrix,
     transformer_encoder_layer,
     valid_tokens,
     zero_absent,
@@ -70,6 +71,15 @@ def test_presence_is_the_stacked_present_masks():
     assert torch.equal(result, expected)
     # The column order is the order of the modalities asked for.
     assert torch.equal(presence(features, ["audio", "image"]), expected[:, [2, 0]])
+
+
+def test_presence_matrix_stacks_masks_in_the_order_asked_for():
+    masks = {"image": torch.tensor([True, False]), "text": torch.tensor([False, False])}
+    result = presence_matrix(masks, ["text", "image"])
+    assert result.shape == (2, 2) and result.dtype == torch.bool
+    assert result.tolist() == [[False, True], [False, False]]
+    with pytest.raises(KeyError, match="audio"):
+        presence_matrix(masks, ["image", "audio"])
 
 
 @pytest.mark.parametrize("shape, mask_dims", [((4, 3), 1), ((4, 3, 5), 2), ((4, 3, 2, 5), 2)])

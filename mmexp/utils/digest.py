@@ -19,7 +19,8 @@ def hash_parts(*parts: bytes) -> str:
 
 def tensor_bytes(tensor: torch.Tensor) -> bytes:
     """The values of ``tensor`` as bytes, whatever its device and memory layout."""
-    value = tensor.detach().cpu().contiguous()
+    # Flattened first: a 0-dim tensor (BatchNorm's num_batches_tracked) has no byte view.
+    value = tensor.detach().cpu().contiguous().reshape(-1)
     return value.view(torch.uint8).numpy().tobytes() if value.numel() else b""
 
 

@@ -140,13 +140,13 @@ class LinearProbe(Frozen):
         fusion: Any = getattr(module, "fusion", None)
         if fusion is None or fusion.produces_logits:
             raise ValueError(
-                "finetune=linear_probe needs a feature-level fusion (concat, sum, "
+                f"finetune={self.name} needs a feature-level fusion (concat, sum, "
                 f"...), not {type(fusion).__name__}"
             )
         _, fusion_parameters = count_parameters(fusion)
         if check_sources and fusion_parameters and not fusion_loaded:
             raise ValueError(
-                f"finetune=linear_probe: fusion {type(fusion).__name__} has "
+                f"finetune={self.name}: fusion {type(fusion).__name__} has "
                 f"{fusion_parameters} parameters that are not in the pretraining checkpoint; "
                 "use a parameter-free fusion (fusion=concat, sum, product) or finetune=frozen"
             )

@@ -26,7 +26,7 @@ from mmexp.builders import build_data_and_model, measure_fusion_cost
 from mmexp.data.cached_datamodule import CachedDataModule
 from mmexp.data.contract import MultimodalDataModule
 from mmexp.data.feature_cache import with_feature_cache
-from mmexp.finetune.setup import finetuning_of
+from mmexp.finetune.setup import Finetuning, finetuning_of
 from mmexp.lit.common import MultimodalModule
 from mmexp.lit.frozen_weights import FROZEN_WEIGHTS_KEY, left_out_towers, restore_frozen_weights
 from mmexp.lit.speed import apply_speed_options, speed_options
@@ -47,6 +47,7 @@ class AssembledRun:
         module: The LightningModule, finetuning applied and, for evaluation, its weights
             loaded.
         lineage: Where the initial weights came from (finetuning), else ``None``.
+        finetuning: The finetuning protocol and source, else ``None``.
         report: What the run record stores about the assembly: ``pretrained_from``,
             ``feature_cache``, ``speed_options``, ``fusion_cost`` (each only when it applies).
     """
@@ -55,6 +56,7 @@ class AssembledRun:
     datamodule: MultimodalDataModule
     module: MultimodalModule
     lineage: dict[str, Any] | None = None
+    finetuning: Finetuning | None = None
     report: dict[str, Any] = field(default_factory=dict)
 
 
@@ -84,7 +86,9 @@ def assemble(
     load_source = checkpoint is None or bool(left_out_towers(checkpoint))
     finetuning = finetuning_of(cfg, load_source=load_source)
     datamodule, module = build_data_and_model(cfg)
-    run = AssembledRun(cfg, datamodule, module, report=report if report is not None else {})
+    run = AssembledRun(
+        cfg, datamodule, module, finetuning=finetuning, report=report if report is not None else {}
+    )
     if finetuning is not None:
         run.lineage = finetuning.apply(module, load_weights=load_source)
         run.report["pretrained_from"] = run.lineage

@@ -20,6 +20,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from mmexp.analysis.run import check_configured, run_configured
 from mmexp.assemble import AssembledRun
 from mmexp.data.screening import skipped_report
+from mmexp.finetune.closed_form import ClosedFormHead, fit_closed_form
 from mmexp.lit.checkpoint_io import newest_checkpoint
 from mmexp.lit.preemption import Preempted
 from mmexp.robustness.evaluate import check_before_training, robustness_after_test
@@ -112,14 +113,20 @@ def fit_and_test(trainer: pl.Trainer, run: AssembledRun, metrics: dict[str, Any]
     check_before_training(cfg, run)
     if cfg.get("test"):
         check_configured(cfg, run.module)
+    protocol = run.finetuning.protocol if run.finetuning else None
+    fitted = ""  # the checkpoint of a head fitted in closed form: best and last
     if cfg.get("train"):
-        trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=resume_path(cfg, trainer))
+        if isinstance(protocol, ClosedFormHead):
+            fitted = fit_closed_form(trainer, run, protocol)
+        else:
+            ckpt_path = resume_path(cfg, trainer)
+            trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=ckpt_path)
         metrics.update(trainer.callback_metrics)
     checkpoint = checkpoint_callback(trainer)
     # Read before testing: restoring the best checkpoint also restores this callback's
     # state as it was then (without the later last.ckpt).
-    best_path = checkpoint.best_model_path if checkpoint else ""
-    last_path = str(newest_checkpoint(trainer) or "")
+    best_path = fitted or (checkpoint.best_model_path if checkpoint else "")
+    last_path = fitted or str(newest_checkpoint(trainer) or "")
     if cfg.get("test"):
         # verbose=False: the test figures are in mmexp's final summary, printed once
         trainer.test(

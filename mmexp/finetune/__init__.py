@@ -1,5 +1,6 @@
 """Finetuning from pretraining checkpoints: protocols, checkpoint sources, lineage."""
 
+from mmexp.finetune.logistic_probe import LogisticProbe
 from mmexp.finetune.protocols import (
     FinetuneProtocol,
     Frozen,
@@ -17,6 +18,7 @@ __all__ = [
     "Frozen",
     "Full",
     "LinearProbe",
+    "LogisticProbe",
     "Lora",
     "Partial",
     "PretrainedCheckpoint",

@@ -75,7 +75,7 @@ def _resolve_finetune(cfg: DictConfig) -> None:
     if "_target_" not in node:
         raise ValueError(
             f"finetune.{sorted(node)[0]} is set but no finetuning protocol is "
-            "chosen; add finetune=linear_probe|frozen|partial|lora|full"
+            "chosen; add finetune=logistic_probe|linear_probe|frozen|partial|lora|full"
         )
     from_checkpoint: list[str] = []
     if node.get("checkpoint"):

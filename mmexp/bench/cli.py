@@ -30,7 +30,6 @@ from mmexp import CONFIG_DIR
 from mmexp.assemble import assemble
 from mmexp.bench.cache_speedup import cache_speedup
 from mmexp.bench.loading import loading_throughput
-from mmexp.bench.robustness_speed import robustness_speed
 from mmexp.bench.throughput import ThroughputBenchmark, prefetch
 from mmexp.bench.timing import device_name
 from mmexp.resolve import resolve_run_config
@@ -92,6 +91,10 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
             cfg, list(cfg.bench.feature_cache.strategies)
         )
     if "robustness" in suites:
+        # Imported here: the evaluation stack needs scipy and matplotlib, which the other
+        # suites do not (a GPU machine may lack them; scripts/gpu_figures.sh).
+        from mmexp.bench.robustness_speed import robustness_speed
+
         results["suites"]["robustness"] = robustness_speed(cfg, cfg.bench.robustness)
     output = Path(cfg.bench.output)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -68,7 +68,8 @@ def assemble(
     Args:
         cfg: A config from :func:`~mmexp.resolve.resolve_run_config` with the same purpose.
         purpose: ``"train"`` adds the feature cache, speed options and fusion cost;
-            ``"eval"`` loads the weights of the checkpoint the config names; ``"bench"``
+            ``"eval"`` loads the weights of the checkpoint the config names (none when it
+            names none: ``mmexp-eval ckpt_path=null``, the model as built); ``"bench"``
             builds the module alone (the benchmarks apply the speed options themselves).
         report: Filled with what the run record keeps as each step ends (see
             :attr:`AssembledRun.report`), so that a run failing half-way keeps what was done.
@@ -105,14 +106,14 @@ def assemble(
     return run
 
 
-def _evaluated_checkpoint(cfg: DictConfig) -> dict[str, Any]:
-    path = cfg.get(EVAL_CHECKPOINT_KEY)
-    if path is None:
+def _evaluated_checkpoint(cfg: DictConfig) -> dict[str, Any] | None:
+    if EVAL_CHECKPOINT_KEY not in cfg:
         raise ValueError(
             f"assemble(purpose='eval') needs a config from resolve_run_config(cfg, 'eval'), "
             f"which names the checkpoint at {EVAL_CHECKPOINT_KEY}"
         )
-    return load_checkpoint(path, "ckpt_path")
+    path = cfg[EVAL_CHECKPOINT_KEY]
+    return None if path is None else load_checkpoint(path, "ckpt_path")
 
 
 def _prepare_training(run: AssembledRun) -> None:

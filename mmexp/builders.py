@@ -192,6 +192,8 @@ def injected(path: str, **arguments: Any) -> dict[str, Any]:
 CONSUMED: dict[str, frozenset[str]] = {
     "fusion": frozenset({"match_params"}),
     "data": frozenset({"missing"}),
+    # where zeroshot.json goes, read by mmexp-eval (mmexp.zeroshot.run)
+    "zeroshot": frozenset({"output_dir"}),
 }
 
 #: How far under its budget a matched row may end (``fusion.match_params``).

@@ -47,7 +47,10 @@ def resolve_run_config(cfg: DictConfig, purpose: Purpose) -> DictConfig:
             towers its protocol applies to. ``"eval"`` returns the config of the run that
             wrote ``cfg.ckpt_path``, with ``cfg.overrides`` applied, pretrained weights
             switched off for the towers the checkpoint holds, and the checkpoint path at
-            :data:`EVAL_CHECKPOINT_KEY`.
+            :data:`EVAL_CHECKPOINT_KEY`; with ``ckpt_path=null`` the model is built from
+            ``cfg`` itself (its run groups resolved as for training, ``cfg.overrides``
+            applied, the towers keeping their pretrained weights) and
+            :data:`EVAL_CHECKPOINT_KEY` is null.
 
     Returns:
         A new config; for ``"eval"`` the run's config, not the eval config.
@@ -60,8 +63,10 @@ def resolve_run_config(cfg: DictConfig, purpose: Purpose) -> DictConfig:
     if purpose not in PURPOSES:
         raise ValueError(f"purpose must be one of {PURPOSES}, got {purpose!r}")
     check_config(cfg)  # before any checkpoint is read or anything built
-    if purpose == "eval":
+    if purpose == "eval" and cfg.ckpt_path is not None:
         return _evaluated_run_config(cfg)
+    if purpose == "eval":
+        return _run_config_without_checkpoint(cfg)
     resolved = copy.deepcopy(cfg)
     _resolve_finetune(resolved)
     return resolved
@@ -133,6 +138,16 @@ def _evaluated_run_config(cfg: DictConfig) -> DictConfig:
     skip_pretrained_weights(run_cfg, keep=left_out_towers(checkpoint))
     with open_dict(run_cfg):
         run_cfg[EVAL_CHECKPOINT_KEY] = str(Path(cfg.ckpt_path).resolve())
+    return run_cfg
+
+
+def _run_config_without_checkpoint(cfg: DictConfig) -> DictConfig:
+    """The eval config as the run it builds: finetuning resolved, no checkpoint to load."""
+    run_cfg = copy.deepcopy(cfg)
+    run_cfg.merge_with_dotlist(list(cfg.get("overrides") or []))
+    _resolve_finetune(run_cfg)
+    with open_dict(run_cfg):
+        run_cfg[EVAL_CHECKPOINT_KEY] = None
     return run_cfg
 
 

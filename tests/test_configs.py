@@ -122,8 +122,10 @@ def test_data_configs_instantiate(tmp_path, data_dir, data):
 
 
 def test_eval_config_requires_a_checkpoint(tmp_path, data_dir):
-    from omegaconf.errors import MissingMandatoryValue
+    from omegaconf.errors import InterpolationResolutionError
 
     cfg = compose_config("eval", [], tmp_path / "eval", data_dir)
-    with pytest.raises(MissingMandatoryValue):
+    with pytest.raises(InterpolationResolutionError, match=r"ckpt_path is required: give a"):
         _ = cfg.ckpt_path
+    built = compose_config("eval", ["ckpt_path=null"], tmp_path / "eval", data_dir)
+    assert built.ckpt_path is None and built.data.task == "redundant"

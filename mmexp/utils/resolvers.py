@@ -85,6 +85,19 @@ def slurm_gpus_per_node(accelerator: Any, devices: Any) -> int | None:
     return None
 
 
+def required(key: str, expected: str) -> Any:
+    """A value the user must give: a config's ``???`` that another config's value cannot fill.
+
+    OmegaConf keeps an included config's value where a later one is ``???``, so a config that
+    includes another (``eval.yaml`` includes ``train.yaml``) marks its mandatory keys with
+    ``${mmexp_required:<key>,<what to give>}`` instead.
+
+    Raises:
+        ValueError: Always, naming the key and what it takes; read only when not given.
+    """
+    raise ValueError(f"{key} is required: give {expected}, e.g. {key}=<value>")
+
+
 def register_resolvers() -> None:
     """Register mmexp's resolvers (idempotent)."""
     OmegaConf.register_new_resolver("mmexp_job_dir", job_dir_name, replace=True)
@@ -92,3 +105,4 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("mmexp_run_tags", run_tags, replace=True)
     OmegaConf.register_new_resolver("mmexp_slurm_tasks", slurm_tasks_per_node, replace=True)
     OmegaConf.register_new_resolver("mmexp_slurm_gpus", slurm_gpus_per_node, replace=True)
+    OmegaConf.register_new_resolver("mmexp_required", required, replace=True)

@@ -7,7 +7,7 @@ With ``analysis=[contribution,emap,pid]`` the analyses of :mod:`mmexp.analysis` 
 and write ``analysis.json`` in the checkpoint's run folder. With ``robustness=<grid>`` the
 checkpoint is scored under every condition of the grid
 (modalities missing, perturbed) instead, and ``robustness.json`` / ``.csv`` are written in
-the checkpoint's run folder (:mod:`mmexp.robustness`). With ``zeroshot=classify``
+the checkpoint's run folder (:mod:`mmexp.robustness`). With ``zeroshot=classify|retrieval``
 the image and text towers are scored zero-shot instead of the plain test, into
 ``zeroshot.json`` (:mod:`mmexp.zeroshot`).
 

@@ -169,7 +169,7 @@ class ZeroShotClassification:
         if not pairs or "label" not in pairs[0][1]:
             raise ValueError(
                 "zeroshot=classify: the test batches hold no labels; it needs a data set with "
-                "class labels"
+                "class labels (a caption data set? use zeroshot=retrieval)"
             )
         images = torch.cat([embedded for embedded, _ in pairs])
         labels = torch.cat([batch["label"] for _, batch in pairs]).to(images.device)

@@ -98,7 +98,7 @@ def class_names_for(
     if len(label_names) < 2:
         raise ValueError(
             f"{key}: zero-shot classification needs at least two classes; the data module "
-            f"has {label_names}"
+            f"has {label_names} (a caption data set? use zeroshot=retrieval)"
         )
     if given is None:
         return label_names

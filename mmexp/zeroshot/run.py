@@ -1,6 +1,6 @@
 """Run the zero-shot mode of ``mmexp-eval zeroshot=<mode>`` and keep it in ``zeroshot.json``.
 
-The file holds one entry per mode (``classify``, ...) of one checkpoint, so both
+The file holds one entry per mode (``classify``, ``retrieval``) of one checkpoint, so both
 modes of a checkpoint land side by side; a file of another checkpoint is kept as
 ``zeroshot.previous-<n>.json``. Classification also writes its per-class accuracies to
 ``zeroshot_per_class.csv``. The flat ``zeroshot/<set>/<metric>`` numbers go to the loggers
@@ -38,7 +38,7 @@ def configured_mode(cfg: Any) -> Any | None:
     if "_target_" not in node:
         raise ValueError(
             f"zeroshot.{sorted(node)[0]} is set but no zero-shot mode is chosen; add "
-            "zeroshot=classify"
+            "zeroshot=classify|retrieval"
         )
     settings = {key: value for key, value in node.items() if key not in CONSUMED[PREFIX]}
     # Built by calling the partial, so its own errors surface as they are (not wrapped by Hydra).

@@ -113,6 +113,16 @@ def test_a_classifier_without_a_logit_scale_is_named(tmp_path, data_dir):
     )
 
 
+def test_retrieval_needs_a_contrastive_module(tmp_path, data_dir):
+    refused(
+        tmp_path,
+        data_dir,
+        "zeroshot=retrieval",
+        error=TypeError,
+        match=r"zeroshot=retrieval: MultimodalClassifier does not score retrieval in its test",
+    )
+
+
 def test_zeroshot_and_robustness_together_are_refused(tmp_path, data_dir):
     refused(
         tmp_path,

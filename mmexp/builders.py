@@ -194,6 +194,8 @@ CONSUMED: dict[str, frozenset[str]] = {
     "data": frozenset({"missing"}),
     # where zeroshot.json goes, read by mmexp-eval (mmexp.zeroshot.run)
     "zeroshot": frozenset({"output_dir"}),
+    # where wiseft.json goes, read by mmexp-eval (mmexp.eval)
+    "wiseft": frozenset({"output_dir"}),
 }
 
 #: How far under its budget a matched row may end (``fusion.match_params``).

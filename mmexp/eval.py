@@ -9,7 +9,9 @@ checkpoint is scored under every condition of the grid
 (modalities missing, perturbed) instead, and ``robustness.json`` / ``.csv`` are written in
 the checkpoint's run folder (:mod:`mmexp.robustness`). With ``zeroshot=classify|retrieval``
 the image and text towers are scored zero-shot instead of the plain test, into
-``zeroshot.json`` (:mod:`mmexp.zeroshot`).
+``zeroshot.json`` (:mod:`mmexp.zeroshot`); with ``wiseft=grid`` a checkpoint finetuned with
+``init=zeroshot_head`` is scored as weight-space ensembles with its zero-shot model
+(:mod:`mmexp.zeroshot.wiseft`).
 
 With ``ckpt_path=null`` no checkpoint is read: the run groups of the eval config (``data``,
 ``model``, ``objective``, ``init`` ..., those of ``conf/train.yaml``) build the model, whose
@@ -24,6 +26,7 @@ Examples:
     mmexp-eval ckpt_path=... 'analysis=[contribution,emap,pid]'
     mmexp-eval ckpt_path=outputs/train/multiruns/<date> robustness=missing   # every run
     mmexp-eval ckpt_path=... zeroshot=classify
+    mmexp-eval ckpt_path=<finetuned with init=zeroshot_head> wiseft=grid
     mmexp-eval ckpt_path=null objective=contrastive init=<public towers> zeroshot=classify
 """
 
@@ -52,6 +55,8 @@ from mmexp.utils.quiet import silence_known_noise
 from mmexp.utils.resolvers import register_resolvers
 from mmexp.utils.summary import print_summary
 from mmexp.zeroshot.run import configured_mode, run_zeroshot
+from mmexp.zeroshot.wiseft import flat_metrics as wiseft_metrics
+from mmexp.zeroshot.wiseft import write_results as write_wiseft
 
 #: The resolved config of the evaluated run, in the eval folder.
 EVALUATED_RUN_CONFIG = "run_config.yaml"
@@ -89,10 +94,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     with recorded(record, metrics):
         refuse_run_overrides(cfg)
         run_cfg = resolve_run_config(cfg, "eval")
-        zeroshot = configured_mode(cfg)  # its settings checked before anything is built
-        if zeroshot is not None and cfg.get("robustness"):
+        # the modes' settings checked before anything is built
+        zeroshot, wiseft = configured_mode(cfg), configured_mode(cfg, "wiseft")
+        chosen = [name for name in ("robustness", "zeroshot", "wiseft") if cfg.get(name)]
+        if len(chosen) > 1:
             raise ValueError(
-                "zeroshot and robustness each replace the test; run them as two mmexp-eval calls"
+                f"{' and '.join(chosen)} each replace the test; run them as separate "
+                "mmexp-eval calls"
             )
         # The run as rebuilt, overrides applied; not config.yaml, which would make this
         # folder read as another training run with that run's axes (mmexp-table).
@@ -102,12 +110,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         check_configured(cfg, run.module)
         if zeroshot is not None:
             zeroshot.check(run.module, run.datamodule)
+        if wiseft is not None:
+            wiseft.check(run.module, run_cfg)
         trainer = build_trainer(cfg)  # the eval config's trainer, callbacks and logger
         extra: dict[str, Any] = {}
         if cfg.get("robustness"):
             extra["robustness"] = score_robustness(cfg, run_cfg, run, trainer, metrics)
         elif zeroshot is not None:
             extra["zeroshot"] = score_zeroshot(cfg, run_cfg, run, zeroshot, trainer, metrics)
+        elif wiseft is not None:
+            extra["wiseft"] = score_wiseft(cfg, run_cfg, run, wiseft, trainer, metrics)
         else:
             # verbose=False: the figures are in mmexp's summary below, printed once
             trainer.test(run.module, datamodule=run.datamodule, verbose=False)
@@ -215,6 +227,33 @@ def score_zeroshot(
     )
     metrics.update(flat)
     return record
+
+
+def score_wiseft(
+    cfg: DictConfig,
+    run_cfg: DictConfig,
+    run: Any,
+    mode: Any,
+    trainer: Any,
+    metrics: dict[str, Any],
+) -> dict[str, Any]:
+    """Score the WiSE-FT grid; its flat ``wiseft/<alpha>/<metric>`` metrics into ``metrics``."""
+    result = mode.run(
+        run,
+        lambda: build_test_trainer(cfg),
+        Path(run_cfg.paths.data_dir) / "wandb_artifacts",
+        analysis_device(cfg),
+    )
+    payload = {"format": 1, "checkpoint": evaluated_checkpoint(run_cfg), **result}
+    flat = wiseft_metrics(payload)
+    metrics.update(flat)
+    files: dict[str, str] = {}
+    if rank_zero_only.rank == 0:
+        files = write_wiseft(mode_folder(cfg.wiseft, run_cfg, Path(cfg.paths.output_dir)), payload)
+        for logger in trainer.loggers:
+            logger.log_metrics(flat)
+            logger.save()
+    return {"files": files, "alphas": [row["alpha"] for row in payload["rows"]]}
 
 
 def score_robustness(

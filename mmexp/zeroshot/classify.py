@@ -18,19 +18,20 @@ from typing import Any
 
 import torch
 
+from mmexp.encoders.base import ModalityEncoder
 from mmexp.robustness.evaluate import complete_test_split
 from mmexp.zeroshot.prompts import check_templates, class_names_for, prompts
-from mmexp.zeroshot.towers import AlignedTowers
+from mmexp.zeroshot.towers import AlignedTowers, embed_texts
 
 log = logging.getLogger(__name__)
 
 
 def class_embeddings(
-    towers: AlignedTowers, class_names: Sequence[str], templates: Sequence[str], batch_size: int
+    text: ModalityEncoder, class_names: Sequence[str], templates: Sequence[str], batch_size: int
 ) -> torch.Tensor:
     """``[C, D]``: per class, the normalised mean of its normalised prompt embeddings."""
-    texts = [text for name in class_names for text in prompts(templates, name)]
-    embedded = towers.embed_texts(texts, batch_size).view(len(class_names), len(templates), -1)
+    texts = [prompt for name in class_names for prompt in prompts(templates, name)]
+    embedded = embed_texts(text, texts, batch_size).view(len(class_names), len(templates), -1)
     return torch.nn.functional.normalize(embedded.mean(dim=1), dim=-1)
 
 
@@ -129,7 +130,7 @@ class ZeroShotClassification:
         assert self._names is not None
         towers = AlignedTowers.of(run.module).to(device)
         weights = {
-            name: class_embeddings(towers, self._names, templates, self.batch_size)
+            name: class_embeddings(towers.text, self._names, templates, self.batch_size)
             for name, templates in self.templates.items()
         }
         images, labels = self._test_embeddings(run.datamodule, towers)

@@ -30,17 +30,20 @@ PREFIX = "zeroshot"
 FORMAT = 1
 
 
-def configured_mode(cfg: Any) -> Any | None:
-    """The mode ``cfg.zeroshot`` selects, built (its settings checked); ``None`` without one."""
-    node = cfg.get("zeroshot")
+def configured_mode(cfg: Any, group: str = PREFIX) -> Any | None:
+    """The mode ``cfg.<group>`` selects, built (its settings checked); ``None`` without one.
+
+    ``group`` is ``zeroshot`` (``classify``, ``retrieval``) or ``wiseft`` (``grid``).
+    """
+    node = cfg.get(group)
     if not node:
         return None
     if "_target_" not in node:
+        choices = "classify|retrieval" if group == PREFIX else "grid"
         raise ValueError(
-            f"zeroshot.{sorted(node)[0]} is set but no zero-shot mode is chosen; add "
-            "zeroshot=classify|retrieval"
+            f"{group}.{sorted(node)[0]} is set but no {group} mode is chosen; add {group}={choices}"
         )
-    settings = {key: value for key, value in node.items() if key not in CONSUMED[PREFIX]}
+    settings = {key: value for key, value in node.items() if key not in CONSUMED[group]}
     # Built by calling the partial, so its own errors surface as they are (not wrapped by Hydra).
     return instantiate(settings, _convert_="all", _partial_=True)()
 

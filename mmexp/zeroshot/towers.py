@@ -24,6 +24,20 @@ from mmexp.encoders.base import ModalityEncoder
 IMAGE, TEXT = "image", "text"
 
 
+@torch.no_grad()
+def embed_texts(text: ModalityEncoder, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+    """``[N, D]`` unit-norm embeddings of ``texts`` by a text tower, through its preprocessing."""
+    processor = text.processor(train=False)
+    device = next(text.parameters()).device
+    rows = []
+    for start in range(0, len(texts), batch_size):
+        chunk = texts[start : start + batch_size]
+        batch = processor.collate([processor(item) for item in chunk])
+        output = text(move_data_to_device(batch, device))
+        rows.append(F.normalize(output.pooled.float(), dim=-1))
+    return torch.cat(rows)
+
+
 @dataclass
 class AlignedTowers:
     """An image and a text tower whose normalised pooled vectors share one space.
@@ -77,17 +91,9 @@ class AlignedTowers:
             tower.to(device).eval()
         return self
 
-    @torch.no_grad()
     def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
-        """``[N, D]`` unit-norm embeddings of ``texts``, through the text tower's preprocessing."""
-        processor = self.text.processor(train=False)
-        rows = []
-        for start in range(0, len(texts), batch_size):
-            chunk = texts[start : start + batch_size]
-            batch = processor.collate([processor(text) for text in chunk])
-            output = self.text(move_data_to_device(batch, self.device))
-            rows.append(F.normalize(output.pooled.float(), dim=-1))
-        return torch.cat(rows)
+        """``[N, D]`` unit-norm embeddings of ``texts`` (:func:`embed_texts`)."""
+        return embed_texts(self.text, texts, batch_size)
 
     @torch.no_grad()
     def embed_images(

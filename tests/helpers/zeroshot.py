@@ -33,17 +33,24 @@ def module_of_checkpoint(checkpoint: Path):
 
 
 @torch.no_grad()
-def direct_scores(module, datamodule, names, templates) -> tuple[np.ndarray, np.ndarray]:
-    """``(logits [N, C], labels [N])`` of the test split, class by class."""
+def direct_class_embeddings(module, names, templates) -> torch.Tensor:
+    """``[C, D]`` class embeddings of the module's text tower, class by class."""
     module.eval()
-    image, text = module.encoders["image"], module.encoders["text"]
+    text = module.encoders["text"]
     processor = text.processor(train=False)
     classes = []
     for name in names:  # one batch per class (mmexp.zeroshot batches across classes)
         batch = processor.collate([processor(t.format(name)) for t in templates])
         mean = F.normalize(text(batch).pooled, dim=-1).mean(dim=0)
         classes.append(mean / mean.norm())
-    weights = torch.stack(classes)
+    return torch.stack(classes)
+
+
+@torch.no_grad()
+def direct_scores(module, datamodule, names, templates) -> tuple[np.ndarray, np.ndarray]:
+    """``(logits [N, C], labels [N])`` of the test split, class by class."""
+    weights = direct_class_embeddings(module, names, templates)
+    image = module.encoders["image"]
     datamodule.setup("test")
     images, labels = [], []
     for batch in datamodule.test_dataloader():

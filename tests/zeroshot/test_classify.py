@@ -136,7 +136,7 @@ def test_template_averaging_equals_open_clips_classifier(trained):
     reference = build_zero_shot_classifier(
         TowerAsClip(), Batch, names, OPENAI_IMAGENET_TEMPLATES, num_classes_per_batch=2
     )
-    ours = class_embeddings(towers, names, openai_templates(), batch_size=37)
+    ours = class_embeddings(towers.text, names, openai_templates(), batch_size=37)
     assert ours.shape == (5, trained.module.encoders["text"].out_dim)
     torch.testing.assert_close(ours, reference.T, atol=1e-5, rtol=1e-5)
 

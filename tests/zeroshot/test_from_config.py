@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import yaml
 
 from mmexp.builders import build_data_and_model
+from mmexp.config_check import check_config
 from mmexp.eval import evaluate
 from tests.helpers.configs import compose_config
 from tests.helpers.tiny_runs import TINY_OVERRIDES
@@ -44,3 +45,8 @@ def test_a_model_built_from_config_equals_the_towers_of_its_seed(tmp_path, data_
     entry = payload["modes"]["classify"]["sets"]["simple"]
     assert_matches(entry, sklearn_metrics(logits, labels), SHAPES)
     assert record["metrics"]["zeroshot/simple/top1"] == pytest.approx(entry["metrics"]["top1"])
+
+
+@pytest.mark.parametrize("mode", ["zeroshot=classify", "zeroshot=retrieval", "wiseft=grid"])
+def test_the_shipped_modes_validate_clean(tmp_path, data_dir, mode):
+    check_config(compose_config("eval", ["ckpt_path=null", mode], tmp_path / "eval", data_dir))

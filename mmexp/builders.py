@@ -29,8 +29,38 @@ from mmexp.lit.presence import ModalityDropout
 from mmexp.utils.instantiate import TRAINER_INJECTED, declared_injection
 
 
+def module_class(cfg: DictConfig) -> type[MultimodalModule]:
+    """The class of ``objective.module``.
+
+    Raises:
+        TypeError: It is not a :class:`~mmexp.lit.common.MultimodalModule`.
+    """
+    target = cfg.objective.module._target_
+    cls = get_class(target)
+    if not (isinstance(cls, type) and issubclass(cls, MultimodalModule)):
+        raise TypeError(
+            f"objective.module._target_={target} is not a "
+            "mmexp.lit.common.MultimodalModule (which takes the encoders, run_config and "
+            "save_frozen_weights the builder passes)"
+        )
+    return cls
+
+
+def tower_modalities(cfg: DictConfig) -> list[str]:
+    """The modalities whose ``model.encoders.<m>`` the module is built with.
+
+    ``data.modalities``, unless the objective's module says otherwise
+    (:meth:`~mmexp.lit.common.MultimodalModule.tower_modalities`: a prompt classifier reads
+    images and has a text tower for its class prompts).
+
+    Raises:
+        ValueError: The module cannot take ``data.modalities``.
+    """
+    return module_class(cfg).tower_modalities(list(cfg.data.modalities))
+
+
 def build_encoders(cfg: DictConfig) -> dict[str, ModalityEncoder]:
-    """Instantiate ``model.encoders.<m>`` for every modality in ``data.modalities``.
+    """Instantiate ``model.encoders.<m>`` for every modality of :func:`tower_modalities`.
 
     Raises:
         KeyError: A modality has no encoder configured.
@@ -38,13 +68,14 @@ def build_encoders(cfg: DictConfig) -> dict[str, ModalityEncoder]:
     """
     width = int(cfg.model.width)
     encoders: dict[str, ModalityEncoder] = {}
-    for modality in cfg.data.modalities:
+    for modality in tower_modalities(cfg):
         node = cfg.model.encoders.get(modality)
         if node is None:
             configured = [m for m, v in cfg.model.encoders.items() if v is not None]
             raise KeyError(
-                f"data.modalities includes {modality!r} but model.encoders.{modality} is not "
-                f"set (configured: {configured}); add model/encoders/{modality}=<name>"
+                f"the model needs a {modality} encoder (data.modalities="
+                f"{list(cfg.data.modalities)}) but model.encoders.{modality} is not set "
+                f"(configured: {configured}); add model/encoders/{modality}=<name>"
             )
         encoder = instantiate(node, **injected("model.encoders.*", out_dim=width))
         if not isinstance(encoder, ModalityEncoder) or encoder.modality != modality:
@@ -169,6 +200,7 @@ INJECTED: dict[str, frozenset[str]] = {
             "head",
             "matching_head",
             "num_classes",
+            "label_names",
             "optimizer",
             "scheduler",
             "run_config",
@@ -311,29 +343,26 @@ def uses_fusion(cfg: DictConfig) -> bool:
     return bool(cfg.objective.get("uses_fusion", True))
 
 
-def build_module(cfg: DictConfig, num_classes: int) -> MultimodalModule:
+def build_module(
+    cfg: DictConfig, num_classes: int, label_names: list[str] | None = None
+) -> MultimodalModule:
     """Build the parts the objective's module takes and inject them into it.
 
     Encoders, optimizer and schedule are always built; the fusion strategy when the
-    objective uses one (``objective.uses_fusion``), the head and class count when the
-    module's signature asks for them.
+    objective uses one (``objective.uses_fusion``), the head, class count and class names
+    when the module's signature asks for them.
 
     Args:
         cfg: The composed run config.
         num_classes: Number of classes of the data set (``objective.num_outputs`` wins).
+        label_names: The data set's class names, in label order.
 
     Returns:
         The LightningModule of ``objective.module``, carrying the resolved config so that
         its checkpoints can be evaluated on their own.
     """
-    module_class = get_class(cfg.objective.module._target_)
-    if not issubclass(module_class, MultimodalModule):
-        raise TypeError(
-            f"objective.module._target_={cfg.objective.module._target_} is not a "
-            "mmexp.lit.common.MultimodalModule (which takes the encoders, run_config and "
-            "save_frozen_weights the builder passes)"
-        )
-    accepted = inspect.signature(module_class).parameters
+    cls = module_class(cfg)
+    accepted = inspect.signature(cls).parameters
     # A regression predicts objective.num_outputs values (one score) whatever the data's
     # class count: the head and decision-level fusion are built that wide.
     num_classes = int(cfg.objective.get("num_outputs") or num_classes)
@@ -358,13 +387,15 @@ def build_module(cfg: DictConfig, num_classes: int) -> MultimodalModule:
             parts["head"] = head
     if "num_classes" in accepted:
         parts["num_classes"] = num_classes
+    if "label_names" in accepted:
+        parts["label_names"] = list(label_names or [])
     # Stored in every checkpoint so that a checkpoint alone rebuilds the model (mmexp-eval);
     # read by the checkpoint hooks (mmexp.lit.frozen_weights).
     parts["run_config"] = OmegaConf.to_container(cfg, resolve=True)
     parts["save_frozen_weights"] = cfg.model.get("save_frozen_weights", True)
     dropout = cfg.model.get("modality_dropout")
     if dropout:
-        refuse_missing(module_class, "model.modality_dropout")
+        refuse_missing(cls, "model.modality_dropout")
         parts["modality_dropout"] = ModalityDropout(
             OmegaConf.to_container(dropout) if isinstance(dropout, DictConfig) else dropout
         )
@@ -402,8 +433,11 @@ def build_data_and_model(cfg: DictConfig) -> tuple[MultimodalDataModule, Multimo
             f"data._target_={cfg.data._target_} built {type(datamodule).__name__}, which "
             f"lacks {lacking} of mmexp.data.contract.MultimodalDataModule"
         )
-    module = build_module(cfg, datamodule.num_classes)
-    datamodule.set_processors(*encoder_processors(module))
+    # Class names only for a module that names its classes (some data sets compute them).
+    names = "label_names" in inspect.signature(module_class(cfg)).parameters
+    label_names = list(datamodule.label_names) if names else None
+    module = build_module(cfg, datamodule.num_classes, label_names)
+    datamodule.set_processors(*encoder_processors(module, list(cfg.data.modalities)))
     return datamodule, module
 
 
@@ -444,7 +478,7 @@ def build_missing(cfg: DictConfig) -> MissingModalities | None:
         raise TypeError(f"data.missing built {type(missing).__name__}, not a MissingModalities")
     missing.check(list(cfg.data.modalities))
     if any(missing.rates.values()):
-        refuse_missing(get_class(cfg.objective.module._target_), "data.missing")
+        refuse_missing(module_class(cfg), "data.missing")
     return missing
 
 
@@ -460,10 +494,20 @@ def install_missing(datamodule: Any, missing: MissingModalities, cfg: DictConfig
 
 
 def encoder_processors(
-    module: MultimodalModule,
+    module: MultimodalModule, modalities: list[str] | None = None
 ) -> tuple[dict[str, ModalityProcessor], dict[str, ModalityProcessor]]:
-    """The training and evaluation preprocessing of every encoder of ``module``."""
-    encoders: Any = module.encoders
+    """The training and evaluation preprocessing of every encoder of ``module``.
+
+    Args:
+        module: The built module.
+        modalities: Only these encoders' (those of the data; a prompt classifier's text
+            tower reads no batches); ``None``: all.
+    """
+    encoders: Any = {
+        name: encoder
+        for name, encoder in module.encoders.items()
+        if modalities is None or name in modalities
+    }
     train = {name: encoder.processor(train=True) for name, encoder in encoders.items()}
     evaluation = {name: encoder.processor(train=False) for name, encoder in encoders.items()}
     return train, evaluation

@@ -18,7 +18,8 @@ The schema of a node with a ``_target_`` is the signature of its target (a class
   (:mod:`mmexp.builders` passes them), so those cannot disagree in the config. What can:
   the fusion's ``heads`` must divide ``model.width``, a transformer encoder's its ``width``
   (``null``: ``model.width``); an encoder's ``input_dim`` must equal
-  ``data.feature_dims.<m>``; each of ``data.modalities`` needs an encoder. Skipped when
+  ``data.feature_dims.<m>``; each of ``data.modalities`` needs an encoder (and each tower a
+  module adds, :func:`mmexp.builders.tower_modalities`). Skipped when
   ``finetune.checkpoint`` is set (the pretraining run's encoders and width replace them).
 
 The keys mmexp reads itself (the top level, ``model``, ``objective``, ``feature_cache``,
@@ -45,7 +46,13 @@ from typing import Any, Literal, Union
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from mmexp.builders import CONSUMED, INJECTED, available_fusions, check_matching_fusion
+from mmexp.builders import (
+    CONSUMED,
+    INJECTED,
+    available_fusions,
+    check_matching_fusion,
+    tower_modalities,
+)
 from mmexp.config_schema import check_schemas
 
 SPECIAL_KEYS = frozenset({"_target_", "_partial_", "_recursive_", "_convert_", "_args_"})
@@ -85,7 +92,7 @@ def check_config(cfg: DictConfig) -> None:
         if key != "hydra" and not _is_opaque(cfg, key):
             _walk(cfg[key], str(key), problems)
     check_schemas(cfg, problems)
-    _check_widths(cfg, problems)
+    _check_widths(cfg, _towers(cfg, problems), problems)
     _check_matching(cfg, problems)
     if problems:
         raise ConfigError(problems)
@@ -313,7 +320,21 @@ def _check_matching(cfg: DictConfig, problems: list[str]) -> None:
         problems.append(f"fusion: {reason}")
 
 
-def _check_widths(cfg: DictConfig, problems: list[str]) -> None:
+def _towers(cfg: DictConfig, problems: list[str]) -> list[str]:
+    """The modalities the module has encoders for (:func:`mmexp.builders.tower_modalities`)."""
+    modalities = _get(cfg, "data.modalities")
+    if not isinstance(modalities, ListConfig):
+        return []
+    try:
+        return tower_modalities(cfg)
+    except ValueError as error:  # the module refuses the data's modalities
+        problems.append(f"data.modalities: {error}")
+    except Exception:  # no objective module, or a bad target: the node check says
+        pass
+    return list(modalities)
+
+
+def _check_widths(cfg: DictConfig, towers: list[str], problems: list[str]) -> None:
     if _get(cfg, "finetune.checkpoint") is not None:
         return  # encoders and model.width come from the pretraining run
     width = _get(cfg, "model.width")
@@ -330,11 +351,16 @@ def _check_widths(cfg: DictConfig, problems: list[str]) -> None:
         and _get(cfg, "objective.uses_fusion") is not False
     ):
         problems.append(f"fusion.heads: {heads} heads do not divide model.width={width}")
-    for modality in modalities if isinstance(modalities, ListConfig) else []:
+    for modality in towers:
         node = encoders.get(modality)
         prefix = f"model.encoders.{modality}"
         if node is None:
-            problems.append(f"data.modalities: includes {modality!r} but {prefix} is not set")
+            needs = (
+                f"data.modalities: includes {modality!r}"
+                if modality in modalities
+                else f"objective.module: the module has a {modality} tower"
+            )
+            problems.append(f"{needs} but {prefix} is not set")
             continue
         if not isinstance(node, DictConfig):
             continue

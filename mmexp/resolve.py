@@ -21,6 +21,7 @@ from typing import Literal
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from mmexp.builders import tower_modalities
 from mmexp.config_check import check_config
 from mmexp.encoders.base import ModalityEncoder
 from mmexp.finetune.source import PretrainedCheckpoint
@@ -82,21 +83,23 @@ def _resolve_finetune(cfg: DictConfig) -> None:
             f"finetune.{sorted(node)[0]} is set but no finetuning protocol is "
             "chosen; add finetune=logistic_probe|linear_probe|frozen|partial|lora|full"
         )
+    # The towers the module is built with: data.modalities, or what the module names.
+    towers = tower_modalities(cfg)
     from_checkpoint: list[str] = []
     if node.get("checkpoint"):
         source = PretrainedCheckpoint.load(
             str(node.checkpoint), Path(cfg.paths.data_dir) / "wandb_artifacts", mmap=True
         )
-        from_checkpoint = [m for m in cfg.data.modalities if m in source.towers]
+        from_checkpoint = [m for m in towers if m in source.towers]
         if not from_checkpoint:
             raise ValueError(
                 f"finetune.checkpoint: {source.path} holds towers {source.towers}, none of "
-                f"data.modalities={list(cfg.data.modalities)}"
+                f"data.modalities={list(cfg.data.modalities)} (the model's towers: {towers})"
             )
         source.adopt_encoders(cfg, from_checkpoint)
     restricts = bool(getattr(get_object(str(node._target_)), "restricts", True))
     if node.get("towers") is None and restricts:
-        hub = [m for m in cfg.data.modalities if _loads_pretrained(cfg, m)]
+        hub = [m for m in towers if _loads_pretrained(cfg, m)]
         with open_dict(cfg):
             # Evaluation rebuilds the same structure with pretrained weights off, when the
             # encoders alone would no longer tell which towers were pretrained.

@@ -204,6 +204,19 @@ class MultimodalModule(KeepsFrozenInEval, pl.LightningModule):
         self.save_frozen_weights = save_frozen_weights
         self.modality_dropout = modality_dropout
 
+    @classmethod
+    def tower_modalities(cls, data_modalities: Sequence[str]) -> list[str]:
+        """The modalities the module has an encoder for, given those the data loads.
+
+        One per loaded modality; a module whose towers also encode something the data does
+        not hold (class prompts) names it here, so that its encoder is built and adopted
+        from a pretraining checkpoint like the others.
+
+        Raises:
+            ValueError: Data modalities the module cannot take (subclasses).
+        """
+        return list(data_modalities)
+
     @property
     def reads_tokens(self) -> bool:
         """Whether a part after the encoders reads their token sequences, not only pooled.

@@ -94,6 +94,7 @@ def check_config(cfg: DictConfig) -> None:
     check_schemas(cfg, problems)
     _check_widths(cfg, _towers(cfg, problems), problems)
     _check_matching(cfg, problems)
+    _check_finetune_module(cfg, problems)
     if problems:
         raise ConfigError(problems)
 
@@ -318,6 +319,26 @@ def _check_matching(cfg: DictConfig, problems: list[str]) -> None:
         return
     if reason is not None:
         problems.append(f"fusion: {reason}")
+
+
+def _check_finetune_module(cfg: DictConfig, problems: list[str]) -> None:
+    """A protocol for one kind of module (its ``applies_to``) needs that module."""
+    protocol_target, module_target = (
+        _get(cfg, "finetune._target_"),
+        _get(cfg, "objective.module._target_"),
+    )
+    if not protocol_target or not module_target:
+        return
+    try:
+        protocol, module = _target_object(str(protocol_target)), _target_object(str(module_target))
+    except Exception:  # a bad target: the node check says
+        return
+    needed = getattr(protocol, "applies_to", None)
+    if isinstance(needed, type) and isinstance(module, type) and not issubclass(module, needed):
+        problems.append(
+            f"objective.module._target_: finetune={getattr(protocol, 'name', protocol_target)} "
+            f"applies to a {needed.__module__}.{needed.__name__}, not {module_target}"
+        )
 
 
 def _towers(cfg: DictConfig, problems: list[str]) -> list[str]:

@@ -27,7 +27,15 @@ GROUPS = [
     "logger",
     "debug",
 ]
-OPTIONS = {group: sorted(p.stem for p in (CONF / group).glob("*.yaml")) for group in GROUPS}
+# Options coupled to other groups are composed on their own: finetune=coop selects
+# objective=prompt, which classifies images only (data.modalities=[image]).
+ALONE = {"finetune": {"coop"}, "objective": {"prompt"}}
+OPTIONS = {
+    group: sorted(
+        p.stem for p in (CONF / group).glob("*.yaml") if p.stem not in ALONE.get(group, ())
+    )
+    for group in GROUPS
+}
 COMBINED = [
     # vision is in no default encoder group; data=mosi|mosei need it (experiment=mosi adds it)
     [
@@ -38,7 +46,14 @@ COMBINED = [
 ]
 # an experiment overrides groups: each is composed on its own
 EXPERIMENTS = [[f"experiment={p.stem}"] for p in sorted((CONF / "experiment").glob("*.yaml"))]
-SHIPPED = [*COMBINED, *EXPERIMENTS, ["hparams_search=shapes_optuna"], ["launcher=slurm"]]
+COUPLED = [["finetune=coop"], ["objective=prompt", "data.modalities=[image]"]]
+SHIPPED = [
+    *COMBINED,
+    *EXPERIMENTS,
+    *COUPLED,
+    ["hparams_search=shapes_optuna"],
+    ["launcher=slurm"],
+]
 
 
 @pytest.mark.parametrize(

@@ -76,14 +76,17 @@ def test_experiment_configs_build_a_model(tmp_path, data_dir, experiment):
 
 @pytest.mark.parametrize("objective", options("objective"))
 def test_objective_configs_build_their_module(make_train_cfg, objective):
-    cfg = make_train_cfg(f"objective={objective}", "fusion=cross_attention")
-    module = build_module(cfg, num_classes=4)
+    # objective=prompt classifies images, its text tower embedding the class names
+    images_only = ["data.modalities=[image]"] if objective == "prompt" else []
+    cfg = make_train_cfg(f"objective={objective}", "fusion=cross_attention", *images_only)
+    module = build_module(cfg, num_classes=4, label_names=["a", "b", "c", "d"])
     assert type(module).__name__ == cfg.objective.module._target_.rsplit(".", 1)[1]
     assert cfg.monitor == cfg.objective.monitor
 
 
 @pytest.mark.parametrize("init", ["scratch", "minilm"])
-@pytest.mark.parametrize("protocol", options("finetune"))
+# coop needs a text tower with a prompt adapter, not MiniLM: tests/finetune/test_coop.py
+@pytest.mark.parametrize("protocol", [p for p in options("finetune") if p != "coop"])
 def test_finetune_protocols_apply_to_each_init(make_train_cfg, protocol, init):
     cfg = resolve_run_config(make_train_cfg(f"finetune={protocol}", f"init={init}"), "train")
     run = assemble(cfg, "bench")

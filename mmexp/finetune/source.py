@@ -25,6 +25,9 @@ from mmexp.utils.checkpoints import load_checkpoint
 log = logging.getLogger(__name__)
 
 KEY = "finetune.checkpoint"
+#: Where a contrastive pretraining checkpoint keeps its loss's log logit scale
+#: (:class:`~mmexp.losses.ClipLoss`, :class:`~mmexp.losses.SigLipLoss` as ``loss_fn``).
+LOG_LOGIT_SCALE_KEY = "loss_fn.log_logit_scale"
 WANDB_PREFIX = "wandb:"
 
 
@@ -121,6 +124,11 @@ class PretrainedCheckpoint:
         """Modalities whose encoder weights the checkpoint holds."""
         names = {key.split(".")[1] for key in self.state_dict if key.startswith("encoders.")}
         return sorted(names | set(self.left_out))
+
+    def log_logit_scale(self) -> float | None:
+        """The learned log logit scale of the pretraining loss (contrastive runs), if any."""
+        value = self.state_dict.get(LOG_LOGIT_SCALE_KEY)
+        return float(value.reshape(-1)[0]) if value is not None else None
 
     def adopt_encoders(self, cfg: DictConfig, modalities: list[str]) -> None:
         """Set ``model.encoders.<m>`` and ``model.width`` in ``cfg`` to the pretraining run's.

@@ -131,15 +131,24 @@ def substituted_embeddings(
         handle.remove()
 
 
+#: What a text tower's processor must collate to: token ids and the mask of the real tokens.
+INPUT_KEYS = ("input_ids", "attention_mask")
+
+
 def check_text_tower(encoder: ModalityEncoder) -> nn.Embedding:
     """The token embedding of ``encoder``, after checking it is a text tower with an adapter.
 
     Raises:
-        NoPromptAdapterError: See :func:`token_embedding`; or not a text encoder at all.
+        NoPromptAdapterError: See :func:`token_embedding`; or not a text encoder, or one
+            whose processor does not collate to :data:`INPUT_KEYS`.
     """
     if encoder.modality != "text":
         raise _unsupported(encoder, f"a {encoder.modality} encoder, not a text tower")
     embedding = token_embedding(encoder)
     if not isinstance(embedding, nn.Embedding):
         raise _unsupported(encoder, f"its token embedding is a {type(embedding).__name__}")
+    processor = encoder.processor(train=False)
+    keys = sorted(processor.collate([processor("a")]))
+    if not set(INPUT_KEYS) <= set(keys):
+        raise _unsupported(encoder, f"its processor collates {keys}, not {list(INPUT_KEYS)}")
     return embedding

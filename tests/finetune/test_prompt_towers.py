@@ -91,3 +91,24 @@ def test_towers_without_an_adapter_are_named(tmp_path):
         check_text_tower(bert)
     with pytest.raises(NoPromptAdapterError, match="a image encoder, not a text tower"):
         check_text_tower(SmallConvEncoder(out_dim=32, channels=[8]))
+
+
+class RenamedKeys:
+    """A processor collating to other key names than the Hugging Face layout."""
+
+    def __call__(self, raw: str) -> str:
+        return raw
+
+    def collate(self, items):
+        return {"ids": torch.zeros(len(items), 4, dtype=torch.long), "mask": None}
+
+
+class OtherLayout(SmallTextTransformer):
+    def processor(self, train: bool) -> RenamedKeys:
+        return RenamedKeys()
+
+
+def test_a_processor_without_ids_and_mask_is_named():
+    tower = OtherLayout(out_dim=32, width=32, depth=1, heads=2)
+    with pytest.raises(NoPromptAdapterError, match=r"collates \['ids', 'mask'\], not"):
+        check_text_tower(tower)

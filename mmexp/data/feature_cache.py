@@ -242,7 +242,13 @@ class FeatureCache:
         Raises:
             ValueError: An encoder whose outputs cannot be cached.
         """
-        encoders: Mapping[str, ModalityEncoder] = module.encoders
+        # The encoders of the data's modalities: a prompt classifier's text tower reads no
+        # batches (it embeds the class prompts).
+        encoders: Mapping[str, ModalityEncoder] = {
+            name: encoder
+            for name, encoder in module.encoders.items()
+            if name in cfg.data.modalities
+        }
         check_cacheable(encoders)
         tokens = self.keeps_tokens(module)
         # Keys first: fast tokenizers keep truncation and padding settings from their first

@@ -4,6 +4,7 @@ import copy
 import hashlib
 import json
 from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
@@ -150,12 +151,20 @@ def coop_overrides(checkpoint: str, *more: str) -> list[str]:
     ]
 
 
-def test_coop_on_shapes_from_a_contrastive_checkpoint(pretrained, tmp_path, data_dir):
-    cfg = compose_config(
-        "train", coop_overrides(pretrained, "finetune.ctx_init='a photo of a'"), tmp_path, data_dir
-    )
-    result = train(cfg)
-    record = json.loads((tmp_path / "results.json").read_text())
+PHRASE = "finetune.ctx_init='a photo of a'"
+
+
+@pytest.fixture(scope="module")
+def coop_run(pretrained, tmp_path_factory, data_dir) -> tuple[dict, Path]:
+    """CoOp from the tiny pretraining, context from the phrase: its result and folder."""
+    folder = tmp_path_factory.mktemp("coop_run")
+    cfg = compose_config("train", coop_overrides(pretrained, PHRASE), folder, data_dir)
+    return train(cfg), folder
+
+
+def test_coop_on_shapes_from_a_contrastive_checkpoint(pretrained, coop_run, tmp_path, data_dir):
+    result, folder = coop_run
+    record = json.loads((folder / "results.json").read_text())
     assert record["status"] == "completed"
     assert 0 <= record["metrics"]["test/acc"] <= 1
     lineage = record["pretrained_from"]
@@ -176,11 +185,20 @@ def test_coop_on_shapes_from_a_contrastive_checkpoint(pretrained, tmp_path, data
         compose_config(
             "eval",
             [f"ckpt_path={result['best_checkpoint']}", "logger=csv", "trainer.accelerator=cpu"],
-            tmp_path.parent / "coop_eval",
+            tmp_path / "eval",
             data_dir,
         )
     )
     assert evaluated["metrics"]["test/acc"] == pytest.approx(record["metrics"]["test/acc"])
+
+
+def test_the_feature_cache_serves_the_frozen_image_tower(pretrained, coop_run, tmp_path, data_dir):
+    # Only the image tower reads the data, so only its outputs are cached; the run trains as
+    # the uncached one does.
+    cached = [*coop_overrides(pretrained, PHRASE), "feature_cache.enabled=true"]
+    result = train(compose_config("train", cached, tmp_path, data_dir))
+    assert set(result["feature_cache"]) == {f"image/{split}" for split in ("train", "val", "test")}
+    assert result["metrics"]["test/acc"] == pytest.approx(coop_run[0]["metrics"]["test/acc"])
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ from mmexp.builders import (
     build_encoders,
     build_module,
     fusion_choices,
+    tower_modalities,
 )
 from mmexp.data.contract import MultimodalDataModule, missing_members
 from mmexp.data.loaders import SplitLoaders
@@ -80,12 +81,13 @@ INJECTING_RUNS = [
     ["objective=regression"],
     ["objective=multilabel"],
     ["model.modality_dropout=0.3"],
+    ["finetune=coop"],  # a prompt classifier: the class names, a text tower beside the data's
 ]
 
 
 def _record_injections(monkeypatch, cfg) -> dict[str, list[set[str]]]:
     """Intercept the builders' instantiate calls: the keyword names passed, per node path."""
-    paths = {cfg.model.encoders[m]._target_: "model.encoders.*" for m in cfg.data.modalities}
+    paths = {cfg.model.encoders[m]._target_: "model.encoders.*" for m in tower_modalities(cfg)}
     nodes = {"model.head": cfg.model.head, "fusion": cfg.fusion}
     nodes |= {"objective.module": cfg.objective.module, "trainer": cfg.trainer}
     for path, node in nodes.items():
@@ -117,7 +119,7 @@ def test_the_declared_injections_are_what_the_builders_pass(make_train_cfg, monk
     for overrides in INJECTING_RUNS:
         cfg = make_train_cfg(*overrides)
         seen = _record_injections(monkeypatch, cfg)
-        build_module(cfg, num_classes=3)
+        build_module(cfg, num_classes=3, label_names=["circle", "square", "triangle"])
         build_trainer(cfg)
         expected = {"model.encoders.*", "objective.module", "trainer"}
         if cfg.objective.get("uses_fusion", True):

@@ -23,7 +23,7 @@ from mmexp.resolve import resolve_run_config
 from mmexp.train import train
 from tests.helpers.cli import run_cli
 from tests.helpers.configs import compose_config
-from tests.helpers.tiny_clip import write_tiny_hf_clip, write_tiny_open_clip
+from tests.helpers.tiny_prompt_clip import write_tiny_hf_clip, write_tiny_open_clip
 from tests.helpers.tiny_runs import TINY_OVERRIDES
 
 NAMES = ["circle", "square", "triangle", "traffic_light"]

@@ -14,8 +14,8 @@ from mmexp.finetune.prompt_towers import (
     substituted_embeddings,
     token_embedding,
 )
-from tests.helpers.tiny_prompt_clip import write_tiny_hf_clip, write_tiny_open_clip
 from tests.helpers.tiny_models import write_tiny_bert
+from tests.helpers.tiny_prompt_clip import write_tiny_hf_clip, write_tiny_open_clip
 
 TEXTS = ["a photo of a circle.", "a big red square on the left", "triangle"]
 

@@ -1,4 +1,7 @@
-"""Tiny CLIP models written to disk: an open_clip model and a Hugging Face ``CLIPModel``.
+"""Tiny CLIP models for the prompt-learning tests: open_clip and Hugging Face ``CLIPModel``.
+
+Unlike :mod:`tests.helpers.tiny_clip`, the text towers keep CLIP's full 77-token context, so
+that 16 context vectors and a class name fit in one prompt.
 
 Both have CLIP's real tokenizer (open_clip's BPE vocabulary, which ships with open_clip, so
 no download) and one-layer, 32-wide towers on 32 px images, randomly initialised and saved

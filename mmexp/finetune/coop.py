@@ -204,6 +204,10 @@ class PromptContext(nn.Module):
         end = self.start + self.n_ctx
         return torch.cat([embedded[:, : self.start], context, embedded[:, end:]], dim=1)
 
+    def lineage(self) -> dict[str, Any]:
+        """What the run record keeps of the prompts."""
+        return {"n_ctx": self.n_ctx, "ctx_init": self.ctx_init, "example": self.texts[0]}
+
     def forward(self, text_encoder: ModalityEncoder) -> torch.Tensor:
         """Each class's prompt through ``text_encoder``: its pooled embedding ``[C, E]``."""
         with substituted_embeddings(token_embedding(text_encoder), self.splice):
@@ -301,10 +305,5 @@ class CoOp(FinetuneProtocol):
         if scale is not None:
             module.set_logit_scale(scale)
         prompts: Any = module.prompts
-        lineage["prompts"] = {
-            "n_ctx": prompts.n_ctx,
-            "ctx_init": prompts.ctx_init,
-            "example": prompts.texts[0],
-            "logit_scale": float(module.logit_scale),
-        }
+        lineage["prompts"] = {**prompts.lineage(), "logit_scale": float(module.logit_scale)}
         return lineage

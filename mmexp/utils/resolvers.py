@@ -98,6 +98,22 @@ def required(key: str, expected: str) -> Any:
     raise ValueError(f"{key} is required: give {expected}, e.g. {key}=<value>")
 
 
+def given_or(key: str, default: Any, *, _root_: DictConfig) -> Any:
+    """A top-level key's value, ``default`` where the config has no such key.
+
+    For a config group that a study can point elsewhere (``init=open_clip`` reads the
+    public model of ``experiment=pretrain_finetune_public``), and that keeps its own default
+    otherwise. A study that sets the key to ``???`` makes it required where it is read.
+
+    Raises:
+        ValueError: ``key`` is ``???`` (see :func:`required`).
+    """
+    # ``key in config`` is false for a ``???`` value: ask for it first
+    if OmegaConf.is_missing(_root_, key):
+        required(key, "its value (this config reads it and no default fills it)")
+    return _root_.get(key, default)
+
+
 def register_resolvers() -> None:
     """Register mmexp's resolvers (idempotent)."""
     OmegaConf.register_new_resolver("mmexp_job_dir", job_dir_name, replace=True)
@@ -106,3 +122,4 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("mmexp_slurm_tasks", slurm_tasks_per_node, replace=True)
     OmegaConf.register_new_resolver("mmexp_slurm_gpus", slurm_gpus_per_node, replace=True)
     OmegaConf.register_new_resolver("mmexp_required", required, replace=True)
+    OmegaConf.register_new_resolver("mmexp_given_or", given_or, replace=True)

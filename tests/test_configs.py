@@ -85,8 +85,11 @@ def test_objective_configs_build_their_module(make_train_cfg, objective):
 
 
 @pytest.mark.parametrize("init", ["scratch", "minilm"])
-# coop needs a text tower with a prompt adapter, not MiniLM: tests/finetune/test_coop.py
-@pytest.mark.parametrize("protocol", [p for p in options("finetune") if p != "coop"])
+# the prompt protocols freeze both towers of a prompt classifier (coop needs a text tower
+# with a prompt adapter, not MiniLM): tests/finetune/test_coop.py, test_zeroshot_protocol.py
+@pytest.mark.parametrize(
+    "protocol", [p for p in options("finetune") if p not in ("coop", "zeroshot")]
+)
 def test_finetune_protocols_apply_to_each_init(make_train_cfg, protocol, init):
     cfg = resolve_run_config(make_train_cfg(f"finetune={protocol}", f"init={init}"), "train")
     run = assemble(cfg, "bench")

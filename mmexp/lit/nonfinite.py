@@ -66,16 +66,20 @@ class NonFiniteLoss(pl.Callback):
         self._stats: list[torch.Tensor] = []  # running statistics before this step (skip)
         self.skipped = 0
 
-    def _agree(self, trainer: pl.Trainer, flag: torch.Tensor) -> torch.Tensor:
+    def _agree(self, trainer: pl.Trainer, bad: torch.Tensor) -> torch.Tensor:
         if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
-            flag = flag.clone()
+            flag = bad.to(torch.int32).reshape(1)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return flag
+            return flag.bool().reshape(())
+        return bad
 
     def _check_previous(self, trainer: pl.Trainer) -> None:
-        # ``stop``: the flag of the last step, computed by now.
-        if self.action == "stop" and self._bad is not None and bool(self._bad.item()):
+        # ``stop``: the flag of the last step, computed by now; a finite one is done with.
+        if self.action != "stop" or self._bad is None:
+            return
+        if bool(self._bad.item()):
             self._fail(trainer)
+        self._bad = None
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -100,10 +104,11 @@ class NonFiniteLoss(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor
     ) -> None:
         """Flag this step's loss (without waiting for it)."""
-        bad = self._agree(trainer, (~torch.isfinite(loss.detach())).to(torch.int32).reshape(1))
+        # One small kernel per step: the flag stays a 0-d bool on the device.
+        bad = self._agree(trainer, torch.isfinite(loss.detach()).logical_not_())
         # Under gradient accumulation a NaN in any micro-batch poisons the step: keep the
         # flag until the optimizer step (skip) or the check of the next batch (stop).
-        self._bad = bad if self._bad is None else torch.maximum(self._bad, bad)
+        self._bad = bad if self._bad is None else torch.logical_or(self._bad, bad)
 
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer

@@ -20,7 +20,7 @@ from mmexp.lit.frozen_weights import (
     drop_frozen_weights,
     restore_frozen_weights,
 )
-from mmexp.lit.lightning_compat import attached_trainer, peek_experiment
+from mmexp.lit.lightning_compat import attached_trainer, logs_this_step, peek_experiment
 from mmexp.lit.presence import ModalityDropout, encode_present
 from mmexp.utils.freezing import KeepsFrozenInEval
 
@@ -68,8 +68,13 @@ def log_training_step(module: pl.LightningModule, loss: torch.Tensor, batch_size
     """Log this process's step loss without a device sync per step.
 
     Not on the progress bar, whose values are read with ``.item()`` every step; loggers
-    read it every ``log_every_n_steps``. Epoch means go through :class:`EpochMeans`.
+    read it every ``log_every_n_steps``, so it is logged in those steps (and the last of an
+    epoch, whose value the run's final metrics keep) only: a ``self.log`` call costs about
+    as much Python as a small model's step. Epoch means go through :class:`EpochMeans`.
     """
+    trainer = attached_trainer(module)
+    if trainer is not None and not (logs_this_step(trainer) or trainer.is_last_batch):
+        return
     module.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=batch_size)
 
 

@@ -63,6 +63,19 @@ def flush_step_metrics(trainer: pl.Trainer) -> None:
     trainer._logger_connector.update_train_step_metrics()  # noqa: SLF001 - no public equivalent
 
 
+def logs_this_step(trainer: pl.Trainer) -> bool:
+    """Whether the values logged in this training step reach the loggers.
+
+    True every ``log_every_n_steps`` steps and when the run is stopping, as Lightning
+    decides right after ``on_train_batch_end``; a step value logged in other steps is only
+    kept until the next one replaces it.
+
+    Relies on (pytorch-lightning 2.4.0 to 2.6.6): ``trainer._logger_connector`` and its
+    ``should_update_logs`` property, which the logging after ``on_train_batch_end`` reads.
+    """
+    return bool(trainer._logger_connector.should_update_logs)  # noqa: SLF001 - not public
+
+
 def peek_experiment(logger: Logger) -> Any | None:
     """The logger's experiment (a W&B run, a CSV writer...) if it has started, else ``None``.
 

@@ -206,6 +206,7 @@ INJECTED: dict[str, frozenset[str]] = {
             "run_config",
             "save_frozen_weights",
             "modality_dropout",
+            "train_metrics_every_n_steps",
         }
     ),
     "trainer": TRAINER_INJECTED,
@@ -393,6 +394,8 @@ def build_module(
     # read by the checkpoint hooks (mmexp.lit.frozen_weights).
     parts["run_config"] = OmegaConf.to_container(cfg, resolve=True)
     parts["save_frozen_weights"] = cfg.model.get("save_frozen_weights", True)
+    if "train_metrics_every_n_steps" in accepted:
+        parts["train_metrics_every_n_steps"] = cfg.model.get("train_metrics_every_n_steps", 50)
     dropout = cfg.model.get("modality_dropout")
     if dropout:
         refuse_missing(cls, "model.modality_dropout")

@@ -103,6 +103,8 @@ class ModelSchema:
     save_frozen_weights: bool = True
     # ModDrop: one drop probability, or one per modality (mmexp.lit.presence)
     modality_dropout: float | dict[str, float] | None = None
+    # training steps held before the training metrics are updated (null: once per epoch)
+    train_metrics_every_n_steps: int | None = 50
     compile: bool = False
     compile_mode: CompileMode | None = None
     channels_last: bool = False

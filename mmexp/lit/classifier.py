@@ -21,6 +21,7 @@ from mmexp.lit.common import (
     log_validation,
 )
 from mmexp.lit.presence import ModalityDropout
+from mmexp.lit.step_buffer import StepBuffer
 from mmexp.metrics.classification import classification_metrics
 
 
@@ -47,6 +48,10 @@ class MultimodalClassifier(MultimodalModule):
         run_config: See :class:`~mmexp.lit.common.MultimodalModule`.
         save_frozen_weights: See :class:`~mmexp.lit.common.MultimodalModule`.
         modality_dropout: See :class:`~mmexp.lit.common.MultimodalModule`.
+        train_metrics_every_n_steps: Training steps whose logits, labels and losses are
+            held on the device before the training metrics take them in one update; the
+            epoch's figures cover every step either way (``null``: once per epoch).
+            :mod:`mmexp.lit.step_buffer` says why.
     """
 
     # The fusion strategies mask absent modalities (EncoderOutput.present).
@@ -70,6 +75,7 @@ class MultimodalClassifier(MultimodalModule):
         run_config: Mapping[str, Any] | None = None,
         save_frozen_weights: bool = True,
         modality_dropout: ModalityDropout | None = None,
+        train_metrics_every_n_steps: int | None = 50,
     ) -> None:
         super().__init__(
             encoders,
@@ -90,6 +96,7 @@ class MultimodalClassifier(MultimodalModule):
         self.test_metrics = metrics(num_classes, "test")
         self.val_loss = MeanMetric()
         self.train_means = EpochMeans(["loss"])
+        self.train_pending = StepBuffer(train_metrics_every_n_steps, self._update_training)
         self.test_loss = MeanMetric()
         self.test_confusion = MulticlassConfusionMatrix(num_classes) if confusion_matrix else None
         # The last test run's confusion matrix (rows true, columns predicted), for reports.
@@ -145,13 +152,24 @@ class MultimodalClassifier(MultimodalModule):
     def training_step(self, batch: ClassificationBatch, batch_idx: int) -> torch.Tensor:
         """Optimise the loss and accumulate training metrics."""
         logits, loss = self._training_losses(batch)
-        self.train_metrics.update(logits.detach(), batch["label"])
-        log_training_step(self, loss, len(batch["label"]))
-        self.train_means.update({"loss": loss}, len(batch["label"]))
+        labels = batch["label"]
+        log_training_step(self, loss, len(labels))
+        self.train_pending.add(logits, labels, loss.reshape(1), weight=len(labels))
         return loss
+
+    def _update_training(
+        self, logits: torch.Tensor, labels: torch.Tensor, losses: torch.Tensor, sizes: torch.Tensor
+    ) -> None:
+        self.train_metrics.update(logits, labels)
+        self.train_means.update({"loss": losses}, sizes)
+
+    def settle_training_metrics(self) -> None:
+        """Give the training steps held so far to the training metrics and loss mean."""
+        self.train_pending.flush()
 
     def on_train_epoch_end(self) -> None:
         """Log the epoch's training metrics."""
+        self.settle_training_metrics()
         self.log_dict(self.train_metrics.compute())
         self.train_metrics.reset()
         self.train_means.log_and_reset(self, "train/", "_epoch")

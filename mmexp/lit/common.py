@@ -51,8 +51,11 @@ class EpochMeans(nn.Module):
         super().__init__()
         self.means = nn.ModuleDict({name: MeanMetric() for name in names})
 
-    def update(self, values: Mapping[str, torch.Tensor], weight: int) -> None:
-        """Add one batch's values (detached) with the batch size as weight."""
+    def update(self, values: Mapping[str, torch.Tensor], weight: int | torch.Tensor) -> None:
+        """Add one batch's values (detached) with the batch size as weight.
+
+        Several batches at once: ``[steps]`` values with a ``[steps]`` tensor of weights.
+        """
         for name, value in values.items():
             self.means[name].update(value.detach(), weight=weight)
 
@@ -305,6 +308,13 @@ class MultimodalModule(KeepsFrozenInEval, pl.LightningModule):
                     "a sample must keep at least one"
                 )
         return present
+
+    def settle_training_metrics(self) -> None:
+        """Hand training values still held per step to their metrics (none by default).
+
+        Called before the metric states are read: at the end of the epoch and when a
+        checkpoint stores them (:class:`~mmexp.lit.resume.ResumeState`).
+        """
 
     def on_train_start(self) -> None:
         """Reset the best value seen during the sanity check."""

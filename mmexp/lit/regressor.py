@@ -40,6 +40,8 @@ class MultimodalRegressor(MultimodalClassifier):
         run_config: See :class:`~mmexp.lit.common.MultimodalModule`.
         save_frozen_weights: See :class:`~mmexp.lit.common.MultimodalModule`.
         modality_dropout: See :class:`~mmexp.lit.common.MultimodalModule`.
+        train_metrics_every_n_steps: See
+            :class:`~mmexp.lit.classifier.MultimodalClassifier`.
 
     Raises:
         ValueError: The head does not produce exactly one value.
@@ -59,6 +61,7 @@ class MultimodalRegressor(MultimodalClassifier):
         run_config: Mapping[str, Any] | None = None,
         save_frozen_weights: bool = True,
         modality_dropout: ModalityDropout | None = None,
+        train_metrics_every_n_steps: int | None = 50,
     ) -> None:
         outputs = getattr(head, "out_dim", None)
         if outputs is None and getattr(fusion, "produces_logits", False):
@@ -85,6 +88,7 @@ class MultimodalRegressor(MultimodalClassifier):
             run_config=run_config,
             save_frozen_weights=save_frozen_weights,
             modality_dropout=modality_dropout,
+            train_metrics_every_n_steps=train_metrics_every_n_steps,
         )
 
     def setup(self, stage: str) -> None:

@@ -47,6 +47,9 @@ class ResumeState(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         """Add generator and metric states to the checkpoint."""
+        if isinstance(pl_module, MultimodalModule):
+            # Steps whose values are still held for a batched update belong in the states.
+            pl_module.settle_training_metrics()
         metrics = {
             name: {"state": metric.metric_state, "updates": metric.update_count}
             for name, metric in _metrics(pl_module).items()

@@ -7,6 +7,7 @@ import pytest
 from mmexp.bench.cli import run_bench
 from tests.helpers.cli import run_cli
 from tests.helpers.configs import compose_config
+from tests.helpers.frozen_towers import FROZEN_TOWERS
 
 SMALL = [
     "data.num_train=128",
@@ -40,6 +41,40 @@ def test_both_loops_train_the_same_model_to_the_same_loss(tmp_path, data_dir, ob
     written = json.loads((tmp_path / "bench" / "bench.json").read_text())
     assert written["suites"]["throughput"]["ratio"] == measured["ratio"]
     assert written["device"].startswith("cpu") and written["git"]["sha"]
+
+
+def test_throughput_on_cached_features_trains_the_same_fusion_and_head(
+    tmp_path, data_dir, bert_dir, vit_weights
+):
+    towers = [o for o in FROZEN_TOWERS if not o.startswith(("data.", "trainer."))]
+    results = bench(
+        tmp_path,
+        data_dir,
+        *towers,
+        f"model.encoders.text.name_or_path={bert_dir}",
+        f"model.encoders.image.checkpoint_path={vit_weights}",
+        "feature_cache.enabled=true",
+        f"feature_cache.dir={tmp_path / 'cache'}",
+        "bench.suites=[throughput]",
+        "bench.throughput.repeats=2",
+    )
+    measured = results["suites"]["throughput"]
+    assert measured["feature_cache"] is True
+    # The cache was built for the run: both loops read stored tower outputs.
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir()) == [
+        "image",
+        "image",
+        "image",
+        "text",
+        "text",
+        "text",
+    ]
+    plain, mmexp = measured["plain"], measured["mmexp"]
+    assert mmexp["final_loss"] == pytest.approx(plain["final_loss"], rel=1e-5)
+    # One ratio per alternating repeat; the reported ratio is the ratio of the medians.
+    assert measured["ratio_per_repeat"] == pytest.approx(
+        [m / p for m, p in zip(mmexp["repeats"], plain["repeats"], strict=True)]
+    )
 
 
 def test_loader_rates_per_worker_count(tmp_path, data_dir):

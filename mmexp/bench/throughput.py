@@ -122,15 +122,34 @@ class _StepTimer(pl.Callback):
             self.final_loss = float(outputs["loss"])
 
 
+#: The callback hooks Lightning calls in every training step.
+STEP_HOOKS = (
+    "on_train_batch_start",
+    "on_before_backward",
+    "on_after_backward",
+    "on_before_optimizer_step",
+    "on_before_zero_grad",
+    "on_train_batch_end",
+)
+
+
 def step_callbacks(cfg: DictConfig) -> list[pl.Callback]:
-    """The config's callbacks that act during training steps, as ``mmexp-train`` runs them.
+    """The config's callbacks with a hook in every training step, as ``mmexp-train`` runs them.
 
     Checkpointing and early stopping act on validation, which the benchmark leaves out, and
-    the progress bar is the terminal's (``enable_progress_bar``): those stay out.
+    the progress bar is the terminal's (``enable_progress_bar``): those stay out, and so do
+    callbacks acting only at fit start or epoch end (outside the timed steps).
     """
     nodes = cfg.get("callbacks") or {}
     built = [instantiate(node) for node in nodes.values() if node is not None]
-    return [c for c in built if not isinstance(c, (ModelCheckpoint, EarlyStopping, ProgressBar))]
+    return [
+        callback
+        for callback in built
+        if not isinstance(callback, (ModelCheckpoint, EarlyStopping, ProgressBar))
+        and any(
+            getattr(type(callback), hook) is not getattr(pl.Callback, hook) for hook in STEP_HOOKS
+        )
+    ]
 
 
 class ThroughputBenchmark:

@@ -171,6 +171,8 @@ class FeatureCacheSchema:
     dir: str
     # auto: when the fusion reads token sequences
     tokens: Literal["auto"] | bool = "auto"
+    # DDP: seconds the other processes of a node wait for its first one to build an entry
+    wait_s: float = 3600.0
 
 
 def check_schemas(cfg: DictConfig, problems: list[str]) -> None:

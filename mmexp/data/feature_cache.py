@@ -28,6 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 
+from mmexp.data.cache_ranks import builds_entries, wait_for_entry
 from mmexp.data.cached_datamodule import CachedDataModule, SplitFeatures
 from mmexp.data.contract import STAGES
 from mmexp.encoders.base import ModalityEncoder
@@ -182,16 +183,25 @@ class FeatureCache:
         directory: Where cache entries live (``<modality>-<key>.safetensors``).
         tokens: Keep token sequences: ``"auto"`` (when the fusion reads them), or a bool.
         device: Where the encoders run while the cache is built.
+        wait_s: How long a process other than the first of its node waits for that one to
+            write a missing entry (:mod:`mmexp.data.cache_ranks`).
     """
 
     def __init__(
-        self, directory: str | Path, tokens: str | bool = "auto", device: str | torch.device = "cpu"
+        self,
+        directory: str | Path,
+        tokens: str | bool = "auto",
+        device: str | torch.device = "cpu",
+        wait_s: float = 3600.0,
     ) -> None:
         if tokens not in ("auto", True, False):
             raise ValueError(f"feature_cache.tokens must be auto, true or false, got {tokens!r}")
+        if not wait_s > 0:
+            raise ValueError(f"feature_cache.wait_s must be positive, got {wait_s!r}")
         self.directory = Path(directory)
         self.tokens = tokens
         self.device = torch.device(device)
+        self.wait_s = float(wait_s)
 
     def keeps_tokens(self, module: MultimodalModule) -> bool:
         """Whether tokens are stored: ``feature_cache.tokens``, or what ``module`` reads."""
@@ -219,6 +229,10 @@ class FeatureCache:
                 return SplitFeatures.from_tensors(load_file(str(path))), True
             except Exception as error:  # a truncated or foreign file: rebuild it
                 log.warning("feature cache: unreadable %s (%s); recomputing it", path, error)
+        elif not builds_entries():
+            # Under DDP the first process of the node encodes the split; the others read it.
+            wait_for_entry(path, self.wait_s)
+            return SplitFeatures.from_tensors(load_file(str(path))), True
         loader = {
             "train": datamodule.train_dataloader,
             "val": datamodule.val_dataloader,
@@ -287,7 +301,12 @@ def with_feature_cache(
         return datamodule
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     use_gpu = torch.cuda.is_available() and accelerator in ("gpu", "cuda", "auto")
-    cache = FeatureCache(options.dir, options.get("tokens", "auto"), "cuda" if use_gpu else "cpu")
+    cache = FeatureCache(
+        options.dir,
+        options.get("tokens", "auto"),
+        "cuda" if use_gpu else "cpu",
+        options.get("wait_s", 3600.0),
+    )
     # Only the run that builds an entry runs its loaders here: the generators are left as
     # they were, so that run trains exactly like every later run reading the entry.
     with rng_untouched():

@@ -138,12 +138,20 @@ class ZeroShotHeadInit(pl.Callback):
 
     def __init__(
         self,
-        checkpoint: str,
+        checkpoint: str | None,
         templates: Sequence[str] = ("a photo of a {}.",),
         class_names: str | Sequence[str] | None = None,
         cache_dir: str = "data/wandb_artifacts",
         batch_size: int = 256,
     ) -> None:
+        if not checkpoint:
+            # Typed optional so that the config check reaches this message: train.yaml's
+            # pretrained_checkpoint=null outlives the init file's ??? when merged.
+            raise ValueError(
+                f"{self.key}: init=zeroshot_head needs the contrastive checkpoint whose "
+                "zero-shot classifier starts the head: set pretrained_checkpoint=<path or "
+                "wandb:entity/project/artifact:alias>"
+            )
         self.checkpoint = checkpoint
         self.templates = [str(t) for t in templates]
         check_templates({"templates": self.templates}, self.key)

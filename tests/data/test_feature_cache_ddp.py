@@ -58,6 +58,7 @@ def assemble_with_cache(
     }
 
 
+@pytest.mark.slow  # two processes, each importing and encoding: about 20 s on two cores
 def test_only_rank_zero_encodes_and_both_read_the_same_features(
     tmp_path, data_dir, bert_dir, vit_weights
 ):

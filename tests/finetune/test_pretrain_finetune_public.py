@@ -56,6 +56,7 @@ def test_the_study_sweeps_init_protocol_budget_and_seed():
     ]
 
 
+@pytest.mark.slow  # 54 compositions and config checks: about 17 s
 def test_every_job_composes_and_passes_the_config_check(tmp_path, data_dir):
     _, params = sweep([STUDY])
     axes = [[f"{key}={value}" for value in values.split(",")] for key, values in params.items()]

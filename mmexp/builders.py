@@ -22,7 +22,7 @@ from mmexp.data.missing import MissingModalities
 from mmexp.encoders.base import ModalityEncoder
 from mmexp.encoders.freezing import count_parameters
 from mmexp.encoders.processors import ModalityProcessor
-from mmexp.fusion.base import FusionStrategy, can_judge_pairs
+from mmexp.fusion.base import FusionStrategy, can_judge_pairs, takes_modalities
 from mmexp.fusion.cost import count_params, fusion_cost, match_params
 from mmexp.lit.common import MultimodalModule
 from mmexp.lit.presence import ModalityDropout
@@ -141,18 +141,24 @@ def check_fusion(cfg: DictConfig) -> None:
     """Fail before any data or model work when the fusion cannot take the modalities.
 
     Raises:
-        ValueError: The strategy needs more modalities than ``data.modalities`` has; the
-            message lists the strategies that can take them.
+        ValueError: The strategy needs more modalities than ``data.modalities`` has, or is
+            defined for fewer; the message lists the strategies that can take them.
     """
     cls = _fusion_class(cfg)
     count = len(cfg.data.modalities)
-    if count < cls.min_modalities:
-        valid = fusion_choices(lambda candidate: candidate.min_modalities <= count)
-        raise ValueError(
-            f"fusion {cls.__name__} needs at least {cls.min_modalities} modalities but "
-            f"data.modalities={list(cfg.data.modalities)}; with {count} modality choose one "
-            f"of fusion={valid}"
-        )
+    if takes_modalities(cls, count):
+        return
+    valid = fusion_choices(lambda candidate: takes_modalities(candidate, count))
+    bound = (
+        f"needs at least {cls.min_modalities}"
+        if count < cls.min_modalities
+        else f"is defined for at most {cls.max_modalities}"
+    )
+    raise ValueError(
+        f"fusion {cls.__name__} {bound} modalities but data.modalities="
+        f"{list(cfg.data.modalities)}; with {count} {'modality' if count == 1 else 'modalities'} "
+        f"choose one of fusion={valid}"
+    )
 
 
 def check_matching_fusion(cfg: DictConfig) -> str | None:
@@ -304,9 +310,10 @@ def budget_scaling(
     """Which width ``fusion.match_params`` scales: the fusion's, else the head's.
 
     A strategy with an internal width (``hidden_dim``) scales it with the head fixed;
-    decision-level strategies scale their per-modality classifiers (``hidden_dims``); the
-    parameter-free ones (concat, sum, product, unimodal) scale the hidden layers of the
-    shared head, which is where their capacity is.
+    decision-level strategies scale their per-modality classifiers (``hidden_dims``); those
+    without a width of their own (concat, sum, product, unimodal, mi_vector, mi_scalar,
+    nl_gate) scale the hidden layers of the shared head, which is where the rest of their
+    capacity is.
 
     Returns:
         ``width -> (fusion config, head config)`` at that width.

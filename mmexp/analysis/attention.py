@@ -1,7 +1,8 @@
 """Cross-modal attention of a few test samples: where the text looks in the image.
 
 For the token-level strategies (``early_tokens``, ``cross_attention``, ``mult``,
-``bottleneck``), the fusion is run on a seeded draw of ``num_samples`` samples of the
+``bottleneck``, and ``nl_gate`` with ``fusion.query=text``: its one direction is the query
+modality's over the others), the fusion is run on a seeded draw of ``num_samples`` samples of the
 analysis set while its attention weights are recorded
 (:mod:`mmexp.fusion.attention_record`; the outputs do not change). From the maps of the text
 tokens over the image tokens in one layer (mean over heads):

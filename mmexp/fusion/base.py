@@ -32,9 +32,31 @@ def check_heads(owner: str, dim: int, heads: int) -> None:
         raise ValueError(f"{owner}: heads ({heads}) must divide dim ({dim})")
 
 
+def check_positive(owner: str, **settings: int) -> None:
+    """Raise unless every named setting (a width, rank, factor, count) is at least 1.
+
+    Args:
+        owner: Name of the module, for the message.
+        **settings: The settings, by the name the config gives them.
+
+    Raises:
+        ValueError: A setting is below 1; the message names it.
+    """
+    for name, value in settings.items():
+        if value < 1:
+            raise ValueError(f"{owner}: {name} must be at least 1, got {value}")
+
+
 def can_judge_pairs(cls: type[FusionStrategy]) -> bool:
     """Whether a match head on the output of ``cls`` can tell matching pairs from others."""
     return cls.judges_pairs and not cls.produces_logits
+
+
+def takes_modalities(cls: type[FusionStrategy], count: int) -> bool:
+    """Whether ``cls`` is defined for ``count`` modalities (its ``min/max_modalities``)."""
+    return cls.min_modalities <= count and (
+        cls.max_modalities is None or count <= cls.max_modalities
+    )
 
 
 class FusionStrategy(nn.Module):
@@ -51,6 +73,8 @@ class FusionStrategy(nn.Module):
             selects it with its published settings; named in error messages.
         produces_logits: Whether the output already is class logits.
         min_modalities: Fewest modalities the published method is defined for.
+        max_modalities: Most modalities the published method is defined for; ``None`` for
+            no limit. Bilinear poolings are defined for two inputs and refuse a third.
         uses_tokens: Whether it reads token sequences (else only pooled vectors), which
             tells a feature cache whether to store them.
         judges_pairs: Whether a head on the output can tell if the modalities' inputs
@@ -64,6 +88,7 @@ class FusionStrategy(nn.Module):
     config_name: str = ""
     produces_logits: bool = False
     min_modalities: int = 1
+    max_modalities: int | None = None
     uses_tokens: bool = False
     judges_pairs: bool = True
     aux_weight: float = 0.0
@@ -77,9 +102,36 @@ class FusionStrategy(nn.Module):
                 f"{type(self).__name__} needs at least {self.min_modalities} modalities, "
                 f"got {list(modalities)}; set data.modalities accordingly"
             )
+        if self.max_modalities is not None and len(modalities) > self.max_modalities:
+            raise ValueError(
+                f"{type(self).__name__} is defined for at most {self.max_modalities} "
+                f"modalities, got {list(modalities)}; set data.modalities accordingly"
+            )
         self.modalities = tuple(modalities)
         self.dim = dim
         self.out_dim = dim
+
+    def fused_modality(self, setting: str, name: str | None, default: str | None = None) -> str:
+        """The fused modality that the setting ``fusion.<setting>`` names.
+
+        Args:
+            setting: The config key below ``fusion`` (``context``, ``query`` ...), for the
+                message.
+            name: Its value; ``None`` takes ``default``.
+            default: The modality taken for ``None``; ``None``: the first fused one.
+
+        Raises:
+            ValueError: ``name`` is not one of :attr:`modalities`; the message names the key.
+        """
+        if name is None:
+            name = self.modalities[0] if default is None else default
+        if name not in self.modalities:
+            role = "modality" if setting == "modality" else f"{setting} modality"
+            raise ValueError(
+                f"{type(self).__name__}: {role} {name!r} is not one of the fused modalities "
+                f"{list(self.modalities)}; set fusion.{setting} to one of them"
+            )
+        return name
 
     def check_inputs(self, features: Mapping[str, EncoderOutput]) -> None:
         """Raise a clear error when the features do not match the configured modalities."""
@@ -127,6 +179,6 @@ class FusionStrategy(nn.Module):
         """
         raise NoCrossModalAttention(
             f"{type(self).__name__} has no attention between the tokens of different "
-            "modalities (only the token-level strategies early_tokens, cross_attention, mult "
-            "and bottleneck have)"
+            "modalities (only the token-level strategies early_tokens, cross_attention, mult, "
+            "bottleneck and nl_gate have)"
         )

@@ -8,9 +8,10 @@ so that the parameter count of what it builds meets a budget.
 The builder (:func:`mmexp.builders.build_fusion_and_head`) budgets everything that differs
 between the rows of an ablation: the fusion and the head after it. Every strategy whose size
 is governed by an internal width takes it as the constructor argument ``hidden_dim`` (see
-each class); decision-level fusion scales its per-modality classifiers, and the
-parameter-free strategies (``ConcatFusion``, ``UnimodalFusion``, ``SumFusion``,
-``ProductFusion``) the hidden layers of the shared head.
+each class); decision-level fusion scales its per-modality classifiers, and the strategies
+without a width of their own (the parameter-free ``ConcatFusion``, ``UnimodalFusion``,
+``SumFusion``, ``ProductFusion``, and ``MIVectorFusion``, ``MIScalarFusion``,
+``NLGateFusion``, whose sizes ``model.width`` fixes) the hidden layers of the shared head.
 """
 
 from __future__ import annotations

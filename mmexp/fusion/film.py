@@ -65,13 +65,8 @@ class FiLMFusion(FusionStrategy):
         concat_conditioning: bool = False,
     ) -> None:
         super().__init__(modalities, dim)
-        if conditioning is None:
-            conditioning = "text" if "text" in self.modalities else self.modalities[0]
-        if conditioning not in self.modalities:
-            raise ValueError(
-                f"FiLMFusion: conditioning modality {conditioning!r} is not one of the fused "
-                f"modalities {list(self.modalities)}; set fusion.conditioning to one of them"
-            )
+        default = "text" if "text" in self.modalities else None
+        conditioning = self.fused_modality("conditioning", conditioning, default)
         hidden = hidden_dim or dim
         self.conditioning = conditioning
         self.targets = tuple(m for m in self.modalities if m != conditioning)

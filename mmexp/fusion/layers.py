@@ -2,9 +2,10 @@
 
 One definition of each block that several strategies need, in the manner of
 ``timm.layers``: the presence matrix of the modalities, the zeroing of absent samples and
-padded tokens, softmax and multi-head attention restricted to valid entries, the MLP, the
-pre-norm attention block and the pre-norm Transformer encoder layer. Every function and
-class names the strategies that use it.
+padded tokens, the power normalisation of the bilinear poolings, softmax and multi-head
+attention restricted to valid entries, the MLP, the pre-norm attention block and the
+pre-norm Transformer encoder layer. Every function and class names the strategies that use
+it.
 
 Masks follow :class:`~mmexp.encoders.EncoderOutput`: ``True`` marks what is real (a present
 modality, a real token). Where a mask is applied to a larger tensor, its shape is a prefix
@@ -16,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mmexp.encoders.base import EncoderOutput
@@ -74,8 +76,14 @@ def zero_absent(x: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
     Used by :class:`~mmexp.fusion.AttentionFusion`, :class:`~mmexp.fusion.BottleneckFusion`,
     :class:`~mmexp.fusion.FiLMFusion`, :class:`~mmexp.fusion.GatedFusion`,
     :class:`~mmexp.fusion.LateFusion`, :class:`~mmexp.fusion.LowRankFusion`,
-    :class:`~mmexp.fusion.TensorFusion`, :class:`~mmexp.fusion.UnimodalFusion`, and through
-    :func:`valid_tokens` and :func:`masked_attention` by the token-level strategies.
+    :class:`~mmexp.fusion.TensorFusion`, :class:`~mmexp.fusion.UnimodalFusion`, the
+    bilinear poolings (:class:`~mmexp.fusion.MLBFusion`, :class:`~mmexp.fusion.MFBFusion`,
+    :class:`~mmexp.fusion.MFHFusion`, :class:`~mmexp.fusion.MutanFusion`,
+    :class:`~mmexp.fusion.BlockFusion`, :class:`~mmexp.fusion.MCBFusion`) and the
+    multiplicative interactions (:class:`~mmexp.fusion.MIMatrixFusion`,
+    :class:`~mmexp.fusion.MIVectorFusion`, :class:`~mmexp.fusion.MIScalarFusion`) through
+    :func:`present_pooled`, and through :func:`valid_tokens` and :func:`masked_attention` by
+    the token-level strategies.
 
     Args:
         x: Any tensor, e.g. ``[B, D]`` pooled vectors, ``[B, M, C]`` per-modality logits
@@ -92,6 +100,41 @@ def zero_absent(x: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
     return x.masked_fill(~_broadcast(present, x), 0.0)
 
 
+def power_normalise(z: torch.Tensor) -> torch.Tensor:
+    """Signed square root, then L2 normalisation over the last dimension.
+
+    The normalisation of the bilinear poolings (Fukui et al. 2016, Yu et al. 2017): the
+    products of two vectors have a few very large entries, which the square root tempers
+    before the vector is scaled to unit length. Written as ``sqrt(relu(z)) - sqrt(relu(-z))``
+    rather than ``sign(z) * sqrt(|z|)``: at ``z = 0`` (a sketch of an absent modality is all
+    zeros) the latter's gradient is ``0 * inf = NaN``, while ReLU's backward selects zero. An
+    all-zero vector stays zero (``F.normalize`` divides by at least ``1e-12``).
+
+    Used by :class:`~mmexp.fusion.MFBFusion`, :class:`~mmexp.fusion.MFHFusion`,
+    :class:`~mmexp.fusion.BlockFusion` (per block) and :class:`~mmexp.fusion.MCBFusion`.
+
+    Args:
+        z: ``[..., D]`` pooled bilinear features.
+
+    Returns:
+        A tensor shaped like ``z``, each ``D``-vector of unit L2 norm (or zero).
+    """
+    root = torch.sqrt(F.relu(z)) - torch.sqrt(F.relu(-z))
+    return F.normalize(root, dim=-1)
+
+
+def present_pooled(output: EncoderOutput) -> torch.Tensor:
+    """The ``[B, D]`` pooled vectors of ``output``, zero for the samples that lack it.
+
+    Zeroed before any projection, so that a non-finite placeholder of an absent modality
+    never reaches a weight or its gradient.
+
+    Used by the bilinear poolings and the multiplicative interactions (see
+    :func:`zero_absent`).
+    """
+    return zero_absent(output.pooled, output.present_mask())
+
+
 def valid_tokens(output: EncoderOutput) -> tuple[torch.Tensor, torch.Tensor]:
     """The tokens of ``output`` with padding and absent samples zeroed, and their validity.
 
@@ -101,7 +144,8 @@ def valid_tokens(output: EncoderOutput) -> tuple[torch.Tensor, torch.Tensor]:
 
     Used by :class:`~mmexp.fusion.BottleneckFusion`,
     :class:`~mmexp.fusion.CrossAttentionFusion`, :class:`~mmexp.fusion.EarlyTokenFusion`,
-    :class:`~mmexp.fusion.FiLMFusion` and :class:`~mmexp.fusion.MulTFusion`.
+    :class:`~mmexp.fusion.FiLMFusion`, :class:`~mmexp.fusion.MulTFusion` and
+    :class:`~mmexp.fusion.NLGateFusion`.
 
     Args:
         output: Encoder output of one modality.
@@ -121,7 +165,8 @@ def masked_softmax(logits: torch.Tensor, valid: torch.Tensor, dim: int) -> torch
     so a slice with no valid entry gives uniform weights (then zeroed) instead of NaN.
 
     Used by :class:`~mmexp.fusion.AttentionFusion` (modality weights) and
-    :class:`~mmexp.fusion.GatedFusion` (``gate="softmax"``), both over the modality axis.
+    :class:`~mmexp.fusion.GatedFusion` (``gate="softmax"``), both over the modality axis, and
+    by :class:`~mmexp.fusion.NLGateFusion` over the key tokens.
 
     Args:
         logits: Scores, e.g. ``[B, M]`` or ``[B, M, H]``.

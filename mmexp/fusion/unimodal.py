@@ -42,14 +42,7 @@ class UnimodalFusion(FusionStrategy):
 
     def __init__(self, modalities: Sequence[str], dim: int, modality: str | None = None) -> None:
         super().__init__(modalities, dim)
-        if modality is None:
-            modality = self.modalities[0]
-        if modality not in self.modalities:
-            raise ValueError(
-                f"UnimodalFusion: modality {modality!r} is not one of the fused modalities "
-                f"{list(self.modalities)}; set fusion.modality to one of them"
-            )
-        self.modality = modality
+        self.modality = self.fused_modality("modality", modality)
 
     def extra_repr(self) -> str:
         """Name the used modality in the module summary, where the choice must be visible."""

@@ -38,9 +38,9 @@ def commented(command):
     raise AssertionError(f"no {command} command in the comment of {EXPERIMENT.name}")
 
 
-def test_the_sweep_is_strategies_by_tasks_by_three_seeds():
+def test_the_sweep_is_strategies_by_tasks_by_five_seeds():
     params = sweep()
-    assert params["data.task"] == TASKS and params["seed"] == ["0", "1", "2"]
+    assert params["data.task"] == TASKS and params["seed"] == ["0", "1", "2", "3", "4"]
     assert {"late", "concat", "tensor"} <= set(params["fusion"])
     assert {"cross_attention", "early_tokens"} & set(params["fusion"])
     assert not any(name.startswith("unimodal") for name in params["fusion"])  # EMAP/PID need two

@@ -19,6 +19,7 @@ from mmexp.fusion.layers import (
     Mlp,
     masked_attention,
     masked_softmax,
+    power_normalise,
     presence,
     presence_matrix,
     transformer_encoder_layer,
@@ -311,3 +312,14 @@ def test_heads_import_first_without_a_cycle():
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
     )
+
+
+def test_power_normalise_is_the_signed_root_of_unit_norm_and_safe_at_zero():
+    z = torch.tensor([[4.0, -9.0, 0.0], [0.0, 0.0, 0.0]], requires_grad=True)
+    out = power_normalise(z)
+    root = torch.tensor([2.0, -3.0, 0.0])
+    torch.testing.assert_close(out[0], root / root.norm())
+    assert out[1].abs().sum() == 0  # an all-zero vector (e.g. an absent sketch) stays zero
+    out.mul(torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+    assert torch.isfinite(z.grad).all()  # sign(z) * sqrt(|z|) would give NaN at zero
+    assert z.grad[1].abs().sum() == 0

@@ -17,8 +17,10 @@ import pytest
 import torch
 from torch import nn
 
+from mmexp.encoders.base import masked_mean
 from mmexp.fusion import (
     AttentionFusion,
+    BlockFusion,
     BottleneckFusion,
     ConcatFusion,
     CrossAttentionFusion,
@@ -27,12 +29,22 @@ from mmexp.fusion import (
     GatedFusion,
     LateFusion,
     LowRankFusion,
+    MCBFusion,
+    MFBFusion,
+    MFHFusion,
+    MIMatrixFusion,
+    MIScalarFusion,
+    MIVectorFusion,
+    MLBFusion,
     MulTFusion,
+    MutanFusion,
+    NLGateFusion,
     ProductFusion,
     SumFusion,
     TensorFusion,
     UnimodalFusion,
 )
+from mmexp.fusion.layers import valid_tokens
 from mmexp.lit.heads import MLPHead
 from tests.helpers.fusion import (
     NUM_CLASSES,
@@ -151,6 +163,12 @@ def test_a_modality_absent_from_the_batch_may_be_one_masked_token(path, modaliti
 
 NEUTRAL = {ConcatFusion: 0.0, SumFusion: 0.0, ProductFusion: 1.0, UnimodalFusion: 0.0}
 NEUTRAL[LowRankFusion] = 0.0  # z_m = [0; 1]
+# The bilinear poolings: an absent modality enters as x_m = 0 (its factor: the biases alone).
+NEUTRAL.update(
+    dict.fromkeys([MLBFusion, MFBFusion, MFHFusion, MutanFusion, BlockFusion, MCBFusion], 0.0)
+)
+# Multiplicative interactions: an absent modality enters as a zero vector (the linear terms).
+NEUTRAL.update(dict.fromkeys([MIMatrixFusion, MIVectorFusion, MIScalarFusion], 0.0))
 
 
 def row_by_row(fusion, features, expect) -> torch.Tensor:
@@ -181,7 +199,7 @@ def zero_absent_slots(output, features, order) -> torch.Tensor:
 
 
 def expected_neutral(fusion, features) -> torch.Tensor:
-    """Concat (zero block), sum (zero), product (one), unimodal (zeros), LMF ([0; 1])."""
+    """Concat (0 block), sum (0), product (1), unimodal (0s), LMF ([0; 1]), bilinear (x_m = 0)."""
     return fusion(as_present(features, NEUTRAL[type(fusion)]))
 
 
@@ -266,6 +284,23 @@ def expected_mult(fusion, features) -> torch.Tensor:
     return zero_absent_slots(fusion(features), features, fusion.modalities)
 
 
+def expected_nl_gate(fusion, features) -> torch.Tensor:
+    """NL-gate: no query modality gives zeros, no key modality the mean query tokens (z = q).
+
+    Otherwise the query attends to the present key modalities only, as if the absent ones
+    were not fused.
+    """
+
+    def expect(kept, rows):
+        if fusion.query not in kept:
+            return torch.zeros(1, fusion.out_dim)
+        if kept == [fusion.query]:
+            return masked_mean(*valid_tokens(rows[fusion.query]))
+        return restricted(fusion, kept)(rows)
+
+    return row_by_row(fusion, features, expect)
+
+
 CLOSED_FORMS = {
     **dict.fromkeys(NEUTRAL, expected_neutral),
     LateFusion: expected_late,
@@ -277,6 +312,7 @@ CLOSED_FORMS = {
     EarlyTokenFusion: expected_as_if_not_fused,
     CrossAttentionFusion: expected_co_attention,
     MulTFusion: expected_mult,
+    NLGateFusion: expected_nl_gate,
 }
 
 

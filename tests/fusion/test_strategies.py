@@ -11,6 +11,7 @@ from torch import nn
 
 from mmexp.encoders import EncoderOutput
 from mmexp.fusion import ConcatFusion, FusionStrategy, LateFusion, UnimodalFusion
+from mmexp.fusion.base import takes_modalities
 from mmexp.fusion.cost import count_params, match_params
 from tests.helpers.fusion import (
     CONF,
@@ -63,6 +64,17 @@ def test_sample_without_any_modality_stays_finite(path, modalities):
 def test_multimodal_only_strategies_reject_one_modality(path):
     with pytest.raises(ValueError, match="at least 2 modalities"):
         build(path, ["image"], direct=True)
+
+
+def test_a_strategy_refuses_more_modalities_than_it_is_defined_for():
+    class PairOnly(ConcatFusion):
+        max_modalities = 2
+
+    assert takes_modalities(PairOnly, 2) and not takes_modalities(PairOnly, 3)
+    assert not takes_modalities(PairOnly, 0) and takes_modalities(ConcatFusion, 5)
+    PairOnly(["image", "text"], DIM)
+    with pytest.raises(ValueError, match=r"at most 2 modalities, got \['image', 'text', 'audio'\]"):
+        PairOnly(["image", "text", "audio"], DIM)
 
 
 def test_unimodal_and_film_name_the_valid_modalities():

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from mmexp.encoders import EncoderOutput
 from mmexp.fusion import FusionStrategy, UnimodalFusion
+from mmexp.fusion.base import takes_modalities
 from mmexp.fusion.cost import fusion_cost
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "fusion"
@@ -34,9 +35,26 @@ def strategy_cases() -> list:
         for modalities in MODALITY_SETS:
             if fixed is not None and fixed not in modalities:
                 continue
-            if len(modalities) >= strategy_class(path).min_modalities:
+            if takes_modalities(strategy_class(path), len(modalities)):
                 params.append(pytest.param(path, modalities, id=f"{path.stem}-{len(modalities)}"))
     return params
+
+
+def widest_modalities(config: str | Path) -> tuple[str, ...]:
+    """The largest of :data:`MODALITY_SETS` that a strategy config takes.
+
+    ``config`` is a shipped strategy's name (``conf/fusion/<name>.yaml``) or the path of any
+    strategy config (a guide's own). Three modalities where it is defined for them, else two
+    (the bilinear poolings).
+    """
+    path = config if isinstance(config, Path) else CONF / f"{config}.yaml"
+    cls = strategy_class(path)
+    return next(m for m in reversed(MODALITY_SETS) if takes_modalities(cls, len(m)))
+
+
+def modalities_override(modalities) -> str:
+    """The ``data.modalities=[...]`` override of ``modalities``."""
+    return f"data.modalities=[{','.join(modalities)}]"
 
 
 def build(path: Path, modalities, direct: bool = False, **overrides) -> FusionStrategy:
@@ -236,7 +254,8 @@ def check_sample_without_any_modality_stays_finite(path, modalities) -> None:
 
 def check_fusion_cost(path) -> None:
     torch.manual_seed(0)
-    modalities = MODALITY_SETS[-1]  # all three, so that every unimodal_<m> config applies
+    # All three where the strategy takes them, so that every unimodal_<m> config applies.
+    modalities = widest_modalities(path)
     fusion = build(path, modalities).train()
     cost = fusion_cost(fusion, {m: LENGTHS[m] for m in modalities}, DIM)
     assert cost["params"] == sum(p.numel() for p in fusion.parameters())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mmexp.encoders.base import EncoderOutput, ModalityEncoder, masked_mean
+from mmexp.encoders.base import EncoderOutput, ModalityEncoder, lengths_mask, masked_mean
 from mmexp.encoders.processors import WaveformProcessor
 
 
@@ -22,14 +22,26 @@ class LogMelSpectrogram(nn.Module):
         n_fft: FFT size.
         hop_length: Hop between frames, in samples.
         n_mels: Number of mel bands.
+        pad_mode: How ``torch.stft`` pads the ends for centred frames: ``reflect``, or
+            ``constant`` (zeros, what follows a clip's end in a zero-padded batch; with it
+            and the waveform zeroed past its length, a clip's frames do not depend on the
+            padding of its batch).
     """
 
-    def __init__(self, sample_rate: int, n_fft: int, hop_length: int, n_mels: int) -> None:
+    def __init__(
+        self,
+        sample_rate: int,
+        n_fft: int,
+        hop_length: int,
+        n_mels: int,
+        pad_mode: str = "reflect",
+    ) -> None:
         super().__init__()
         from transformers.audio_utils import mel_filter_bank
 
         self.n_fft = n_fft
         self.hop_length = hop_length
+        self.pad_mode = pad_mode
         filters = mel_filter_bank(
             num_frequency_bins=n_fft // 2 + 1,
             num_mel_filters=n_mels,
@@ -55,6 +67,7 @@ class LogMelSpectrogram(nn.Module):
             window=self.window,
             return_complex=True,
             center=True,
+            pad_mode=self.pad_mode,
         )
         mel = torch.einsum("bft,fm->bmt", spec.abs().pow(2), self.filters)
         return torch.log(mel + 1e-6)
@@ -114,6 +127,5 @@ class LogMelCNNEncoder(ModalityEncoder):
         frames = self.features.num_frames(lengths)
         for _ in range(2):  # each stride-2 conv with padding 1 maps n frames to ceil(n / 2)
             frames = (frames + 1) // 2
-        steps = torch.arange(tokens.shape[1], device=tokens.device)
-        mask = steps.unsqueeze(0) < frames.to(tokens.device).unsqueeze(1)
+        mask = lengths_mask(frames.to(tokens.device), tokens.shape[1])
         return EncoderOutput(tokens=tokens, mask=mask, pooled=masked_mean(tokens, mask))

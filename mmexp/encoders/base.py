@@ -61,6 +61,12 @@ class EncoderOutput:
         return self.present.bool()
 
 
+def lengths_mask(lengths: torch.Tensor, steps: int) -> torch.Tensor:
+    """``[B, steps]`` mask, ``True`` for the first ``lengths[b]`` steps of each row."""
+    positions = torch.arange(steps, device=lengths.device)
+    return positions.unsqueeze(0) < lengths.unsqueeze(1)
+
+
 def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Average ``tokens`` over the real (unmasked) positions of each sample.
 

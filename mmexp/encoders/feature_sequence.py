@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from mmexp.encoders.base import EncoderOutput, ModalityEncoder, masked_mean
+from mmexp.encoders.sequence_layers import masked_batch_norm
 
 KINDS = ("transformer", "gru")
 POOLINGS = ("mean", "last")
@@ -169,26 +170,8 @@ class FeatureSequenceEncoder(ModalityEncoder):
         """Encode ``{"features": [B, T, F], "mask": [B, T]}`` into ``[B, T, D]`` tokens."""
         features, mask = inputs["features"], inputs["mask"].bool()
         if isinstance(self.norm_in, nn.BatchNorm1d):
-            # Statistics over real steps only: padding zeros would bias them. A single real
-            # step has no batch statistics: the running ones are used.
-            real, norm = features[mask], self.norm_in
-            normed = torch.zeros_like(features)
-            normed[mask] = (
-                norm(real)
-                if len(real) > 1 or not self.training
-                else (
-                    nn.functional.batch_norm(
-                        real,
-                        norm.running_mean,
-                        norm.running_var,
-                        norm.weight,
-                        norm.bias,
-                        training=False,
-                        eps=norm.eps,
-                    )
-                )
-            )
-            features = normed
+            # Statistics over real steps only: padding zeros would bias them.
+            features = masked_batch_norm(self.norm_in, features, mask)
         else:
             features = self.norm_in(features)
         x = self.embed(features)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from mmexp.encoders.audio_features import HFAudioProcessor
-from mmexp.encoders.base import EncoderOutput, masked_mean, project_features
+from mmexp.encoders.base import EncoderOutput, lengths_mask, masked_mean, project_features
 from mmexp.encoders.freezing import BackboneEncoder
 from mmexp.encoders.hub import hf_from_pretrained
 
@@ -92,8 +92,7 @@ class HFAudioEncoder(BackboneEncoder):
         if output_lengths is None:  # fixed-length patch tokens (AST): all real
             return torch.ones(lengths.shape[0], frames, dtype=torch.bool, device=lengths.device)
         real = output_lengths(lengths // self.input_hop).clamp(1, frames)
-        steps = torch.arange(frames, device=lengths.device)
-        return steps.unsqueeze(0) < real.unsqueeze(1)
+        return lengths_mask(real, frames)
 
     def backbone_features(
         self, inputs: Mapping[str, torch.Tensor]

@@ -1,9 +1,14 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from mmexp.builders import build_encoders
 from mmexp.encoders import LogMelCNNEncoder, SmallConvEncoder, SmallTextTransformer, masked_mean
+from mmexp.encoders.freezing import count_parameters
+from tests.fusion.test_fairness import parse_figure
 
 
 def test_masked_mean_ignores_padding_and_handles_empty_rows():
@@ -60,3 +65,41 @@ def test_audio_processor_rejects_other_sample_rate():
     processor = LogMelCNNEncoder(out_dim=8, sample_rate=8000).processor(train=False)
     with pytest.raises(ValueError, match="16000 Hz.*8000 Hz"):
         processor((np.zeros(100, np.float32), 16000))
+
+
+def test_zero_padded_spectrogram_frames_do_not_depend_on_what_follows_the_clip():
+    from mmexp.encoders.audio_logmel import LogMelSpectrogram
+
+    torch.manual_seed(0)
+    clip = torch.randn(1, 1000)
+    followed = torch.cat([clip, torch.zeros(1, 3000)], dim=1)
+    frames = 1000 // 80 + 1
+    zeros = LogMelSpectrogram(8000, 256, 80, 40, pad_mode="constant")
+    torch.testing.assert_close(zeros(followed)[..., :frames], zeros(clip), atol=1e-5, rtol=1e-5)
+    # Reflected ends (the default, audio=logmel_cnn's) differ in the last frames.
+    reflect = LogMelSpectrogram(8000, 256, 80, 40)
+    assert not torch.allclose(reflect(followed)[..., :frames], reflect(clip), atol=1e-3)
+
+
+def readme_encoder_rows() -> list[tuple[str, str, str]]:
+    """``(modality, choice, params)`` of each row of the README's built-in encoder table."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("| modality | `model/encoders/<modality>=` |", 1)[1].split("\n\n", 1)[0]
+    rows = []
+    for line in table.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows.append((cells[0], cells[1].split("`")[1], cells[-1]))
+    return rows
+
+
+def test_readme_encoder_table_matches_the_built_encoders(make_train_cfg):
+    rows = readme_encoder_rows()
+    for modality in ("text", "audio"):  # every shipped choice that reads raw data from scratch
+        shipped = {"transformer", "lstm", "gru"} if modality == "text" else {"lstm", "cnn1d"}
+        assert shipped <= {choice for m, choice, _ in rows if m == modality}
+    for modality, choice, figure in rows:
+        choose = f"model/encoders/{modality}={choice}"
+        cfg = make_train_cfg(f"data.modalities=[{modality}]", choose, "model.width=128")
+        (encoder,) = build_encoders(cfg).values()
+        expected, tolerance = parse_figure(figure)
+        assert abs(count_parameters(encoder)[0] - expected) <= tolerance, (modality, choice)

@@ -1,4 +1,4 @@
-"""Aggregate runs into table cells: mean, standard deviation and count over seeds."""
+"""Aggregate runs into table cells: mean, std, count, interval and tests over seeds."""
 
 from __future__ import annotations
 
@@ -11,7 +11,11 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from mmexp.tables import statistics as cell_stats
 from mmexp.tables.collect import RunResult
+
+#: Seeds whose values are this far apart (metric units) may be flagged as split.
+SPLIT_GAP = 0.25
 
 
 @dataclass
@@ -22,13 +26,20 @@ class Cell:
         values: Metric of each completed run, keyed by seed.
         failed: Number of runs of this cell that failed (or lack the metric).
         p_value: Paired t-test p-value against the baseline row, when computed.
+        p_adjusted: ``p_value`` Holm-corrected over the rows tested in this column.
         best: Whether this cell has the best mean of its column.
+        interval: Confidence interval of the mean, when one was asked for.
+        split: The seeds fall into two distant groups
+            (:func:`~mmexp.tables.statistics.seeds_split`).
     """
 
     values: dict[Any, float] = field(default_factory=dict)
     failed: int = 0
     p_value: float | None = None
+    p_adjusted: float | None = None
     best: bool = False
+    interval: tuple[float, float] | None = None
+    split: bool = False
 
     @property
     def n(self) -> int:
@@ -63,6 +74,8 @@ class Table:
     row_params: dict[Any, list[int]] = field(default_factory=dict)
     #: Metric key of each column when the columns are different metrics.
     column_metrics: dict[Any, str] = field(default_factory=dict)
+    #: How the cells' intervals were computed (``t``, ``bootstrap``), ``None``: not at all.
+    interval: str | None = None
 
     def cell(self, row: Any, column: Any) -> Cell:
         """The cell at ``(row, column)``; an empty cell when no run had that pair."""
@@ -77,6 +90,8 @@ def build_table(
     seed_axis: str = "seed",
     mode: str = "max",
     baseline: Any = None,
+    interval: str | None = None,
+    split_gap: float = SPLIT_GAP,
 ) -> Table:
     """Group runs by (row, column) and summarise ``metric`` over seeds.
 
@@ -88,10 +103,14 @@ def build_table(
             column named after the metric.
         seed_axis: Axis that identifies repetitions; runs are paired on it for tests.
         mode: ``max`` or ``min``: which direction is best.
-        baseline: Row value to test every other row against (paired t-test over seeds).
+        baseline: Row value to test every other row against (paired t-test over seeds,
+            Holm-corrected over the rows of each column).
+        interval: ``t`` or ``bootstrap``: a 95 % confidence interval of each cell's mean.
+        split_gap: Smallest gap between groups of seeds that flags a cell as split.
 
     Raises:
-        ValueError: No run has the row axis, or the baseline is not a row.
+        ValueError: No run has the row axis, the baseline is not a row, or the interval
+            method is unknown.
     """
     _check_mode(mode)
     cells: dict[tuple[Any, Any], Cell] = defaultdict(Cell)
@@ -100,7 +119,8 @@ def build_table(
         column = run.axis(column_axis) if column_axis else metric
         _add_run(cells, params, run, row_axis, column, metric, seed_axis)
     columns = sorted({key[1] for key in cells}, key=str)
-    return _finish(cells, params, columns, metric, row_axis, column_axis or "", mode, baseline)
+    table = _finish(cells, params, columns, metric, row_axis, column_axis or "", mode, baseline)
+    return _annotate(table, interval, split_gap)
 
 
 def build_columns_table(
@@ -112,6 +132,8 @@ def build_columns_table(
     baseline: Any = None,
     metric: str = "",
     absent_is_failure: bool = True,
+    interval: str | None = None,
+    split_gap: float = SPLIT_GAP,
 ) -> Table:
     """One column per metric key, side by side: each cell is a metric over seeds.
 
@@ -130,9 +152,12 @@ def build_columns_table(
         absent_is_failure: Count a completed run that lacks a column's key as failed in
             that cell; ``False`` leaves it out (a PID atom of a modality the run does not
             have, an analysis the run did not run).
+        interval: See :func:`build_table`.
+        split_gap: See :func:`build_table`.
 
     Raises:
-        ValueError: No run has the row axis, or the baseline is not a row.
+        ValueError: No run has the row axis, the baseline is not a row, or the interval
+            method is unknown.
     """
     _check_mode(mode)
     cells: dict[tuple[Any, Any], Cell] = defaultdict(Cell)
@@ -146,6 +171,17 @@ def build_columns_table(
         cells, params, [label for label, _ in columns], metric, row_axis, "", mode, baseline
     )
     table.column_metrics = dict(columns)
+    return _annotate(table, interval, split_gap)
+
+
+def _annotate(table: Table, method: str | None, split_gap: float) -> Table:
+    """Add each cell's interval (when asked for) and split-seeds flag."""
+    table.interval = method
+    for cell in table.cells.values():
+        values = list(cell.values.values())
+        if method is not None:
+            cell.interval = cell_stats.interval(values, method)
+        cell.split = cell_stats.seeds_split(values, split_gap)
     return table
 
 
@@ -199,7 +235,7 @@ def _finish(
         row_axis,
         column_axis,
         baseline,
-        {row: sorted(values) for row, values in params.items()},
+        row_params={row: sorted(values) for row, values in params.items()},
     )
     _mark_best(table, mode)
     if baseline is not None:
@@ -220,6 +256,8 @@ def _mark_best(table: Table, mode: str) -> None:
 def _paired_tests(table: Table, baseline_row: Any) -> None:
     for column in table.columns:
         reference = table.cell(baseline_row, column).values
+        # One family per column: every row compared with the same baseline.
+        tested: list[tuple[Cell, float]] = []
         for row in table.rows:
             cell = table.cells.get((row, column))
             if row == baseline_row or cell is None:
@@ -230,8 +268,13 @@ def _paired_tests(table: Table, baseline_row: Any) -> None:
             ours = [cell.values[s] for s in seeds]
             theirs = [reference[s] for s in seeds]
             differences = np.subtract(ours, theirs)
-            # ttest_rel is undefined when all paired differences are equal.
+            # ttest_rel is undefined when all paired differences are equal (zero variance);
+            # with accuracies on a finite test set that happens for 2-3 seeds by chance,
+            # so no p-value (and no mark) rather than a p of 0.
             if np.allclose(differences, differences[0]):
-                cell.p_value = 1.0 if differences[0] == 0 else 0.0
-            else:
-                cell.p_value = float(stats.ttest_rel(ours, theirs).pvalue)
+                continue
+            cell.p_value = float(stats.ttest_rel(ours, theirs).pvalue)
+            tested.append((cell, cell.p_value))
+        adjusted = cell_stats.holm([p_value for _, p_value in tested])
+        for (cell, _), p_adjusted in zip(tested, adjusted, strict=True):
+            cell.p_adjusted = p_adjusted

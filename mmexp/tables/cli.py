@@ -3,7 +3,7 @@ r"""``mmexp-table``: a folder of runs (or a W&B project) into a paper table.
 Examples:
     mmexp-table outputs/train/multiruns/2026-11-23_10-00-00 --rows fusion --cols data.task
     mmexp-table outputs/ --rows fusion --cols data.task --metric test/f1_macro \
-        --baseline concat --params --out tables/fusion
+        --baseline concat --params --ci t --sort synergy --out tables/fusion
     mmexp-table --wandb my-team/mmexp --group fusion_ablation --rows fusion --cols data.task
     mmexp-table outputs/train/multiruns/2026-11-23_10-00-00 --rows fusion \
         --robustness clean subset:image subset:text RR/missing:text --er-baseline late \
@@ -20,11 +20,13 @@ from pathlib import Path
 
 from mmexp.analysis.plot import write_analysis_plots
 from mmexp.robustness.plot import plot_curves, save_png
-from mmexp.tables.aggregate import Table, build_columns_table, build_table
+from mmexp.tables.aggregate import SPLIT_GAP, Table, build_columns_table, build_table
 from mmexp.tables.analysis import analysis_columns
 from mmexp.tables.collect import RunResult, collect_local, collect_wandb
-from mmexp.tables.render import to_latex, to_markdown, write_bar_chart, write_csv
+from mmexp.tables.plots import write_bar_chart
+from mmexp.tables.render import to_latex, to_markdown, write_csv, write_seed_csv
 from mmexp.tables.robust import condition_metric, robustness_columns, with_effective_robustness
+from mmexp.tables.statistics import INTERVALS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,7 +47,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--mode", choices=("max", "min"), default="max", help="whether higher or lower is better"
     )
-    parser.add_argument("--baseline", help="row to test the others against (paired t-test)")
+    parser.add_argument(
+        "--baseline",
+        help="row to test the others against (paired t-test over seeds, Holm-corrected "
+        "over the rows of each column)",
+    )
+    parser.add_argument(
+        "--ci",
+        choices=INTERVALS,
+        default=None,
+        help="add a 95%% confidence interval of each mean: Student's t or a percentile "
+        "bootstrap over seeds (also the chart's error bars)",
+    )
+    parser.add_argument(
+        "--split-gap",
+        type=float,
+        default=SPLIT_GAP,
+        help="mark cells whose seeds fall into two groups at least this far apart "
+        "(unscaled metric units; default %(default)s)",
+    )
+    parser.add_argument(
+        "--sort",
+        metavar="COLUMN",
+        help="order the rows by this column's mean, best first (--mode)",
+    )
+    parser.add_argument(
+        "--range",
+        nargs=2,
+        type=float,
+        metavar=("LOW", "HIGH"),
+        default=None,
+        help="values the metric can take (unscaled), which the chart's error bars stay in; "
+        "default: 0 1 for accuracy, F1, AUROC, recall and the like",
+    )
     parser.add_argument(
         "--params",
         action="store_true",
@@ -62,7 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--out",
         type=Path,
         default=Path("table"),
-        help="output path prefix: writes .md, .tex, .csv and .png",
+        help="output path prefix: writes .md, .tex, .csv, _seeds.csv, .png and .pdf",
     )
     robustness = parser.add_argument_group(
         "robustness", "results of mmexp-eval robustness=<grid> (robustness.json or robust/ keys)"
@@ -136,10 +170,20 @@ def _table(args: argparse.Namespace, runs: list[RunResult]) -> Table:
             args.baseline,
             "analysis",
             absent_is_failure=False,
+            interval=args.ci,
+            split_gap=args.split_gap,
         )
     if not args.robustness:
         return build_table(
-            runs, args.metric, args.rows, args.cols, args.seed_axis, args.mode, args.baseline
+            runs,
+            args.metric,
+            args.rows,
+            args.cols,
+            args.seed_axis,
+            args.mode,
+            args.baseline,
+            interval=args.ci,
+            split_gap=args.split_gap,
         )
     metric = condition_metric(args.metric)
     columns = robustness_columns(runs, args.robustness, metric)
@@ -151,7 +195,27 @@ def _table(args: argparse.Namespace, runs: list[RunResult]) -> Table:
         args.mode,
         args.baseline,
         f"{metric} by robustness condition",
+        interval=args.ci,
+        split_gap=args.split_gap,
     )
+
+
+def sort_rows(table: Table, column: str, mode: str) -> None:
+    """Order the rows by ``column``'s mean, best first; rows without a value last.
+
+    Raises:
+        ValueError: ``column`` is not a column of the table (the message lists them).
+    """
+    matches = [c for c in table.columns if str(c) == column]
+    if not matches:
+        raise ValueError(f"--sort {column!r}: not a column; choose one of {table.columns}")
+    sign = -1.0 if mode == "max" else 1.0
+
+    def key(row: object) -> tuple[bool, float]:
+        cell = table.cell(row, matches[0])
+        return (cell.n == 0, sign * cell.mean if cell.n else 0.0)
+
+    table.rows = sorted(table.rows, key=key)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,14 +226,21 @@ def main(argv: list[str] | None = None) -> int:
         pair = [args.seed_axis, *([args.cols] if args.cols else [])]
         runs = with_effective_robustness(runs, args.rows, args.er_baseline, pair)
     table = _table(args, runs)
+    if args.sort is not None:
+        sort_rows(table, args.sort, args.mode)
     markdown = to_markdown(table, args.digits, args.scale, args.params)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text(markdown)
     args.out.with_suffix(".tex").write_text(to_latex(table, args.digits, args.scale, args.params))
     write_csv(table, args.out.with_suffix(".csv"))
-    write_bar_chart(table, args.out.with_suffix(".png"), args.scale)
+    write_seed_csv(table, args.out.with_name(f"{args.out.name}_seeds.csv"))
+    value_range = tuple(args.range) if args.range else None
+    write_bar_chart(table, args.out.with_suffix(".png"), args.scale, value_range)
     sys.stdout.write(markdown)
-    sys.stdout.write(f"written: {args.out}.{{md,tex,csv,png}} from {len(runs)} runs\n")
+    sys.stdout.write(
+        f"written: {args.out}.{{md,tex,csv,png,pdf}} and {args.out.name}_seeds.csv "
+        f"from {len(runs)} runs\n"
+    )
     for curve in args.robustness_curve:
         figure = plot_curves(
             runs, curve, condition_metric(args.metric), args.rows, args.seed_axis, args.scale

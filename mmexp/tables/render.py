@@ -1,4 +1,4 @@
-"""Write a :class:`~mmexp.tables.aggregate.Table` as Markdown, LaTeX, CSV and a bar chart."""
+"""Write a :class:`~mmexp.tables.aggregate.Table` as Markdown, LaTeX and CSV."""
 
 from __future__ import annotations
 
@@ -12,17 +12,27 @@ SIGNIFICANCE = 0.05
 MISSING = "--"
 
 
-def cell_text(cell: Cell, digits: int, scale: float) -> str:
-    """``mean ± std (n)``, ``failed`` when every run failed, ``--`` when there is no run.
+SPLIT_MARK = "§"
 
-    A dagger marks cells with some failed runs; an asterisk a significant difference from
-    the baseline row (paired t-test, p < 0.05).
+
+def cell_text(cell: Cell, digits: int, scale: float) -> str:
+    """``mean ± std [low, high] (n)``, ``failed`` when every run failed, ``--`` for no run.
+
+    The interval is there when the table has them. An asterisk marks a significant
+    difference from the baseline row (paired t-test, Holm-corrected p < 0.05), a section
+    sign seeds that split into two distant groups, a dagger cells with failed runs.
     """
     if cell.n == 0:
         return "failed" if cell.failed else MISSING
-    text = f"{cell.mean * scale:.{digits}f} ± {cell.std * scale:.{digits}f} ({cell.n})"
-    if cell.p_value is not None and cell.p_value < SIGNIFICANCE:
+    text = f"{cell.mean * scale:.{digits}f} ± {cell.std * scale:.{digits}f}"
+    if cell.interval is not None:
+        low, high = cell.interval
+        text += f" [{low * scale:.{digits}f}, {high * scale:.{digits}f}]"
+    text += f" ({cell.n})"
+    if cell.p_adjusted is not None and cell.p_adjusted < SIGNIFICANCE:
         text += "*"
+    if cell.split:
+        text += SPLIT_MARK
     if cell.failed:
         text += "†"
     return text
@@ -67,13 +77,24 @@ def to_markdown(table: Table, digits: int = 2, scale: float = 100.0, params: boo
     return "\n".join(lines) + "\n"
 
 
+INTERVAL_NAMES = {"t": "Student's t", "bootstrap": "percentile bootstrap over seeds"}
+
+
 def _legend(table: Table, scale: float, params: bool = False) -> str:
     unit = " (x100)" if scale == 100.0 else ""
-    legend = f"{table.metric}{unit}: mean ± std over seeds (n runs); best per column in bold"
+    spread = "mean ± std"
+    if table.interval is not None:
+        spread += f" [95 % CI of the mean, {INTERVAL_NAMES[table.interval]}]"
+    legend = f"{table.metric}{unit}: {spread} over seeds (n runs); best per column in bold"
     if params:
         legend += "; params: trainable parameters of fusion + head"
     if table.baseline is not None:
-        legend += f"; * p < {SIGNIFICANCE} vs {table.baseline} (paired t-test over seeds)"
+        legend += (
+            f"; * p < {SIGNIFICANCE} vs {table.baseline} (paired t-test over seeds, "
+            "Holm-corrected over the rows of each column)"
+        )
+    if any(cell.split for cell in table.cells.values()):
+        legend += f"; {SPLIT_MARK} seeds split into two distant groups (per-seed CSV)"
     return legend + "; † some runs failed; -- no run."
 
 
@@ -105,6 +126,7 @@ def to_latex(table: Table, digits: int = 2, scale: float = 100.0, params: bool =
             cell = table.cell(row, column)
             text = cell_text(cell, digits, scale).replace("±", r"$\pm$")
             text = text.replace("†", r"$^\dagger$").replace("*", r"$^*$")
+            text = text.replace(SPLIT_MARK, r"$^\S$")
             texts.append(rf"\textbf{{{text}}}" if cell.best else text)
         lines.append(_latex_escape(str(row)) + " & " + " & ".join(texts) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
@@ -130,6 +152,10 @@ def write_csv(table: Table, path: Path) -> None:
                 "failed",
                 "best",
                 "p_value",
+                "p_holm",
+                "ci_low",
+                "ci_high",
+                "split_seeds",
                 "params",
             ]
         )
@@ -148,37 +174,22 @@ def write_csv(table: Table, path: Path) -> None:
                         cell.failed,
                         int(cell.best),
                         "" if cell.p_value is None else cell.p_value,
+                        "" if cell.p_adjusted is None else cell.p_adjusted,
+                        "" if cell.interval is None else cell.interval[0],
+                        "" if cell.interval is None else cell.interval[1],
+                        int(cell.split),
                         "|".join(map(str, params)),
                     ]
                 )
 
 
-def write_bar_chart(table: Table, path: Path, scale: float = 100.0) -> None:
-    """Grouped bars (one group per column, one bar per row) with standard-deviation bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display on clusters and CI
-    import matplotlib.pyplot as plt
-
-    width = 0.8 / max(len(table.rows), 1)
-    figure, axes = plt.subplots(figsize=(max(4.0, 1.6 * len(table.columns) + 2), 3.2))
-    for index, row in enumerate(table.rows):
-        cells = [table.cell(row, column) for column in table.columns]
-        positions = [
-            c + (index - (len(table.rows) - 1) / 2) * width for c in range(len(table.columns))
-        ]
-        means = [cell.mean * scale if cell.n else 0.0 for cell in cells]
-        errors = [cell.std * scale if cell.n else 0.0 for cell in cells]
-        axes.bar(positions, means, width, yerr=errors, capsize=3, label=str(row))
-    axes.set_xticks(range(len(table.columns)), [str(c) for c in table.columns])
-    axes.set_ylabel(table.metric + (" (x100)" if scale == 100.0 else ""))
-    axes.legend(
-        title=table.row_axis,
-        fontsize="small",
-        frameon=False,
-        bbox_to_anchor=(1.0, 1.0),
-        loc="upper left",
-    )
-    figure.tight_layout()
-    figure.savefig(path, dpi=150)
-    plt.close(figure)
+def write_seed_csv(table: Table, path: Path) -> None:
+    """Every seed's value of every cell (unscaled), one line each: what the cells summarise."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([table.row_axis, table.column_axis or "metric", "metric", "seed", "value"])
+        for row in table.rows:
+            for column in table.columns:
+                metric = table.column_metrics.get(column, table.metric)
+                for seed, value in sorted(table.cell(row, column).values.items(), key=str):
+                    writer.writerow([row, column, metric, seed, value])

@@ -1,0 +1,117 @@
+"""The bar chart of a table: means, their interval kept inside the metric's range, and seeds."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from mmexp.tables.aggregate import Cell, Table
+
+#: Metrics that are fractions (accuracy, F1, AUROC, recall@k, ...): their bars stay in [0, 1].
+BOUNDED = re.compile(
+    r"^(acc(uracy)?|bal(anced)?_acc|f1(_\w+)?|auroc(_\w+)?|ap|map|precision(_\w+)?"
+    r"|recall(_\w+)?|r@\d+|top\d+(_acc)?)$"
+)
+
+
+def metric_range(metric: str) -> tuple[float, float] | None:
+    """``(0, 1)`` for a metric that is a fraction (its whole last name part), else ``None``."""
+    name = metric.rsplit("/", 1)[-1].lower()
+    return (0.0, 1.0) if BOUNDED.match(name) else None
+
+
+def error_bounds(cell: Cell, value_range: tuple[float, float] | None) -> tuple[float, float] | None:
+    """Low and high end of a cell's error bar: its interval, else mean ± std, clipped.
+
+    An interval reaching past what the metric can take (an accuracy above 1) would draw a
+    claim no seed made, so it is cut at the range; a mean outside the range (the range was
+    wrong for this metric) leaves the bar uncut.
+    """
+    if cell.n == 0:
+        return None
+    low, high = cell.interval or (cell.mean - cell.std, cell.mean + cell.std)
+    if value_range is not None and value_range[0] <= cell.mean <= value_range[1]:
+        low, high = max(low, value_range[0]), min(high, value_range[1])
+    return low, high
+
+
+def write_bar_chart(
+    table: Table,
+    path: Path,
+    scale: float = 100.0,
+    value_range: tuple[float, float] | None = None,
+) -> list[Path]:
+    """Grouped bars (one group per column, one bar per row), error bars and every seed.
+
+    The error bar is the cell's confidence interval when the table has them, else ± one
+    standard deviation, clipped to ``value_range``; each seed is a dot on its bar, so a
+    split outcome (one seed learned, one did not) shows as two dots far apart.
+
+    Args:
+        table: The aggregated table.
+        path: Where the PNG goes; the PDF goes beside it.
+        scale: Factor applied to the values for display.
+        value_range: What the metric can take (unscaled); ``None``: read from its name
+            (:func:`metric_range`).
+
+    Returns:
+        The files written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on clusters and CI
+    import matplotlib.pyplot as plt
+
+    value_range = value_range or metric_range(table.metric)
+    width = 0.8 / max(len(table.rows), 1)
+    figure, axes = plt.subplots(figsize=(max(4.0, 1.6 * len(table.columns) + 2), 3.2))
+    rng = np.random.default_rng(0)  # the same dot positions every time
+    for index, row in enumerate(table.rows):
+        cells = [table.cell(row, column) for column in table.columns]
+        offset = (index - (len(table.rows) - 1) / 2) * width
+        positions = [column + offset for column in range(len(table.columns))]
+        means = [cell.mean * scale if cell.n else 0.0 for cell in cells]
+        bounds = [error_bounds(cell, value_range) for cell in cells]
+        pairs = list(zip(cells, bounds, strict=True))
+        below = [max(cell.mean - b[0], 0.0) * scale if b else 0.0 for cell, b in pairs]
+        above = [max(b[1] - cell.mean, 0.0) * scale if b else 0.0 for cell, b in pairs]
+        bars = axes.bar(positions, means, width, yerr=[below, above], capsize=3, label=str(row))
+        for position, cell in zip(positions, cells, strict=True):
+            seeds = np.asarray(list(cell.values.values())) * scale
+            jitter = rng.uniform(-0.25, 0.25, len(seeds)) * width
+            axes.scatter(
+                position + jitter,
+                seeds,
+                s=9,
+                color="black",
+                edgecolor=bars.patches[0].get_facecolor(),
+                linewidths=0.5,
+                zorder=3,
+            )
+    if value_range is not None and all(
+        value_range[0] <= value <= value_range[1]
+        for cell in table.cells.values()
+        for value in cell.values.values()
+    ):
+        axes.set_ylim(value_range[0] * scale, value_range[1] * scale * 1.02)
+    axes.set_xticks(range(len(table.columns)), [str(c) for c in table.columns])
+    spread = {"t": "95 % t interval", "bootstrap": "95 % bootstrap interval"}.get(
+        table.interval or "", "± std"
+    ) + (", cut at the range" if value_range is not None else "")
+    unit = " (x100)" if scale == 100.0 else ""
+    axes.set_ylabel(f"{table.metric}{unit}\nbars: mean, {spread}; dots: seeds", fontsize="small")
+    axes.legend(
+        title=table.row_axis,
+        fontsize="small",
+        frameon=False,
+        bbox_to_anchor=(1.0, 1.0),
+        loc="upper left",
+    )
+    figure.tight_layout()
+    written = [path.with_suffix(".png"), path.with_suffix(".pdf")]
+    for target in written:
+        figure.savefig(target, dpi=150)
+    plt.close(figure)
+    return written

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import socket
 import subprocess
@@ -10,6 +11,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import torch
+
 TRACKED_PACKAGES = (
     "mmexp",
     "torch",
@@ -17,6 +20,7 @@ TRACKED_PACKAGES = (
     "pytorch-lightning",
     "torchmetrics",
     "hydra-core",
+    "hydra-joblib-launcher",
     "omegaconf",
     "timm",
     "transformers",
@@ -71,11 +75,18 @@ def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str
 
 
 def environment() -> dict[str, Any]:
-    """Git state, package versions, Python, platform and host of the current process."""
+    """Git state, package versions, Python, platform, host, process and thread count.
+
+    The intra-op thread count changes speed, and on CPU the last digits of results; it
+    differs between jobs run one after another and jobs run side by side
+    (``launcher=local_parallel``).
+    """
     return {
         "git": git_state(),
         "packages": package_versions(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "hostname": socket.gethostname(),
+        "pid": os.getpid(),
+        "torch_threads": torch.get_num_threads(),
     }

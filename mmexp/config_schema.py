@@ -70,7 +70,9 @@ class RunSchema:
     seed: int | None = None
     monitor: str | None = None
     monitor_mode: Literal["min", "max"] = "max"
-    optimized_metric: str | None = None
+    # one metric, or one per direction of a multi-objective Optuna search
+    optimized_metric: str | list[str] | None = None
+    optuna_trial: dict[str, Any] | None = None
     train: bool = True
     test: bool = True
     ckpt_path: str | None = None

@@ -74,8 +74,8 @@ register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    """Console entry point; returns the optimized metric for Hydra sweepers."""
+def main(cfg: DictConfig) -> float | list[float | None] | None:
+    """Console entry point; returns the optimized metric(s) for Hydra sweepers."""
     silence_known_noise()
     return run_job(cfg, train, resolve=lambda composed: resolve_run_config(composed, "train"))
 

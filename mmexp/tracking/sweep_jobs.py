@@ -18,7 +18,7 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mmexp.tracking.run_record import RESULTS_FILE
 
@@ -76,18 +76,24 @@ def finished_result(
     return payload
 
 
-def objective_value(result: dict[str, Any], cfg: DictConfig) -> float | None:
-    """The metric a Hydra sweeper optimizes (``optimized_metric``) from a run result."""
+def objective_value(result: dict[str, Any], cfg: DictConfig) -> float | list[float | None] | None:
+    """The metric(s) a Hydra sweeper optimizes (``optimized_metric``) from a run result.
+
+    A list of metric names (a multi-objective search) gives a list of values.
+    """
     name = cfg.get("optimized_metric")
-    return result.get("metrics", {}).get(name) if name else None
+    metrics = result.get("metrics", {})
+    if isinstance(name, (list, ListConfig)):
+        return [metrics.get(n) for n in name]
+    return metrics.get(name) if name else None
 
 
 def run_job(
     cfg: DictConfig,
     job: Callable[[DictConfig], dict[str, Any]],
     resolve: Callable[[DictConfig], DictConfig] | None = None,
-) -> float | None:
-    """Run ``job(cfg)`` under the multirun policy and return the optimized metric.
+) -> float | list[float | None] | None:
+    """Run ``job(cfg)`` under the multirun policy and return the optimized metric(s).
 
     Args:
         cfg: The composed config; ``skip_completed`` and ``fail_fast`` steer the policy.

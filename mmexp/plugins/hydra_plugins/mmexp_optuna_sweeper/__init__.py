@@ -1,0 +1,1 @@
+"""Hydra's entry to mmexp's Optuna sweeper (``hydra/sweeper=mmexp_optuna``)."""

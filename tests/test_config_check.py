@@ -28,8 +28,11 @@ GROUPS = [
     "debug",
 ]
 # Options coupled to other groups are composed on their own: finetune=coop selects
-# objective=prompt, which classifies images only (data.modalities=[image]).
-ALONE = {"finetune": {"coop"}, "objective": {"prompt"}}
+# objective=prompt, which classifies images only (data.modalities=[image]); the inits of
+# public or pretrained towers choose their encoders (an explicit other encoder contradicts
+# them, and is refused by name).
+TOWER_INITS = {"hf_clip", "minilm", "open_clip"}
+ALONE = {"finetune": {"coop"}, "objective": {"prompt"}, "init": TOWER_INITS}
 OPTIONS = {
     group: sorted(
         p.stem for p in (CONF / group).glob("*.yaml") if p.stem not in ALONE.get(group, ())
@@ -46,7 +49,11 @@ COMBINED = [
 ]
 # an experiment overrides groups: each is composed on its own
 EXPERIMENTS = [[f"experiment={p.stem}"] for p in sorted((CONF / "experiment").glob("*.yaml"))]
-COUPLED = [["finetune=coop"], ["objective=prompt", "data.modalities=[image]"]]
+COUPLED = [
+    ["finetune=coop"],
+    ["objective=prompt", "data.modalities=[image]"],
+    *([f"init={name}", "finetune=full"] for name in sorted(TOWER_INITS)),
+]
 SHIPPED = [
     *COMBINED,
     *EXPERIMENTS,

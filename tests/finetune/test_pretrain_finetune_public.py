@@ -36,7 +36,7 @@ def test_the_study_sweeps_init_protocol_budget_and_seed():
         "init": "scratch,contrastive,open_clip",
         "finetune": "zeroshot,logistic_probe,linear_probe,coop,lora,full",
         "data.train_subset": "16,64,200",
-        "seed": "1,2,3",
+        "seed": "1,2,3,4,5",
     }
     # The W&B sweep runs the same grid.
     spec = yaml.safe_load((CONF.parent / "sweeps" / "pretrain_finetune_public.yaml").read_text())
@@ -61,7 +61,7 @@ def test_every_job_composes_and_passes_the_config_check(tmp_path, data_dir):
     _, params = sweep([STUDY])
     axes = [[f"{key}={value}" for value in values.split(",")] for key, values in params.items()]
     jobs = list(itertools.product(*axes[:3]))  # the seed changes no key the check reads
-    assert len(jobs) * len(axes[3]) == 162
+    assert len(jobs) * len(axes[3]) == 270
     for job in jobs:
         overrides = [STUDY, *job, "seed=1", "public_weights=/models/open_clip_pytorch_model.bin"]
         cfg = compose_config("train", overrides, tmp_path / "run", data_dir)

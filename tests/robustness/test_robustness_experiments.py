@@ -73,7 +73,7 @@ def test_the_ablation_sweeps_strategy_dropout_and_seed(tmp_path, data_dir):
     fusions = params["fusion"].split(",")
     assert {"concat", "product", "late", "gated", "attention", "tensor", "low_rank"} <= set(fusions)
     assert params["model.modality_dropout"] == "0.0,0.3,0.5"
-    assert params["seed"] == "1,2,3"
+    assert params["seed"] == "1,2,3,4,5"
     cfg = compose_config("train", ["experiment=robustness_ablation"], tmp_path / "run", data_dir)
     assert (cfg.study, cfg.task_name, cfg.data.task) == (
         "robustness_ablation",
@@ -138,7 +138,7 @@ def test_the_ablation_documents_its_run_and_table_commands():
             *([f"{key}={value}" for value in values.split(",")] for key, values in params.items())
         )
     }
-    assert len(jobs) == 81
+    assert len(jobs) == 135
     tables = documented_commands("robustness_ablation", "mmexp-table")
     assert len(tables) == 2 and all("--robustness" in table for table in tables)
     picked = []
@@ -148,7 +148,7 @@ def test_the_ablation_documents_its_run_and_table_commands():
         picked.append({tuple(jobs[name]) for name in fnmatch.filter(jobs, pattern)})
     assert picked[0] == {job for job in jobs.values() if "model.modality_dropout=0.0" in job}
     assert picked[1] == {job for job in jobs.values() if "fusion=concat" in job}
-    assert len(picked[0]) == 27 and len(picked[1]) == 9
+    assert len(picked[0]) == 45 and len(picked[1]) == 15
 
 
 @pytest.mark.slow
@@ -227,7 +227,7 @@ def test_the_protocol_composes_and_validates_for_each_data_set(tmp_path, data_di
     overrides = documented_runs()[data]
     mode, params = sweep(overrides)
     assert mode == "RunMode.MULTIRUN"
-    assert params == {"data.missing.case": "text,image,both", "seed": "1,2,3"}
+    assert params == {"data.missing.case": "text,image,both", "seed": "1,2,3,4,5"}
     cfg = compose_config("train", overrides, tmp_path / "run", data_dir)
     check_config(cfg)
     assert cfg.study == "missing_modality" and list(cfg.data.modalities) == ["image", "text"]

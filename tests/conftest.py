@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import DictConfig
 
 # Before the helpers are imported: their asserts report what differed, as in test modules.
@@ -14,6 +15,28 @@ pytest.register_assert_rewrite("tests.helpers")
 from tests.helpers.configs import FAST_OVERRIDES, compose_config  # noqa: E402
 
 pytest_plugins = ["tests.helpers.frozen_towers"]
+
+
+def _share_the_cores_between_workers() -> None:
+    """Give each pytest-xdist worker its share of the cores, itself and the runs it starts.
+
+    The suite trains many small models, where intra-op threads gain little: two workers with
+    one thread each finish about twice as fast as one process with two, and letting every
+    worker take all cores would oversubscribe them. Subprocesses (CLI runs) inherit the
+    share through ``OMP_NUM_THREADS``; a test that sets its own keeps it.
+    """
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not workers:
+        return
+    # The cores this process may use (a CPU set, a SLURM allocation); macOS has no affinity.
+    affinity = getattr(os, "sched_getaffinity", None)
+    cores = len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+    threads = max(1, cores // int(workers))
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+
+
+_share_the_cores_between_workers()
 
 
 @pytest.fixture(autouse=True, scope="session")

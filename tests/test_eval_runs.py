@@ -2,11 +2,14 @@
 
 import json
 
+import pytest
+
 from mmexp.eval_runs import run_checkpoints
 from tests.helpers.cli import run_cli
 from tests.helpers.tiny_runs import train_tiny
 
 
+@pytest.mark.slow
 def test_a_folder_of_runs_is_evaluated_run_by_run_into_each_runs_folder(tmp_path, data_dir):
     sweep = tmp_path / "multirun"
     first = train_tiny(sweep / "0", data_dir, "seed=1")

@@ -98,6 +98,7 @@ def test_silencing_twice_adds_nothing(silenced):
     assert logger.filters.count(quiet._LIGHTNING_FILTER) == 1
 
 
+@pytest.mark.slow
 def test_train_and_eval_consoles_are_free_of_known_noise(tmp_path, data_dir):
     # A real run through the entry points with W&B offline (not silent) and the default
     # callbacks: each silenced message of a one-process run would show here (the sync_dist

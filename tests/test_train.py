@@ -60,6 +60,7 @@ def test_train_writes_a_complete_run_record(make_train_cfg):
         assert image.size[0] > 200
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics_other_seed_differs(make_train_cfg):
     first = train(make_train_cfg("seed=7", run_name="a"))["metrics"]
     second = train(make_train_cfg("seed=7", run_name="b"))["metrics"]

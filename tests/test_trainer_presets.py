@@ -33,6 +33,7 @@ def test_presets_compose_their_devices_and_precision(tmp_path, data_dir, preset,
         assert cfg.trainer.sync_batchnorm is True
 
 
+@pytest.mark.slow
 def test_bf16_mixed_precision_trains_on_cpu(make_train_cfg):
     full = train(make_train_cfg("trainer.max_epochs=1", run_name="fp32"))["metrics"]
     mixed = train(

@@ -52,6 +52,7 @@ def results(folder: Path) -> dict:
     return json.loads((folder / "results.json").read_text())
 
 
+@pytest.mark.slow
 def test_a_crashed_job_is_recorded_with_its_checkpoint_and_the_sweep_goes_on(tmp_path, data_dir):
     sweep_dir = tmp_path / "sweep"
     finished = sweep(sweep_dir, data_dir)
@@ -78,6 +79,7 @@ def fail_fast_sweep(tmp_path_factory, data_dir) -> tuple[subprocess.CompletedPro
     return sweep(sweep_dir, data_dir, "fail_fast=true"), sweep_dir
 
 
+@pytest.mark.slow
 def test_fail_fast_ends_the_sweep_with_the_error(fail_fast_sweep):
     stopped, sweep_dir = fail_fast_sweep
     assert stopped.returncode == 1

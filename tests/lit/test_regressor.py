@@ -50,6 +50,7 @@ def test_class_index_data_are_refused(make_train_cfg):
         train(make_train_cfg("objective=regression", "trainer.max_epochs=1"))
 
 
+@pytest.mark.slow
 def test_sentiment_that_depends_on_the_features_is_learned(tmp_path, data_dir):
     # The score is a function of the audio and vision sequences (see affect_split); a model
     # that does not read them cannot beat predicting the training mean.

@@ -65,6 +65,7 @@ def test_signal_mid_epoch_saves_and_the_resumed_run_matches(
     _assert_same_run(resumed, uninterrupted)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_last_epoch_checkpoint(tmp_path, data_dir, uninterrupted):
     """SIGKILL leaves no chance to save: the epoch-end last.ckpt is what resumes."""
     out = tmp_path / "killed"

@@ -75,6 +75,7 @@ def test_bad_temperature_is_refused():
         ClipLoss(init_temperature=0.0)
 
 
+@pytest.mark.slow
 def test_two_process_losses_match_open_clip(tmp_path):
     ranks = run_distributed(workers.compare_with_open_clip, 2, tmp_path)
     for rank, results in enumerate(ranks):
@@ -88,6 +89,7 @@ def test_two_process_losses_match_open_clip(tmp_path):
                 )
 
 
+@pytest.mark.slow
 def test_two_process_gradients_equal_one_process_on_the_concatenated_batch(tmp_path):
     ranks = run_distributed(workers.ddp_tower_gradients, 2, tmp_path)
     a, b = workers.global_features(2)

@@ -53,6 +53,7 @@ def test_direction_names():
     assert direction_names(["text", "tabular"]) == ("text2tabular", "tabular2text")
 
 
+@pytest.mark.slow
 def test_two_process_recall_equals_one_process_on_the_full_gallery(tmp_path):
     a, b = workers.gallery()
     single = RetrievalRecall(["image", "text"], ks=(1, 3))

@@ -10,6 +10,7 @@ from tests.helpers.configs import fast_overrides
 from tests.helpers.wandb_offline import read_offline_run
 
 
+@pytest.mark.slow
 def test_training_with_a_grid_logs_every_condition_the_summaries_table_and_plot(tmp_path, data_dir):
     run_dir = tmp_path / "run"
     run_cli(

@@ -2,12 +2,14 @@
 
 import json
 
+import pytest
 from omegaconf import OmegaConf
 
 from tests.helpers.cli import run_cli
 from tests.helpers.configs import fast_overrides
 
 
+@pytest.mark.slow
 def test_ddp_multirun_gives_one_folder_and_one_wandb_run_per_job(tmp_path, data_dir):
     run_cli(
         "train",

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from omegaconf import OmegaConf
 
 from tests.helpers.cli import run_cli
@@ -23,6 +24,7 @@ def run_sweep(sweep_dir, data_dir, cwd):
     )
 
 
+@pytest.mark.slow
 def test_failed_job_is_recorded_the_sweep_goes_on_and_a_rerun_skips_finished_jobs(
     tmp_path, data_dir
 ):
@@ -48,6 +50,7 @@ def test_failed_job_is_recorded_the_sweep_goes_on_and_a_rerun_skips_finished_job
     assert json.loads(bad.read_text())["status"] == "failed"  # rerun, failed again
 
 
+@pytest.mark.slow
 def test_a_single_run_still_fails_loudly(tmp_path, data_dir):
     completed = run_cli(
         "train",

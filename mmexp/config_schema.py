@@ -73,6 +73,7 @@ class RunSchema:
     # one metric, or one per direction of a multi-objective Optuna search
     optimized_metric: str | list[str] | None = None
     optuna_trial: dict[str, Any] | None = None
+    device_slots: DeviceSlotsSchema | None = None
     train: bool = True
     test: bool = True
     ckpt_path: str | None = None
@@ -175,6 +176,15 @@ class FeatureCacheSchema:
     tokens: Literal["auto"] | bool = "auto"
     # DDP: seconds the other processes of a node wait for its first one to build an entry
     wait_s: float = 3600.0
+
+
+@dataclass(kw_only=True)
+class DeviceSlotsSchema:
+    """``device_slots``: GPUs shared by parallel multirun jobs (``launcher=local_parallel``)."""
+
+    # GPU indices; null: every visible GPU
+    gpus: list[int] | None = None
+    jobs_per_gpu: int = 1
 
 
 def check_schemas(cfg: DictConfig, problems: list[str]) -> None:

@@ -16,10 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from mmexp.tracking.device_slots import placed_on_slot, without_placement
 from mmexp.tracking.run_record import RESULTS_FILE
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,17 @@ def _fail_fast_marker() -> Path:
     return Path(HydraConfig.get().sweep.dir) / FAIL_FAST_MARKER
 
 
+def _sweep_dir() -> Path:
+    return Path(HydraConfig.get().sweep.dir) if in_multirun() else Path(".")
+
+
+def _cuda_devices() -> int:
+    # device slots place multirun jobs only; a single run keeps trainer.devices as given
+    if not in_multirun():
+        return 0
+    return torch.cuda.device_count()
+
+
 def in_multirun() -> bool:
     """Whether the current process runs a job of a Hydra multirun."""
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
@@ -48,7 +61,8 @@ def finished_result(
 
     A job counts as finished when its folder holds a ``results.json`` with status
     ``completed`` and a resolved ``config.yaml`` equal to the current resolved config, so a
-    changed job (other epochs, another encoder) is rerun rather than skipped.
+    changed job (other epochs, another encoder) is rerun rather than skipped. Where the job
+    ran (the GPU of its device slot, :mod:`mmexp.tracking.device_slots`) is no part of it.
 
     Args:
         cfg: The composed config of the job.
@@ -70,8 +84,8 @@ def finished_result(
             cfg = resolve(cfg)
         except Exception:
             return None
-    current = OmegaConf.to_container(cfg, resolve=True)
-    if OmegaConf.to_container(OmegaConf.load(saved_config)) != current:
+    current = without_placement(OmegaConf.to_container(cfg, resolve=True))
+    if without_placement(OmegaConf.to_container(OmegaConf.load(saved_config))) != current:
         return None
     return payload
 
@@ -116,7 +130,8 @@ def run_job(
             log.info("skipping %s: already completed with this config", cfg.paths.output_dir)
             return objective_value(done, cfg)
     try:
-        return objective_value(job(cfg), cfg)
+        with placed_on_slot(cfg, _sweep_dir(), _cuda_devices()) as placed:
+            return objective_value(job(placed), cfg)
     except Exception as error:
         if fail_fast:
             _fail_fast_marker().write_text(f"{cfg.paths.output_dir}: {error}\n")

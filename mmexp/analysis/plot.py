@@ -175,7 +175,8 @@ def write_analysis_plots(
     """Write every figure of :data:`PLOTS` the runs have results for.
 
     Returns:
-        The PNGs written and the names of the figures left out for want of results.
+        The files written (each figure as PNG and PDF) and the names of the figures left
+        out for want of results.
 
     Raises:
         ValueError: No completed run has any of them.
@@ -192,7 +193,10 @@ def write_analysis_plots(
         if not row_values(runs, _keys_below(runs, head), row_axis, seed_axis):
             skipped.append(name)
             continue
-        written.append(save_png(build(), plot_path(out, name)))
+        figure = build()
+        png = save_png(figure, plot_path(out, name))
+        figure.savefig(png.with_suffix(".pdf"))
+        written += [png, png.with_suffix(".pdf")]
     if not written:
         raise ValueError("no completed run has analysis results to plot (analysis.json)")
     return written, skipped

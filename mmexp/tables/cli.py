@@ -10,6 +10,8 @@ Examples:
         --robustness-curve missing:text --out tables/robustness
     mmexp-table outputs/interaction_analysis --rows data.task,fusion --scale 1 --digits 3 \
         --analysis test/acc emap/gap pid/model --analysis-plots --out tables/interactions
+    mmexp-table outputs/label_budget --rows fusion --cols data.train_fraction --line --logx \
+        --ci t --reference published.csv --log-wandb my-team/mmexp --out tables/budget
 """
 
 from __future__ import annotations
@@ -23,10 +25,17 @@ from mmexp.robustness.plot import plot_curves, save_png
 from mmexp.tables.aggregate import SPLIT_GAP, Table, build_columns_table, build_table
 from mmexp.tables.analysis import analysis_columns
 from mmexp.tables.collect import RunResult, collect_local, collect_wandb
-from mmexp.tables.plots import write_bar_chart
+from mmexp.tables.plots import write_bar_chart, write_line_plot
+from mmexp.tables.reference import (
+    compare,
+    read_reference,
+    reference_markdown,
+    write_reference_csv,
+)
 from mmexp.tables.render import to_latex, to_markdown, write_csv, write_seed_csv
 from mmexp.tables.robust import condition_metric, robustness_columns, with_effective_robustness
 from mmexp.tables.statistics import INTERVALS
+from mmexp.tables.wandb_log import log_table_files
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,7 +43,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="mmexp-table", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", help="folders holding run folders (results.json)")
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read runs from W&B instead")
-    parser.add_argument("--group", help="only W&B runs of this group (study)")
+    parser.add_argument(
+        "--group",
+        help="W&B group (study): only its runs are read with --wandb, and the --log-wandb "
+        "run joins it",
+    )
     parser.add_argument(
         "--rows",
         required=True,
@@ -84,6 +97,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--params",
         action="store_true",
         help="add a column with each row's trainable fusion + head parameters",
+    )
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        metavar="CSV",
+        help="published numbers (columns row, column, value, source; value in the units "
+        "the table shows) printed beside the reproduced cells with their difference: "
+        "writes <out>_reference.{md,csv}",
+    )
+    parser.add_argument(
+        "--line",
+        action="store_true",
+        help="also plot one line per row against the numeric column axis (label budget, "
+        "missing rate, width): writes <out>_line.{png,pdf}",
+    )
+    parser.add_argument("--logx", action="store_true", help="logarithmic x axis for --line")
+    parser.add_argument(
+        "--log-wandb",
+        metavar="ENTITY/PROJECT",
+        help="log the table, its charts and every written file to a new W&B run (offline "
+        "without an API key)",
     )
     parser.add_argument("--digits", type=int, default=2, help="decimals shown")
     parser.add_argument(
@@ -149,6 +183,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--analysis puts the keys in the columns: drop --cols")
     if args.analysis and args.robustness:
         parser.error("--analysis and --robustness both choose the columns: give one")
+    if args.logx and not args.line:
+        parser.error("--logx is the x axis of --line: add --line")
     return args
 
 
@@ -228,31 +264,56 @@ def main(argv: list[str] | None = None) -> int:
     table = _table(args, runs)
     if args.sort is not None:
         sort_rows(table, args.sort, args.mode)
+    # before anything is written: a bad reference file names its line and writes nothing
+    references = read_reference(args.reference) if args.reference else None
+    comparisons = compare(table, references, args.reference, args.scale) if references else None
     markdown = to_markdown(table, args.digits, args.scale, args.params)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".md").write_text(markdown)
-    args.out.with_suffix(".tex").write_text(to_latex(table, args.digits, args.scale, args.params))
-    write_csv(table, args.out.with_suffix(".csv"))
-    write_seed_csv(table, args.out.with_name(f"{args.out.name}_seeds.csv"))
+    out = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    written = [out.with_suffix(".md"), out.with_suffix(".tex"), out.with_suffix(".csv")]
+    written[0].write_text(markdown)
+    written[1].write_text(to_latex(table, args.digits, args.scale, args.params))
+    write_csv(table, written[2])
+    written.append(out.with_name(f"{out.name}_seeds.csv"))
+    write_seed_csv(table, written[-1])
     value_range = tuple(args.range) if args.range else None
-    write_bar_chart(table, args.out.with_suffix(".png"), args.scale, value_range)
+    written += write_bar_chart(table, out.with_suffix(".png"), args.scale, value_range)
+    if args.line:
+        line_path = out.with_name(f"{out.name}_line.png")
+        written += write_line_plot(table, line_path, args.scale, value_range, args.logx)
     sys.stdout.write(markdown)
-    sys.stdout.write(
-        f"written: {args.out}.{{md,tex,csv,png,pdf}} and {args.out.name}_seeds.csv "
-        f"from {len(runs)} runs\n"
-    )
+    if comparisons is not None:
+        reference_text = reference_markdown(comparisons, table, args.digits)
+        written.append(out.with_name(f"{out.name}_reference.md"))
+        written[-1].write_text(reference_text)
+        written.append(out.with_name(f"{out.name}_reference.csv"))
+        write_reference_csv(comparisons, table, written[-1])
+        sys.stdout.write("\n" + reference_text)
     for curve in args.robustness_curve:
         figure = plot_curves(
             runs, curve, condition_metric(args.metric), args.rows, args.seed_axis, args.scale
         )
-        sys.stdout.write(f"written: {save_png(figure, curve_path(args.out, curve))}\n")
+        png = save_png(figure, curve_path(out, curve))
+        figure.savefig(png.with_suffix(".pdf"))
+        written += [png, png.with_suffix(".pdf")]
     if args.analysis_plots:
-        written, skipped = write_analysis_plots(
-            runs, args.out, args.rows, args.seed_axis, args.scale
-        )
-        sys.stdout.writelines(f"written: {path}\n" for path in written)
+        plots, skipped = write_analysis_plots(runs, out, args.rows, args.seed_axis, args.scale)
+        written += plots
         if skipped:
             sys.stdout.write(f"no analysis results for: {', '.join(skipped)}\n")
+    sys.stdout.write(f"written from {len(runs)} runs:\n")
+    sys.stdout.writelines(f"  {path}\n" for path in written)
+    if args.log_wandb:
+        folder = log_table_files(
+            args.log_wandb,
+            written,
+            written[2],
+            out.name,
+            group=args.group,
+            config={key: str(value) for key, value in vars(args).items()},
+            folder=out.parent,
+        )
+        sys.stdout.write(f"logged to W&B: {folder}\n")
     return 0
 
 

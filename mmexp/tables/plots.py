@@ -1,13 +1,17 @@
-"""The bar chart of a table: means, their interval kept inside the metric's range, and seeds."""
+"""The charts of a table: bars or lines, intervals kept inside the metric's range, and seeds."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mmexp.tables.aggregate import Cell, Table
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: Metrics that are fractions (accuracy, F1, AUROC, recall@k, ...): their bars stay in [0, 1].
 BOUNDED = re.compile(
@@ -110,6 +114,110 @@ def write_bar_chart(
         loc="upper left",
     )
     figure.tight_layout()
+    written = [path.with_suffix(".png"), path.with_suffix(".pdf")]
+    for target in written:
+        figure.savefig(target, dpi=150)
+    plt.close(figure)
+    return written
+
+
+def numeric_columns(table: Table) -> list[float]:
+    """The table's column values as numbers, for a plot against them.
+
+    Raises:
+        ValueError: A column is not a number; the message names the column axis.
+    """
+    positions = []
+    for column in table.columns:
+        try:
+            positions.append(float(column))
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"--line plots against the column axis {table.column_axis or 'metric'!r}, "
+                f"whose value {column!r} is not a number; give --cols a numeric axis "
+                "(a label budget, missing rate, width, alpha)"
+            ) from None
+    return positions
+
+
+def line_figure(
+    table: Table,
+    scale: float = 100.0,
+    value_range: tuple[float, float] | None = None,
+    log_x: bool = False,
+) -> Figure:
+    """One line per row against the numeric column axis: means, their band and every seed.
+
+    The band is the cells' confidence interval when the table has them, else ± one
+    standard deviation, cut at ``value_range`` as the bars are (:func:`error_bounds`).
+
+    Args:
+        table: The aggregated table; its columns must be numbers.
+        scale: Factor applied to the values for display.
+        value_range: What the metric can take (unscaled); ``None``: from its name.
+        log_x: A logarithmic x axis (label budgets spanning orders of magnitude).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    positions = numeric_columns(table)
+    order = sorted(range(len(positions)), key=positions.__getitem__)
+    value_range = value_range or metric_range(table.metric)
+    figure, axes = plt.subplots(figsize=(5.0, 3.2))
+    for row in table.rows:
+        points = [(positions[i], table.cell(row, table.columns[i])) for i in order]
+        points = [(x, cell) for x, cell in points if cell.n]
+        if not points:
+            continue
+        xs = [x for x, _ in points]
+        means = [cell.mean * scale for _, cell in points]
+        (line,) = axes.plot(xs, means, marker="o", ms=3, label=str(row))
+        bounds = [error_bounds(cell, value_range) for _, cell in points]
+        axes.fill_between(
+            xs,
+            [b[0] * scale for b in bounds],
+            [b[1] * scale for b in bounds],
+            color=line.get_color(),
+            alpha=0.2,
+            linewidth=0,
+        )
+        for x, cell in points:
+            seeds = np.asarray(list(cell.values.values())) * scale
+            axes.scatter([x] * len(seeds), seeds, s=7, color=line.get_color(), zorder=3)
+    if log_x:
+        axes.set_xscale("log")
+    spread = {"t": "95 % t interval", "bootstrap": "95 % bootstrap interval"}.get(
+        table.interval or "", "± std"
+    )
+    unit = " (x100)" if scale == 100.0 else ""
+    axes.set_xlabel(table.column_axis or "metric")
+    axes.set_ylabel(
+        f"{table.metric}{unit}\nline: mean, band: {spread}; dots: seeds", fontsize="small"
+    )
+    axes.legend(
+        title=table.row_axis,
+        fontsize="small",
+        frameon=False,
+        bbox_to_anchor=(1.0, 1.0),
+        loc="upper left",
+    )
+    figure.tight_layout()
+    return figure
+
+
+def write_line_plot(
+    table: Table,
+    path: Path,
+    scale: float = 100.0,
+    value_range: tuple[float, float] | None = None,
+    log_x: bool = False,
+) -> list[Path]:
+    """Write :func:`line_figure` as PNG at ``path`` and PDF beside it; return the files."""
+    import matplotlib.pyplot as plt
+
+    figure = line_figure(table, scale, value_range, log_x)
     written = [path.with_suffix(".png"), path.with_suffix(".pdf")]
     for target in written:
         figure.savefig(target, dpi=150)

@@ -96,6 +96,9 @@ def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
                 "name": run.display_name,
                 "tags": list(run.tags),
             }
+            # the config given to wandb.init comes with the run record
+            for item in run.config.update:
+                result["config"][_key(item)] = json.loads(item.value_json)
         elif kind == "config":
             for item in record.config.update:
                 result["config"][_key(item)] = json.loads(item.value_json)

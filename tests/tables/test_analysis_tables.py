@@ -140,9 +140,10 @@ def test_analysis_plots_are_written_beside_the_table(runs_dir, tmp_path, capsys)
     printed = capsys.readouterr().out
     for name in ("shapley", "pid_model", "pid_data", "emap"):
         path = out.with_name(f"table_{name}.png")
-        assert f"written: {path}" in printed
+        assert f"  {path}\n" in printed
         with Image.open(path) as image:
             assert image.format == "PNG"
+        assert path.with_suffix(".pdf").read_bytes().startswith(b"%PDF")
 
 
 def test_plots_of_what_the_runs_have_and_a_note_for_the_rest(tmp_path, capsys):

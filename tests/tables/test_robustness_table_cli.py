@@ -56,7 +56,8 @@ def test_conditions_curves_and_summaries_side_by_side(runs_dir, tmp_path, capsys
     assert curve.name == "robustness_curve_missing-text.png"
     with Image.open(curve) as image:
         assert image.format == "PNG"
-    assert f"written: {curve}" in printed
+    assert f"  {curve}\n" in printed
+    assert curve.with_suffix(".pdf").read_bytes().startswith(b"%PDF")
 
 
 def test_a_robustness_key_as_the_single_metric_keeps_the_ordinary_table(runs_dir, tmp_path, capsys):

@@ -25,6 +25,7 @@ from mmexp.fit import (
 )
 from mmexp.lit.lightning_compat import close_experiments
 from mmexp.resolve import resolve_run_config
+from mmexp.search.pruning import pruned_epoch
 from mmexp.tracking.run_record import RunRecord
 from mmexp.tracking.sweep_jobs import run_job
 from mmexp.utils.instantiate import build_trainer
@@ -59,7 +60,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             outcome = fit_and_test(trainer, run, metrics)
             if rank_zero_only.rank != 0:
                 return {"metrics": metrics}
-            result = record.finish(metrics, **outcome)
+            pruned = pruned_epoch(trainer)
+            if pruned is None:
+                result = record.finish(metrics, **outcome)
+            else:
+                result = record.prune(metrics, pruned, **outcome)
     finally:  # after the record is written: closing W&B may take a while, or fail
         close_experiments(trainer)
     print_summary(

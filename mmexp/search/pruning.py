@@ -5,7 +5,8 @@ study's storage, name and the trial's number) and the sweeper's pruner (not stor
 the study: ``${hydra:sweeper.pruner}``). After every validation this callback
 reports the monitored metric to the trial (step = epoch) and asks the study's pruner
 whether to go on; when told to stop, it ends training at once and records the trial as
-pruned (Optuna keeps the last reported value). Without ``optuna_trial`` (a plain run, or
+pruned (Optuna keeps the last reported value); the run's ``results.json`` then says
+``status: pruned`` with ``pruned_at_epoch``. Without ``optuna_trial`` (a plain run, or
 the best trial rerun on its own) it does nothing.
 """
 
@@ -23,6 +24,14 @@ from optuna.trial import TrialState
 from mmexp.search.study import load_trial
 
 log = logging.getLogger(__name__)
+
+
+def pruned_epoch(trainer: pl.Trainer) -> int | None:
+    """The epoch after which an :class:`OptunaPruning` callback stopped ``trainer``, if any."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, OptunaPruning) and callback.pruned_at_epoch is not None:
+            return callback.pruned_at_epoch
+    return None
 
 
 class OptunaPruning(pl.Callback):

@@ -24,7 +24,7 @@ from mmexp.analysis.plot import write_analysis_plots
 from mmexp.robustness.plot import plot_curves, save_png
 from mmexp.tables.aggregate import SPLIT_GAP, Table, build_columns_table, build_table
 from mmexp.tables.analysis import analysis_columns
-from mmexp.tables.collect import RunResult, collect_local, collect_wandb
+from mmexp.tables.collect import RunResult, collect_local, collect_wandb, without_pruned
 from mmexp.tables.plots import write_bar_chart, write_line_plot
 from mmexp.tables.reference import (
     compare,
@@ -258,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     """Build the table, print the Markdown version and write all formats."""
     args = parse_args(argv)
     runs = collect_wandb(args.wandb, args.group) if args.wandb else collect_local(args.runs)
+    runs, pruned = without_pruned(runs)
     if args.er_baseline is not None:
         pair = [args.seed_axis, *([args.cols] if args.cols else [])]
         runs = with_effective_robustness(runs, args.rows, args.er_baseline, pair)
@@ -301,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         written += plots
         if skipped:
             sys.stdout.write(f"no analysis results for: {', '.join(skipped)}\n")
-    sys.stdout.write(f"written from {len(runs)} runs:\n")
+    left_out = f" ({pruned} pruned Optuna trials left out)" if pruned else ""
+    sys.stdout.write(f"written from {len(runs)} runs{left_out}:\n")
     sys.stdout.writelines(f"  {path}\n" for path in written)
     if args.log_wandb:
         folder = log_table_files(

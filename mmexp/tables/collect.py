@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,8 @@ class RunResult:
     """One run as the tables see it.
 
     Attributes:
-        status: ``completed``, ``failed`` or ``running``.
+        status: ``completed``, ``failed``, ``running``, ``interrupted`` or ``pruned`` (an
+            Optuna trial its pruner stopped early).
         metrics: Final metrics, ``{"test/acc": 0.93, ...}``.
         config: The resolved config (nested mapping).
         choices: Config-group choices (``{"fusion": "concat", ...}``).
@@ -127,6 +128,16 @@ def read_robustness(folder: Path) -> tuple[dict[str, Any], dict[str, float]]:
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         log.warning("skipping unreadable %s: %s", path, error)
         return {}, {}
+
+
+def without_pruned(runs: Sequence[RunResult]) -> tuple[list[RunResult], int]:
+    """The runs that are not pruned Optuna trials, and how many were.
+
+    A pruned trial trained fewer epochs than its config says; in a table beside the runs
+    that trained to the end it would count as neither a result nor a failure.
+    """
+    kept = [run for run in runs if run.status != "pruned"]
+    return kept, len(runs) - len(kept)
 
 
 def collect_local(roots: Iterable[str | Path]) -> list[RunResult]:

@@ -109,6 +109,14 @@ class RunRecord:
         """Mark the run completed with its metrics and any extra fields (checkpoints, ...)."""
         return self._end("completed", metrics=metrics, **extra)
 
+    def prune(self, metrics: Mapping[str, Any], epoch: int, **extra: Any) -> dict[str, Any]:
+        """Mark the run stopped early by its Optuna pruner after ``epoch``, with its metrics.
+
+        A pruned trial trained fewer epochs than its config says: a table of runs leaves
+        it out rather than rank it beside runs that trained to the end.
+        """
+        return self._end("pruned", metrics=metrics, pruned_at_epoch=epoch, **extra)
+
     def fail(
         self, error: BaseException, metrics: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:

@@ -120,3 +120,26 @@ def test_table_cli_errors_name_the_problem(tmp_path):
         main([str(tmp_path / "missing"), "--rows", "fusion"])
     with pytest.raises(FileNotFoundError, match="no results.json below"):
         main([str(tmp_path), "--rows", "fusion"])
+
+
+def test_pruned_optuna_trials_are_left_out_and_counted(tmp_path, capsys):
+    import json
+
+    for name, status, acc in [
+        ("a", "completed", 0.9),
+        ("b", "completed", 0.7),
+        ("c", "pruned", 0.4),
+    ]:
+        folder = tmp_path / "sweep" / name
+        folder.mkdir(parents=True)
+        seed = {"a": 1, "b": 2, "c": 3}[name]
+        record = {"status": status, "seed": seed, "choices": {"fusion": "concat"}}
+        record["metrics"] = {"test/acc": acc}
+        (folder / "results.json").write_text(json.dumps(record))
+        (folder / "config.yaml").write_text(f"seed: {record['seed']}\n")
+    out = tmp_path / "table"
+    assert main([str(tmp_path / "sweep"), "--rows", "fusion", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    # the pruned trial's 0.4 is neither in the mean (0.8) nor counted as a failure (no †)
+    assert "| concat | **80.00 ± 14.14 (2)** |" in printed
+    assert "written from 2 runs (1 pruned Optuna trials left out)" in printed

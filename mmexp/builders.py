@@ -309,7 +309,8 @@ def budget_scaling(
 ) -> Callable[[int], tuple[dict[str, Any], dict[str, Any]]]:
     """Which width ``fusion.match_params`` scales: the fusion's, else the head's.
 
-    A strategy with an internal width (``hidden_dim``) scales it with the head fixed;
+    A strategy with an internal width (``hidden_dim``) scales it with the head fixed, in
+    multiples of its ``width_multiple_of`` argument where it has one (MISA's heads);
     decision-level strategies scale their per-modality classifiers (``hidden_dims``); those
     without a width of their own (concat, sum, product, unimodal, mi_vector, mi_scalar,
     nl_gate) scale the hidden layers of the shared head, which is where the rest of their
@@ -324,7 +325,11 @@ def budget_scaling(
     """
     accepted = inspect.signature(cls).parameters
     if "hidden_dim" in accepted:
-        return lambda width: ({**fusion_node, "hidden_dim": width}, head_node)
+        step = 1
+        if cls.width_multiple_of is not None:
+            default = accepted[cls.width_multiple_of].default
+            step = int(fusion_node.get(cls.width_multiple_of) or default)
+        return lambda width: ({**fusion_node, "hidden_dim": width * step}, head_node)
     if "hidden_dims" in accepted:
         return lambda width: (_widths(fusion_node, width), head_node)
     head_class = get_class(head_node["_target_"])

@@ -15,6 +15,7 @@ from mmexp.fusion.low_rank import LowRankFusion
 from mmexp.fusion.mcb import MCBFusion
 from mmexp.fusion.mfb import MFBFusion
 from mmexp.fusion.mfh import MFHFusion
+from mmexp.fusion.misa import MISAFusion
 from mmexp.fusion.mlb import MLBFusion
 from mmexp.fusion.mult import MulTFusion
 from mmexp.fusion.multiplicative import MIMatrixFusion, MIScalarFusion, MIVectorFusion
@@ -39,6 +40,7 @@ __all__ = [
     "MFBFusion",
     "MFHFusion",
     "MIMatrixFusion",
+    "MISAFusion",
     "MIScalarFusion",
     "MIVectorFusion",
     "MLBFusion",

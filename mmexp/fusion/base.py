@@ -9,6 +9,7 @@ predictions (feature-level and token-level fusion), or logits ``[B, out_dim]`` d
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 
 import torch
 from torch import nn
@@ -83,6 +84,12 @@ class FusionStrategy(nn.Module):
             one aligned space, where a pair's ``a + b`` cannot be told from ``c + c``.
         aux_weight: Weight of the per-modality auxiliary losses of
             :meth:`fuse_with_auxiliary` (0 for strategies that have none).
+        width_multiple_of: The constructor argument whose value ``hidden_dim`` must be a
+            multiple of (attention heads over the internal width), so that
+            ``fusion.match_params`` tries only such widths; ``None``: any width.
+        own_losses: Weight of each training loss the strategy defines on its own
+            representations (:meth:`fuse_with_losses`), by name; empty for strategies
+            without (MISA has its similarity, difference and reconstruction losses).
     """
 
     config_name: str = ""
@@ -92,6 +99,8 @@ class FusionStrategy(nn.Module):
     uses_tokens: bool = False
     judges_pairs: bool = True
     aux_weight: float = 0.0
+    width_multiple_of: str | None = None
+    own_losses: Mapping[str, float] = MappingProxyType({})
 
     def __init__(self, modalities: Sequence[str], dim: int) -> None:
         super().__init__()
@@ -162,6 +171,17 @@ class FusionStrategy(nn.Module):
             ``(output, auxiliary)``: ``auxiliary`` maps a modality to its own ``[B, C]``
             logits and the ``[B]`` mask of the samples that have it; empty for strategies
             without auxiliary losses (the default).
+        """
+        return self(features), {}
+
+    def fuse_with_losses(
+        self, features: Mapping[str, EncoderOutput]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The fused output and the strategy's own training losses, unweighted, by name.
+
+        The training step adds each loss times its weight in :attr:`own_losses` to the
+        task loss and logs it as ``train/<name>_epoch``; validation and test score the task
+        loss alone. Strategies without losses of their own return none (the default).
         """
         return self(features), {}
 

@@ -95,7 +95,10 @@ class MultimodalClassifier(MultimodalModule):
         self.val_metrics = metrics(num_classes, "val")
         self.test_metrics = metrics(num_classes, "test")
         self.val_loss = MeanMetric()
-        self.train_means = EpochMeans(["loss"])
+        # the total, and with a strategy's own losses its parts: train/<term>_epoch
+        own = tuple(fusion.own_losses)
+        self.loss_terms = ("loss", *(("task_loss", *own) if own else ()))
+        self.train_means = EpochMeans(self.loss_terms)
         self.train_pending = StepBuffer(train_metrics_every_n_steps, self._update_training)
         self.test_loss = MeanMetric()
         self.test_confusion = MulticlassConfusionMatrix(num_classes) if confusion_matrix else None
@@ -127,15 +130,21 @@ class MultimodalClassifier(MultimodalModule):
         logits = self(batch)
         return logits, self.loss_fn(logits, batch["label"])
 
-    def _training_losses(self, batch: ClassificationBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and training loss: the fused loss plus any per-modality auxiliary losses.
+    def _training_losses(
+        self, batch: ClassificationBatch
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits, training loss and its logged parts beside the total.
 
-        Auxiliary losses (e.g. late fusion's unimodal classifiers, ``fusion.aux_weight``)
-        count only in training; validation and test score the fused prediction alone.
-        Without them the step goes through ``self(batch)``, which ``model.compile`` compiles.
+        The loss is the fused prediction's, plus any per-modality auxiliary losses (late
+        fusion's unimodal classifiers, ``fusion.aux_weight``) or the strategy's own
+        weighted losses (MISA's, ``FusionStrategy.own_losses``): they count only in
+        training, validation and test score the fused prediction alone. Without them the
+        step goes through ``self(batch)``, which ``model.compile`` compiles.
         """
+        if self.fusion.own_losses:
+            return self._losses_with_the_strategys_own(batch)
         if self.fusion.aux_weight == 0:
-            return self._shared_step(batch)
+            return (*self._shared_step(batch), {})
         fused, auxiliary = self.fusion.fuse_with_auxiliary(self.encode(batch))
         logits = self.predictions(self.head(fused))
         labels = batch["label"]
@@ -147,21 +156,40 @@ class MultimodalClassifier(MultimodalModule):
         ]
         if terms:
             loss = loss + self.fusion.aux_weight * torch.stack(terms).mean()
-        return logits, loss
+        return logits, loss, {}
+
+    def _losses_with_the_strategys_own(
+        self, batch: ClassificationBatch
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        fused, own = self.fusion.fuse_with_losses(self.encode(batch))
+        missing = [name for name in self.fusion.own_losses if name not in own]
+        if missing:
+            raise KeyError(
+                f"{type(self.fusion).__name__}.fuse_with_losses returned {sorted(own)}, "
+                f"not its declared own_losses {missing}"
+            )
+        logits = self.predictions(self.head(fused))
+        task = self.loss_fn(logits, batch["label"])
+        loss = task
+        for name, weight in self.fusion.own_losses.items():
+            loss = loss + weight * own[name]
+        return logits, loss, {"task_loss": task, **{n: own[n] for n in self.fusion.own_losses}}
 
     def training_step(self, batch: ClassificationBatch, batch_idx: int) -> torch.Tensor:
         """Optimise the loss and accumulate training metrics."""
-        logits, loss = self._training_losses(batch)
+        logits, loss, parts = self._training_losses(batch)
         labels = batch["label"]
         log_training_step(self, loss, len(labels))
-        self.train_pending.add(logits, labels, loss.reshape(1), weight=len(labels))
+        terms = torch.stack([loss, *parts.values()]) if parts else loss.reshape(1)
+        self.train_pending.add(logits, labels, terms.reshape(1, -1), weight=len(labels))
         return loss
 
     def _update_training(
         self, logits: torch.Tensor, labels: torch.Tensor, losses: torch.Tensor, sizes: torch.Tensor
     ) -> None:
         self.train_metrics.update(logits, labels)
-        self.train_means.update({"loss": losses}, sizes)
+        # losses: [steps, terms], in the order of self.loss_terms
+        self.train_means.update(dict(zip(self.loss_terms, losses.unbind(1), strict=True)), sizes)
 
     def settle_training_metrics(self) -> None:
         """Give the training steps held so far to the training metrics and loss mean."""

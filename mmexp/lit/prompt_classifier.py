@@ -177,5 +177,7 @@ class PromptClassifier(MultimodalClassifier):
         classes = self.class_embeddings()
         return self.logit_scale * images @ classes.to(images.dtype).T
 
-    def _training_losses(self, batch: ClassificationBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._shared_step(batch)
+    def _training_losses(
+        self, batch: ClassificationBatch
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        return (*self._shared_step(batch), {})

@@ -136,6 +136,12 @@ class MatchingLoss(nn.Module):
             )
         if len(fusion.modalities) != 2:
             raise ValueError(f"matching fuses two modalities, fusion has {fusion.modalities}")
+        if fusion.own_losses:
+            raise ValueError(
+                f"{type(fusion).__name__} trains with losses of its own "
+                f"({sorted(fusion.own_losses)}), which matching does not add: use it with "
+                "objective=classify, multilabel or regression"
+            )
         self.fusion = fusion
         self.head = head if head is not None else nn.Linear(fusion.out_dim, 2)
 

@@ -62,7 +62,7 @@ def test_late_fusion_auxiliary_losses_train_each_modality_on_the_label(make_trai
     datamodule.setup("fit")
     batch = next(iter(datamodule.train_dataloader()))
     model.eval()  # no dropout: the two computations see the same classifiers
-    logits, loss = model._training_losses(batch)
+    logits, loss, parts = model._training_losses(batch)
     features = model.encode(batch)
     own = [model.fusion.classifiers[m](features[m].pooled) for m in ("image", "text")]
     labels = batch["label"]
@@ -73,6 +73,7 @@ def test_late_fusion_auxiliary_losses_train_each_modality_on_the_label(make_trai
     )
     torch.testing.assert_close(logits, fused)
     torch.testing.assert_close(loss, expected)
+    assert parts == {}  # no losses of the strategy's own
     # Validation and test score the fused prediction alone.
     torch.testing.assert_close(model._shared_step(batch)[1], F.cross_entropy(fused, labels))
 

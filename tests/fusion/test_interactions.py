@@ -22,15 +22,24 @@ SMALL = [
 ]
 
 
+# MISA's own losses (similarity, difference, reconstruction) drive its subspaces to
+# constants before the task is learned at the shared default lr 2e-3 and at 1e-3 (redundant:
+# 0.37, chance, on seed 0); at 5e-4 it learns (0.86). The reference trains at 1e-4. Its
+# claims are made at 5e-4, and a table comparing it runs every row at that rate.
+LEARNING_RATE = {"misa": 5e-4}
+
+
 def accuracy_of(
     make_train_cfg, fusion: str, task: str, modalities: str, epochs: int, seed: int = 0
 ) -> float:
+    rate = [f"model.optimizer.lr={LEARNING_RATE[fusion]}"] if fusion in LEARNING_RATE else []
     cfg = make_train_cfg(
         f"fusion={fusion}",
         f"data.task={task}",
         f"data.modalities={modalities}",
         f"trainer.max_epochs={epochs}",
         *SMALL,
+        *rate,
         f"seed={seed}",
         run_name=f"{fusion}-{task}-{seed}",
     )
@@ -61,7 +70,7 @@ def test_concat_learns_synergy(make_train_cfg):
 
 
 # Every strategy that models cross-modal interactions (all but the unimodal baselines,
-# decision-level late fusion and mi_scalar, below; checked by
+# decision-level late fusion, mi_scalar and misa, below; checked by
 # test_the_claim_covers_every_interaction_strategy).
 INTERACTION = [
     "concat",
@@ -91,6 +100,13 @@ INTERACTION = [
 # sign of a(z) (tests/fusion/test_multiplicative.py). On synergy it stays at chance (0.480
 # and 0.495 on seeds 0 and 1 after 8 epochs), so it is no part of the claim.
 CANCELLED_BY_THE_HEAD = {"mi_scalar"}
+# MISA's similarity and difference losses pull its shared and private subspaces towards
+# constants unless the task's gradient holds them apart; on synergy, where no modality alone
+# carries the label, the task gives too little early signal: 0.49 and 0.49 on seeds 0 and 1
+# after 8 epochs at lr 5e-4, 0.49 after 24 on seed 0, each with the reconstruction loss at
+# 0.000 (collapsed); without its losses it stays at chance after 8 epochs at lr 2e-3 too.
+# It learns redundant (test_every_strategy_solves_redundant), so it is no part of this claim.
+COLLAPSED_BY_ITS_OWN_LOSSES = {"misa"}
 # From scratch on 800 samples a seed may stay stuck at chance (tensor fusion: 0.49, 0.74
 # and 0.93 on seeds 0-2), so the claim is about most seeds: 2 of 3. The joint transformers
 # over tokens start slower (early_tokens: 0.87, 0.49, 0.49 after 12 epochs, 0.84 on seeds 1
@@ -109,7 +125,8 @@ SYNERGY_EPOCHS = {
 def test_the_claim_covers_every_interaction_strategy():
     names = {p.stem for p in CONFIGS}
     decision_or_unimodal = {n for n in names if n == "late" or n.startswith("unimodal")}
-    assert set(INTERACTION) == names - decision_or_unimodal - CANCELLED_BY_THE_HEAD
+    excluded = CANCELLED_BY_THE_HEAD | COLLAPSED_BY_ITS_OWN_LOSSES
+    assert set(INTERACTION) == names - decision_or_unimodal - excluded
 
 
 # Up to three trainings of 8 to 24 epochs per strategy: about an hour on 2 cores, more than

@@ -33,6 +33,7 @@ from mmexp.fusion import (
     MFBFusion,
     MFHFusion,
     MIMatrixFusion,
+    MISAFusion,
     MIScalarFusion,
     MIVectorFusion,
     MLBFusion,
@@ -301,6 +302,27 @@ def expected_nl_gate(fusion, features) -> torch.Tensor:
     return row_by_row(fusion, features, expect)
 
 
+def expected_misa(fusion, features) -> torch.Tensor:
+    """MISA: an absent modality's private and shared vectors are left out and zero.
+
+    The present ones go through the Transformer layer as if the absent modalities were not
+    fused; a sample with no modality gets zeros.
+    """
+    count = len(fusion.modalities)
+
+    def expect(kept, rows):
+        full = torch.zeros(1, 2 * count, fusion.out_dim // (2 * count))
+        if kept:
+            slots = restricted(fusion, kept)(rows).view(1, 2 * len(kept), -1)
+            for position, m in enumerate(kept):
+                index = fusion.modalities.index(m)
+                full[:, index] = slots[:, position]  # private vectors first
+                full[:, count + index] = slots[:, len(kept) + position]  # then shared
+        return full.flatten(1)
+
+    return row_by_row(fusion, features, expect)
+
+
 CLOSED_FORMS = {
     **dict.fromkeys(NEUTRAL, expected_neutral),
     LateFusion: expected_late,
@@ -313,6 +335,7 @@ CLOSED_FORMS = {
     CrossAttentionFusion: expected_co_attention,
     MulTFusion: expected_mult,
     NLGateFusion: expected_nl_gate,
+    MISAFusion: expected_misa,
 }
 
 

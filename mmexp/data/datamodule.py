@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,35 @@ from mmexp.data.screening import POLICIES, BadSample, screen_rows
 from mmexp.encoders.processors import ModalityProcessor
 
 log = logging.getLogger(__name__)
+
+
+class ScreenedSplits(Mapping[str, Sequence[Record]]):
+    """The usable rows of each stage, screened the first time the stage is asked for.
+
+    Args:
+        raw: The rows read, per stage.
+        screen: Returns the usable rows of a stage (raising or recording the bad ones).
+    """
+
+    def __init__(
+        self,
+        raw: Mapping[str, Sequence[Record]],
+        screen: Callable[[str, Sequence[Record]], Sequence[Record]],
+    ) -> None:
+        self.raw = raw
+        self.screen = screen
+        self.screened: dict[str, Sequence[Record]] = {}
+
+    def __getitem__(self, stage: str) -> Sequence[Record]:
+        if stage not in self.screened:
+            self.screened[stage] = self.screen(stage, self.raw[stage])
+        return self.screened[stage]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.raw)
+
+    def __len__(self) -> int:
+        return len(self.raw)
 
 
 class ManifestDataModule(SplitLoaders):
@@ -210,16 +239,17 @@ class ManifestDataModule(SplitLoaders):
         return kept
 
     @cached_property
-    def _splits(self) -> dict[str, Sequence[Record]]:
-        splits = {}
-        for stage, rows in self._raw_splits.items():
-            splits[stage] = self.screen(stage, rows)
-            if not splits[stage]:
-                raise ValueError(
-                    f"{self.source_of(stage)}: no usable rows left in the {stage} split"
-                )
-        _ = self.label_report  # warned once, at setup, after unknown labels were refused
-        return splits
+    def _splits(self) -> Mapping[str, Sequence[Record]]:
+        # Each stage is screened when first used: fitting must not stop on a test file
+        # that only testing reads (one a challenge ships without labels, say).
+        return ScreenedSplits(self._raw_splits, self._screened)
+
+    def _screened(self, stage: str, rows: Sequence[Record]) -> Sequence[Record]:
+        kept = self.screen(stage, rows)
+        if not kept:
+            raise ValueError(f"{self.source_of(stage)}: no usable rows left in the {stage} split")
+        _ = self.label_report  # warned once, at setup
+        return kept
 
     def split_labels(self, stage: str, rows: Sequence[Record]) -> Sequence[Any]:
         """The label of each row of ``stage``; data sets with lazy rows read the column alone."""
@@ -397,6 +427,16 @@ class ManifestDataModule(SplitLoaders):
         for name in stages:
             if name not in self.datasets:
                 self.datasets[name] = self.dataset(name)
+        if stage == "fit":
+            self._look_ahead("test")
+
+    def _look_ahead(self, stage: str) -> None:
+        # A split that will not load is named before a long fit, without stopping a fit
+        # that is never tested (``test=false`` on a file without labels).
+        try:
+            _ = self._splits[stage]
+        except ValueError as error:
+            log.warning("the %s split will not load, so a test would stop: %s", stage, error)
 
     def collator(self, stage: str) -> MultimodalCollator:
         """Batches of samples processed for ``stage`` (training or evaluation transforms)."""

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 import re
 
 import pytest
@@ -92,11 +93,19 @@ def test_a_label_outside_label_names_is_named_with_file_and_row_at_setup(tmp_pat
     assert not dm.datasets
 
 
-def test_a_label_outside_label_names_in_the_test_split_stops_the_fit_setup(tmp_path):
+def test_a_label_outside_label_names_in_the_test_split_is_named_at_fit_and_stops_the_test(
+    tmp_path, caplog
+):
     labels = {"train": ["cat", "dog"], "val": ["dog", "cat"], "test": ["cat", "bird"]}
     root = write_jsonl(tmp_path / "data", text_rows(labels))
-    with pytest.raises(ValueError, match=r"test row 1 \(id='test1'\): unknown label 'bird'"):
-        text_module(root, label_names=["cat", "dog"]).setup("fit")
+    dm = text_module(root, label_names=["cat", "dog"])
+    named = r"test row 1 \(id='test1'\): unknown label 'bird'"
+    # Fitting needs train and val only; the test split's problem is warned about up front.
+    with caplog.at_level(logging.WARNING):
+        dm.setup("fit")
+    assert re.search(r"the test split will not load.*\n.*" + named, caplog.text)
+    with pytest.raises(ValueError, match=named):
+        dm.setup("test")
 
 
 def test_skip_leaves_rows_outside_label_names_out_and_records_them(tmp_path):

@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from pathlib import Path
 
 from PIL import Image
 
 HATEFUL_SPLITS = {"train": 8, "dev_seen": 4, "test_seen": 4}
+# The Phase 1 release (and its Kaggle mirror): train/dev/test, the test file without labels.
+HATEFUL_PHASE1_SPLITS = {"train": 8, "dev": 4, "test": 4}
 
 
-def write_hateful_memes(root: Path, splits: dict[str, int] = HATEFUL_SPLITS) -> Path:
-    """``img/<id>.png`` and ``<split>.jsonl`` as in the Hateful Memes release."""
+def write_hateful_memes(
+    root: Path,
+    splits: dict[str, int] = HATEFUL_SPLITS,
+    unlabelled: Collection[str] = (),
+    images: bool = True,
+) -> Path:
+    """``img/<id>.png`` and ``<split>.jsonl`` as in the Hateful Memes release.
+
+    Args:
+        root: Folder to write.
+        splits: Rows per split file (without ``.jsonl``).
+        unlabelled: Split files written without ``label``, as the challenge copies ship
+            their test files.
+        images: Write the PNGs; off for release-sized JSONL files read without images.
+    """
     (root / "img").mkdir(parents=True, exist_ok=True)
     next_id = 10000
     for split, count in splits.items():
@@ -19,19 +35,21 @@ def write_hateful_memes(root: Path, splits: dict[str, int] = HATEFUL_SPLITS) -> 
         for i in range(count):
             meme_id = next_id = next_id + 1
             label = i % 2
-            # Hateful memes are red here, so there is something to learn.
-            colour = (200, 30, 30) if label else (30, 30, 200)
-            Image.new("RGB", (48, 40), colour).save(root / "img" / f"{meme_id:05d}.png")
-            lines.append(
-                {
-                    "id": meme_id,
-                    "img": f"img/{meme_id:05d}.png",
-                    "label": label,
-                    "text": f"caption of meme {meme_id}",
-                }
-            )
+            if images:
+                # Hateful memes are red here, so there is something to learn.
+                colour = (200, 30, 30) if label else (30, 30, 200)
+                Image.new("RGB", (48, 40), colour).save(root / "img" / f"{meme_id:05d}.png")
+            line = {"id": meme_id, "img": f"img/{meme_id:05d}.png", "label": label}
+            if split in unlabelled:
+                del line["label"]
+            lines.append({**line, "text": f"caption of meme {meme_id}"})
         (root / f"{split}.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     return root
+
+
+def write_hateful_memes_phase1(root: Path, splits: dict[str, int] = HATEFUL_PHASE1_SPLITS) -> Path:
+    """The Phase 1 layout: ``train``, ``dev``, ``test.jsonl``, the test file unlabelled."""
+    return write_hateful_memes(root, splits, unlabelled=("test",))
 
 
 def write_hf_dataset(root: Path, splits: dict[str, int] | None = None) -> Path:

@@ -7,6 +7,13 @@ release has no validation split: as in MMBT (Kiela et al., "Supervised Multimoda
 Bitransformers for Classifying Images and Text", 2019), 5,000 training rows are held out,
 drawn per class in proportion to its size; here the draw is seeded (``val_seed``), so every
 run holds out the same rows. Results are reported as accuracy on the test split.
+
+The test split is every row of ``test_titles.csv`` (22,716), the test set of the
+missing-modality papers that read these CSVs (Lee et al., "Multimodal Prompting with
+Missing Modalities for Visual Recognition", CVPR 2023, whose ``split.json`` holds out 6,846
+training rows instead of 5,000). It is not MMBT's test set: MMBT's ``scripts/food_101.py``
+keeps only the images that have a per-page text file, in the test split as in the train
+split, so its splits are subsets of these and its scores are not directly comparable.
 """
 
 from __future__ import annotations
@@ -34,8 +41,9 @@ OBTAIN = (
     "folder holds images/train/, images/test/ and texts/{train,test}_titles.csv."
 )
 # Images of the release's splits (train: 67,988; test: 22,716), the rows the CSVs describe.
-# MMBT's 60,101 train + 5,000 dev come from the original per-page text files instead, which
-# lack some pages; its test split has the same 22,716 images.
+# MMBT's splits come from the original per-page text files instead, which lack some pages:
+# 60,101 train + 5,000 dev, and a test split smaller than these 22,716 rows, since its
+# script skips images without a text file in both splits.
 PUBLISHED_COUNTS = {"train_titles": 67988, "test_titles": 22716}
 # The 101 dishes (the classes of Food-101, Bossard et al. 2014), folder names, sorted.
 CLASSES = [

@@ -96,7 +96,8 @@ class MultimodalClassifier(MultimodalModule):
         self.test_metrics = metrics(num_classes, "test")
         self.val_loss = MeanMetric()
         # the total, and with a strategy's own losses its parts: train/<term>_epoch
-        own = tuple(fusion.own_losses)
+        # (prompt classifiers have no fusion)
+        own = tuple(fusion.own_losses) if fusion is not None else ()
         self.loss_terms = ("loss", *(("task_loss", *own) if own else ()))
         self.train_means = EpochMeans(self.loss_terms)
         self.train_pending = StepBuffer(train_metrics_every_n_steps, self._update_training)

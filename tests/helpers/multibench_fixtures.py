@@ -8,13 +8,22 @@ from pathlib import Path
 import numpy as np
 
 AVMNIST_COUNTS = {"train": 12, "test": 6}
+# Folder of the digits per copy: MultiBench's avmnist.tar.gz, the one MFAS's loader reads.
+AVMNIST_IMAGE_DIRS = {"multibench": "image", "mfas": "images"}
 
 
-def write_avmnist(root: Path, counts: dict[str, int] = AVMNIST_COUNTS, seed: int = 0) -> Path:
+def write_avmnist(
+    root: Path,
+    counts: dict[str, int] = AVMNIST_COUNTS,
+    seed: int = 0,
+    layout: str = "multibench",
+) -> Path:
     """``image/<part>_data.npy`` [N, 784], ``audio/<part>_data.npy`` [N, 112, 112] (values
-    0..255, float32) and ``<part>_labels.npy`` [N], as in MultiBench's ``avmnist.tar.gz``."""
+    0..255, float32) and ``<part>_labels.npy`` [N], as in MultiBench's ``avmnist.tar.gz``;
+    ``layout="mfas"`` puts the digits in ``images/``, as in the copy MFAS reads."""
     rng = np.random.default_rng(seed)
-    for folder in ("image", "audio"):
+    image_dir = AVMNIST_IMAGE_DIRS[layout]
+    for folder in (image_dir, "audio"):
         (root / folder).mkdir(parents=True, exist_ok=True)
     for part, count in counts.items():
         labels = np.arange(count) % 10
@@ -24,7 +33,7 @@ def write_avmnist(root: Path, counts: dict[str, int] = AVMNIST_COUNTS, seed: int
             # The digit is where a bright stripe is, in both modalities: there is a signal.
             images[i, 2 * digit + 4 : 2 * digit + 7, 6:22] = 255.0
             spectrograms[i, 10 * digit + 5 : 10 * digit + 12, :] = 230.0
-        np.save(root / "image" / f"{part}_data.npy", images.reshape(count, 784))
+        np.save(root / image_dir / f"{part}_data.npy", images.reshape(count, 784))
         np.save(root / "audio" / f"{part}_data.npy", spectrograms)
         np.save(root / f"{part}_labels.npy", labels.astype(np.int64))
     return root

@@ -1,22 +1,31 @@
-"""CMU-MOSI and CMU-MOSEI sentiment, read from the aligned-feature pickles of MulT/MultiBench.
+"""CMU-MOSI and CMU-MOSEI sentiment, read from the feature pickles of MulT and MultiBench.
 
 CMU-MOSI (Zadeh et al., IEEE Intelligent Systems 2016) and CMU-MOSEI (Zadeh et al., ACL 2018)
-label opinion segments of YouTube videos with a sentiment score in [-3, 3]. MulT (Tsai et al.,
-ACL 2019) and MultiBench (Liang et al., NeurIPS 2021) distribute them word-aligned as one
-pickle (``mosi_data.pkl``, ``mosei_senti_data.pkl``)::
+label opinion segments of YouTube videos with a sentiment score in [-3, 3]. Each release is
+one pickle in the same layout::
 
     {"train" | "valid" | "test": {"text": [N, 50, 300],   GloVe word vectors
-                                  "audio": [N, 50, Fa],   COVAREP (MOSI 5, MOSEI 74)
-                                  "vision": [N, 50, Fv],  Facet (MOSI 20, MOSEI 35)
+                                  "audio": [N, 50, Fa],   COVAREP
+                                  "vision": [N, 50, Fv],  Facet
                                   "labels": [N, 1, 1],    sentiment score
                                   "id": [N, ...]}}
 
-Sequences are zero-padded at the front. MultiBench's loader (``datasets/affect/get_data.py``)
-sets ``-inf`` audio values to 0, drops segments with no word (all-zero text), and starts
-every modality of a segment at its first word (aligned data; each modality at its own first
-non-zero step for unaligned pickles). This module does the same. Published splits: MOSI
-1,284 / 229 / 686, MOSEI 16,326 / 1,871 / 4,659. The pickle is unpickled, which can run code
-from the file: read only copies from the release.
+The releases (``data.release``) differ in file and feature widths:
+
+- ``mult``: MulT's word-aligned pickles (Tsai et al., ACL 2019; ``src/dataset.py`` reads
+  ``<name>_data.pkl``): ``mosi_data.pkl`` (text/audio/vision 300/5/20) and
+  ``mosei_senti_data.pkl`` (300/74/35). MultiBench's examples load the same MOSEI file.
+- ``multibench`` (MOSI only): MultiBench's own ``mosi_raw.pkl`` (Liang et al., NeurIPS 2021;
+  made by ``datasets/affect/get_raw_data.py`` from GloVe, COVAREP and FACET 4.2, 300/74/35,
+  as its examples' ``GRU(35, ...)``, ``GRU(74, ...)`` encoders read it), the README's file.
+
+Both use the CMU-MultimodalSDK's standard folds. Sequences are zero-padded at the front.
+MultiBench's loader (``datasets/affect/get_data.py``) sets ``-inf`` audio values to 0, drops
+segments with no word (all-zero text), and starts every modality of a segment at its first
+word (aligned data; each modality at its own first non-zero step for unaligned pickles).
+This module does the same. Published splits: MOSI 1,284 / 229 / 686, MOSEI 16,326 / 1,871 /
+4,659. The pickle is unpickled, which can run code from the file: read only copies from the
+release.
 """
 
 from __future__ import annotations
@@ -35,28 +44,72 @@ from mmexp.data.sets.published import check_counts, require_file
 
 log = logging.getLogger(__name__)
 
-RELEASES: dict[str, dict[str, Any]] = {
+DEFAULT_RELEASE = "mult"
+MOSI_COUNTS = {"train": 1284, "valid": 229, "test": 686}
+_MULT = "https://github.com/yaohungt/Multimodal-Transformer (Datasets section)"
+_MULTIBENCH = "the Affective Computing section of https://github.com/pliang279/MultiBench"
+# Per data set and release: file, published counts, feature widths, where to get it.
+RELEASES: dict[str, dict[str, dict[str, Any]]] = {
     "mosi": {
-        "name": "CMU-MOSI",
-        "file": "mosi_data.pkl",
-        "counts": {"train": 1284, "valid": 229, "test": 686},
-        "feature_dims": {"text": 300, "audio": 5, "vision": 20},
+        "mult": {
+            "name": "CMU-MOSI (MulT)",
+            "file": "mosi_data.pkl",
+            "counts": MOSI_COUNTS,
+            "feature_dims": {"text": 300, "audio": 5, "vision": 20},
+            "obtain": (
+                f"MulT's word-aligned mosi_data.pkl is linked from {_MULT}. MultiBench's "
+                f"own MOSI file is mosi_raw.pkl ({_MULTIBENCH}): set data.release=multibench "
+                "for it."
+            ),
+        },
+        "multibench": {
+            "name": "CMU-MOSI (MultiBench)",
+            "file": "mosi_raw.pkl",
+            "counts": MOSI_COUNTS,
+            "feature_dims": {"text": 300, "audio": 74, "vision": 35},
+            "obtain": (
+                f"MultiBench's mosi_raw.pkl is in the mosi folder linked from {_MULTIBENCH} "
+                "(made by its datasets/affect/get_raw_data.py). MulT's mosi_data.pkl is "
+                "data.release=mult."
+            ),
+        },
     },
     "mosei": {
-        "name": "CMU-MOSEI",
-        "file": "mosei_senti_data.pkl",
-        "counts": {"train": 16326, "valid": 1871, "test": 4659},
-        "feature_dims": {"text": 300, "audio": 74, "vision": 35},
+        "mult": {
+            "name": "CMU-MOSEI",
+            "file": "mosei_senti_data.pkl",
+            "counts": {"train": 16326, "valid": 1871, "test": 4659},
+            "feature_dims": {"text": 300, "audio": 74, "vision": 35},
+            "obtain": (
+                f"The word-aligned mosei_senti_data.pkl is linked from {_MULT} and from the "
+                f"mosei folder of {_MULTIBENCH}; MultiBench's examples load this file too."
+            ),
+        },
     },
 }
-OBTAIN = (
-    "The word-aligned pickles are distributed by MultiBench (Affective Computing section "
-    "of https://github.com/pliang279/MultiBench) and MulT "
-    "(https://github.com/yaohungt/Multimodal-Transformer); the raw data come from the "
-    "CMU-MultimodalSDK. Place the .pkl file in the folder."
-)
 SPLIT_KEYS = {"train": "train", "val": "valid", "test": "test"}
 MODALITIES = ("text", "audio", "vision")
+
+
+def release_of(dataset: str, release: str | None = None) -> dict[str, Any]:
+    """The entry of ``dataset``'s ``release`` in :data:`RELEASES` (``None``: MulT's).
+
+    Raises:
+        ValueError: An unknown data set or release, the known ones named.
+    """
+    if dataset not in RELEASES:
+        raise ValueError(f"data.dataset must be one of {sorted(RELEASES)}, got {dataset!r}")
+    releases = RELEASES[dataset]
+    if (release or DEFAULT_RELEASE) not in releases:
+        raise ValueError(
+            f"data.release for {dataset} must be one of {sorted(releases)}, got {release!r}"
+        )
+    return releases[release or DEFAULT_RELEASE]
+
+
+def feature_widths(dataset: str, release: str | None = None) -> dict[str, int]:
+    """Features per step of each modality in a release: what ``data.feature_dims`` reads."""
+    return dict(release_of(dataset, release)["feature_dims"])
 
 
 def first_real_step(sequences: np.ndarray) -> np.ndarray:
@@ -81,7 +134,10 @@ class AffectDataModule(ArrayDataModule):
 
     Args:
         root: Folder holding the pickle.
-        dataset: ``mosi`` or ``mosei``: file name, published counts and feature widths.
+        dataset: ``mosi`` or ``mosei``.
+        release: ``mult`` (MulT's aligned pickles) or, for MOSI, ``multibench``
+            (MultiBench's ``mosi_raw.pkl``): file name, published counts, feature widths;
+            ``None`` = ``mult``.
         file: Pickle name inside ``root``; ``None`` = the release's name.
         feature_dims: Features per step of each modality, checked at setup (the encoders'
             ``input_dim`` reads them); ``None`` = the release's widths.
@@ -100,6 +156,7 @@ class AffectDataModule(ArrayDataModule):
         self,
         root: str | Path,
         dataset: str = "mosi",
+        release: str | None = None,
         file: str | None = None,
         feature_dims: Mapping[str, int] | None = None,
         aligned: bool = True,
@@ -107,17 +164,16 @@ class AffectDataModule(ArrayDataModule):
         check_counts: str = "warn",
         **loader_options: Any,
     ) -> None:
-        if dataset not in RELEASES:
-            raise ValueError(f"data.dataset must be one of {sorted(RELEASES)}, got {dataset!r}")
+        self.release = release_of(dataset, release)
+        self.releases = RELEASES[dataset]
         loader_options.setdefault("modalities", list(MODALITIES))
         super().__init__(**loader_options)
         unknown = set(self.modalities) - set(MODALITIES)
         if unknown:
             raise ValueError(
                 f"data.modalities has {sorted(unknown)}; "
-                f"{RELEASES[dataset]['name']} provides {list(MODALITIES)}"
+                f"{self.release['name']} provides {list(MODALITIES)}"
             )
-        self.release = RELEASES[dataset]
         self.root = Path(root)
         self.path = self.root / (file or self.release["file"])
         self.feature_dims = dict(feature_dims or self.release["feature_dims"])
@@ -135,6 +191,19 @@ class AffectDataModule(ArrayDataModule):
             raise ValueError(f"{self.path}: {source} has no {key!r} array (keys: {sorted(part)})")
         return np.asarray(part[key])
 
+    def _release_hint(self, part: Mapping[str, Any]) -> str:
+        """Names the release whose widths the pickle has, when it is another one."""
+        found = {
+            m: np.shape(part[m])[-1] for m in MODALITIES if m in part and np.ndim(part[m]) == 3
+        }
+        for name, entry in self.releases.items():
+            if entry is not self.release and entry["feature_dims"] == found:
+                return (
+                    f"; these are the widths of {entry['name']} ({entry['file']}): "
+                    f"set data.release={name}"
+                )
+        return ""
+
     def read_split(self, stage: str, part: Mapping[str, Any]) -> ArraySplit:
         """One split's arrays: shapes checked, ``-inf`` audio zeroed, padding located."""
         key = SPLIT_KEYS[stage]
@@ -148,6 +217,7 @@ class AffectDataModule(ArrayDataModule):
                 raise ValueError(
                     f"{self.path}: {key}/{modality} should be [N, T, {width}], "
                     f"got {list(array.shape)} (data.feature_dims.{modality})"
+                    + self._release_hint(part)
                 )
             if len(array) != len(labels):
                 raise ValueError(
@@ -189,7 +259,8 @@ class AffectDataModule(ArrayDataModule):
 
     def read_splits(self) -> dict[str, ArraySplit]:
         """Unpickle the release; check split sizes against the published ones."""
-        with require_file(self.path, self.release["name"], OBTAIN).open("rb") as handle:
+        obtain = self.release["obtain"]
+        with require_file(self.path, self.release["name"], obtain).open("rb") as handle:
             data = pickle.load(handle)  # the release format; see the module notes
         missing = [key for key in SPLIT_KEYS.values() if key not in data]
         if missing:

@@ -9,7 +9,13 @@ import pytest
 from mmexp.data.sets.multibench_affect import AffectDataModule
 from mmexp.train import train
 from tests.helpers.configs import FAST_OVERRIDES, compose_config
-from tests.helpers.multibench_fixtures import AFFECT_FILES, SEQ_LEN, write_affect_pickle
+from tests.helpers.multibench_fixtures import (
+    AFFECT_FILES,
+    MOSI_RAW_DIMS,
+    MOSI_RAW_FILE,
+    SEQ_LEN,
+    write_affect_pickle,
+)
 
 FAST = [o for o in FAST_OVERRIDES if not o.startswith("data.")]
 LOADER = [
@@ -31,11 +37,15 @@ def run(tmp_path, data_dir, experiment, root, *overrides):
     return train(cfg)
 
 
-@pytest.mark.parametrize("dataset", ["mosi", "mosei"])
-def test_training_on_the_pickle_reports_the_sentiment_metrics(tmp_path, data_dir, caplog, dataset):
-    root = write_affect_pickle(tmp_path / dataset, dataset)
+@pytest.mark.parametrize(
+    ("dataset", "release"), [("mosi", "mult"), ("mosi", "multibench"), ("mosei", "mult")]
+)
+def test_training_on_the_pickle_reports_the_sentiment_metrics(
+    tmp_path, data_dir, caplog, dataset, release
+):
+    root = write_affect_pickle(tmp_path / dataset, dataset, release=release)
     with caplog.at_level(logging.WARNING):
-        result = run(tmp_path, data_dir, dataset, root)
+        result = run(tmp_path, data_dir, dataset, root, f"data.release={release}")
     metrics = result["metrics"]
     assert result["monitor"] == "val/mae" and "val/mae_best" in metrics
     assert metrics["test/mae"] >= 0 and -1 <= metrics["test/corr"] <= 1
@@ -67,6 +77,47 @@ def test_sequences_start_at_the_first_word_as_multibench_reads_them(tmp_path):
     assert np.isfinite(train_split[0]["audio"]).all()
     assert train_split[0]["audio"][-1, -1] == 0.0  # was -inf
     assert dm.num_classes == 1 and dm.regression
+
+
+def test_multibench_mosi_raw_is_a_release_with_its_own_widths(tmp_path, data_dir):
+    root = write_affect_pickle(tmp_path / "mosi", release="multibench")
+    with (root / MOSI_RAW_FILE).open("rb") as handle:
+        raw = pickle.load(handle)["train"]
+    dm = AffectDataModule(root, release="multibench")
+    assert dm.path.name == MOSI_RAW_FILE and dm.feature_dims == MOSI_RAW_DIMS
+    train_split = dm.dataset("train", processed=False)
+    assert len(train_split) == 23 and dm.bad_samples == []  # wordless segment 5 dropped
+    sample = train_split[6]  # file row 7: after the dropped one
+    start = np.flatnonzero(raw["text"][7].any(axis=1))[0]
+    np.testing.assert_allclose(sample["vision"], raw["vision"][7, start:], rtol=1e-6)
+    assert sample["audio"].shape == (SEQ_LEN - start, 74) and sample["audio"].dtype == np.float32
+    assert train_split.split.name(6) == "index 7 (id=video001[3])"
+    # In the configs the release also sets the widths the encoders are built for.
+    cfg = compose_config(
+        "train", [*FAST, "experiment=mosi", "data.release=multibench"], tmp_path / "r", data_dir
+    )
+    assert dict(cfg.data.feature_dims) == MOSI_RAW_DIMS
+    assert [cfg.model.encoders[m].input_dim for m in ("text", "audio", "vision")] == [300, 74, 35]
+    cfg = compose_config("train", [*FAST, "experiment=mosi"], tmp_path / "r", data_dir)
+    assert cfg.model.encoders.audio.input_dim == 5 and cfg.model.encoders.vision.input_dim == 20
+
+
+def test_following_multibench_readme_names_the_release_to_set(tmp_path):
+    root = write_affect_pickle(tmp_path / "mosi", release="multibench")
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"CMU-MOSI \(MulT\): missing .*mosi_data.pkl.*MultiBench's own MOSI file is "
+        r"mosi_raw.pkl .*set data.release=multibench",
+    ):
+        AffectDataModule(root).setup("fit")
+    with pytest.raises(
+        ValueError,
+        match=r"mosi_raw.pkl: train/audio should be \[N, T, 5\], got \[24, 50, 74\] "
+        r".*widths of CMU-MOSI \(MultiBench\) \(mosi_raw.pkl\): set data.release=multibench",
+    ):
+        AffectDataModule(root, file=MOSI_RAW_FILE).setup("fit")
+    with pytest.raises(ValueError, match=r"data.release for mosei must be one of \['mult'\]"):
+        AffectDataModule(root, dataset="mosei", release="multibench")
 
 
 def test_missing_pickle_says_where_the_data_comes_from(tmp_path):

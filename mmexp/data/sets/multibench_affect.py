@@ -23,9 +23,12 @@ Both use the CMU-MultimodalSDK's standard folds. Sequences are zero-padded at th
 MultiBench's loader (``datasets/affect/get_data.py``) sets ``-inf`` audio values to 0, drops
 segments with no word (all-zero text), and starts every modality of a segment at its first
 word (aligned data; each modality at its own first non-zero step for unaligned pickles).
-This module does the same. Published splits: MOSI 1,284 / 229 / 686, MOSEI 16,326 / 1,871 /
-4,659. The pickle is unpickled, which can run code from the file: read only copies from the
-release.
+This module does the same, and with ``clean_nonfinite`` (the default) also sets the other
+non-finite feature values (NaN, ``+inf``, ``-inf`` outside the audio, float64 values beyond
+float32's range) to 0, counting them per split and modality for the log and the run record
+(``data_cleaned`` in ``results.json``) rather than stopping on them. Published splits: MOSI
+1,284 / 229 / 686, MOSEI 16,326 / 1,871 / 4,659. The pickle is unpickled, which can run code
+from the file: read only copies from the release.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from mmexp.data.array_datamodule import ArrayDataModule
-from mmexp.data.arrays import ArraySplit
+from mmexp.data.arrays import CHUNK, ArraySplit
 from mmexp.data.sets.published import check_counts, require_file
 
 log = logging.getLogger(__name__)
@@ -88,6 +91,8 @@ RELEASES: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 SPLIT_KEYS = {"train": "train", "val": "valid", "test": "test"}
+# Kinds of non-finite values, as counted and recorded.
+NONFINITE = ("nan", "inf", "-inf")
 MODALITIES = ("text", "audio", "vision")
 
 
@@ -110,6 +115,30 @@ def release_of(dataset: str, release: str | None = None) -> dict[str, Any]:
 def feature_widths(dataset: str, release: str | None = None) -> dict[str, int]:
     """Features per step of each modality in a release: what ``data.feature_dims`` reads."""
     return dict(release_of(dataset, release)["feature_dims"])
+
+
+def zero_nonfinite(array: np.ndarray, kinds: tuple[str, ...] = NONFINITE) -> dict[str, int]:
+    """Set the values of ``kinds`` (of :data:`NONFINITE`) in ``array`` to 0, in place.
+
+    A bounded chunk of rows at a time: MOSEI's text array alone is about 1 GB.
+
+    Returns:
+        The values zeroed per kind and ``samples``, the rows holding any; ``{}`` for none.
+    """
+    tests = {"nan": np.isnan, "inf": np.isposinf, "-inf": np.isneginf}
+    counts = dict.fromkeys(kinds, 0)
+    samples = 0
+    for start in range(0, len(array), CHUNK):
+        block = array[start : start + CHUNK]  # a view: zeroing it zeroes the array
+        found = {kind: tests[kind](block) for kind in kinds}
+        bad = np.logical_or.reduce(list(found.values()))
+        if not bad.any():
+            continue
+        for kind, flags in found.items():
+            counts[kind] += int(flags.sum())
+        samples += int(bad.reshape(len(block), -1).any(axis=1).sum())
+        block[bad] = 0.0
+    return {**{k: n for k, n in counts.items() if n}, "samples": samples} if samples else {}
 
 
 def first_real_step(sequences: np.ndarray) -> np.ndarray:
@@ -144,6 +173,9 @@ class AffectDataModule(ArrayDataModule):
         aligned: Word-aligned pickle (every modality starts at the first word); ``False``
             for the unaligned ones (each modality starts at its own first non-zero step).
         drop_empty_text: Drop segments without any word, as MultiBench does.
+        clean_nonfinite: Set every NaN and infinite feature value to 0, counted, logged and
+            kept in :attr:`cleaned_report`; ``False`` zeroes only the ``-inf`` audio values (as
+            MulT and MultiBench do) and leaves the others to ``on_bad_sample``.
         check_counts: Compare split sizes with the release: ``warn``, ``raise`` or ``off``.
         **loader_options: Passed to :class:`ArrayDataModule` (batch size, workers,
             ``on_bad_sample``, ``train_subset``...).
@@ -161,6 +193,7 @@ class AffectDataModule(ArrayDataModule):
         feature_dims: Mapping[str, int] | None = None,
         aligned: bool = True,
         drop_empty_text: bool = True,
+        clean_nonfinite: bool = True,
         check_counts: str = "warn",
         **loader_options: Any,
     ) -> None:
@@ -179,7 +212,21 @@ class AffectDataModule(ArrayDataModule):
         self.feature_dims = dict(feature_dims or self.release["feature_dims"])
         self.aligned = aligned
         self.drop_empty_text = drop_empty_text
+        self.clean_nonfinite = clean_nonfinite
         self.count_check = check_counts
+        # {stage: {modality: counts}} of the values zeroed, filled when the pickle is read.
+        self.cleaned: dict[str, dict[str, dict[str, int]]] = {}
+
+    @property
+    def cleaned_report(self) -> dict[str, Any]:
+        """The non-finite feature values set to 0, for the run record (``data_cleaned``).
+
+        ``counts`` per split and modality: values per kind (``nan``, ``inf``, ``-inf``) and
+        ``samples``, the segments holding any, over the rows of the file (before wordless
+        segments are dropped); empty when none were found.
+        """
+        zeroed = "NaN and +/-inf feature values" if self.clean_nonfinite else "-inf audio values"
+        return {"file": str(self.path), "set_to_zero": zeroed, "counts": self.cleaned}
 
     @property
     def label_names(self) -> list[str]:
@@ -205,13 +252,15 @@ class AffectDataModule(ArrayDataModule):
         return ""
 
     def read_split(self, stage: str, part: Mapping[str, Any]) -> ArraySplit:
-        """One split's arrays: shapes checked, ``-inf`` audio zeroed, padding located."""
+        """One split's arrays: shapes checked, non-finite values zeroed, padding located."""
         key = SPLIT_KEYS[stage]
         labels = self._array(part, "labels", key)
         arrays: dict[str, np.ndarray] = {}
         for modality in MODALITIES:  # all three: the text locates the aligned start
-            # No copy when the release is float32 already (MOSEI's arrays are ~2 GB).
-            array = self._array(part, modality, key).astype(np.float32, copy=False)
+            # No copy when the release is float32 already (MOSEI's arrays are ~2 GB). Values
+            # beyond float32's range become inf, which the cleaning counts: no warning here.
+            with np.errstate(over="ignore"):
+                array = self._array(part, modality, key).astype(np.float32, copy=False)
             width = self.feature_dims.get(modality)
             if array.ndim != 3 or (width is not None and array.shape[2] != width):
                 raise ValueError(
@@ -230,8 +279,7 @@ class AffectDataModule(ArrayDataModule):
                 f"{self.path}: {key}/labels should hold one score per sample "
                 f"([N, 1, 1]), got {list(labels.shape)}"
             )
-        # The COVAREP features hold -inf (log of 0); MulT and MultiBench read them as 0.
-        arrays["audio"][arrays["audio"] == -np.inf] = 0.0
+        self._clean(stage, arrays)
         ids = sample_ids(part.get("id"), len(labels))
         starts = {m: first_real_step(arrays["text" if self.aligned else m]) for m in MODALITIES}
         labels = labels.reshape(-1).astype(np.float32)
@@ -257,6 +305,36 @@ class AffectDataModule(ArrayDataModule):
             rows=kept,
         )
 
+    def _clean(self, stage: str, arrays: dict[str, np.ndarray]) -> None:
+        """Zero non-finite values before the padding is located; count and log them."""
+        found = {}
+        for modality, array in arrays.items():
+            # The COVAREP features hold -inf (log of 0); MulT and MultiBench read them as 0.
+            if self.clean_nonfinite:
+                counts = zero_nonfinite(array)
+            else:
+                counts = zero_nonfinite(array, ("-inf",)) if modality == "audio" else {}
+            if counts:
+                found[modality] = counts
+        if not found:
+            return
+        self.cleaned[stage] = found
+        # -inf audio alone is what the references clean silently; anything else is news.
+        expected = set(found) == {"audio"} and set(found["audio"]) <= {"-inf", "samples"}
+        log.log(
+            logging.INFO if expected else logging.WARNING,
+            "%s: set to 0 in the %s split (%s): %s",
+            self.path.name,
+            SPLIT_KEYS[stage],
+            "as MulT and MultiBench do" if expected else "data.clean_nonfinite",
+            "; ".join(
+                f"{modality} "
+                + ", ".join(f"{n} {kind}" for kind, n in counts.items() if kind != "samples")
+                + f" in {counts['samples']} segments"
+                for modality, counts in found.items()
+            ),
+        )
+
     def read_splits(self) -> dict[str, ArraySplit]:
         """Unpickle the release; check split sizes against the published ones."""
         obtain = self.release["obtain"]
@@ -266,5 +344,6 @@ class AffectDataModule(ArrayDataModule):
         if missing:
             raise ValueError(f"{self.path}: no {missing} split (keys: {sorted(data)})")
         found = {key: len(np.asarray(data[key].get("labels", []))) for key in SPLIT_KEYS.values()}
+        self.cleaned = {}
         check_counts(self.release["name"], found, self.release["counts"], self.count_check)
         return {stage: self.read_split(stage, data[key]) for stage, key in SPLIT_KEYS.items()}

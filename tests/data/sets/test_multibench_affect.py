@@ -1,5 +1,6 @@
 """CMU-MOSI / CMU-MOSEI from a few samples in the aligned-feature pickle, through mmexp-train."""
 
+import json
 import logging
 import pickle
 
@@ -139,15 +140,85 @@ def test_wrong_feature_width_is_named_with_the_file_and_key(tmp_path):
         AffectDataModule(root, feature_dims={"text": 300, "audio": 74, "vision": 20}).setup()
 
 
+def edit_pickle(path, edit):
+    """Rewrite the pickle at ``path`` after ``edit(data)``."""
+    with path.open("rb") as handle:
+        data = pickle.load(handle)
+    edit(data)
+    with path.open("wb") as handle:
+        pickle.dump(data, handle)
+
+
+@pytest.mark.parametrize(("dataset", "release"), [("mosei", "mult"), ("mosi", "multibench")])
+def test_nonfinite_features_are_zeroed_counted_logged_and_recorded(
+    tmp_path, data_dir, caplog, dataset, release
+):
+    root = write_affect_pickle(tmp_path / dataset, dataset, release=release)
+    path = root / (MOSI_RAW_FILE if release == "multibench" else AFFECT_FILES[dataset])
+
+    def spoil(data):
+        data["train"]["vision"][2, -1, :2] = np.nan
+        data["train"]["text"][4, -1, 0] = np.inf
+        data["valid"]["audio"][1, -2, 0] = np.nan
+        # mosi_raw.pkl is float64: a value beyond float32's range reads as inf
+        test_vision = data["test"]["vision"]
+        test_vision[0, -1, 0] = 1e39 if test_vision.dtype == np.float64 else np.inf
+
+    edit_pickle(path, spoil)
+    dm = AffectDataModule(root, dataset=dataset, release=release)
+    assert (dm.dataset("train", processed=False)[2]["vision"][-1, :2] == 0).all()
+    assert dm.bad_samples == []
+    with caplog.at_level(logging.INFO, logger="mmexp.data.sets.multibench_affect"):
+        result = run(tmp_path, data_dir, dataset, root, f"data.release={release}")
+    audio_inf = {"-inf": 3, "samples": 3}  # the fixture's COVAREP -inf, in every split
+    expected = {
+        "train": {
+            "text": {"inf": 1, "samples": 1},
+            "audio": audio_inf,
+            "vision": {"nan": 2, "samples": 1},
+        },
+        "val": {"audio": {"nan": 1, "-inf": 3, "samples": 3}},
+        "test": {"audio": audio_inf, "vision": {"inf": 1, "samples": 1}},
+    }
+    assert result["data_cleaned"]["counts"] == expected
+    assert result["data_skipped"]["counts"] == {}
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["data_cleaned"] == {
+        "file": str(path),
+        "set_to_zero": "NaN and +/-inf feature values",
+        "counts": expected,
+    }
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert (
+        f"{path.name}: set to 0 in the train split (data.clean_nonfinite): text 1 inf in 1 "
+        "segments; audio 3 -inf in 3 segments; vision 2 nan in 1 segments"
+    ) in warned
+
+
+def test_audio_minus_inf_alone_is_cleaned_as_the_references_do(tmp_path, caplog):
+    root = write_affect_pickle(tmp_path / "mosi")
+    with caplog.at_level(logging.INFO, logger="mmexp.data.sets.multibench_affect"):
+        dm = AffectDataModule(root, clean_nonfinite=False)
+        assert len(dm.dataset("train", processed=False)) == 23
+    assert dm.cleaned_report["set_to_zero"] == "-inf audio values"
+    assert dm.cleaned == {stage: {"audio": {"-inf": 3, "samples": 3}} for stage in dm.cleaned}
+    assert sorted(dm.cleaned) == ["test", "train", "val"]
+    (record,) = [r for r in caplog.records if "train split" in r.getMessage()]
+    assert record.levelno == logging.INFO and "as MulT and MultiBench do" in record.getMessage()
+
+
 def test_bad_segments_are_named_and_can_be_skipped(tmp_path, data_dir):
     root = write_affect_pickle(tmp_path / "mosi")
     path = root / AFFECT_FILES["mosi"]
-    with path.open("rb") as handle:
-        data = pickle.load(handle)
-    data["train"]["vision"][3, -1, 0] = np.nan
-    data["train"]["labels"][7, 0, 0] = 4.5
-    with path.open("wb") as handle:
-        pickle.dump(data, handle)
+
+    def spoil(data):
+        data["train"]["vision"][3, -1, 0] = np.nan
+        data["train"]["labels"][7, 0, 0] = 4.5
+
+    edit_pickle(path, spoil)
+    # The NaN is zeroed by default: only the score is a bad sample.
+    with pytest.raises(ValueError, match=r"1 bad sample\(s\) in the train split.*\n.*index 7 "):
+        AffectDataModule(root).setup("fit")
     with pytest.raises(
         ValueError,
         match=r"2 bad sample\(s\) in the train split.*\n.*"
@@ -156,8 +227,15 @@ def test_bad_segments_are_named_and_can_be_skipped(tmp_path, data_dir):
         r"index 7 .*label 4.5 is not a finite value in "
         r"\[-3.0, 3.0\]",
     ):
-        AffectDataModule(root).setup("fit")
+        AffectDataModule(root, clean_nonfinite=False).setup("fit")
     result = run(
-        tmp_path, data_dir, "mosi", root, "data.on_bad_sample=skip", "trainer.max_epochs=1"
+        tmp_path,
+        data_dir,
+        "mosi",
+        root,
+        "data.on_bad_sample=skip",
+        "data.clean_nonfinite=false",
+        "trainer.max_epochs=1",
     )
     assert result["data_skipped"]["counts"] == {"train": 2}
+    assert result["data_cleaned"]["set_to_zero"] == "-inf audio values"

@@ -307,7 +307,7 @@ class AffectDataModule(ArrayDataModule):
 
     def _clean(self, stage: str, arrays: dict[str, np.ndarray]) -> None:
         """Zero non-finite values before the padding is located; count and log them."""
-        found = {}
+        found: dict[str, dict[str, int]] = {}
         for modality, array in arrays.items():
             # The COVAREP features hold -inf (log of 0); MulT and MultiBench read them as 0.
             if self.clean_nonfinite:

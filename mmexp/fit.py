@@ -158,6 +158,8 @@ def fit_and_test(trainer: pl.Trainer, run: AssembledRun, metrics: dict[str, Any]
         "data_skipped": skipped_report(run.datamodule.bad_samples),
         # label values in one row only or in no training row (manifest data sets check)
         "data_labels": run.datamodule.label_report,
+        # feature values a data set cleaned at setup (CMU-MOSI / MOSEI: NaN, inf set to 0)
+        "data_cleaned": getattr(run.datamodule, "cleaned_report", {}),
         **({"robustness": robustness} if robustness else {}),
         **({"analysis": analysis} if analysis else {}),
     }

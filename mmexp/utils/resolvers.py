@@ -114,6 +114,18 @@ def given_or(key: str, default: Any, *, _root_: DictConfig) -> Any:
     return _root_.get(key, default)
 
 
+def affect_width(dataset: str, release: str | None, modality: str) -> int:
+    """Features per step of ``modality`` in a CMU-MOSI / MOSEI release (``data.feature_dims``).
+
+    One value per call: OmegaConf cannot select keys inside a resolver's mapping, and the
+    encoders read ``data.feature_dims.<modality>``.
+    """
+    # Imported when a config reads it: the data set module loads numpy and torch.
+    from mmexp.data.sets.multibench_affect import feature_widths
+
+    return feature_widths(dataset, release)[modality]
+
+
 def register_resolvers() -> None:
     """Register mmexp's resolvers (idempotent)."""
     OmegaConf.register_new_resolver("mmexp_job_dir", job_dir_name, replace=True)
@@ -123,3 +135,4 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("mmexp_slurm_gpus", slurm_gpus_per_node, replace=True)
     OmegaConf.register_new_resolver("mmexp_required", required, replace=True)
     OmegaConf.register_new_resolver("mmexp_given_or", given_or, replace=True)
+    OmegaConf.register_new_resolver("mmexp_affect_width", affect_width, replace=True)

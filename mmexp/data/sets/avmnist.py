@@ -1,4 +1,4 @@
-"""AV-MNIST, read from MultiBench's array release.
+"""AV-MNIST, read from MultiBench's array release or from the MFAS copy of the same arrays.
 
 From Vielzeuf et al., "CentralNet: a Multilayer Approach for Multimodal Fusion", ECCV
 workshops 2018, as packaged by MultiBench (Liang et al., NeurIPS 2021 datasets track): MNIST
@@ -12,11 +12,15 @@ class. The release (``avmnist.tar.gz``) holds::
 
 MultiBench's loader (``datasets/avmnist/get_data.py``) divides both modalities by 255,
 reshapes the digits to 28x28, adds a channel axis and validates on the last 5,000 training
-samples: 55,000 / 5,000 / 10,000, ten classes, accuracy.
+samples: 55,000 / 5,000 / 10,000, ten classes, accuracy. The copy MFAS reads (Pérez-Rúa et
+al., CVPR 2019, ``datasets/avmnist.py``) has the same files with the digits in ``images/``
+instead of ``image/``; either folder is accepted and the one read is logged.
 """
 
 from __future__ import annotations
 
+import logging
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +30,16 @@ from mmexp.data.array_datamodule import ArrayDataModule
 from mmexp.data.arrays import ArraySplit
 from mmexp.data.sets.published import check_counts, require_file
 
+log = logging.getLogger(__name__)
+
 NAME = "AV-MNIST"
 OBTAIN = (
     "It is distributed as avmnist.tar.gz by MultiBench (see the AV-MNIST section of "
     "https://github.com/pliang279/MultiBench); extract it so that the folder holds "
-    "image/, audio/, train_labels.npy and test_labels.npy."
+    "image/ (images/ in the copy MFAS reads), audio/, train_labels.npy and test_labels.npy."
 )
+# Folder of the digits: MultiBench's name first, then the MFAS copy's.
+IMAGE_DIRS = {"image": "MultiBench's layout", "images": "MFAS's layout"}
 PUBLISHED_COUNTS = {"train": 55000, "val": 5000, "test": 10000}
 IMAGE_SIDE = 28
 SPECTROGRAM_SIDE = 112
@@ -85,10 +93,29 @@ class AVMNISTDataModule(ArrayDataModule):
         """The ten digits."""
         return LABEL_NAMES
 
+    @cached_property
+    def image_dir(self) -> Path:
+        """The folder of the digits: ``image/`` (MultiBench) or ``images/`` (MFAS), logged.
+
+        Raises:
+            FileNotFoundError: Neither folder exists, both named.
+        """
+        for name, layout in IMAGE_DIRS.items():
+            folder = self.root / name
+            if folder.is_dir():
+                log.info("%s: digits read from %s (%s)", NAME, folder, layout)
+                return folder
+        tried = " or ".join(
+            f"{self.root / name}/ ({layout})" for name, layout in IMAGE_DIRS.items()
+        )
+        raise FileNotFoundError(
+            f"{NAME}: missing {tried}. {OBTAIN} Point data.root at the extracted folder."
+        )
+
     def paths(self, part: str) -> dict[str, Path]:
         """The files of ``part`` (``train`` or ``test``) per modality and for the labels."""
         return {
-            "image": self.root / "image" / f"{part}_data.npy",
+            "image": self.image_dir / f"{part}_data.npy",
             "audio": self.root / "audio" / f"{part}_data.npy",
             "label": self.root / f"{part}_labels.npy",
         }

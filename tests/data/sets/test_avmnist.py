@@ -67,6 +67,28 @@ def test_missing_file_says_where_the_data_comes_from(tmp_path):
         AVMNISTDataModule(root, val_size=4).setup("fit")
 
 
+def test_the_mfas_copy_with_images_folder_is_read_and_logged(tmp_path, caplog):
+    root = write_avmnist(tmp_path / "avmnist", layout="mfas")
+    images = np.load(root / "images" / "train_data.npy")
+    with caplog.at_level(logging.INFO, logger="mmexp.data.sets.avmnist"):
+        dm = AVMNISTDataModule(root, val_size=4)
+        sample = dm.dataset("train", processed=False)[3]
+    np.testing.assert_allclose(sample["image"], images[3].reshape(28, 28) / 255.0, rtol=1e-6)
+    assert dm.paths("test")["image"].parent.name == "images"
+    assert f"digits read from {root / 'images'} (MFAS's layout)" in caplog.text
+
+
+def test_missing_image_folder_names_both_layouts(tmp_path):
+    root = write_avmnist(tmp_path / "avmnist")
+    (root / "image").rename(root / "digits")
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"AV-MNIST: missing .*/image/ \(MultiBench's layout\) or "
+        r".*/images/ \(MFAS's layout\).*avmnist.tar.gz",
+    ):
+        AVMNISTDataModule(root, val_size=4).setup("fit")
+
+
 def test_wrong_shapes_are_named_with_their_file(tmp_path):
     root = write_avmnist(tmp_path / "avmnist")
     np.save(root / "audio" / "train_data.npy", np.zeros((12, 100, 100), np.float32))

@@ -1,5 +1,6 @@
 """CMU-MOSI / CMU-MOSEI from a few samples in the aligned-feature pickle, through mmexp-train."""
 
+import json
 import logging
 import pickle
 
@@ -9,7 +10,13 @@ import pytest
 from mmexp.data.sets.multibench_affect import AffectDataModule
 from mmexp.train import train
 from tests.helpers.configs import FAST_OVERRIDES, compose_config
-from tests.helpers.multibench_fixtures import AFFECT_FILES, SEQ_LEN, write_affect_pickle
+from tests.helpers.multibench_fixtures import (
+    AFFECT_FILES,
+    MOSI_RAW_DIMS,
+    MOSI_RAW_FILE,
+    SEQ_LEN,
+    write_affect_pickle,
+)
 
 FAST = [o for o in FAST_OVERRIDES if not o.startswith("data.")]
 LOADER = [
@@ -31,11 +38,15 @@ def run(tmp_path, data_dir, experiment, root, *overrides):
     return train(cfg)
 
 
-@pytest.mark.parametrize("dataset", ["mosi", "mosei"])
-def test_training_on_the_pickle_reports_the_sentiment_metrics(tmp_path, data_dir, caplog, dataset):
-    root = write_affect_pickle(tmp_path / dataset, dataset)
+@pytest.mark.parametrize(
+    ("dataset", "release"), [("mosi", "mult"), ("mosi", "multibench"), ("mosei", "mult")]
+)
+def test_training_on_the_pickle_reports_the_sentiment_metrics(
+    tmp_path, data_dir, caplog, dataset, release
+):
+    root = write_affect_pickle(tmp_path / dataset, dataset, release=release)
     with caplog.at_level(logging.WARNING):
-        result = run(tmp_path, data_dir, dataset, root)
+        result = run(tmp_path, data_dir, dataset, root, f"data.release={release}")
     metrics = result["metrics"]
     assert result["monitor"] == "val/mae" and "val/mae_best" in metrics
     assert metrics["test/mae"] >= 0 and -1 <= metrics["test/corr"] <= 1
@@ -69,6 +80,47 @@ def test_sequences_start_at_the_first_word_as_multibench_reads_them(tmp_path):
     assert dm.num_classes == 1 and dm.regression
 
 
+def test_multibench_mosi_raw_is_a_release_with_its_own_widths(tmp_path, data_dir):
+    root = write_affect_pickle(tmp_path / "mosi", release="multibench")
+    with (root / MOSI_RAW_FILE).open("rb") as handle:
+        raw = pickle.load(handle)["train"]
+    dm = AffectDataModule(root, release="multibench")
+    assert dm.path.name == MOSI_RAW_FILE and dm.feature_dims == MOSI_RAW_DIMS
+    train_split = dm.dataset("train", processed=False)
+    assert len(train_split) == 23 and dm.bad_samples == []  # wordless segment 5 dropped
+    sample = train_split[6]  # file row 7: after the dropped one
+    start = np.flatnonzero(raw["text"][7].any(axis=1))[0]
+    np.testing.assert_allclose(sample["vision"], raw["vision"][7, start:], rtol=1e-6)
+    assert sample["audio"].shape == (SEQ_LEN - start, 74) and sample["audio"].dtype == np.float32
+    assert train_split.split.name(6) == "index 7 (id=video001[3])"
+    # In the configs the release also sets the widths the encoders are built for.
+    cfg = compose_config(
+        "train", [*FAST, "experiment=mosi", "data.release=multibench"], tmp_path / "r", data_dir
+    )
+    assert dict(cfg.data.feature_dims) == MOSI_RAW_DIMS
+    assert [cfg.model.encoders[m].input_dim for m in ("text", "audio", "vision")] == [300, 74, 35]
+    cfg = compose_config("train", [*FAST, "experiment=mosi"], tmp_path / "r", data_dir)
+    assert cfg.model.encoders.audio.input_dim == 5 and cfg.model.encoders.vision.input_dim == 20
+
+
+def test_following_multibench_readme_names_the_release_to_set(tmp_path):
+    root = write_affect_pickle(tmp_path / "mosi", release="multibench")
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"CMU-MOSI \(MulT\): missing .*mosi_data.pkl.*MultiBench's own MOSI file is "
+        r"mosi_raw.pkl .*set data.release=multibench",
+    ):
+        AffectDataModule(root).setup("fit")
+    with pytest.raises(
+        ValueError,
+        match=r"mosi_raw.pkl: train/audio should be \[N, T, 5\], got \[24, 50, 74\] "
+        r".*widths of CMU-MOSI \(MultiBench\) \(mosi_raw.pkl\): set data.release=multibench",
+    ):
+        AffectDataModule(root, file=MOSI_RAW_FILE).setup("fit")
+    with pytest.raises(ValueError, match=r"data.release for mosei must be one of \['mult'\]"):
+        AffectDataModule(root, dataset="mosei", release="multibench")
+
+
 def test_missing_pickle_says_where_the_data_comes_from(tmp_path):
     with pytest.raises(
         FileNotFoundError,
@@ -88,15 +140,85 @@ def test_wrong_feature_width_is_named_with_the_file_and_key(tmp_path):
         AffectDataModule(root, feature_dims={"text": 300, "audio": 74, "vision": 20}).setup()
 
 
+def edit_pickle(path, edit):
+    """Rewrite the pickle at ``path`` after ``edit(data)``."""
+    with path.open("rb") as handle:
+        data = pickle.load(handle)
+    edit(data)
+    with path.open("wb") as handle:
+        pickle.dump(data, handle)
+
+
+@pytest.mark.parametrize(("dataset", "release"), [("mosei", "mult"), ("mosi", "multibench")])
+def test_nonfinite_features_are_zeroed_counted_logged_and_recorded(
+    tmp_path, data_dir, caplog, dataset, release
+):
+    root = write_affect_pickle(tmp_path / dataset, dataset, release=release)
+    path = root / (MOSI_RAW_FILE if release == "multibench" else AFFECT_FILES[dataset])
+
+    def spoil(data):
+        data["train"]["vision"][2, -1, :2] = np.nan
+        data["train"]["text"][4, -1, 0] = np.inf
+        data["valid"]["audio"][1, -2, 0] = np.nan
+        # mosi_raw.pkl is float64: a value beyond float32's range reads as inf
+        test_vision = data["test"]["vision"]
+        test_vision[0, -1, 0] = 1e39 if test_vision.dtype == np.float64 else np.inf
+
+    edit_pickle(path, spoil)
+    dm = AffectDataModule(root, dataset=dataset, release=release)
+    assert (dm.dataset("train", processed=False)[2]["vision"][-1, :2] == 0).all()
+    assert dm.bad_samples == []
+    with caplog.at_level(logging.INFO, logger="mmexp.data.sets.multibench_affect"):
+        result = run(tmp_path, data_dir, dataset, root, f"data.release={release}")
+    audio_inf = {"-inf": 3, "samples": 3}  # the fixture's COVAREP -inf, in every split
+    expected = {
+        "train": {
+            "text": {"inf": 1, "samples": 1},
+            "audio": audio_inf,
+            "vision": {"nan": 2, "samples": 1},
+        },
+        "val": {"audio": {"nan": 1, "-inf": 3, "samples": 3}},
+        "test": {"audio": audio_inf, "vision": {"inf": 1, "samples": 1}},
+    }
+    assert result["data_cleaned"]["counts"] == expected
+    assert result["data_skipped"]["counts"] == {}
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["data_cleaned"] == {
+        "file": str(path),
+        "set_to_zero": "NaN and +/-inf feature values",
+        "counts": expected,
+    }
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert (
+        f"{path.name}: set to 0 in the train split (data.clean_nonfinite): text 1 inf in 1 "
+        "segments; audio 3 -inf in 3 segments; vision 2 nan in 1 segments"
+    ) in warned
+
+
+def test_audio_minus_inf_alone_is_cleaned_as_the_references_do(tmp_path, caplog):
+    root = write_affect_pickle(tmp_path / "mosi")
+    with caplog.at_level(logging.INFO, logger="mmexp.data.sets.multibench_affect"):
+        dm = AffectDataModule(root, clean_nonfinite=False)
+        assert len(dm.dataset("train", processed=False)) == 23
+    assert dm.cleaned_report["set_to_zero"] == "-inf audio values"
+    assert dm.cleaned == {stage: {"audio": {"-inf": 3, "samples": 3}} for stage in dm.cleaned}
+    assert sorted(dm.cleaned) == ["test", "train", "val"]
+    (record,) = [r for r in caplog.records if "train split" in r.getMessage()]
+    assert record.levelno == logging.INFO and "as MulT and MultiBench do" in record.getMessage()
+
+
 def test_bad_segments_are_named_and_can_be_skipped(tmp_path, data_dir):
     root = write_affect_pickle(tmp_path / "mosi")
     path = root / AFFECT_FILES["mosi"]
-    with path.open("rb") as handle:
-        data = pickle.load(handle)
-    data["train"]["vision"][3, -1, 0] = np.nan
-    data["train"]["labels"][7, 0, 0] = 4.5
-    with path.open("wb") as handle:
-        pickle.dump(data, handle)
+
+    def spoil(data):
+        data["train"]["vision"][3, -1, 0] = np.nan
+        data["train"]["labels"][7, 0, 0] = 4.5
+
+    edit_pickle(path, spoil)
+    # The NaN is zeroed by default: only the score is a bad sample.
+    with pytest.raises(ValueError, match=r"1 bad sample\(s\) in the train split.*\n.*index 7 "):
+        AffectDataModule(root).setup("fit")
     with pytest.raises(
         ValueError,
         match=r"2 bad sample\(s\) in the train split.*\n.*"
@@ -105,8 +227,15 @@ def test_bad_segments_are_named_and_can_be_skipped(tmp_path, data_dir):
         r"index 7 .*label 4.5 is not a finite value in "
         r"\[-3.0, 3.0\]",
     ):
-        AffectDataModule(root).setup("fit")
+        AffectDataModule(root, clean_nonfinite=False).setup("fit")
     result = run(
-        tmp_path, data_dir, "mosi", root, "data.on_bad_sample=skip", "trainer.max_epochs=1"
+        tmp_path,
+        data_dir,
+        "mosi",
+        root,
+        "data.on_bad_sample=skip",
+        "data.clean_nonfinite=false",
+        "trainer.max_epochs=1",
     )
     assert result["data_skipped"]["counts"] == {"train": 2}
+    assert result["data_cleaned"]["set_to_zero"] == "-inf audio values"

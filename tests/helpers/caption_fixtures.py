@@ -74,14 +74,27 @@ def _sentences(colour: str, image_id: int, count: int, first_sentid: int) -> lis
 
 
 def write_karpathy(
-    root: Path, dataset: str = "coco", splits: dict[str, int] = CAPTION_SPLITS
+    root: Path,
+    dataset: str = "coco",
+    splits: dict[str, int] = CAPTION_SPLITS,
+    image_dir: str = "flickr30k-images",
 ) -> Path:
     """``dataset_<name>.json`` in Karpathy's format and the images it references.
 
     COCO images go to ``<filepath>/<filename>`` (train2014 or val2014, ``cocoid`` given);
-    Flickr30k images to ``flickr30k-images/<filename>``. Every fifth COCO image has six
-    captions, as a few real ones do.
+    Flickr30k images to ``<image_dir>/<filename>`` (``flickr30k-images``, or Kaggle's
+    ``flickr30k_images``). Every fifth COCO image has six captions, as a few real ones do.
     """
+    images = _karpathy_images(root, dataset, splits, image_dir)
+    (root / f"dataset_{dataset}.json").write_text(
+        json.dumps({"images": images, "dataset": dataset})
+    )
+    return root
+
+
+def _karpathy_images(
+    root: Path, dataset: str, splits: dict[str, int], image_dir: str
+) -> list[dict]:
     images = []
     sentid = 0
     colours = list(COLOURS)
@@ -108,11 +121,42 @@ def write_karpathy(
                 path = root / folder / entry["filename"]
             else:
                 entry["filename"] = f"{1000000 + image_id}.jpg"
-                path = root / "flickr30k-images" / entry["filename"]
+                path = root / image_dir / entry["filename"]
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.new("RGB", (36, 30), COLOURS[colour]).save(path)
             images.append(entry)
-    (root / f"dataset_{dataset}.json").write_text(
-        json.dumps({"images": images, "dataset": dataset})
-    )
+    return images
+
+
+def write_lavis(
+    root: Path,
+    dataset: str = "coco",
+    splits: dict[str, int] = CAPTION_SPLITS,
+    image_dir: str = "flickr30k-images",
+) -> Path:
+    """The same images and captions as :func:`write_karpathy`, in BLIP's/LAVIS's files.
+
+    ``coco_karpathy_{train,val,test}.json`` or ``flickr30k_{train,val,test}.json``: the
+    training file (train + restval) holds one ``{"caption", "image", "image_id"}`` per
+    caption, the others one ``{"image", "caption": [...]}`` per image with every caption.
+    ``image`` is ``val2014/COCO_val2014_….jpg`` or ``flickr30k-images/<n>.jpg``, as in the
+    real files, whatever ``image_dir`` the images are written to.
+    """
+    images = _karpathy_images(root, dataset, splits, image_dir)
+    name = "coco_karpathy_{}.json" if dataset == "coco" else "flickr30k_{}.json"
+    files: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
+    for entry in images:
+        if dataset == "coco":
+            image, image_id = f"{entry['filepath']}/{entry['filename']}", f"coco_{entry['cocoid']}"
+        else:
+            image, image_id = f"flickr30k-images/{entry['filename']}", entry["filename"][:-4]
+        captions = [s["raw"] for s in entry["sentences"]]
+        if entry["split"] in ("train", "restval"):
+            files["train"] += [
+                {"caption": c, "image": image, "image_id": image_id} for c in captions
+            ]
+        else:
+            files[entry["split"]].append({"image": image, "caption": captions})
+    for split, rows in files.items():
+        (root / name.format(split)).write_text(json.dumps(rows))
     return root

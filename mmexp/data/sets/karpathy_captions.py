@@ -5,9 +5,16 @@ Descriptions", CVPR 2015: ``dataset_coco.json`` / ``dataset_flickr30k.json`` hol
 ``{"images": [{"filename", "split", "sentences": [{"raw", ...}], ...}], "dataset": ...}``
 with ``split`` one of ``train``, ``restval``, ``val``, ``test``. COCO images lie at
 ``<filepath>/<filename>`` (``train2014/``, ``val2014/``), Flickr30k images in
-``flickr30k-images/``. The standard protocol trains on ``train`` + ``restval`` (COCO:
-113,287 images) and reports recall@1/5/10 both ways on the 5,000 (COCO 5k) or 1,000
-(Flickr30k) test images with five captions each.
+``flickr30k-images/`` (Kaggle's copies: ``flickr30k_images/``, found too). BLIP's and
+LAVIS's per-split files are read with ``annotations=lavis`` (see
+:mod:`~mmexp.data.sets.caption_files`). The standard protocol trains on ``train`` +
+``restval`` (COCO: 113,287 images) and reports recall@1/5/10 both ways on the 5,000 (COCO
+5k) or 1,000 (Flickr30k) test images.
+
+Two evaluation galleries are in use, chosen by ``eval_captions``: ``5``, the first five
+captions of each image (COCO 5k: 25,000; the protocol of VSE++, Faghri et al. 2018, and the
+methods compared with it), or ``all`` (COCO 5k: 25,010, a few images have six or seven), as
+ALBEF (Li et al. 2021) and BLIP (Li et al. 2022) rank them.
 
 Training draws one caption per image per epoch (``train_captions=sample``, seeded, see
 :class:`~mmexp.data.sets.captions.OneCaptionPerImage`) or iterates over every caption
@@ -18,7 +25,6 @@ images). The data carry no classes: use ``objective=contrastive`` or ``objective
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +37,14 @@ from mmexp.data.dataset import MultimodalCollator
 from mmexp.data.loaders import LoopProgress, ResumableLoader, stage_loader
 from mmexp.data.manifest import Record, row_name
 from mmexp.data.screening import SHOWN, BadSample
+from mmexp.data.sets.caption_files import (
+    LAVIS,
+    image_folder,
+    lavis_missing,
+    lavis_paths,
+    read_karpathy,
+    read_lavis,
+)
 from mmexp.data.sets.captions import (
     CaptionPairs,
     GroupedCollator,
@@ -53,29 +67,37 @@ class Release(NamedTuple):
 
     name: str
     annotations: str
-    image_dir: str
+    # The image folder and other names it has in common copies, the usual one first.
+    image_dirs: tuple[str, ...]
     counts: dict[str, int]
     obtain: str
+    # The Karpathy splits that BLIP's and LAVIS's training file merges.
+    train_splits: tuple[str, ...]
 
 
 RELEASES = {
     "coco": Release(
         "COCO Captions (Karpathy splits)",
         "dataset_coco.json",
-        "",
+        ("",),
         {"train": 113287, "val": 5000, "test": 5000},
         f"{SPLITS_ZIP}; the images are COCO 2014 train2014.zip and val2014.zip "
-        "(https://cocodataset.org/#download). The folder must hold dataset_coco.json, "
-        "train2014/ and val2014/.",
+        "(https://cocodataset.org/#download). The folder must hold dataset_coco.json "
+        "(or BLIP's coco_karpathy_*.json with data.annotations=lavis), train2014/ and "
+        "val2014/.",
+        ("train", "restval"),
     ),
     "flickr30k": Release(
         "Flickr30k (Karpathy splits)",
         "dataset_flickr30k.json",
-        "flickr30k-images",
+        # Kaggle's copy unpacks to flickr30k_images/flickr30k_images/.
+        ("flickr30k-images", "flickr30k_images/flickr30k_images", "flickr30k_images"),
         {"train": 29000, "val": 1014, "test": 1000},
         f"{SPLITS_ZIP}; the images are distributed on request by the University of Illinois "
         "(https://shannon.cs.illinois.edu/DenotationGraph/). The folder must hold "
-        "dataset_flickr30k.json and flickr30k-images/.",
+        "dataset_flickr30k.json (or BLIP's flickr30k_*.json with data.annotations=lavis) "
+        "and flickr30k-images/ (flickr30k_images/, as Kaggle names it, is found too).",
+        ("train",),
     ),
 }
 TRAIN_CAPTIONS = ("sample", "all")
@@ -87,14 +109,17 @@ class KarpathyCaptionsDataModule(ManifestDataModule):
     Args:
         root: Folder holding the annotation file and the image folders.
         dataset: ``coco`` or ``flickr30k``.
-        annotations: Annotation file inside ``root``; defaults to the release's name.
-        image_dir: Folder of the images inside ``root``; defaults to the release's.
+        annotations: Karpathy's annotation file inside ``root`` (defaults to the release's
+            name), or ``lavis`` for BLIP's and LAVIS's per-split files.
+        image_dir: Folder of the images inside ``root``; defaults to the release's (for
+            Flickr30k the first of ``flickr30k-images`` and Kaggle's names that exists).
         train_splits: Karpathy splits trained on (``restval`` is the rest of COCO val2014).
         train_captions: ``sample`` (one caption per image per epoch) or ``all`` (every
             caption, every epoch).
         caption_seed: Seed of the caption draws (``null`` counts as 0).
-        eval_captions: Captions kept per validation/test image, the first ones (the
-            standard protocol: 5); ``null`` keeps all (a few COCO images have more).
+        eval_captions: Captions kept per validation/test image, the first ones: ``5`` (the
+            five-caption gallery of VSE++) or ``all`` (every caption, as ALBEF and BLIP
+            rank; ``null`` too).
         check_counts: Compare image counts with the release: ``warn``, ``raise`` or ``off``.
         **loader_options: Passed to :class:`ManifestDataModule`.
     """
@@ -108,7 +133,7 @@ class KarpathyCaptionsDataModule(ManifestDataModule):
         train_splits: Sequence[str] = ("train", "restval"),
         train_captions: str = "sample",
         caption_seed: int | None = 0,
-        eval_captions: int | None = 5,
+        eval_captions: int | str | None = 5,
         check_counts: str = "warn",
         **loader_options: Any,
     ) -> None:
@@ -117,6 +142,13 @@ class KarpathyCaptionsDataModule(ManifestDataModule):
         if train_captions not in TRAIN_CAPTIONS:
             raise ValueError(
                 f"data.train_captions must be one of {TRAIN_CAPTIONS}, got {train_captions!r}"
+            )
+        if not (
+            eval_captions in (None, "all") or (type(eval_captions) is int and eval_captions > 0)
+        ):
+            raise ValueError(
+                "data.eval_captions must be a count of captions per image (5: the "
+                f"five-caption gallery) or all (every caption), got {eval_captions!r}"
             )
         modalities = list(loader_options.setdefault("modalities", ["image", "text"]))
         if modalities != ["image", "text"]:
@@ -133,11 +165,20 @@ class KarpathyCaptionsDataModule(ManifestDataModule):
         self.release_key = dataset
         self.release = RELEASES[dataset]
         self.annotations = annotations or self.release.annotations
-        self.image_dir = self.release.image_dir if image_dir is None else image_dir
+        # Flickr30k has no restval split: naming it (the default) chooses nothing.
+        chosen = {s for s in train_splits if s != "restval" or s in self.release.train_splits}
+        if self.annotations == LAVIS and chosen != set(self.release.train_splits):
+            raise ValueError(
+                f"BLIP's and LAVIS's training file merges the {list(self.release.train_splits)} "
+                f"splits, so data.train_splits={list(train_splits)} cannot be read from it; "
+                "use Karpathy's annotation file to choose splits"
+            )
+        # None: found in read_splits, once the root can be looked at.
+        self.image_dir = image_dir
         self.stage_of = {**{name: "train" for name in train_splits}, "val": "val", "test": "test"}
         self.train_captions = train_captions
         self.caption_seed = caption_seed or 0
-        self.eval_captions = eval_captions
+        self.eval_captions = None if eval_captions == "all" else eval_captions
         self.count_check = check_counts
 
     @property
@@ -146,7 +187,9 @@ class KarpathyCaptionsDataModule(ManifestDataModule):
         return {"label_names": ["pair"]}
 
     def source_of(self, stage: str) -> Path:
-        """The annotation file (all splits)."""
+        """The annotation file of ``stage``'s images (Karpathy's: the one of all splits)."""
+        if self.annotations == LAVIS:
+            return lavis_paths(self.root, self.release_key)["train" if stage == "train" else stage]
         return self.root / self.annotations
 
     def _record(self, entry: dict[str, Any], stage: str) -> Record:
@@ -157,21 +200,43 @@ class KarpathyCaptionsDataModule(ManifestDataModule):
             captions = captions[: self.eval_captions]
         return {"id": filename, "image": str(image), "captions": captions, "label": 0}
 
+    def _entries(self) -> list[dict[str, Any]]:
+        """Karpathy-style entries of every split, from whichever format is configured."""
+        name = self.release.name
+        if self.annotations == LAVIS:
+            paths = lavis_paths(self.root, self.release_key)
+            for split, path in paths.items():
+                if not path.is_file():
+                    raise lavis_missing(self.root, self.release_key, split)
+            return read_lavis(paths, self.release.image_dirs)
+        path = self.source_of("train")
+        if not path.is_file() and lavis_paths(self.root, self.release_key)["train"].is_file():
+            raise FileNotFoundError(
+                f"{name}: missing {path}, but BLIP's/LAVIS's per-split files are there: "
+                "set data.annotations=lavis to read them"
+            )
+        return read_karpathy(require_file(path, name, self.release.obtain), self.release_key)
+
+    def _find_image_dir(self) -> str:
+        """The configured image folder, or the release's under whichever name exists."""
+        if self.image_dir is not None:
+            return self.image_dir
+        found = image_folder(self.root, self.release.image_dirs)
+        if found != self.release.image_dirs[0]:
+            log.info(
+                "%s: images read from %s/ (not %s/)",
+                self.release.name,
+                found,
+                self.release.image_dirs[0],
+            )
+        return found
+
     def read_splits(self) -> dict[str, list[Record]]:
         """The images of each stage with their captions; counts checked against the release."""
-        path = require_file(self.source_of("train"), self.release.name, self.release.obtain)
-        with path.open(encoding="utf-8") as handle:
-            data = json.load(handle)
-        expected = self.release_key
-        if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-            raise ValueError(f"{path}: expected a Karpathy split file with an 'images' list")
-        if data.get("dataset", expected) != expected:
-            raise ValueError(
-                f"{path} holds the {data['dataset']!r} captions, not {expected!r}; "
-                "check data.dataset and data.annotations"
-            )
+        entries = self._entries()
+        self.image_dir = self._find_image_dir()
         splits: dict[str, list[Record]] = {"train": [], "val": [], "test": []}
-        for entry in data["images"]:
+        for entry in entries:
             stage = self.stage_of.get(entry.get("split"))
             if stage is not None:
                 splits[stage].append(self._record(entry, stage))

@@ -11,7 +11,7 @@ from mmexp.data.sets.captions import OneCaptionPerImage
 from mmexp.data.sets.karpathy_captions import KarpathyCaptionsDataModule
 from mmexp.eval import evaluate
 from mmexp.train import train
-from tests.helpers.caption_fixtures import write_karpathy
+from tests.helpers.caption_fixtures import write_karpathy, write_lavis
 from tests.helpers.cli import run_cli
 from tests.helpers.configs import FAST_OVERRIDES, compose_config
 from tests.helpers.retrieval import brute_force_grouped
@@ -191,6 +191,69 @@ def test_only_image_text_pairs_are_accepted(tmp_path):
         KarpathyCaptionsDataModule(tmp_path, modalities=["text", "image"])
     with pytest.raises(ValueError, match="train_captions must be one of"):
         KarpathyCaptionsDataModule(tmp_path, train_captions="first")
+
+
+def rows(dm, stage):
+    return [(r["id"], r["image"], r["captions"]) for r in dm.dataset(stage, processed=False).rows]
+
+
+def test_the_two_galleries_are_named_protocols(tmp_path, data_dir):
+    root = write_karpathy(tmp_path / "coco")
+    five = KarpathyCaptionsDataModule(root).dataset("test", processed=False)
+    assert [len(r["captions"]) for r in five.rows] == [5, 5, 5, 5]  # VSE++: 25,000 on 5k
+    datamodule, _ = build_data_and_model(
+        config(tmp_path, data_dir, "coco_captions", root, "data.eval_captions=all")
+    )
+    everything = datamodule.dataset("test", processed=False)
+    assert [len(r["captions"]) for r in everything.rows] == [5, 5, 5, 6]  # BLIP: 25,010
+    with pytest.raises(ValueError, match="eval_captions must be a count .* or all"):
+        KarpathyCaptionsDataModule(root, eval_captions="first5")
+
+
+@pytest.mark.parametrize("dataset", ["coco", "flickr30k"])
+@pytest.mark.parametrize("eval_captions", [5, "all"])
+def test_blip_lavis_files_give_the_karpathy_rows(tmp_path, dataset, eval_captions):
+    karpathy = KarpathyCaptionsDataModule(
+        write_karpathy(tmp_path / "k", dataset), dataset, eval_captions=eval_captions
+    )
+    root = write_lavis(tmp_path / "l", dataset)
+    lavis = KarpathyCaptionsDataModule(
+        root, dataset, annotations="lavis", eval_captions=eval_captions, check_counts="off"
+    )
+    for stage in ("train", "val", "test"):
+        assert rows(lavis, stage) == rows(karpathy, stage)
+    # LAVIS's own cache keeps the files in annotations/.
+    (root / "annotations").mkdir()
+    for file in root.glob("*.json"):
+        file.rename(root / "annotations" / file.name)
+    moved = KarpathyCaptionsDataModule(root, dataset, annotations="lavis", check_counts="off")
+    assert rows(moved, "val") == rows(KarpathyCaptionsDataModule(karpathy.root, dataset), "val")
+
+
+def test_blip_lavis_files_are_named_when_given_the_wrong_way(tmp_path):
+    root = write_lavis(tmp_path / "coco")
+    with pytest.raises(ValueError, match=r"coco_karpathy_test.json is a BLIP/LAVIS .*lavis"):
+        KarpathyCaptionsDataModule(root, annotations="coco_karpathy_test.json").read_splits()
+    with pytest.raises(FileNotFoundError, match=r"missing .*dataset_coco.json, but .*=lavis"):
+        KarpathyCaptionsDataModule(root).read_splits()
+    with pytest.raises(ValueError, match=r"merges the \['train', 'restval'\] splits"):
+        KarpathyCaptionsDataModule(root, annotations="lavis", train_splits=["train"])
+    (root / "coco_karpathy_val.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"needs coco_karpathy_val.json .*googleapis"):
+        KarpathyCaptionsDataModule(root, annotations="lavis").read_splits()
+
+
+@pytest.mark.parametrize("folder", ["flickr30k_images", "flickr30k_images/flickr30k_images"])
+def test_flickr30k_images_in_kaggle_folders_are_found(tmp_path, data_dir, caplog, folder):
+    root = write_karpathy(tmp_path / "f30k", "flickr30k", image_dir=folder)
+    with caplog.at_level(logging.INFO):
+        datamodule, _ = build_data_and_model(config(tmp_path, data_dir, "flickr30k", root))
+        test = datamodule.dataset("test", processed=False)
+    assert test.rows[0]["image"].startswith(f"{folder}/") and test[0]["image"].size == (36, 30)
+    assert f"images read from {folder}/ (not flickr30k-images/)" in caplog.text
+    lavis = write_lavis(tmp_path / "lavis", "flickr30k", image_dir=folder)
+    rows_ = KarpathyCaptionsDataModule(lavis, "flickr30k", annotations="lavis", check_counts="off")
+    assert rows_.dataset("val", processed=False)[0]["image"].size == (36, 30)
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ import numpy as np
 from mmexp.tables.aggregate import Cell, Table
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 #: Metrics that are fractions (accuracy, F1, AUROC, recall@k, ...): their bars stay in [0, 1].
@@ -39,6 +40,38 @@ def error_bounds(cell: Cell, value_range: tuple[float, float] | None) -> tuple[f
     if value_range is not None and value_range[0] <= cell.mean <= value_range[1]:
         low, high = max(low, value_range[0]), min(high, value_range[1])
     return low, high
+
+
+def _spread_name(table: Table) -> str:
+    """What the error bars or bands show: the cells' interval, else ± one std."""
+    return {"t": "95 % t interval", "bootstrap": "95 % bootstrap interval"}.get(
+        table.interval or "", "± std"
+    )
+
+
+def _label_and_legend(axes: Axes, table: Table, scale: float, shows: str) -> None:
+    """The y label (metric, unit, what the marks show) and the row legend beside the axes."""
+    unit = " (x100)" if scale == 100.0 else ""
+    axes.set_ylabel(f"{table.metric}{unit}\n{shows}; dots: seeds", fontsize="small")
+    axes.legend(
+        title=table.row_axis,
+        fontsize="small",
+        frameon=False,
+        bbox_to_anchor=(1.0, 1.0),
+        loc="upper left",
+    )
+    axes.figure.tight_layout()
+
+
+def save_png_and_pdf(figure: Figure, path: Path) -> list[Path]:
+    """Write ``figure`` as PNG at ``path`` and PDF beside it, close it, return the files."""
+    import matplotlib.pyplot as plt
+
+    written = [path.with_suffix(".png"), path.with_suffix(".pdf")]
+    for target in written:
+        figure.savefig(target, dpi=150)
+    plt.close(figure)
+    return written
 
 
 def write_bar_chart(
@@ -101,24 +134,9 @@ def write_bar_chart(
     ):
         axes.set_ylim(value_range[0] * scale, value_range[1] * scale * 1.02)
     axes.set_xticks(range(len(table.columns)), [str(c) for c in table.columns])
-    spread = {"t": "95 % t interval", "bootstrap": "95 % bootstrap interval"}.get(
-        table.interval or "", "± std"
-    ) + (", cut at the range" if value_range is not None else "")
-    unit = " (x100)" if scale == 100.0 else ""
-    axes.set_ylabel(f"{table.metric}{unit}\nbars: mean, {spread}; dots: seeds", fontsize="small")
-    axes.legend(
-        title=table.row_axis,
-        fontsize="small",
-        frameon=False,
-        bbox_to_anchor=(1.0, 1.0),
-        loc="upper left",
-    )
-    figure.tight_layout()
-    written = [path.with_suffix(".png"), path.with_suffix(".pdf")]
-    for target in written:
-        figure.savefig(target, dpi=150)
-    plt.close(figure)
-    return written
+    cut = ", cut at the range" if value_range is not None else ""
+    _label_and_legend(axes, table, scale, f"bars: mean, {_spread_name(table)}{cut}")
+    return save_png_and_pdf(figure, path)
 
 
 def numeric_columns(table: Table) -> list[float]:
@@ -188,22 +206,8 @@ def line_figure(
             axes.scatter([x] * len(seeds), seeds, s=7, color=line.get_color(), zorder=3)
     if log_x:
         axes.set_xscale("log")
-    spread = {"t": "95 % t interval", "bootstrap": "95 % bootstrap interval"}.get(
-        table.interval or "", "± std"
-    )
-    unit = " (x100)" if scale == 100.0 else ""
     axes.set_xlabel(table.column_axis or "metric")
-    axes.set_ylabel(
-        f"{table.metric}{unit}\nline: mean, band: {spread}; dots: seeds", fontsize="small"
-    )
-    axes.legend(
-        title=table.row_axis,
-        fontsize="small",
-        frameon=False,
-        bbox_to_anchor=(1.0, 1.0),
-        loc="upper left",
-    )
-    figure.tight_layout()
+    _label_and_legend(axes, table, scale, f"line: mean, band: {_spread_name(table)}")
     return figure
 
 
@@ -215,11 +219,4 @@ def write_line_plot(
     log_x: bool = False,
 ) -> list[Path]:
     """Write :func:`line_figure` as PNG at ``path`` and PDF beside it; return the files."""
-    import matplotlib.pyplot as plt
-
-    figure = line_figure(table, scale, value_range, log_x)
-    written = [path.with_suffix(".png"), path.with_suffix(".pdf")]
-    for target in written:
-        figure.savefig(target, dpi=150)
-    plt.close(figure)
-    return written
+    return save_png_and_pdf(line_figure(table, scale, value_range, log_x), path)

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-import yaml
+from tests.helpers.run_folders import write_run_folder
 
 MODALITIES = ("image", "text")
 
@@ -82,19 +82,9 @@ def write_run(
     modalities=MODALITIES,
 ):
     """A run folder: results.json + config.yaml (+ analysis.json when payload is given)."""
-    folder = root / name
-    folder.mkdir(parents=True)
     acc = payload["components"]["emap"]["accuracy"] if payload else 0.5
-    results = {
-        "status": status,
-        "task_name": "train",
-        "seed": seed,
-        "choices": {"fusion": fusion, "data": "shapes"},
-        "metrics": {"test/acc": acc},
-    }
-    (folder / "results.json").write_text(json.dumps(results))
-    config = {"seed": seed, "data": {"task": task, "modalities": list(modalities)}}
-    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    config = {"data": {"task": task, "modalities": list(modalities)}}
+    folder = write_run_folder(root / name, fusion, seed, {"test/acc": acc}, config, status)
     if payload is not None:
         (folder / "analysis.json").write_text(json.dumps(payload))
     return folder

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-import yaml
+from tests.helpers.run_folders import write_run_folder
 
 
 def condition(kind, level, value, modality=None, perturbation=None, present=("image", "text")):
@@ -55,19 +55,9 @@ def make_payload(clean, subsets=None, missing=None, noise=None, mode="max", seed
 
 def write_run(root: Path, name, fusion, seed, payload=None, task="redundant", status="completed"):
     """A run folder: results.json + config.yaml (+ robustness.json when payload is given)."""
-    folder = root / name
-    folder.mkdir(parents=True)
     clean = payload["conditions"]["clean"]["metrics"]["acc"] if payload else 0.5
-    results = {
-        "status": status,
-        "task_name": "train",
-        "seed": seed,
-        "choices": {"fusion": fusion, "data": "shapes"},
-        "metrics": {"test/acc": clean},
-    }
-    (folder / "results.json").write_text(json.dumps(results))
-    config = {"seed": seed, "data": {"task": task, "modalities": ["image", "text"]}}
-    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    config = {"data": {"task": task, "modalities": ["image", "text"]}}
+    folder = write_run_folder(root / name, fusion, seed, {"test/acc": clean}, config, status)
     if payload is not None:
         (folder / "robustness.json").write_text(json.dumps(payload))
     return folder

@@ -1,11 +1,9 @@
 """mmexp-table: published numbers beside reproduced ones, lines against a numeric axis, W&B."""
 
 import csv
-import json
 
 import numpy as np
 import pytest
-import yaml
 from matplotlib.collections import PolyCollection
 from PIL import Image
 from scipy import stats
@@ -14,6 +12,7 @@ from mmexp.tables.aggregate import build_table
 from mmexp.tables.cli import main
 from mmexp.tables.collect import RunResult
 from mmexp.tables.plots import line_figure, numeric_columns, write_line_plot
+from tests.helpers.run_folders import write_run_folder
 from tests.helpers.wandb_offline import read_offline_run
 
 # label budget (fraction of the training set) x fusion x seed
@@ -39,18 +38,8 @@ ACCURACIES = {
 def write_runs(root, fraction=None):
     chosen = {key: acc for key, acc in ACCURACIES.items() if fraction in (None, key[1])}
     for index, ((fusion, fraction, seed), acc) in enumerate(chosen.items()):
-        folder = root / str(index)
-        folder.mkdir(parents=True)
-        results = {
-            "status": "completed",
-            "task_name": "train",
-            "seed": seed,
-            "choices": {"fusion": fusion, "data": "shapes"},
-            "metrics": {"test/acc": acc},
-        }
-        (folder / "results.json").write_text(json.dumps(results))
-        config = {"seed": seed, "data": {"train_fraction": fraction, "task": "synergy"}}
-        (folder / "config.yaml").write_text(yaml.safe_dump(config))
+        config = {"data": {"train_fraction": fraction, "task": "synergy"}}
+        write_run_folder(root / str(index), fusion, seed, {"test/acc": acc}, config)
     return root
 
 

@@ -12,6 +12,7 @@ from mmexp.tables.collect import RunResult
 from mmexp.tables.plots import error_bounds, metric_range
 from mmexp.tables.render import to_latex, to_markdown, write_csv, write_seed_csv
 from mmexp.tables.statistics import bootstrap_interval, holm, seeds_split, t_interval
+from tests.helpers.run_folders import write_run_folder
 
 
 def run(fusion, task, seed, acc):
@@ -132,23 +133,9 @@ def test_chart_error_bars_stay_inside_the_metrics_range():
 
 
 def write_runs(root, accuracies):
-    import json
-
-    import yaml
-
+    config = {"data": {"task": "synergy", "modalities": ["image", "text"]}}
     for index, ((fusion, seed), acc) in enumerate(accuracies.items()):
-        folder = root / str(index)
-        folder.mkdir(parents=True)
-        results = {
-            "status": "completed",
-            "task_name": "train",
-            "seed": seed,
-            "choices": {"fusion": fusion, "data": "shapes"},
-            "metrics": {"test/acc": acc},
-        }
-        (folder / "results.json").write_text(json.dumps(results))
-        config = {"seed": seed, "data": {"task": "synergy", "modalities": ["image", "text"]}}
-        (folder / "config.yaml").write_text(yaml.safe_dump(config))
+        write_run_folder(root / str(index), fusion, seed, {"test/acc": acc}, config)
 
 
 def test_cli_bootstrap_interval_sorted_rows_seed_csv_and_pdf(tmp_path, capsys):

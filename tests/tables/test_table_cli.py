@@ -11,6 +11,7 @@ from mmexp.tables.cli import main
 from mmexp.tables.collect import collect_local
 from tests.helpers.cli import run_cli
 from tests.helpers.configs import FAST_OVERRIDES
+from tests.helpers.run_folders import write_run_folder
 
 
 @pytest.fixture(scope="module")
@@ -123,20 +124,9 @@ def test_table_cli_errors_name_the_problem(tmp_path):
 
 
 def test_pruned_optuna_trials_are_left_out_and_counted(tmp_path, capsys):
-    import json
-
-    for name, status, acc in [
-        ("a", "completed", 0.9),
-        ("b", "completed", 0.7),
-        ("c", "pruned", 0.4),
-    ]:
-        folder = tmp_path / "sweep" / name
-        folder.mkdir(parents=True)
-        seed = {"a": 1, "b": 2, "c": 3}[name]
-        record = {"status": status, "seed": seed, "choices": {"fusion": "concat"}}
-        record["metrics"] = {"test/acc": acc}
-        (folder / "results.json").write_text(json.dumps(record))
-        (folder / "config.yaml").write_text(f"seed: {record['seed']}\n")
+    trials = [("a", "completed", 0.9), ("b", "completed", 0.7), ("c", "pruned", 0.4)]
+    for seed, (name, status, acc) in enumerate(trials, start=1):
+        write_run_folder(tmp_path / "sweep" / name, "concat", seed, {"test/acc": acc}, {}, status)
     out = tmp_path / "table"
     assert main([str(tmp_path / "sweep"), "--rows", "fusion", "--out", str(out)]) == 0
     printed = capsys.readouterr().out

@@ -18,32 +18,47 @@ DIFF_WEIGHT, SIM_WEIGHT, RECON_WEIGHT = 0.3, 1.0, 1.0
 CMD_MOMENTS = 5
 
 
-def central_moment_discrepancy(x: torch.Tensor, y: torch.Tensor, moments: int) -> torch.Tensor:
+def masked_mean_of_rows(values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Mean over the first dimension of the rows marked ``True``; 0 when none is."""
+    weights = rows.to(values.dtype).reshape(-1, *([1] * (values.dim() - 1)))
+    return (values * weights).sum(0) / weights.sum().clamp_min(1.0)
+
+
+def central_moment_discrepancy(
+    x: torch.Tensor, y: torch.Tensor, moments: int, rows: torch.Tensor | None = None
+) -> torch.Tensor:
     """CMD (Zellinger et al., ICLR 2017) as MISA uses it, without the interval scaling.
 
     ``||E x - E y||`` plus ``||E (x - E x)^k - E (y - E y)^k||`` for ``k = 2..moments``,
-    over the batch (rows); the inputs are sigmoid outputs, in [0, 1], as the reference
-    relies on.
+    over the batch rows (those marked in ``rows``; zero when none is); the inputs are
+    sigmoid outputs, in [0, 1], as the reference relies on.
     """
-    mean_x, mean_y = x.mean(0), y.mean(0)
+    rows = torch.ones(len(x), dtype=torch.bool, device=x.device) if rows is None else rows
+    mean_x, mean_y = masked_mean_of_rows(x, rows), masked_mean_of_rows(y, rows)
     centred_x, centred_y = x - mean_x, y - mean_y
     total = torch.linalg.vector_norm(mean_x - mean_y)
     for order in range(2, moments + 1):
         total = total + torch.linalg.vector_norm(
-            centred_x.pow(order).mean(0) - centred_y.pow(order).mean(0)
+            masked_mean_of_rows(centred_x.pow(order), rows)
+            - masked_mean_of_rows(centred_y.pow(order), rows)
         )
     return total
 
 
-def soft_orthogonality(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def soft_orthogonality(
+    x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor | None = None
+) -> torch.Tensor:
     """MISA's difference loss: the mean squared entry of ``X^T Y`` for centred, unit rows.
 
-    Each input is centred over the batch and each row divided by its L2 norm (plus 1e-6);
-    the norms are detached, as in the reference (``DiffLoss``), so the gradient does not
-    flow through the normalisation.
+    Over the rows marked in ``rows`` (all by default; zero when none is): each input is
+    centred over them and each row divided by its L2 norm (plus 1e-6); the norms are
+    detached, as in the reference (``DiffLoss``), so the gradient does not flow through the
+    normalisation.
     """
-    x = x - x.mean(0, keepdim=True)
-    y = y - y.mean(0, keepdim=True)
+    rows = torch.ones(len(x), dtype=torch.bool, device=x.device) if rows is None else rows
+    keep = rows.to(x.dtype)[:, None]
+    x = (x - masked_mean_of_rows(x, rows)) * keep
+    y = (y - masked_mean_of_rows(y, rows)) * keep
     x = x / (torch.linalg.vector_norm(x, dim=1, keepdim=True).detach() + 1e-6)
     y = y / (torch.linalg.vector_norm(y, dim=1, keepdim=True).detach() + 1e-6)
     return (x.T @ y).pow(2).mean()
@@ -172,42 +187,64 @@ class MISAFusion(FusionStrategy):
         fused = self.fuse_layer(sequence, src_key_padding_mask=ignore)
         return zero_absent(fused, valid).flatten(1)
 
-    def forward(self, features: Mapping[str, EncoderOutput]) -> torch.Tensor:
-        """Return the ``[B, 2 M hidden_dim]`` concatenated Transformer outputs."""
-        _, private, shared = self.subspaces(features)
-        return self._fuse(private, shared, presence(features, self.modalities))
+    def forward(
+        self, features: Mapping[str, EncoderOutput], with_losses: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The ``[B, 2 M hidden_dim]`` concatenated Transformer outputs (and the losses).
+
+        Args:
+            features: The encoder outputs.
+            with_losses: Also return the unweighted ``misa_diff``, ``misa_sim`` and
+                ``misa_recon`` (:meth:`fuse_with_losses`).
+        """
+        projected, private, shared = self.subspaces(features)
+        present = presence(features, self.modalities)
+        fused = self._fuse(private, shared, present)
+        if not with_losses:
+            return fused
+        return fused, self._losses(projected, private, shared, present)
 
     def fuse_with_losses(
         self, features: Mapping[str, EncoderOutput]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The fused output and the unweighted ``misa_diff``, ``misa_sim``, ``misa_recon``."""
-        projected, private, shared = self.subspaces(features)
-        present = presence(features, self.modalities)
+        """The fused output and the unweighted ``misa_diff``, ``misa_sim``, ``misa_recon``.
+
+        Through the module call, so forward hooks (``callbacks.modality_balance``) see the
+        training steps as well.
+        """
+        return self(features, with_losses=True)
+
+    def _losses(
+        self,
+        projected: Mapping[str, torch.Tensor],
+        private: Mapping[str, torch.Tensor],
+        shared: Mapping[str, torch.Tensor],
+        present: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        # Every term is computed in every step, over the samples that have its modalities
+        # (a weighted mean; none: zero with the graph kept), so every parameter gets a
+        # gradient each step, as DDP's static graph needs.
         have = {m: present[:, i] for i, m in enumerate(self.modalities)}
-        zero = sum(v.sum() for v in projected.values()) * 0.0  # keeps the graph when empty
         pairs = list(combinations(self.modalities, 2))
         similarity = [
-            central_moment_discrepancy(shared[a][rows], shared[b][rows], CMD_MOMENTS)
+            central_moment_discrepancy(shared[a], shared[b], CMD_MOMENTS, have[a] & have[b])
             for a, b in pairs
-            if (rows := have[a] & have[b]).any()
         ]
         difference = [
-            soft_orthogonality(private[m][have[m]], shared[m][have[m]])
-            for m in self.modalities
-            if have[m].any()
-        ] + [
-            soft_orthogonality(private[a][rows], private[b][rows])
-            for a, b in pairs
-            if (rows := have[a] & have[b]).any()
-        ]
+            soft_orthogonality(private[m], shared[m], have[m]) for m in self.modalities
+        ] + [soft_orthogonality(private[a], private[b], have[a] & have[b]) for a, b in pairs]
         reconstruction = [
-            (self.reconstruct[m](private[m] + shared[m]) - projected[m])[have[m]].pow(2).mean()
+            masked_mean_of_rows(
+                (self.reconstruct[m](private[m] + shared[m]) - projected[m]).pow(2).mean(1),
+                have[m],
+            )
             for m in self.modalities
-            if have[m].any()
         ]
-        losses = {
-            "misa_diff": torch.stack(difference).sum() if difference else zero,
-            "misa_sim": torch.stack(similarity).mean() if similarity else zero,
-            "misa_recon": torch.stack(reconstruction).mean() if reconstruction else zero,
+        # means over the terms whose modalities some sample has, as if the others were absent
+        pairs_seen = torch.stack([(have[a] & have[b]).any() for a, b in pairs]).to(present.dtype)
+        seen = torch.stack([have[m].any() for m in self.modalities]).to(present.dtype)
+        return {
+            "misa_diff": torch.stack(difference).sum(),
+            "misa_sim": torch.stack(similarity).sum() / pairs_seen.sum().clamp_min(1.0),
+            "misa_recon": torch.stack(reconstruction).sum() / seen.sum().clamp_min(1.0),
         }
-        return self._fuse(private, shared, present), losses

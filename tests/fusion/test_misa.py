@@ -131,22 +131,21 @@ def diff(x, y):
 
 
 def reference_losses(module, feats, present):
+    """The three losses over the modalities and pairs some sample has (others left out)."""
     projected, private, shared = subspaces(module, feats)
     have = {m: np.asarray(present[m]) for m in MODALITIES}
-    pairs = list(combinations(MODALITIES, 2))
-    sim = np.mean(
-        [cmd(shared[a][have[a] & have[b]], shared[b][have[a] & have[b]]) for a, b in pairs]
-    )
-    difference = sum(diff(private[m][have[m]], shared[m][have[m]]) for m in MODALITIES)
-    difference += sum(
-        diff(private[a][have[a] & have[b]], private[b][have[a] & have[b]]) for a, b in pairs
-    )
+    seen = [m for m in MODALITIES if have[m].any()]
+    pairs = [(a, b) for a, b in combinations(MODALITIES, 2) if (have[a] & have[b]).any()]
+    both = {pair: have[pair[0]] & have[pair[1]] for pair in pairs}
+    sim = np.mean([cmd(shared[a][both[a, b]], shared[b][both[a, b]]) for a, b in pairs])
+    difference = sum(diff(private[m][have[m]], shared[m][have[m]]) for m in seen)
+    difference += sum(diff(private[a][both[a, b]], private[b][both[a, b]]) for a, b in pairs)
     recon = np.mean(
         [
             (
                 (linear(module.reconstruct[m], private[m] + shared[m]) - projected[m])[have[m]] ** 2
             ).mean()
-            for m in MODALITIES
+            for m in seen
         ]
     )
     return {"misa_diff": difference, "misa_sim": sim, "misa_recon": recon}
@@ -254,3 +253,36 @@ def test_training_adds_the_weighted_losses_and_logs_each_part(make_train_cfg):
     )
     # the epoch means are means of per-step values: the total is their weighted sum
     assert float(epoch_row["train/loss_epoch"]) == pytest.approx(total, rel=1e-5)
+
+
+def test_every_parameter_gets_a_gradient_with_a_modality_absent_from_the_whole_batch():
+    # DDP's static graph needs the same parameters used in every step, whatever is missing.
+    module = fusion().train()
+    absent_audio = {**ALL, "audio": [False] * BATCH}
+    feats = features(absent_audio)
+    feats = {
+        m: EncoderOutput(f.tokens.double(), f.mask, f.pooled.double(), f.present)
+        for m, f in feats.items()
+    }
+    output, losses = module.fuse_with_losses(feats)
+    (output.sum() + sum(losses.values())).backward()
+    unused = [name for name, p in module.named_parameters() if p.grad is None]
+    assert unused == []
+    # the absent modality's terms are left out, as if it were not fused
+    expected = reference_losses(module, feats, absent_audio)
+    for name, value in expected.items():
+        np.testing.assert_allclose(float(losses[name]), value, rtol=1e-9, err_msg=name)
+
+
+def test_the_training_path_goes_through_the_module_call():
+    # forward hooks (callbacks.modality_balance) read the encoder outputs of training steps
+    module = fusion()
+    seen = []
+    module.register_forward_pre_hook(lambda _module, args: seen.append(args[0]))
+    feats = features()
+    feats = {
+        m: EncoderOutput(f.tokens.double(), f.mask, f.pooled.double(), f.present)
+        for m, f in feats.items()
+    }
+    module.fuse_with_losses(feats)
+    assert seen == [feats]

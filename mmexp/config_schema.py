@@ -185,6 +185,7 @@ class DeviceSlotsSchema:
     # GPU indices; null: every visible GPU
     gpus: list[int] | None = None
     jobs_per_gpu: int = 1
+    lock_dir: str | None = None
 
 
 def check_schemas(cfg: DictConfig, problems: list[str]) -> None:

@@ -3,11 +3,13 @@
 The joblib launcher runs ``n_jobs`` jobs at once in reused worker processes and knows
 nothing of GPUs: without help every job would take GPU 0. Each job therefore holds a slot
 while it runs, one of ``jobs_per_gpu`` per GPU, and trains on that slot's GPU
-(``trainer.devices=[gpu]``). A slot is an exclusive ``flock`` on a file in the sweep
-folder, so processes of one machine share the slots without a coordinator, and the
-operating system frees the slot of a job whose process dies. Slots are tried one per GPU
-first, so two jobs on two GPUs never share one while the other idles; a job finding every
-slot taken waits for one.
+(``trainer.devices=[gpu]``). A slot is an exclusive ``flock`` on a file in a folder of
+this machine (``device_slots.lock_dir``, by default one per user in the temporary
+folder), so the jobs of every sweep running here share the slots without a coordinator,
+and the operating system frees the slot of a job whose process dies. Slots are tried one
+per GPU first, so two jobs on two GPUs never share one while the other idles, except that
+a worker tries the GPU of its previous job first (a reused worker keeps a CUDA context on
+every GPU it has used); a job finding every slot taken waits for one.
 
 The device is chosen inside the worker rather than by ``CUDA_VISIBLE_DEVICES``: a reused
 worker has initialised CUDA in its first job, after which that variable has no effect.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -28,8 +31,8 @@ from omegaconf import DictConfig, open_dict
 
 log = logging.getLogger(__name__)
 
-#: Folder of the slot lock files, below the sweep folder.
-SLOT_DIR = ".device_slots"
+#: The GPU this process's last job ran on, which it tries first for the next.
+_last_gpu: dict[str, int] = {}
 #: Accelerators under which a slot places the job on a GPU.
 GPU_ACCELERATORS = frozenset({"auto", "gpu", "cuda"})
 
@@ -69,6 +72,8 @@ def hold_slot(
     """
     folder.mkdir(parents=True, exist_ok=True)
     order = slot_order(gpus, jobs_per_gpu)
+    if "gpu" in _last_gpu:  # stable: the usual spread among the rest
+        order.sort(key=lambda pair: pair[0] != _last_gpu["gpu"])
     waited = False
     while True:
         for gpu, slot in order:
@@ -82,6 +87,7 @@ def hold_slot(
                 # who holds it, for a person looking at a stuck sweep
                 os.ftruncate(handle, 0)
                 os.write(handle, f"{os.getpid()}\n".encode())
+                _last_gpu["gpu"] = gpu
                 yield gpu, slot
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
@@ -114,6 +120,13 @@ def slots_apply(cfg: DictConfig, cuda_devices: int) -> bool:
     return True
 
 
+def lock_folder(settings: DictConfig) -> Path:
+    """``device_slots.lock_dir``, else ``mmexp-device-slots-<uid>`` in the temporary folder."""
+    if settings.get("lock_dir"):
+        return Path(settings.lock_dir)
+    return Path(tempfile.gettempdir()) / f"mmexp-device-slots-{os.getuid()}"
+
+
 def slot_gpus(settings: DictConfig, cuda_devices: int) -> list[int]:
     """The GPUs named by ``device_slots.gpus`` (``null``: every visible one).
 
@@ -133,7 +146,7 @@ def slot_gpus(settings: DictConfig, cuda_devices: int) -> list[int]:
 
 
 @contextmanager
-def placed_on_slot(cfg: DictConfig, sweep_dir: Path, cuda_devices: int) -> Iterator[DictConfig]:
+def placed_on_slot(cfg: DictConfig, cuda_devices: int) -> Iterator[DictConfig]:
     """``cfg`` with ``trainer.devices`` set to the GPU of a held slot, for a job's duration.
 
     A config without ``device_slots``, or a job that would not run on a GPU (no CUDA, a CPU
@@ -141,7 +154,6 @@ def placed_on_slot(cfg: DictConfig, sweep_dir: Path, cuda_devices: int) -> Itera
 
     Args:
         cfg: The job's composed config.
-        sweep_dir: The multirun's folder, which holds the slot files.
         cuda_devices: GPUs this process sees (``torch.cuda.device_count()``).
     """
     if not slots_apply(cfg, cuda_devices):
@@ -149,7 +161,7 @@ def placed_on_slot(cfg: DictConfig, sweep_dir: Path, cuda_devices: int) -> Itera
         return
     settings = cfg.device_slots
     with hold_slot(
-        sweep_dir / SLOT_DIR,
+        lock_folder(settings),
         slot_gpus(settings, cuda_devices),
         int(settings.get("jobs_per_gpu", 1)),
         on_wait=lambda: log.info("every GPU slot is taken: waiting for one"),

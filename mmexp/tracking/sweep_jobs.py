@@ -21,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from mmexp.tracking.device_slots import placed_on_slot, without_placement
+from mmexp.tracking.device_slots import placed_on_slot, slots_apply, without_placement
 from mmexp.tracking.run_record import RESULTS_FILE
 
 log = logging.getLogger(__name__)
@@ -36,10 +36,6 @@ class SweepStopped(RuntimeError):
 
 def _fail_fast_marker() -> Path:
     return Path(HydraConfig.get().sweep.dir) / FAIL_FAST_MARKER
-
-
-def _sweep_dir() -> Path:
-    return Path(HydraConfig.get().sweep.dir) if in_multirun() else Path(".")
 
 
 def _cuda_devices() -> int:
@@ -129,8 +125,11 @@ def run_job(
         if done is not None:
             log.info("skipping %s: already completed with this config", cfg.paths.output_dir)
             return objective_value(done, cfg)
+    cuda_devices = _cuda_devices()
+    # a config the slots cannot place stops the sweep here, before any job computes
+    slots_apply(cfg, cuda_devices)
     try:
-        with placed_on_slot(cfg, _sweep_dir(), _cuda_devices()) as placed:
+        with placed_on_slot(cfg, cuda_devices) as placed:
             return objective_value(job(placed), cfg)
     except Exception as error:
         if fail_fast:

@@ -9,15 +9,17 @@ import time
 import pytest
 from omegaconf import OmegaConf
 
-from mmexp.tracking.device_slots import (
-    SLOT_DIR,
-    hold_slot,
-    placed_on_slot,
-    slot_order,
-)
-from mmexp.tracking.sweep_jobs import finished_result
+from mmexp.tracking import device_slots, sweep_jobs
+from mmexp.tracking.device_slots import hold_slot, lock_folder, placed_on_slot, slot_order
+from mmexp.tracking.sweep_jobs import finished_result, run_job
 
 FORK = multiprocessing.get_context("fork")
+
+
+@pytest.fixture(autouse=True)
+def _no_previous_gpu(monkeypatch):
+    # which GPU this process's last job took; each test starts as a fresh worker
+    monkeypatch.setattr(device_slots, "_last_gpu", {})
 
 
 def hold_and_record(folder, gpus, jobs_per_gpu, hold_s, records):
@@ -102,7 +104,11 @@ def job_config(tmp_path, **trainer):
     return OmegaConf.create(
         {
             "paths": {"output_dir": str(tmp_path / "job")},
-            "device_slots": {"gpus": None, "jobs_per_gpu": 1},
+            "device_slots": {
+                "gpus": None,
+                "jobs_per_gpu": 1,
+                "lock_dir": str(tmp_path / "locks"),
+            },
             "trainer": {"accelerator": "auto", "devices": 1, **trainer},
         }
     )
@@ -111,19 +117,19 @@ def job_config(tmp_path, **trainer):
 def test_a_job_trains_on_its_slots_gpu_and_the_config_it_came_from_is_unchanged(tmp_path):
     cfg = job_config(tmp_path)
     with (
-        placed_on_slot(cfg, tmp_path, cuda_devices=2) as first,
-        placed_on_slot(cfg, tmp_path, cuda_devices=2) as second,
+        placed_on_slot(cfg, cuda_devices=2) as first,
+        placed_on_slot(cfg, cuda_devices=2) as second,
     ):
         assert list(first.trainer.devices) == [0]
         assert list(second.trainer.devices) == [1]
     assert cfg.trainer.devices == 1
-    assert sorted(p.name for p in (tmp_path / SLOT_DIR).iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "locks").iterdir()) == [
         "gpu0.slot0.lock",
         "gpu1.slot0.lock",
     ]
     named = job_config(tmp_path)
     named.device_slots.gpus = [1]
-    with placed_on_slot(named, tmp_path, cuda_devices=2) as placed:
+    with placed_on_slot(named, cuda_devices=2) as placed:
         assert list(placed.trainer.devices) == [1]
 
 
@@ -134,22 +140,22 @@ def test_a_job_trains_on_its_slots_gpu_and_the_config_it_came_from_is_unchanged(
 )
 def test_jobs_that_would_not_run_on_a_gpu_are_left_as_they_are(tmp_path, cuda_devices, trainer):
     cfg = job_config(tmp_path, **trainer)
-    with placed_on_slot(cfg, tmp_path, cuda_devices) as placed:
+    with placed_on_slot(cfg, cuda_devices) as placed:
         assert placed is cfg
-    assert not (tmp_path / SLOT_DIR).exists()
+    assert not (tmp_path / "locks").exists()
 
 
 def test_multi_gpu_jobs_and_invisible_gpus_are_refused_by_key(tmp_path):
     with (
         pytest.raises(ValueError, match=r"trainer.devices=2"),
-        placed_on_slot(job_config(tmp_path, devices=2), tmp_path, cuda_devices=2),
+        placed_on_slot(job_config(tmp_path, devices=2), cuda_devices=2),
     ):
         pass
     cfg = job_config(tmp_path)
     cfg.device_slots.gpus = [0, 5]
     with (
         pytest.raises(ValueError, match=r"device_slots.gpus names \[5\].*2 GPUs"),
-        placed_on_slot(cfg, tmp_path, cuda_devices=2),
+        placed_on_slot(cfg, cuda_devices=2),
     ):
         pass
 
@@ -159,8 +165,8 @@ def test_a_job_done_on_a_slots_gpu_is_skipped_when_rerun_with_or_without_the_lau
 ):
     cfg = job_config(tmp_path)
     with (
-        placed_on_slot(cfg, tmp_path, cuda_devices=2) as first,
-        placed_on_slot(cfg, tmp_path, cuda_devices=2) as saved,
+        placed_on_slot(cfg, cuda_devices=2) as first,
+        placed_on_slot(cfg, cuda_devices=2) as saved,
     ):
         pass
     folder = tmp_path / "job"
@@ -175,3 +181,29 @@ def test_a_job_done_on_a_slots_gpu_is_skipped_when_rerun_with_or_without_the_lau
     # what the job computes still counts: another device count is another job
     assert finished_result(job_config(tmp_path, devices=2)) is None
     assert finished_result(job_config(tmp_path, precision="bf16-mixed")) is None
+
+
+def test_a_worker_goes_back_to_the_gpu_of_its_previous_job(tmp_path):
+    # a reused worker holds a CUDA context on each GPU it has used: it keeps to one
+    cfg = job_config(tmp_path)
+    cfg.device_slots.gpus = [1]
+    with placed_on_slot(cfg, cuda_devices=2) as placed:
+        assert list(placed.trainer.devices) == [1]
+    with placed_on_slot(job_config(tmp_path), cuda_devices=2) as placed:
+        assert list(placed.trainer.devices) == [1]  # GPU 0 is free, but 1 comes first
+
+
+def test_the_slots_are_shared_by_every_sweep_of_the_machine(tmp_path):
+    settings = OmegaConf.create({"gpus": None, "jobs_per_gpu": 1, "lock_dir": None})
+    assert lock_folder(settings).name.startswith("mmexp-device-slots-")
+    settings.lock_dir = str(tmp_path)
+    assert lock_folder(settings) == tmp_path
+
+
+def test_a_config_the_slots_cannot_place_stops_the_sweep_before_any_job(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep_jobs, "in_multirun", lambda: True)
+    monkeypatch.setattr(sweep_jobs, "_cuda_devices", lambda: 2)
+    ran = []
+    with pytest.raises(ValueError, match=r"trainer.devices=2"):
+        run_job(job_config(tmp_path, devices=2), lambda cfg: ran.append(cfg) or {})
+    assert ran == []  # not recorded as a failed job with NaN: the sweep stops on it

@@ -297,7 +297,8 @@ def build_fusion_and_head(
         if total < (1 - MATCH_TOLERANCE) * int(budget):
             raise ValueError(
                 f"fusion.match_params={budget}: {cls.__name__} reaches only {total} "
-                f"parameters (fusion + head) at width {width}, more than "
+                f"parameters (fusion + head) at width {fusion_node.get('hidden_dim', width)}, "
+                "more than "
                 f"{MATCH_TOLERANCE:.0%} under the budget (the widest tried is "
                 f"{MAX_MATCHED_WIDTH}); choose another budget"
             )

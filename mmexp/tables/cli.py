@@ -25,7 +25,7 @@ from mmexp.robustness.plot import plot_curves, save_png
 from mmexp.tables.aggregate import SPLIT_GAP, Table, build_columns_table, build_table
 from mmexp.tables.analysis import analysis_columns
 from mmexp.tables.collect import RunResult, collect_local, collect_wandb, without_pruned
-from mmexp.tables.plots import write_bar_chart, write_line_plot
+from mmexp.tables.plots import numeric_columns, write_bar_chart, write_line_plot
 from mmexp.tables.reference import (
     compare,
     read_reference,
@@ -265,7 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     table = _table(args, runs)
     if args.sort is not None:
         sort_rows(table, args.sort, args.mode)
-    # before anything is written: a bad reference file names its line and writes nothing
+    # before anything is written: a bad reference file names its line, a column axis that
+    # cannot be plotted says so, and nothing is written
+    if args.line:
+        numeric_columns(table, args.logx)
     references = read_reference(args.reference) if args.reference else None
     comparisons = compare(table, references, args.reference, args.scale) if references else None
     markdown = to_markdown(table, args.digits, args.scale, args.params)

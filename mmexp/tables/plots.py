@@ -139,11 +139,12 @@ def write_bar_chart(
     return save_png_and_pdf(figure, path)
 
 
-def numeric_columns(table: Table) -> list[float]:
+def numeric_columns(table: Table, log_x: bool = False) -> list[float]:
     """The table's column values as numbers, for a plot against them.
 
     Raises:
-        ValueError: A column is not a number; the message names the column axis.
+        ValueError: A column is not a number, or not positive on a logarithmic axis; the
+            message names the column axis.
     """
     positions = []
     for column in table.columns:
@@ -155,6 +156,11 @@ def numeric_columns(table: Table) -> list[float]:
                 f"whose value {column!r} is not a number; give --cols a numeric axis "
                 "(a label budget, missing rate, width, alpha)"
             ) from None
+    if log_x and min(positions) <= 0:
+        raise ValueError(
+            f"--logx: the column axis {table.column_axis!r} has the value {min(positions)}, "
+            "which a logarithmic axis cannot show; drop --logx"
+        )
     return positions
 
 
@@ -180,7 +186,7 @@ def line_figure(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    positions = numeric_columns(table)
+    positions = numeric_columns(table, log_x)
     order = sorted(range(len(positions)), key=positions.__getitem__)
     value_range = value_range or metric_range(table.metric)
     figure, axes = plt.subplots(figsize=(5.0, 3.2))

@@ -59,8 +59,11 @@ class Comparison:
 
     @property
     def agrees(self) -> bool | None:
-        """Whether the published value lies in the interval (else mean ± std); None: no run."""
-        if self.n == 0:
+        """Whether the published value lies in the interval (else mean ± std).
+
+        ``None`` below two runs: one seed has no spread to judge a difference by.
+        """
+        if self.n < 2:
             return None
         low, high = self.interval or (self.mean - self.std, self.mean + self.std)
         return low <= self.published <= high

@@ -204,3 +204,26 @@ def test_every_written_file_is_logged_to_a_wandb_run(runs_dir, tmp_path, capsys,
         ]
     )
     assert logged["config"]["reference"] == str(reference)
+
+
+def test_a_single_seed_cannot_agree_or_disagree(tmp_path, capsys):
+    runs_dir = tmp_path / "runs"
+    write_run_folder(
+        runs_dir / "0", "late", 1, {"test/acc": 0.8}, {"data": {"train_fraction": 1.0}}
+    )
+    reference = write_reference(tmp_path / "published.csv", ["row,value", "late,80"])
+    argv = [str(runs_dir), "--rows", "fusion", "--out", str(tmp_path / "t")]
+    assert main([*argv, "--reference", str(reference)]) == 0
+    # equal to the published number, yet one seed has no spread: neither yes nor no
+    assert "| late | test/acc | 80.00 | 80.00 ± 0.00 (1) | +0.00 | -- |" in capsys.readouterr().out
+
+
+def test_a_log_axis_refuses_zero_before_anything_is_written(tmp_path):
+    runs_dir = tmp_path / "runs"
+    for index, (fraction, acc) in enumerate([(0.0, 0.5), (0.5, 0.7), (1.0, 0.9)]):
+        config = {"data": {"train_fraction": fraction}}
+        write_run_folder(runs_dir / str(index), "late", 1, {"test/acc": acc}, config)
+    with pytest.raises(ValueError, match=r"--logx: .* has the value 0.0"):
+        cli(runs_dir, tmp_path / "t", "--line", "--logx")
+    assert not list(tmp_path.glob("t*"))
+    assert cli(runs_dir, tmp_path / "t", "--line") == 0  # a linear axis shows it

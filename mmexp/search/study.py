@@ -60,9 +60,10 @@ def open_storage(location: str) -> BaseStorage:
         for attempt in range(1, 6):
             try:
                 return RDBStorage(location, engine_kwargs=kwargs)
-            except sqlalchemy.exc.OperationalError:
-                # workers started together race to create the tables: one wins, the others
-                # find them on the next try
+            except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError):
+                # workers started together race to create the tables and stamp their
+                # version (a locked database, or a duplicate alembic_version row): one
+                # wins, the others find them on the next try
                 if attempt == 5:
                     raise
                 time.sleep(0.5 * attempt)

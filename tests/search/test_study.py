@@ -7,6 +7,7 @@ import sys
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.trial import TrialState
 
 import mmexp.search.study as study_module
@@ -112,3 +113,33 @@ def test_an_unknown_trial_number_is_an_error(location):
     worker_study(location).ask()
     with pytest.raises(KeyError):
         load_trial(location, "s", 5, None)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        sqlalchemy.exc.OperationalError("CREATE TABLE", {}, Exception("database is locked")),
+        sqlalchemy.exc.IntegrityError(
+            "INSERT INTO alembic_version", {}, Exception("UNIQUE constraint failed")
+        ),
+    ],
+    ids=["locked", "version-stamped-twice"],
+)
+def test_a_worker_that_loses_the_race_to_create_the_tables_tries_again(
+    tmp_path, monkeypatch, error
+):
+    # Workers started together all create the schema; the losers see one of these errors.
+    real = study_module.RDBStorage
+    calls = []
+
+    def first_fails(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 1:
+            raise error
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(study_module, "RDBStorage", first_fails)
+    monkeypatch.setattr(study_module.time, "sleep", lambda _s: None)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    storage = study_module.open_storage(url)
+    assert isinstance(storage, real) and len(calls) == 2

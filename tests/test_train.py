@@ -40,7 +40,9 @@ def test_train_writes_a_complete_run_record(make_train_cfg):
     assert saved["status"] == "completed" and saved == json.loads(json.dumps(result))
     assert saved["seed"] == 42
     # the commit of this checkout, whose code ran; None where it is no git checkout
-    assert saved["git"]["sha"] == checkout_head()
+    head = checkout_head()
+    assert head is not None or not (REPO / ".git").exists(), "git rev-parse HEAD failed"
+    assert saved["git"]["sha"] == head
     assert saved["packages"]["torch"] == torch.__version__.split("+")[0]
     for metric in ("val/acc", "val/acc_best", "val/f1_macro", "test/acc", "test/f1_macro"):
         assert 0.0 <= saved["metrics"][metric] <= 1.0, metric

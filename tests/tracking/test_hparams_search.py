@@ -42,9 +42,10 @@ def test_optuna_search_prunes_and_its_best_trial_is_reproduced(tmp_path, data_di
     for trial in study.trials:
         record = json.loads((sweep / f"trial_{trial.number}" / "results.json").read_text())
         config = OmegaConf.load(sweep / f"trial_{trial.number}" / "config.yaml")
-        # each trial ran the parameters the sampler suggested ...
-        assert config.model.width == trial.params["model.width"]
-        assert config.model.optimizer.lr == pytest.approx(trial.params["model.optimizer.lr"])
+        # each trial ran the parameters the sampler suggested, every one of them ...
+        assert set(trial.params) == set(SEARCHED)
+        for key, value in trial.params.items():
+            assert OmegaConf.select(config, key) == pytest.approx(value), key
         assert config.optuna_trial.number == trial.number
         # ... reported its validation accuracy after every epoch it trained ...
         epochs = max(trial.intermediate_values) + 1
@@ -60,6 +61,10 @@ def test_optuna_search_prunes_and_its_best_trial_is_reproduced(tmp_path, data_di
         # ... and a complete trial's value is its run's optimized metric
         if trial.state == TrialState.COMPLETE:
             assert trial.value == pytest.approx(record["metrics"]["val/acc_best"])
+
+    # the trials are different models, not one run repeated: no two complete values agree
+    values = [t.value for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(set(values)) == len(values), values
 
     best = OmegaConf.load(sweep / "optimization_results.yaml")
     assert best.best_value == pytest.approx(study.best_value)

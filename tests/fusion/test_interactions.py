@@ -13,6 +13,9 @@ from omegaconf import OmegaConf
 from mmexp.train import train
 from tests.helpers.fusion import CONFIGS
 
+#: Accuracy of guessing on synergy (two classes: the colours match or not).
+CHANCE = 0.5
+
 SMALL = [
     "data.num_train=800",
     "data.num_val=200",
@@ -64,9 +67,13 @@ def test_concat_learns_synergy(make_train_cfg):
     # Seed 0 ends at 0.875-0.880 on one 2-core machine and at 0.840 on another (float
     # results differ with the CPU's vector units), its validation accuracy flat at about
     # 0.86 from epoch 3: the bar sits between that and the unimodal baselines' ceiling
-    # (0.65), as the learning test's 0.7 does.
-    accuracy = accuracy_of(make_train_cfg, "concat", "synergy", "[image,audio]", 6)
-    assert accuracy > 0.75, f"concat should learn synergy, got {accuracy:.3f}"
+    # (0.65), as the learning test's 0.7 does. A robust claim, so every one of seeds 0-2
+    # (0.875, 0.975, 0.93 on 2 threads, 2026-12-02).
+    accuracies = [
+        accuracy_of(make_train_cfg, "concat", "synergy", "[image,audio]", 6, seed)
+        for seed in (0, 1, 2)
+    ]
+    assert min(accuracies) > CHANCE + 0.2, f"concat should learn synergy: {accuracies}"
 
 
 # Every strategy that models cross-modal interactions (all but the unimodal baselines,

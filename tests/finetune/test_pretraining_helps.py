@@ -51,7 +51,7 @@ def pretrained(tmp_path_factory, data_dir) -> dict:
     return run(tmp_path_factory, data_dir, "pretrain", *PRETRAIN)
 
 
-@pytest.mark.slow  # seven finetuning runs: about four minutes on two cores
+@pytest.mark.slow  # nine finetuning runs: about four minutes on two cores
 def test_contrastive_pretraining_improves_low_label_finetuning(
     tmp_path_factory, data_dir, pretrained
 ):
@@ -63,15 +63,18 @@ def test_contrastive_pretraining_improves_low_label_finetuning(
         run(tmp_path_factory, data_dir, f"scratch{seed}", *LOW_LABEL, f"seed={seed}")
         for seed in (0, 1, 2)
     ]
-    frozen = run(
-        tmp_path_factory,
-        data_dir,
-        "frozen",
-        *LOW_LABEL,
-        "seed=0",
-        "finetune=frozen",
-        f"finetune.checkpoint={checkpoint}",
-    )
+    frozens = [
+        run(
+            tmp_path_factory,
+            data_dir,
+            f"frozen{seed}",
+            *LOW_LABEL,
+            f"seed={seed}",
+            "finetune=frozen",
+            f"finetune.checkpoint={checkpoint}",
+        )
+        for seed in (0, 1, 2)
+    ]
     # Partial finetuning moves the towers on 200 labels, so its figure depends on the
     # seed's order and dropout; the claim is about the median of seeds 0-2. Frozen towers:
     # 0.795 on seed 0 since same-scene pairs stopped being negatives of each other in
@@ -92,11 +95,14 @@ def test_contrastive_pretraining_improves_low_label_finetuning(
     scratch_acc = scratch_accs[1]
     assert scratch_acc < 0.65, f"from scratch, 200 labels should not solve synergy: {scratch_accs}"
     partial_accs = sorted(p["metrics"]["test/acc"] for p in partials)
-    # Measured on 2 cores, one thread per pytest worker (2026-12-02): scratch 0.53, 0.565,
-    # 0.57; partial 0.71, 0.71, 0.715; frozen 0.795. Partial finetuning on 200 labels gains
-    # less over scratch than the frozen towers do, but on every seed.
+    # Measured on 2 cores (2026-12-02), one thread per pytest worker: scratch 0.53, 0.565,
+    # 0.57; partial 0.71, 0.71, 0.715; frozen 0.795 (seed 0). Two threads: scratch 0.48,
+    # 0.53, 0.555; partial 0.69, 0.705, 0.755; frozen 0.795, 0.805, 0.81. Partial
+    # finetuning on 200 labels gains less over scratch than the frozen towers do, but on
+    # every seed; the frozen claim is the robust one, so it holds for the lowest seed.
+    frozen_accs = sorted(f["metrics"]["test/acc"] for f in frozens)
     for name, accuracy, floor, margin in (
-        ("frozen", frozen["metrics"]["test/acc"], 0.75, 0.15),
+        ("frozen (the lowest of 3 seeds)", frozen_accs[0], 0.75, 0.15),
         ("partial (median of 3 seeds)", partial_accs[1], 0.7, 0.1),
     ):
         assert accuracy > floor and accuracy > scratch_acc + margin, (
@@ -104,7 +110,7 @@ def test_contrastive_pretraining_improves_low_label_finetuning(
             f"{scratch_acc:.3f} (partial: {partial_accs}, scratch: {scratch_accs})"
         )
     assert partial_accs[0] > scratch_accs[-1], (partial_accs, scratch_accs)
-    for result in (frozen, *partials):
+    for result in (*frozens, *partials):
         assert result["pretrained_from"]["checkpoint"] == checkpoint
         assert result["pretrained_from"]["run"]["objective"] == "ContrastivePretrainer"
     assert all("pretrained_from" not in s for s in scratches)

@@ -25,6 +25,9 @@ from mmexp.search.study import load_trial
 
 log = logging.getLogger(__name__)
 
+#: Metric logged by a pruned trial: the epoch after which it stopped.
+PRUNED_KEY = "optuna/pruned_at_epoch"
+
 
 def pruned_epoch(trainer: pl.Trainer) -> int | None:
     """The epoch after which an :class:`OptunaPruning` callback stopped ``trainer``, if any."""
@@ -80,6 +83,9 @@ class OptunaPruning(pl.Callback):
         if trainer.strategy.broadcast(prune, src=0):
             trainer.should_stop = True
             self.pruned_at_epoch = trainer.current_epoch
+            # in the loggers too, so that a table read from W&B knows the run was pruned
+            for logger in trainer.loggers:
+                logger.log_metrics({PRUNED_KEY: trainer.current_epoch}, step=trainer.global_step)
 
     def _report(self, trainer: pl.Trainer) -> bool:
         value = trainer.callback_metrics.get(self.monitor)

@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from mmexp.analysis.keys import ANALYSIS_FILE
 from mmexp.analysis.keys import flat_metrics as flat_analysis
 from mmexp.robustness.keys import ROBUSTNESS_FILE, flat_metrics
+from mmexp.search.pruning import PRUNED_KEY
 from mmexp.tracking.run_record import RESULTS_FILE
 
 log = logging.getLogger(__name__)
@@ -184,9 +185,12 @@ def collect_wandb(path: str, group: str | None = None, api: Any = None) -> list[
     for run in api.runs(path, filters=filters):
         config = {k: v for k, v in dict(run.config).items() if not k.startswith("_")}
         summary = {k: v for k, v in dict(run.summary).items() if isinstance(v, int | float)}
+        status = states.get(run.state, run.state)
+        if status == "completed" and PRUNED_KEY in summary:  # the trial's pruner stopped it
+            status = "pruned"
         runs.append(
             RunResult(
-                status=states.get(run.state, run.state),
+                status=status,
                 metrics=summary,
                 config=config,
                 choices=dict(config.get("run", {}).get("choices", {})),

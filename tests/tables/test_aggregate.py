@@ -94,10 +94,18 @@ def test_wandb_project_runs_become_run_results():
                     id="r1", state="finished", config=config, summary={"test/acc": 0.7, "note": "x"}
                 ),
                 SimpleNamespace(id="r2", state="crashed", config=config, summary={}),
+                # a trial its Optuna pruner stopped finishes as a W&B run too
+                SimpleNamespace(
+                    id="r3",
+                    state="finished",
+                    config=config,
+                    summary={"test/acc": 0.4, "optuna/pruned_at_epoch": 1},
+                ),
             ]
 
     runs = collect_wandb("team/mmexp", "ablation", api=FakeApi())
-    assert [r.status for r in runs] == ["completed", "failed"]
+    assert [r.status for r in runs] == ["completed", "failed", "pruned"]
+    runs = runs[:2]
     assert runs[0].axis("fusion") == "late" and runs[0].metrics == {"test/acc": 0.7}
     table = build_table(runs, "test/acc", "fusion", "data.task")
     assert table.cell("late", "a").n == 1 and table.cell("late", "a").failed == 1

@@ -50,9 +50,11 @@ def test_optuna_search_prunes_and_its_best_trial_is_reproduced(tmp_path, data_di
         # ... reported its validation accuracy after every epoch it trained ...
         epochs = max(trial.intermediate_values) + 1
         assert (epochs < 3) == (trial.state == TrialState.PRUNED)
-        if trial.state == TrialState.PRUNED:  # the run record says so too
+        if trial.state == TrialState.PRUNED:  # the run record and the loggers say so too
             assert record["status"] == "pruned"
             assert record["pruned_at_epoch"] == epochs - 1
+            metrics = (sweep / f"trial_{trial.number}" / "csv" / "metrics.csv").read_text()
+            assert "optuna/pruned_at_epoch" in metrics.splitlines()[0]
         else:
             assert record["status"] == "completed"
         assert max(trial.intermediate_values.values()) == pytest.approx(

@@ -208,8 +208,18 @@ def _add_run(
     value = run.metrics.get(metric)
     if run.status != "completed" or value is None or not math.isfinite(value):
         cell.failed += 1
-    else:
-        cell.values[run.axis(seed_axis)] = float(value)
+        return
+    seed = run.axis(seed_axis)
+    if seed in cell.values:
+        # two runs in one cell with one seed: an axis that varies is missing from the
+        # table, and keeping either value would hide the other
+        raise ValueError(
+            f"two completed runs share {row_axis}={row!r}, column {column!r} and "
+            f"{seed_axis}={seed!r} (one is {run.source or 'a run'}): give the axis that "
+            "tells them apart to --rows or --cols (several joined by commas), or read "
+            "one study at a time"
+        )
+    cell.values[seed] = float(value)
 
 
 def _finish(

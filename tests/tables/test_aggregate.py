@@ -72,7 +72,13 @@ def test_unknown_baseline_and_row_axis_are_named():
         build_table(RUNS, "test/acc", "fusion", "data.task", baseline="nope")
     with pytest.raises(ValueError, match="row axis 'nope'"):
         build_table(RUNS, "test/acc", "nope")
-    assert math.isnan(build_table(RUNS, "test/acc", "fusion").cell("x", "test/acc").mean)
+    assert math.isnan(build_table(RUNS, "test/acc", "fusion", "data.task").cell("x", "a").mean)
+
+
+def test_two_runs_in_one_cell_with_one_seed_are_refused_naming_the_axis():
+    # RUNS vary over data.task: a table without it would keep one task's value per seed
+    with pytest.raises(ValueError, match=r"two completed runs share fusion=.* give the axis"):
+        build_table(RUNS, "test/acc", "fusion")
 
 
 def test_wandb_project_runs_become_run_results():

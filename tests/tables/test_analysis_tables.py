@@ -136,7 +136,9 @@ def test_keys_no_run_has_and_options_that_collide(runs_dir, tmp_path):
 
 def test_analysis_plots_are_written_beside_the_table(runs_dir, tmp_path, capsys):
     out = tmp_path / "plots" / "table"
-    assert main([str(runs_dir), "--rows", "fusion", "--analysis-plots", "--out", str(out)]) == 0
+    # concat seed 1 ran on both tasks: the task is part of the row
+    rows = ["--rows", "data.task,fusion"]
+    assert main([str(runs_dir), *rows, "--analysis-plots", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     for name in ("shapley", "pid_model", "pid_data", "emap"):
         path = out.with_name(f"table_{name}.png")

@@ -180,9 +180,10 @@ def without_placement(config: dict[str, Any]) -> dict[str, Any]:
     without the launcher is the same job: ``device_slots`` and the slot's
     ``trainer.devices`` are dropped.
     """
-    if not config.get("device_slots"):
-        return {key: value for key, value in config.items() if key != "device_slots"}
+    placed = bool(config.get("device_slots"))
     config = {key: value for key, value in config.items() if key != "device_slots"}
+    if not placed:
+        return config
     trainer = dict(config.get("trainer") or {})
     if isinstance(trainer.get("devices"), list) and len(trainer["devices"]) == 1:
         trainer["devices"] = 1

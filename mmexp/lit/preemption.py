@@ -11,7 +11,6 @@ handler installed before it (submitit requeues the job there) and ends the run w
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import signal
 from collections.abc import Sequence
@@ -33,12 +32,22 @@ SIGNAL_EXIT_BASE = 128
 
 
 class Preempted(SystemExit):
-    """The run stopped on a signal after saving ``checkpoint``."""
+    """The run stopped on a signal after saving ``checkpoint``.
 
-    def __init__(self, signum: int, checkpoint: Path, step: int) -> None:
+    Args:
+        signum: The signal received.
+        checkpoint: The checkpoint written.
+        step: The global step it holds.
+        exit_code: The process's exit status; by default 128 + ``signum``, as a shell
+            reports a process ended by that signal.
+    """
+
+    def __init__(
+        self, signum: int, checkpoint: Path, step: int, exit_code: int | str | None = None
+    ) -> None:
         name = signal.Signals(signum).name
         self.checkpoint, self.signal_name, self.step = checkpoint, name, step
-        super().__init__(SIGNAL_EXIT_BASE + signum)
+        super().__init__(SIGNAL_EXIT_BASE + signum if exit_code is None else exit_code)
 
     def __str__(self) -> str:
         return (
@@ -142,9 +151,14 @@ class SaveOnSignal(pl.Callback):
         # Hand the signal on to the handler found at start (submitit requeues the job
         # there), but not to Lightning's: it would stop at its own pace, and its SIGTERM
         # handler broadcasts from rank 0 at a moment the other ranks do not expect.
+        launcher_exit = None
         if callable(previous) and not is_lightning_signal_handler(previous):
             # The launcher may end the process itself (submitit, once requeued): Preempted
-            # does so below, after train() has recorded the run as interrupted.
-            with contextlib.suppress(SystemExit):
+            # does so below, after train() has recorded the run as interrupted, with the
+            # launcher's exit status, since that may be its requeue request (submitit's
+            # local executor restarts a task that exits with 144).
+            try:
                 previous(signum, None)
-        raise Preempted(signum, path, trainer.global_step)
+            except SystemExit as stop:
+                launcher_exit = stop.code
+        raise Preempted(signum, path, trainer.global_step, exit_code=launcher_exit)

@@ -81,7 +81,11 @@ class RaiseAtStep(pl.Callback):
 
 
 class SignalOnFirstAttempt(SignalAtStep):
-    """:class:`SignalAtStep`, but only in a job SLURM has not restarted yet."""
+    """:class:`SignalAtStep`, but only in a job's first attempt.
+
+    A later attempt is one SLURM restarted (``SLURM_RESTART_COUNT``) or one that resumed
+    from a checkpoint (submitit's local requeue sets no variable).
+    """
 
     def on_train_batch_end(
         self,
@@ -91,5 +95,6 @@ class SignalOnFirstAttempt(SignalAtStep):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        if int(os.environ.get("SLURM_RESTART_COUNT", "0")) == 0:
+        restarted = int(os.environ.get("SLURM_RESTART_COUNT", "0")) > 0
+        if not restarted and trainer.ckpt_path is None:
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)

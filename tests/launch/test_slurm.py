@@ -7,6 +7,7 @@ is requeued by submitit and resumes from its checkpoint into the same folder.
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -41,8 +42,13 @@ def _cluster_up() -> bool:
 
 @pytest.fixture(scope="module")
 def slurm() -> None:
-    if not _cluster_up():
-        pytest.skip("no SLURM cluster on this machine (.ci/start_slurm starts a local one)")
+    if _cluster_up():
+        return
+    message = "no SLURM cluster on this machine (.ci/start_slurm starts a local one)"
+    # CI starts the cluster and sets MMEXP_REQUIRE_SLURM: there a missing cluster is a failure.
+    if os.environ.get("MMEXP_REQUIRE_SLURM") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def sweep(tmp_path: Path, data_dir: Path, *overrides: str) -> subprocess.CompletedProcess:

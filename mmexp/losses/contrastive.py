@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmexp.losses.distributed import distributed_world, gather_with_local
+from mmexp.losses.distributed import batch_sizes, distributed_world, gather_with_local
 
 
 def _logit_scale_parameter(init_temperature: float, learnable: bool) -> nn.Parameter:
@@ -91,9 +91,12 @@ class ClipLoss(nn.Module):
         )
 
 
-def gather_ids(ids: torch.Tensor) -> torch.Tensor:
-    """Every rank's pair ids, rank order (no gradient: ids are integers)."""
-    return gather_with_local(ids, with_grad=False, keep_local_grad=False)
+def gather_ids(ids: torch.Tensor, sizes: list[int] | None = None) -> torch.Tensor:
+    """Every rank's pair ids, rank order (no gradient: ids are integers).
+
+    ``sizes``: every rank's batch size, when the caller has gathered them already.
+    """
+    return gather_with_local(ids, with_grad=False, keep_local_grad=False, sizes=sizes)
 
 
 def clip_loss(
@@ -106,20 +109,23 @@ def clip_loss(
 ) -> torch.Tensor:
     """Symmetric cross-entropy of the scaled similarity matrix; see :class:`ClipLoss`."""
     rank, _ = distributed_world()
+    # The ranks' batch sizes differ in the last validation batch of an uneven split.
+    sizes = batch_sizes(len(features_a), features_a.device)
     # With local_loss this rank's features get their gradient as rows already; like
     # open_clip, a plain gather then leaves the columns detached.
-    all_a = gather_with_local(features_a, gather_with_grad, keep_local_grad=not local_loss)
-    all_b = gather_with_local(features_b, gather_with_grad, keep_local_grad=not local_loss)
+    keep = not local_loss
+    all_a = gather_with_local(features_a, gather_with_grad, keep_local_grad=keep, sizes=sizes)
+    all_b = gather_with_local(features_b, gather_with_grad, keep_local_grad=keep, sizes=sizes)
     if local_loss:
         logits_a = logit_scale * features_a @ all_b.T
         logits_b = logit_scale * features_b @ all_a.T
-        # This rank's pairs sit at columns rank * B ... rank * B + B - 1.
-        targets = torch.arange(len(features_a), device=features_a.device) + rank * len(features_a)
+        # This rank's pairs sit at the columns after every earlier rank's.
+        targets = torch.arange(len(features_a), device=features_a.device) + sum(sizes[:rank])
     else:
         logits_a = logit_scale * all_a @ all_b.T
         targets = torch.arange(len(all_a), device=features_a.device)
     if ids is not None:
-        all_ids = gather_ids(ids)
+        all_ids = gather_ids(ids, sizes)
         row_ids = ids if local_loss else all_ids
         # Another pair of the same item is no negative: drop it from both softmaxes. The mask
         # is the same for both directions (equal ids are symmetric; local rows index b and a
@@ -173,14 +179,15 @@ class SigLipLoss(nn.Module):
         ``ids`` (``[B]``, optional): pairs with equal ids are each other's positives.
         """
         rank, _ = distributed_world()
-        all_b = gather_with_local(features_b, with_grad=True)
+        sizes = batch_sizes(len(features_a), features_a.device)
+        all_b = gather_with_local(features_b, with_grad=True, sizes=sizes)
         logits = self.logit_scale * features_a @ all_b.T + self.logit_bias
         if ids is not None:
             # Every b of the same item matches this a, including its own pair.
-            same = ids[:, None] == gather_ids(ids)[None, :]
+            same = ids[:, None] == gather_ids(ids, sizes)[None, :]
             labels = same.to(logits.dtype) * 2 - 1
         else:
             labels = -torch.ones_like(logits)
             rows = torch.arange(len(features_a), device=logits.device)
-            labels[rows, rows + rank * len(features_a)] = 1.0
+            labels[rows, rows + sum(sizes[:rank])] = 1.0
         return -F.logsigmoid(labels * logits).sum() / len(features_a)

@@ -9,6 +9,12 @@ and open_clip exposes both, so mmexp does too:
 * ``with_grad=False`` gathers plain tensors and puts the local, differentiable features back
   in their slot: cheaper, but each rank only sees the gradient of its own loss (the sum over
   ranks is ``1 / world_size`` of the single-process gradient without ``local_loss``).
+
+Ranks may hold batches of different sizes: evaluation shards are unrepeated (see
+:mod:`mmexp.data.sampling`), so with a split that does not divide evenly the last
+validation batches differ by a row. The gather pads every rank's batch to the longest and
+trims the padding off again (gloo and NCCL gather equal shapes only: gloo aborts the
+process on a mismatch).
 """
 
 from __future__ import annotations
@@ -25,29 +31,55 @@ def distributed_world() -> tuple[int, int]:
     return 0, 1
 
 
+def batch_sizes(size: int, device: torch.device | str = "cpu") -> list[int]:
+    """Every rank's batch size (``size`` on this rank), rank order; ``[size]`` alone.
+
+    Args:
+        size: This rank's batch size.
+        device: Where the collective's buffer lives (the process group's device: CUDA
+            under NCCL).
+    """
+    _, world_size = distributed_world()
+    if world_size == 1:
+        return [size]
+    sizes = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(world_size)]
+    dist.all_gather(sizes, torch.tensor([size], dtype=torch.long, device=device))
+    return [int(s) for s in sizes]
+
+
 def gather_with_local(
-    tensor: torch.Tensor, with_grad: bool, keep_local_grad: bool = True
+    tensor: torch.Tensor,
+    with_grad: bool,
+    keep_local_grad: bool = True,
+    sizes: list[int] | None = None,
 ) -> torch.Tensor:
     """Concatenate ``tensor`` from every rank along dim 0, rank order.
 
-    Every rank must pass a tensor of the same shape (the per-rank batch size).
+    The ranks' batches may differ in size (dim 0); the other dimensions must agree.
 
     Args:
         tensor: This rank's ``[B, ...]`` features.
         with_grad: Let gradients flow back to the rank that produced each slice.
         keep_local_grad: Without ``with_grad``, put the differentiable ``tensor`` back in
             this rank's slice; ``False`` detaches the whole result.
+        sizes: Every rank's batch size, from :func:`batch_sizes` (gathered here when
+            ``None``; pass them to save the collective when gathering several tensors).
 
     Returns:
-        ``[world_size * B, ...]`` in rank order.
+        ``[sum(sizes), ...]`` in rank order.
     """
     rank, world_size = distributed_world()
     if world_size == 1:
         return tensor
+    sizes = batch_sizes(len(tensor), tensor.device) if sizes is None else sizes
+    longest = max(sizes)
+    # Zero rows, concatenated (differentiable): their gradient is dropped with them.
+    padded = torch.cat([tensor, tensor.new_zeros((longest - len(tensor), *tensor.shape[1:]))])
     if with_grad:
-        return torch.cat(distributed_nn.all_gather(tensor), dim=0)
-    parts = [torch.empty_like(tensor) for _ in range(world_size)]
-    dist.all_gather(parts, tensor.detach())
-    if keep_local_grad:
-        parts[rank] = tensor
-    return torch.cat(parts, dim=0)
+        parts = list(distributed_nn.all_gather(padded))
+    else:
+        parts = [torch.empty_like(padded) for _ in range(world_size)]
+        dist.all_gather(parts, padded.detach())
+        if keep_local_grad:
+            parts[rank] = padded
+    return torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)], dim=0)

@@ -111,3 +111,19 @@ def ddp_tower_gradients(rank: int, world_size: int) -> dict[str, dict[str, torch
                 key.removeprefix("module."): value for key, value in grads.items()
             }
     return results
+
+
+# Rows per rank of an uneven split's last validation batch (unrepeated evaluation shards).
+UNEVEN = (3, 2)
+
+
+def uneven_batch_losses(rank: int, world_size: int) -> dict[str, float]:
+    """Each loss on this rank's rows of an uneven global batch (``UNEVEN`` rows per rank)."""
+    a, b = global_features(world_size)
+    start = sum(UNEVEN[:rank])
+    rows = slice(start, start + UNEVEN[rank])
+    losses = {name: make_loss() for name, make_loss in LOSSES.items()}
+    results = {name: float(loss(a[rows], b[rows]).detach()) for name, loss in losses.items()}
+    for name, loss in losses.items():
+        results[f"{name}_ids"] = float(loss(a[rows], b[rows], ids=IDS[rows]).detach())
+    return results

@@ -111,6 +111,26 @@ def test_two_process_gradients_equal_one_process_on_the_concatenated_batch(tmp_p
             torch.testing.assert_close(ranks[0]["clip_plain_gather"][parameter], grad / 2)
 
 
+@pytest.mark.slow
+def test_ranks_with_batches_of_different_sizes_give_the_one_process_loss(tmp_path):
+    # An uneven validation split leaves the ranks' last batches a row apart; gloo aborts an
+    # all-gather of unequal shapes, so the gather pads and trims. The global losses are the
+    # one-process loss on every rank; the per-row ones (local CLIP, SigLIP) average to it
+    # weighted by the rows of each rank, as the validation loss mean weighs them.
+    ranks = run_distributed(workers.uneven_batch_losses, 2, tmp_path)
+    total = sum(workers.UNEVEN)
+    a, b = workers.global_features(2)
+    a, b, ids = a[:total], b[:total], workers.IDS[:total]
+    for name, make_loss in workers.LOSSES.items():
+        for key, key_ids in ((name, None), (f"{name}_ids", ids)):
+            single = float(make_loss()(a, b, ids=key_ids).detach())
+            values = [results[key] for results in ranks]
+            if name == "clip":
+                assert values == pytest.approx([single] * 2, rel=1e-6), key
+            weighted = sum(n * v for n, v in zip(workers.UNEVEN, values, strict=True)) / total
+            assert weighted == pytest.approx(single, rel=1e-6), key
+
+
 @pytest.mark.parametrize("local_loss", [False, True])
 def test_distinct_ids_leave_the_losses_as_open_clip_computes_them(local_loss):
     a, b = _features()

@@ -8,7 +8,7 @@ rounding. Evaluation shards are unrepeated: 81 validation and test samples leave
 41 and 40, so every case also checks that each sample is scored once and that uneven last
 batches go through the objective's reductions.
 
-The towers are those of :mod:`tests.lit.test_ddp_equivalence` (LayerNorm, no dropout: see
+The towers are those of :mod:`tests.helpers.ddp_runs` (LayerNorm, no dropout: see
 there), the feature-sequence towers of the regression case likewise.
 
 What the comparison catches: a contrastive loss over each rank's own batch (no gather)
@@ -29,10 +29,10 @@ import pytest
 
 from mmexp.eval import evaluate
 from tests.helpers.configs import compose_config
+from tests.helpers.ddp_runs import SHAPES_TOWERS, TRAINING, run, scored_test_samples
 from tests.helpers.frozen_towers import FROZEN_TOWERS
 from tests.helpers.multibench_fixtures import write_affect_pickle
 from tests.helpers.published_fixtures import write_mmimdb
-from tests.lit.test_ddp_equivalence import SHAPES_TOWERS, TRAINING, run, scored_test_samples
 
 # 81 evaluation samples: uneven shards (41 + 40) and an uneven last batch per rank.
 SHAPES_SPLITS = ["data.num_train=96", "data.num_val=81", "data.num_test=81"]

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mmexp.builders import build_data_and_model
 from mmexp.data.sets.hateful_memes import HatefulMemesDataModule
 from mmexp.train import train
 from tests.helpers.configs import FAST_OVERRIDES, compose_config
@@ -21,8 +22,8 @@ LOADER = [
 ]
 
 
-def run(tmp_path, data_dir, root, *overrides):
-    cfg = compose_config(
+def config(tmp_path, data_dir, root, *overrides):
+    return compose_config(
         "train",
         [
             *FAST,
@@ -35,7 +36,10 @@ def run(tmp_path, data_dir, root, *overrides):
         tmp_path / "run",
         data_dir,
     )
-    return train(cfg)
+
+
+def run(tmp_path, data_dir, root, *overrides):
+    return train(config(tmp_path, data_dir, root, *overrides))
 
 
 # Enough memes for the test figures to mean something, few enough to train in seconds.
@@ -81,6 +85,21 @@ def test_each_sample_carries_the_label_image_and_text_of_its_row(tmp_path, stage
     assert len({s["text"] for s in samples}) == len({s["image"].tobytes() for s in samples})
     assert len({s["image"].tobytes() for s in samples}) == len(samples)
     assert {s["label"] for s in samples} == {0, 1}
+
+
+def test_loader_batches_keep_each_processed_meme_with_its_label(tmp_path, data_dir):
+    # Past the encoders' processors and the collator: labels in file order, and the red
+    # (hateful) images still redder than blue, channel by channel, in the image tensors.
+    root = write_hateful_memes(tmp_path / "hm")
+    datamodule, _ = build_data_and_model(config(tmp_path, data_dir, root))
+    datamodule.setup("validate")
+    labels, redder = [], []
+    for batch in datamodule.val_dataloader():
+        labels += batch["label"].tolist()
+        channels = batch["image"].mean(dim=(2, 3))
+        redder += (channels[:, 0] > channels[:, 2]).tolist()
+    written = [row["label"] for row in rows_of(root / "dev_seen.jsonl").values()]
+    assert labels == written and redder == [bool(label) for label in written]
 
 
 def test_count_check_can_be_strict(tmp_path, data_dir):

@@ -13,11 +13,23 @@ FOOD_CLASSES = {"apple_pie": (200, 160, 60), "pizza": (210, 40, 30), "sushi": (2
 FOOD_SPLITS = {"train": 12, "test": 6}
 
 
+def shaded(colour: tuple[int, int, int], key: int) -> tuple[int, int, int]:
+    """``colour`` with its blue channel moved towards the middle by ``key % 97``: the colour
+    stays recognisable, and the images of any 97 consecutive keys differ (saved as JPEG at
+    quality 100, which keeps a step of 1 apart)."""
+    red, green, blue = colour
+    step = key % 97
+    return red, green, blue + step if blue < 128 else blue - step
+
+
 def write_food101(root: Path, splits: dict[str, int] = FOOD_SPLITS) -> Path:
     """``images/<split>/<class>/<class>_<n>.jpg`` and ``texts/<split>_titles.csv`` (rows
     ``filename,text,label``, no header) as in the UPMC Food-101 release."""
     (root / "texts").mkdir(parents=True, exist_ok=True)
     names = list(FOOD_CLASSES)
+    # Rows are numbered across both splits, so that their images and titles differ (the
+    # same file names recur in each split's folder).
+    number = 0
     for split, count in splits.items():
         rows = []
         for i in range(count):
@@ -25,10 +37,17 @@ def write_food101(root: Path, splits: dict[str, int] = FOOD_SPLITS) -> Path:
             filename = f"{label}_{i}.jpg"
             folder = root / "images" / split / label
             folder.mkdir(parents=True, exist_ok=True)
-            Image.new("RGB", (40, 32), FOOD_CLASSES[label]).save(folder / filename)
-            # Titles of recipe pages, with commas (quoted in the CSV) now and then.
+            number += 1
+            Image.new("RGB", (40, 32), shaded(FOOD_CLASSES[label], number)).save(
+                folder / filename, quality=100
+            )
+            # Titles of recipe pages, with commas (quoted in the CSV) now and then; each
+            # names its row, so that a title read for the wrong row shows.
             title = label.replace("_", " ")
-            text = f"Best {title} recipe, easy and quick" if i % 2 else f"{title} number {i}"
+            if i % 2:
+                text = f"Best {title} recipe no. {number}, easy and quick"
+            else:
+                text = f"{title} number {number}"
             rows.append([filename, text, label])
         with (root / "texts" / f"{split}_titles.csv").open(
             "w", newline="", encoding="utf-8"
@@ -55,13 +74,15 @@ def _sentences(colour: str, image_id: int, count: int, first_sentid: int) -> lis
         "A photo of something {c}.",
         "the picture is {c}",
         "{c} all over",
-        "mostly {c} pixels",
+        "mostly {c} pixels, picture {n}",
         "an image in {c}",
         "plain {c}",
     ]
     sentences = []
     for k in range(count):
-        raw = templates[k % len(templates)].format(c=colour)
+        # One caption numbers its image, so that the captions of two images of one colour
+        # differ, and captions read for the wrong image show.
+        raw = templates[k % len(templates)].format(c=colour, n=image_id)
         sentences.append(
             {
                 "tokens": raw.lower().strip(".").split(),
@@ -123,7 +144,7 @@ def _karpathy_images(
                 entry["filename"] = f"{1000000 + image_id}.jpg"
                 path = root / image_dir / entry["filename"]
             path.parent.mkdir(parents=True, exist_ok=True)
-            Image.new("RGB", (36, 30), COLOURS[colour]).save(path)
+            Image.new("RGB", (36, 30), shaded(COLOURS[colour], image_id)).save(path, quality=100)
             images.append(entry)
     return images
 

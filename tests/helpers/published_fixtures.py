@@ -13,6 +13,11 @@ HATEFUL_SPLITS = {"train": 8, "dev_seen": 4, "test_seen": 4}
 HATEFUL_PHASE1_SPLITS = {"train": 8, "dev": 4, "test": 4}
 
 
+def row_shade(key: int) -> int:
+    """A channel value in [40, 137) that differs between any 97 consecutive keys."""
+    return 40 + key % 97
+
+
 def write_hateful_memes(
     root: Path,
     splits: dict[str, int] = HATEFUL_SPLITS,
@@ -36,8 +41,10 @@ def write_hateful_memes(
             meme_id = next_id = next_id + 1
             label = i % 2
             if images:
-                # Hateful memes are red here, so there is something to learn.
-                colour = (200, 30, 30) if label else (30, 30, 200)
+                # Hateful memes are red here, so there is something to learn; the green
+                # channel tells the memes apart, so that an image read for the wrong row shows.
+                shade = row_shade(meme_id)
+                colour = (200, shade, 30) if label else (30, shade, 200)
                 Image.new("RGB", (48, 40), colour).save(root / "img" / f"{meme_id:05d}.png")
             line = {"id": meme_id, "img": f"img/{meme_id:05d}.png", "label": label}
             if split in unlabelled:
@@ -105,8 +112,12 @@ def write_mmimdb(root: Path, splits: dict[str, int] = MMIMDB_SPLITS) -> Path:
             movie += 1
             movie_id = f"0{movie}"
             genres = _mmimdb_genres(split, i)
-            colour = (200, 200, 40) if i % 2 else (20, 20, 20)
-            Image.new("RGB", (30, 44), colour).save(root / "dataset" / f"{movie_id}.jpeg")
+            # Drama/Comedy posters are yellow, Horror ones dark (a signal to learn); the blue
+            # channel tells the movies apart.
+            colour = (200, 200, row_shade(movie)) if i % 2 else (20, 20, row_shade(movie))
+            Image.new("RGB", (30, 44), colour).save(
+                root / "dataset" / f"{movie_id}.jpeg", quality=100
+            )
             longest = f"plot of movie {movie_id}, a {genres[0].lower()} told at some length"
             plots = [longest] if i % 3 == 0 else ["first summary", longest, "a middle one"]
             info = {"title": f"Movie {movie_id}", "genres": genres, "plot": plots}

@@ -1,9 +1,12 @@
 """UPMC Food-101 from a few samples in its release format, through mmexp-train."""
 
+import csv
 import logging
 from collections import Counter
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from mmexp.data.sets.food101 import CLASSES, Food101DataModule, stratified_holdout
 from mmexp.train import train
@@ -19,8 +22,17 @@ LOADER = [
 ]
 
 
-def test_training_on_the_release_format_reports_accuracy(tmp_path, data_dir, caplog):
-    root = write_food101(tmp_path / "food")
+# Enough rows for the test figures to mean something, few enough to train in seconds.
+LEARNABLE = {"train": 48, "test": 24}
+
+
+def test_training_on_the_release_format_learns_the_dish_colours(tmp_path, data_dir, caplog):
+    """Each dish has its colour in the fixture: test accuracy is well above the 1/3 of a
+    guess among the three dishes present (a 101-way head could do worse still).
+
+    Seeds 0, 1, 2 and 42 score test accuracy 1.0, 1.0, 1.0, 1.0.
+    """
+    root = write_food101(tmp_path / "food", LEARNABLE)
     # No test report: its 101 x 101 annotated confusion-matrix plot alone takes over a minute.
     cfg = compose_config(
         "train",
@@ -29,7 +41,8 @@ def test_training_on_the_release_format_reports_accuracy(tmp_path, data_dir, cap
             "data=food101",
             f"data.root={root}",
             *LOADER,
-            "data.val_size=3",
+            "data.val_size=12",
+            "trainer.max_epochs=4",
             "++callbacks.test_report=null",
         ],
         tmp_path / "run",
@@ -38,9 +51,40 @@ def test_training_on_the_release_format_reports_accuracy(tmp_path, data_dir, cap
     with caplog.at_level(logging.WARNING):
         result = train(cfg)
     metrics = result["metrics"]
-    assert 0 <= metrics["test/acc"] <= 1 and "val/acc_best" in metrics
-    assert "train_titles: 12 found, 67988 published" in caplog.text
+    assert metrics["test/acc"] > 1 / 3 + 0.3, metrics
+    assert "val/acc_best" in metrics
+    assert "train_titles: 48 found, 67988 published" in caplog.text
     assert result["data_skipped"]["counts"] == {}
+
+
+def titles_of(root, split):
+    """The CSV rows of a split by file name, read with nothing but ``csv``."""
+    with (root / "texts" / f"{split}_titles.csv").open(newline="", encoding="utf-8") as handle:
+        return {name: (text, label) for name, text, label in csv.reader(handle)}
+
+
+def test_each_sample_carries_the_dish_photo_and_title_of_its_row(tmp_path):
+    root = write_food101(tmp_path / "food")
+    dm = Food101DataModule(root, val_size=3)
+    samples = {}
+    for stage in ("train", "val", "test"):
+        split = "test" if stage == "test" else "train"
+        written = titles_of(root, split)
+        dataset = dm.dataset(stage, processed=False)
+        for position, row in enumerate(dataset.rows):
+            sample, (text, label) = dataset[position], written[row["id"]]
+            assert sample["label"] == CLASSES.index(label) and sample["text"] == text
+            with Image.open(root / "images" / split / label / row["id"]) as image:
+                pixels = np.asarray(image.convert("RGB"))
+            np.testing.assert_array_equal(np.asarray(sample["image"]), pixels)
+            samples[split, row["id"]] = sample
+    # Train and validation share out the training CSV; every row of both CSVs is a sample.
+    assert sorted(samples) == sorted(
+        (split, name) for split in ("train", "test") for name in titles_of(root, split)
+    )
+    # Rows differ in photo and title (across the splits too), so that a mix-up shows.
+    assert len({s["image"].tobytes() for s in samples.values()}) == len(samples)
+    assert len({s["text"] for s in samples.values()}) == len(samples)
 
 
 def test_rows_become_samples_of_the_101_dishes(tmp_path):
@@ -48,7 +92,7 @@ def test_rows_become_samples_of_the_101_dishes(tmp_path):
     assert dm.num_classes == 101
     test = dm.dataset("test", processed=False)
     assert len(test) == 6
-    assert test[1]["text"] == "Best pizza recipe, easy and quick"  # quoted commas kept
+    assert test[1]["text"] == "Best pizza recipe no. 14, easy and quick"  # quoted commas kept
     assert test[1]["label"] == CLASSES.index("pizza")
     assert test[1]["image"].size == (40, 32)
 

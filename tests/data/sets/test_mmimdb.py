@@ -2,9 +2,12 @@
 
 import json
 import logging
+from itertools import combinations
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from mmexp.data.sets.mmimdb import GENRES, MMIMDbDataModule
 from mmexp.metrics.multilabel import SamplesF1
@@ -69,8 +72,36 @@ def test_first_plot_is_an_option_and_unknown_choices_are_named(tmp_path):
         MMIMDbDataModule(root, protocol="map")
 
 
-def test_training_reports_the_four_f1_averages(tmp_path, data_dir):
-    root = write_mmimdb(tmp_path / "mmimdb")
+# Enough movies for the test figures to mean something, few enough to train in seconds.
+LEARNABLE = {"train": 48, "dev": 16, "test": 24}
+
+
+def movies_of(root, name):
+    """The genre sets and plot lists of a split's movies, read with nothing but ``json``."""
+    ids = json.loads((root / "split.json").read_text())[name]
+    return {i: json.loads((root / "dataset" / f"{i}.json").read_text()) for i in ids}
+
+
+def best_constant_f1(genre_sets):
+    """The micro F1 of the best prediction that is the same genre set for every movie."""
+    present = sorted({g for genres in genre_sets for g in genres})
+    best = 0.0
+    for size in range(1, len(present) + 1):
+        for guess in map(set, combinations(present, size)):
+            hits = sum(len(guess & genres) for genres in genre_sets)
+            predicted, actual = len(guess) * len(genre_sets), sum(map(len, genre_sets))
+            best = max(best, 2 * hits / (predicted + actual))
+    return best
+
+
+def test_training_learns_the_genres_planted_in_posters_and_plots(tmp_path, data_dir):
+    """Drama/Comedy posters are yellow and Horror ones dark, and each plot names its first
+    genre: the run beats the best constant prediction's micro F1 by a clear margin.
+
+    On these 24 test movies the best constant guess (Drama, Comedy, Horror) scores 0.64;
+    seeds 0, 1, 2 and 42 score test micro F1 0.94-0.97.
+    """
+    root = write_mmimdb(tmp_path / "mmimdb", LEARNABLE)
     cfg = compose_config(
         "train",
         [*FAST, "data=mmimdb", f"data.root={root}", *LOADER, "objective=multilabel"],
@@ -81,6 +112,30 @@ def test_training_reports_the_four_f1_averages(tmp_path, data_dir):
     for average in ("micro", "macro", "weighted", "samples"):
         assert 0 <= result["metrics"][f"test/f1_{average}"] <= 1
     assert result["monitor"] == "val/f1_micro"
+    test = [set(m["genres"]) & set(GENRES) for m in movies_of(root, "test").values()]
+    chance = best_constant_f1(test)
+    assert result["metrics"]["test/f1_micro"] > chance + 0.15, (result["metrics"], chance)
+
+
+@pytest.mark.parametrize("plot", ["longest", "first"])
+@pytest.mark.parametrize(("stage", "name"), [("train", "train"), ("val", "dev"), ("test", "test")])
+def test_each_sample_carries_the_genres_poster_and_plot_of_its_movie(tmp_path, stage, name, plot):
+    root = write_mmimdb(tmp_path / "mmimdb")
+    written = movies_of(root, name)
+    dataset = MMIMDbDataModule(root, plot=plot).dataset(stage, processed=False)
+    assert [row["id"] for row in dataset.rows] == list(written)  # gmu keeps every movie
+    for position, (movie_id, info) in enumerate(written.items()):
+        sample = dataset[position]
+        expected = [int(genre in info["genres"]) for genre in GENRES]
+        assert sample["label"] == expected and any(expected)
+        summary = sorted(info["plot"], key=len)[-1] if plot == "longest" else info["plot"][0]
+        assert sample["text"] == summary
+        with Image.open(root / "dataset" / f"{movie_id}.jpeg") as image:
+            pixels = np.asarray(image.convert("RGB"))
+        np.testing.assert_array_equal(np.asarray(sample["image"]), pixels)
+    # The posters differ per movie, so that a poster read for the wrong movie shows.
+    images = {dataset[i]["image"].tobytes() for i in range(len(dataset))}
+    assert len(images) == len(dataset)
 
 
 def test_missing_movie_file_says_where_the_data_comes_from(tmp_path):

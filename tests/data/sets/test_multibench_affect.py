@@ -60,24 +60,60 @@ def test_training_on_the_pickle_reports_the_sentiment_metrics(
     assert not (tmp_path / "run" / "test_report").exists()  # no confusion matrix to draw
 
 
-def test_sequences_start_at_the_first_word_as_multibench_reads_them(tmp_path):
-    root = write_affect_pickle(tmp_path / "mosi")
-    with (root / AFFECT_FILES["mosi"]).open("rb") as handle:
-        raw = pickle.load(handle)["train"]
-    dm = AffectDataModule(root)
-    train_split = dm.dataset("train", processed=False)
-    assert len(train_split) == 23  # the wordless segment 5 is dropped
+@pytest.mark.parametrize(
+    ("dataset", "release"), [("mosi", "mult"), ("mosi", "multibench"), ("mosei", "mult")]
+)
+def test_sequences_start_at_the_first_word_as_multibench_reads_them(tmp_path, dataset, release):
+    root = write_affect_pickle(tmp_path / dataset, dataset, release=release)
+    name = MOSI_RAW_FILE if release == "multibench" else AFFECT_FILES[dataset]
+    with (root / name).open("rb") as handle:
+        raw = pickle.load(handle)
+    dm = AffectDataModule(root, dataset=dataset, release=release)
+    for stage, key in (("train", "train"), ("val", "valid"), ("test", "test")):
+        part = {k: np.asarray(v) for k, v in raw[key].items()}
+        # Segments with a word, in file order: the fixture's wordless train segment 5 goes.
+        kept = [row for row in range(len(part["labels"])) if part["text"][row].any()]
+        split = dm.dataset(stage, processed=False)
+        assert len(split) == len(kept) == len(part["labels"]) - (stage == "train")
+        for position, row in enumerate(kept):
+            sample = split[position]
+            start = np.flatnonzero(part["text"][row].any(axis=1))[0]
+            for modality in ("text", "vision"):
+                np.testing.assert_allclose(sample[modality], part[modality][row, start:], rtol=1e-6)
+            # COVAREP's -inf is read as 0, as MulT and MultiBench do.
+            audio = part["audio"][row, start:]
+            np.testing.assert_allclose(sample["audio"], np.where(np.isneginf(audio), 0, audio))
+            assert sample["label"] == pytest.approx(float(part["labels"][row].item()))
+        # Every segment has its own score sequence and features, so that a mix-up shows.
+        assert len({split[i]["vision"].tobytes() for i in range(len(split))}) == len(split)
     assert dm.bad_samples == []  # -inf audio values are zeroed, not bad
-    for position, row in ((0, 0), (5, 6)):
-        sample = train_split[position]
-        start = np.flatnonzero(raw["text"][row].any(axis=1))[0]
-        np.testing.assert_array_equal(sample["text"], raw["text"][row, start:])
-        np.testing.assert_array_equal(sample["vision"], raw["vision"][row, start:])
-        assert len(sample["audio"]) == SEQ_LEN - start
-        assert sample["label"] == pytest.approx(float(raw["labels"][row, 0, 0]))
-    assert np.isfinite(train_split[0]["audio"]).all()
-    assert train_split[0]["audio"][-1, -1] == 0.0  # was -inf
+    assert dm.dataset("train", processed=False)[0]["audio"][-1, -1] == 0.0  # was -inf
     assert dm.num_classes == 1 and dm.regression
+
+
+def test_training_learns_the_sentiment_planted_in_the_features(tmp_path, data_dir):
+    """The score is a function of the audio and vision features (see affect_split): the run
+    beats predicting the training median by far.
+
+    On these 32 test segments the median predictor's MAE is 1.56; seeds 0, 1, 2, 42 score
+    MAE 0.73, 0.72, 0.79, 0.66 and correlation 0.87, 0.87, 0.79, 0.89. With 64 training
+    segments they stay at 1.06-1.31 and 0.17-0.44: the signal (a mean over the steps of
+    one feature) needs more. MOSEI's and MultiBench's wider features (74 audio, 35 vision)
+    dilute it further: correlation 0.14-0.62 here (0.37-0.65 with 16 epochs), so they are
+    not held to a bar. Their loader hands the signal over intact (the test above; a linear
+    fit on the step means of their samples reaches correlation 0.89): the small encoders
+    are what fall short.
+    """
+    counts = {"train": 160, "valid": 32, "test": 32}
+    root = write_affect_pickle(tmp_path / "mosi", counts=counts)
+    with (root / AFFECT_FILES["mosi"]).open("rb") as handle:
+        raw = pickle.load(handle)
+    train_scores, test_scores = (raw[s]["labels"].reshape(-1) for s in ("train", "test"))
+    median_mae = float(np.abs(test_scores - np.median(train_scores)).mean())
+    learn = ["data.batch_size=16", "trainer.max_epochs=8", "++callbacks.early_stopping=null"]
+    metrics = run(tmp_path, data_dir, "mosi", root, *learn)["metrics"]
+    assert metrics["test/mae"] < 0.7 * median_mae, (metrics, median_mae)
+    assert metrics["test/corr"] > 0.5, metrics
 
 
 def test_multibench_mosi_raw_is_a_release_with_its_own_widths(tmp_path, data_dir):

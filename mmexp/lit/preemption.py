@@ -3,7 +3,8 @@
 Clusters announce the end of a job with a signal: SIGTERM (``scancel``, Kubernetes, most
 schedulers), SIGUSR1 (a common ``--signal`` choice) or SIGUSR2 (submitit's, which
 ``launcher=slurm`` uses). :class:`SaveOnSignal` notes the signal, lets the current training
-step finish, writes ``last.ckpt`` (atomically, with the loader position and generator
+step finish (with gradient accumulation, the current window, whose summed gradients no
+checkpoint holds), writes ``last.ckpt`` (atomically, with the loader position and generator
 states, so a run resumed from it continues where it stopped), hands the signal on to the
 handler installed before it (submitit requeues the job there) and ends the run with
 :class:`Preempted`. Under DDP the ranks agree on stopping at the same step.
@@ -54,6 +55,16 @@ class Preempted(SystemExit):
             f"stopped by {self.signal_name} after step {self.step}; saved {self.checkpoint}"
             f" (resume: ckpt_path={self.checkpoint})"
         )
+
+
+def ends_optimizer_step(trainer: pl.Trainer, batch_idx: int) -> bool:
+    """Whether training batch ``batch_idx`` of the epoch ends with an optimizer step.
+
+    Lightning steps after every ``accumulate_grad_batches`` batches and after the epoch's
+    last batch, whatever the count.
+    """
+    every = trainer.accumulate_grad_batches
+    return (batch_idx + 1) % every == 0 or batch_idx + 1 >= trainer.num_training_batches
 
 
 class SaveOnSignal(pl.Callback):
@@ -133,6 +144,10 @@ class SaveOnSignal(pl.Callback):
         batch_idx: int,
     ) -> None:
         """After a step in which a signal came: save, hand the signal on, stop."""
+        if not ends_optimizer_step(trainer, batch_idx):
+            # Inside a gradient accumulation window the summed gradients are in no
+            # checkpoint: a save here would resume without them. Wait for the window's end.
+            return
         signum = self._agreed_signal(trainer)
         if signum is None:
             return

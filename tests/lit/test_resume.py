@@ -90,3 +90,35 @@ def test_killed_run_resumes_from_its_last_epoch_checkpoint(tmp_path, data_dir, u
 
     run_cli("train", *run, "ckpt_path=last", cwd=tmp_path, fast=FAST_OVERRIDES, env=env)
     _assert_same_run(json.loads((out / "results.json").read_text()), uninterrupted)
+
+
+@pytest.fixture(scope="module")
+def accumulated(tmp_path_factory, data_dir):
+    out = tmp_path_factory.mktemp("accumulated")
+    cfg = compose_config("train", [*FAST_OVERRIDES, *RUN, *ACCUMULATE], out, data_dir)
+    return train(cfg)
+
+
+# Two batches per optimizer step: 4 steps an epoch.
+ACCUMULATE = ["+trainer.accumulate_grad_batches=2"]
+
+
+def test_a_signal_inside_an_accumulation_window_resumes_to_the_uninterrupted_run(
+    make_train_cfg, accumulated
+):
+    # The signal comes after optimizer step 5 (batch 9, the second of epoch 1's first
+    # window) and is acted on after the next batch, the first half of a window: a save
+    # there would lose that half's gradient on resume.
+    fault = [
+        "+callbacks.fault._target_=tests.helpers.faults.SignalAtStep",
+        "+callbacks.fault.step=4",
+        "+callbacks.fault.signal=SIGTERM",
+    ]
+    with pytest.raises(Preempted) as stopped:
+        train(make_train_cfg(*RUN, *ACCUMULATE, *fault, run_name="accumulate"))
+    saved = torch.load(stopped.value.checkpoint, weights_only=True)
+    processed = saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["processed"]
+    # Saved mid-epoch, at a window's end.
+    assert 0 < processed < 8 and processed % 2 == 0, processed
+    resumed = train(make_train_cfg(*RUN, *ACCUMULATE, "ckpt_path=last", run_name="accumulate"))
+    _assert_same_run(resumed, accumulated)

@@ -53,9 +53,12 @@ def accuracy_of(
 @pytest.mark.parametrize("fusion", ["unimodal_image", "unimodal_audio", "late"])
 def test_synergy_stays_near_chance_on_every_seed(make_train_cfg, fusion):
     # With the interaction strategies' longest budget, so that "does not learn" is not "has
-    # not had time": no single modality carries the label, whatever the seed.
+    # not had time": no single modality carries the label, whatever the seed. Chance is
+    # 0.5; the bar leaves 0.15 for what 200 test samples and overfitting can give, and every
+    # one of seeds 0-2 must stay under it.
     accuracies = [
-        accuracy_of(make_train_cfg, fusion, "synergy", "[image,audio]", 12, seed) for seed in (1, 2)
+        accuracy_of(make_train_cfg, fusion, "synergy", "[image,audio]", 12, seed)
+        for seed in (0, 1, 2)
     ]
     assert max(accuracies) < 0.65, f"{fusion} on synergy: {accuracies}"
 

@@ -126,6 +126,7 @@ def test_the_pretrain_finetune_study_runs_its_grid_and_tabulates(pretrained, tmp
     assert "| contrastive |" in markdown and "| scratch |" in markdown
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["lora", "linear_probe", "full"])
 def test_finetune_protocols_train_and_evaluate_on_a_hugging_face_tower(
     protocol, tmp_path, data_dir, bert_dir

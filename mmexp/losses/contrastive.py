@@ -87,7 +87,13 @@ class ClipLoss(nn.Module):
         ``ids`` (``[B]``, optional): pairs with equal ids are not each other's negatives.
         """
         return clip_loss(
-            features_a, features_b, self.logit_scale, self.local_loss, self.gather_with_grad, ids
+            features_a,
+            features_b,
+            self.logit_scale,
+            self.local_loss,
+            self.gather_with_grad,
+            ids,
+            equal_batches=self.training,
         )
 
 
@@ -106,11 +112,16 @@ def clip_loss(
     local_loss: bool = False,
     gather_with_grad: bool = True,
     ids: torch.Tensor | None = None,
+    equal_batches: bool = False,
 ) -> torch.Tensor:
-    """Symmetric cross-entropy of the scaled similarity matrix; see :class:`ClipLoss`."""
+    """Symmetric cross-entropy of the scaled similarity matrix; see :class:`ClipLoss`.
+
+    ``equal_batches``: every rank's batch has as many rows as this one (training), so
+    their sizes need no gathering.
+    """
     rank, _ = distributed_world()
     # The ranks' batch sizes differ in the last validation batch of an uneven split.
-    sizes = batch_sizes(len(features_a), features_a.device)
+    sizes = batch_sizes(len(features_a), features_a.device, equal=equal_batches)
     # With local_loss this rank's features get their gradient as rows already; like
     # open_clip, a plain gather then leaves the columns detached.
     keep = not local_loss
@@ -179,7 +190,8 @@ class SigLipLoss(nn.Module):
         ``ids`` (``[B]``, optional): pairs with equal ids are each other's positives.
         """
         rank, _ = distributed_world()
-        sizes = batch_sizes(len(features_a), features_a.device)
+        # Training batches are equal on every rank; evaluation ones may differ by a row.
+        sizes = batch_sizes(len(features_a), features_a.device, equal=self.training)
         all_b = gather_with_local(features_b, with_grad=True, sizes=sizes)
         logits = self.logit_scale * features_a @ all_b.T + self.logit_bias
         if ids is not None:

@@ -31,17 +31,20 @@ def distributed_world() -> tuple[int, int]:
     return 0, 1
 
 
-def batch_sizes(size: int, device: torch.device | str = "cpu") -> list[int]:
+def batch_sizes(size: int, device: torch.device | str = "cpu", equal: bool = False) -> list[int]:
     """Every rank's batch size (``size`` on this rank), rank order; ``[size]`` alone.
 
     Args:
         size: This rank's batch size.
         device: Where the collective's buffer lives (the process group's device: CUDA
             under NCCL).
+        equal: The caller knows every rank holds ``size`` rows (training batches: the
+            training sampler deals every rank the same count), so no collective is run;
+            reading its result would wait for the device in every step.
     """
     _, world_size = distributed_world()
-    if world_size == 1:
-        return [size]
+    if world_size == 1 or equal:
+        return [size] * world_size
     sizes = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(world_size)]
     dist.all_gather(sizes, torch.tensor([size], dtype=torch.long, device=device))
     return [int(s) for s in sizes]

@@ -122,7 +122,9 @@ def uneven_batch_losses(rank: int, world_size: int) -> dict[str, float]:
     a, b = global_features(world_size)
     start = sum(UNEVEN[:rank])
     rows = slice(start, start + UNEVEN[rank])
-    losses = {name: make_loss() for name, make_loss in LOSSES.items()}
+    # In eval mode, as in a validation step: training batches are equal on every rank, and
+    # the losses gather the sizes only outside training.
+    losses = {name: make_loss().eval() for name, make_loss in LOSSES.items()}
     results = {name: float(loss(a[rows], b[rows]).detach()) for name, loss in losses.items()}
     for name, loss in losses.items():
         results[f"{name}_ids"] = float(loss(a[rows], b[rows], ids=IDS[rows]).detach())

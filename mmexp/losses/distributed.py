@@ -77,7 +77,10 @@ def gather_with_local(
     sizes = batch_sizes(len(tensor), tensor.device) if sizes is None else sizes
     longest = max(sizes)
     # Zero rows, concatenated (differentiable): their gradient is dropped with them.
-    padded = torch.cat([tensor, tensor.new_zeros((longest - len(tensor), *tensor.shape[1:]))])
+    padded = tensor
+    if len(tensor) < longest:  # only then: the concatenation would copy every step
+        padding = tensor.new_zeros((longest - len(tensor), *tensor.shape[1:]))
+        padded = torch.cat([tensor, padding])
     if with_grad:
         parts = list(distributed_nn.all_gather(padded))
     else:

@@ -90,6 +90,8 @@ class FusionStrategy(nn.Module):
         own_losses: Weight of each training loss the strategy defines on its own
             representations (:meth:`fuse_with_losses`), by name; empty for strategies
             without (MISA has its similarity, difference and reconstruction losses).
+        gives_tokens: Whether :meth:`fuse_tokens` returns a fused token sequence (a
+            caption decoder can cross-attend to it).
     """
 
     config_name: str = ""
@@ -101,6 +103,7 @@ class FusionStrategy(nn.Module):
     aux_weight: float = 0.0
     width_multiple_of: str | None = None
     own_losses: Mapping[str, float] = MappingProxyType({})
+    gives_tokens: bool = False
 
     def __init__(self, modalities: Sequence[str], dim: int) -> None:
         super().__init__()
@@ -173,6 +176,21 @@ class FusionStrategy(nn.Module):
             without auxiliary losses (the default).
         """
         return self(features), {}
+
+    def fuse_tokens(
+        self, features: Mapping[str, EncoderOutput]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fused token sequence ``[B, S, out_dim]`` and its ``[B, S]`` mask (True: real).
+
+        Only strategies with :attr:`gives_tokens`; a decoder conditioned on it reads every
+        fused token, not only the pooled output.
+
+        Raises:
+            NotImplementedError: The strategy keeps no fused sequence.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} keeps no fused token sequence (fusion=early_tokens does)"
+        )
 
     def fuse_with_losses(
         self, features: Mapping[str, EncoderOutput]

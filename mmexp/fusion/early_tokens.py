@@ -44,6 +44,7 @@ class EarlyTokenFusion(FusionStrategy):
     config_name = "early_tokens"
 
     uses_tokens = True
+    gives_tokens = True
 
     def __init__(
         self,
@@ -70,6 +71,17 @@ class EarlyTokenFusion(FusionStrategy):
 
     def forward(self, features: Mapping[str, EncoderOutput]) -> torch.Tensor:
         """Return the ``[B, dim]`` final state of the CLS token."""
+        tokens, _ = self.fuse_tokens(features)
+        return tokens[:, 0]
+
+    def fuse_tokens(
+        self, features: Mapping[str, EncoderOutput]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The final states of the CLS token and every modality token, normalised, and mask.
+
+        The CLS state (position 0) is what :meth:`forward` returns; a caption decoder reads
+        the whole joint sequence.
+        """
         self.check_inputs(features)
         batch = features[self.modalities[0]].tokens.shape[0]
         sequences = [self.cls_token.expand(batch, -1, -1)]
@@ -79,10 +91,9 @@ class EarlyTokenFusion(FusionStrategy):
             tokens, real = valid_tokens(features[name])
             sequences.append(tokens + self.type_embedding[index])
             valid.append(real)
-        tokens = self.encoder(
-            torch.cat(sequences, dim=1), src_key_padding_mask=~torch.cat(valid, dim=1)
-        )
-        return self.norm(tokens[:, 0])
+        mask = torch.cat(valid, dim=1)
+        tokens = self.encoder(torch.cat(sequences, dim=1), src_key_padding_mask=~mask)
+        return self.norm(tokens), mask
 
     def cross_modal_attention(
         self, features: Mapping[str, EncoderOutput]

@@ -109,6 +109,9 @@ class ManifestDataModule(SplitLoaders):
             ``None``: classes from ``meta.json``, else the sorted label values (integer
             labels: ``0`` to the largest). A data set that fixes its own classes
             (``meta.json``, a published release) accepts only that same list here.
+        references_column: Column holding each row's reference captions (a list of
+            strings), given to evaluation batches as ``references`` for the caption
+            metrics (``objective=caption``); ``None``: none.
     """
 
     def __init__(
@@ -132,6 +135,7 @@ class ManifestDataModule(SplitLoaders):
         subset_seed: int = 0,
         content_column: str | None = None,
         label_names: Sequence[str] | None = None,
+        references_column: str | None = None,
     ) -> None:
         super().__init__()
         if not modalities:
@@ -168,6 +172,7 @@ class ManifestDataModule(SplitLoaders):
         self.train_subset = train_subset
         self.subset_seed = subset_seed
         self.content_column = content_column
+        self.references_column = references_column
         self.processors: dict[str, dict[str, ModalityProcessor]] = {}
         self.datasets: dict[str, ManifestDataset] = {}
 
@@ -397,6 +402,7 @@ class ManifestDataModule(SplitLoaders):
             self.source_of(stage),
             skip_unreadable=self.on_bad_sample == "skip",
             contents=contents,
+            references_column=None if stage == "train" else self.references_column,
         )
 
     def _subset(self, rows: Sequence[Record]) -> Sequence[Record]:

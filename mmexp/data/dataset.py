@@ -96,6 +96,8 @@ class ManifestDataset(Dataset):
         skip_unreadable: Return ``None`` (logged with file and row) for a sample whose file
             cannot be decoded, instead of raising; the collator leaves it out and counts it.
         contents: Content id of each row (:func:`content_ids`), returned as ``content``.
+        references_column: Column of each row's reference captions, returned as
+            ``references`` (a list of non-empty strings); ``None``: none.
     """
 
     def __init__(
@@ -108,8 +110,10 @@ class ManifestDataset(Dataset):
         source: Path,
         skip_unreadable: bool = False,
         contents: Sequence[int] | None = None,
+        references_column: str | None = None,
     ) -> None:
         self.rows = list(rows)
+        self.references_column = references_column
         self.contents = list(contents) if contents is not None else None
         self.skip_unreadable = skip_unreadable
         self.labels = list(labels)
@@ -138,7 +142,25 @@ class ManifestDataset(Dataset):
                     return None
                 raise type(error)(message) from error
             sample[modality] = value
+        if self.references_column is not None:
+            sample["references"] = self._references(row, index)
         return sample
+
+    def _references(self, row: Record, index: int) -> list[str]:
+        """The row's reference captions, checked: an empty one would score as a match."""
+        value = row.get(self.references_column)
+        if not isinstance(value, list) or not value:
+            raise ValueError(
+                f"{self.source}: {row_name(row, index)} has no list of reference captions "
+                f"in column {self.references_column!r} (data.references_column)"
+            )
+        for text in value:
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(
+                    f"{self.source}: {row_name(row, index)} has an empty reference caption "
+                    f"in column {self.references_column!r}: {value!r}"
+                )
+        return list(value)
 
 
 def content_ids(
@@ -195,5 +217,7 @@ class MultimodalCollator:
         batch["index"] = torch.tensor([s["index"] for s in samples], dtype=torch.long)
         if "content" in samples[0]:
             batch["content"] = torch.tensor([s["content"] for s in samples], dtype=torch.long)
+        if "references" in samples[0]:
+            batch["references"] = [s["references"] for s in samples]
         batch["num_skipped"] = skipped
         return batch

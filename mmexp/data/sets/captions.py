@@ -110,6 +110,9 @@ class ImageCaptions(ImageCaptionRows):
             "image": image,
             "text": [self._value("text", caption) for caption in captions],
             "member": list(range(first, first + len(captions))),
+            # every caption of the image, also those left out of a trimmed retrieval
+            # gallery: captioning scores against all references
+            "references": list(self.rows[position].get("references", captions)),
         }
 
 
@@ -123,7 +126,8 @@ class GroupedCollator:
         """Batch ``B`` images and their ``M`` captions.
 
         Returns ``image``, ``text`` (the ``M`` captions), ``index`` ``[B]``, ``group`` and
-        ``member`` ``[M]``, ``label`` ``[B]`` and ``num_skipped`` (unreadable images).
+        ``member`` ``[M]``, ``label`` ``[B]``, ``references`` (each image's captions as
+        text, for caption metrics) and ``num_skipped`` (unreadable images).
         """
         kept = [s for s in samples if s is not None]
         if not kept:
@@ -138,6 +142,7 @@ class GroupedCollator:
             "group": torch.tensor([s["index"] for s in kept for _ in s["text"]], dtype=torch.long),
             "member": torch.tensor([m for s in kept for m in s["member"]], dtype=torch.long),
             "label": torch.tensor([s["label"] for s in kept], dtype=torch.long),
+            "references": [s["references"] for s in kept],
             "num_skipped": len(samples) - len(kept),
         }
 

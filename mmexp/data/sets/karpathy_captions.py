@@ -196,9 +196,13 @@ class KarpathyCaptionsDataModule(ManifestDataModule):
         filename = entry.get("filename") or ""
         image = Path(self.image_dir, entry.get("filepath", ""), filename) if filename else ""
         captions = [str(s.get("raw", "")) for s in entry.get("sentences", [])]
+        references = captions
         if stage != "train" and self.eval_captions is not None:
             captions = captions[: self.eval_captions]
-        return {"id": filename, "image": str(image), "captions": captions, "label": 0}
+        record = {"id": filename, "image": str(image), "captions": captions, "label": 0}
+        if stage != "train":
+            record["references"] = references
+        return record
 
     def _entries(self) -> list[dict[str, Any]]:
         """Karpathy-style entries of every split, from whichever format is configured."""
@@ -274,7 +278,7 @@ class KarpathyCaptionsDataModule(ManifestDataModule):
             texts = [t for k, t in enumerate(image["captions"], start=pair) if k in usable]
             pair += len(image["captions"])
             if texts:
-                kept.append({**image, "captions": texts})
+                kept.append({**image, "captions": texts, **_references(image, texts)})
             else:
                 bare.append(
                     BadSample(
@@ -362,3 +366,15 @@ class KarpathyCaptionsDataModule(ManifestDataModule):
             collate_fn=collate,
             **options,
         )
+
+
+def _references(image: Record, usable: list[str]) -> dict[str, list[str]]:
+    """The image's references for caption metrics: all its non-empty captions.
+
+    The usable captions of the gallery, then those the gallery left out (``eval_captions``
+    keeps the first ones); an empty caption is never a reference.
+    """
+    if "references" not in image:
+        return {}
+    extra = image["references"][len(image["captions"]) :]
+    return {"references": usable + [text for text in extra if str(text).strip()]}

@@ -124,20 +124,20 @@ def tokenize(
     java: str | None,
 ) -> tuple[Captions, Captions]:
     """Tokenised ``(gts, res)`` as the toolkit's scorers take them, in one tokenizer call."""
-    flat = [c for captions in references for c in captions]
-    tokens = (ptb_tokenize_java if java else _python_tokenize)(flat + list(predictions), java)
+    captions = [c for refs in references for c in refs] + list(predictions)
+    tokens = ptb_tokenize_java(captions, java) if java else _python_tokenize(captions)
     gts: Captions = {}
     position = 0
-    for i, captions in zip(ids, references, strict=True):
-        gts[i] = tokens[position : position + len(captions)]
-        position += len(captions)
+    for i, refs in zip(ids, references, strict=True):
+        gts[i] = tokens[position : position + len(refs)]
+        position += len(refs)
         if not all(gts[i]):
             raise ValueError(f"image {i!r} has a reference with no words (only punctuation)")
     res = {i: [t] for i, t in zip(ids, tokens[position:], strict=True)}
     return gts, res
 
 
-def _python_tokenize(captions: Sequence[str], java: str | None) -> list[str]:
+def _python_tokenize(captions: Sequence[str]) -> list[str]:
     log.warning(
         "no Java runtime: captions are tokenised in Python, which follows the toolkit's "
         "PTBTokenizer on common captions; scores may differ slightly from the Java "

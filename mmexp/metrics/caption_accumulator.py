@@ -65,6 +65,16 @@ class CaptionMetrics:
 
     ``compute`` returns the same :class:`~mmexp.metrics.captioning.CaptionScores` on every
     rank; call it on all ranks (it is a collective when ``torch.distributed`` is initialised).
+    The values are already equal everywhere, so they are logged without ``sync_dist``::
+
+        def on_validation_epoch_start(self):
+            self.captions.reset()
+
+        def validation_step(self, batch, batch_idx):
+            self.captions.update(batch["id"], self.generate(batch), batch["captions"])
+
+        def on_validation_epoch_end(self):
+            self.log_dict(self.captions.compute())
     """
 
     def __init__(

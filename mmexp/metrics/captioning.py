@@ -34,6 +34,7 @@ from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
+from pycocoevalcap.spice import spice as toolkit_spice
 
 from mmexp.metrics.caption_tokenize import (
     JAVA_INSTALL_HINT,
@@ -184,8 +185,6 @@ def _cider(gts: Captions, res: Captions) -> dict[str, float]:
 
 
 def _spice(gts: Captions, res: Captions) -> dict[str, float]:
-    from pycocoevalcap.spice import spice as toolkit_spice
-
     folder = Path(toolkit_spice.__file__).parent
     if not (folder / "lib" / "stanford-corenlp-3.6.0-models.jar").exists():
         raise FileNotFoundError(
@@ -235,6 +234,8 @@ def caption_scores(
     Raises:
         CaptionIdError: An image has references and no prediction, or the other way round.
         ValueError: An image has no reference, or an empty one.
+        JavaNotFoundError: METEOR or SPICE without Java, with ``on_missing_java="raise"``.
+        FileNotFoundError: SPICE without the Stanford CoreNLP models it downloads.
     """
     if on_missing_java not in ("raise", "partial"):
         raise ValueError(f"on_missing_java must be 'raise' or 'partial', got {on_missing_java!r}")

@@ -12,7 +12,7 @@ from pycocoevalcap.spice import spice as toolkit_spice
 from pycocoevalcap.tokenizer import ptbtokenizer
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-from mmexp.metrics.caption_tokenize import find_java, ptb_tokenize_java
+from mmexp.metrics.caption_tokenize import find_java, ptb_tokenize_java, ptb_tokenize_python
 from mmexp.metrics.captioning import caption_scores
 from tests.helpers.distributed import run_distributed
 from tests.metrics import captioning_workers as workers
@@ -37,6 +37,25 @@ PREDICTIONS = {
     12: "Boys don't play soccer!",
     13: "A woman holds a black cell-phone.",
 }
+
+
+# What the Java-free tokenizer is meant to match (it does not: ½, !!, 5'6", y'all, 10:30am).
+COMMON = [
+    "A man's dog (brown) isn't [here]; it's \"there\"!",
+    "Two-year-old boys... play -- soccer, {ok} & more",
+    "dots..end. etc. a.m. Mr. Smith at St. Mary's",
+    "people's bikes' wheels",
+    "\"Hello,\" she said. 'Bye.'",
+    "a/b - c -d e- f--g 3.5 e-mail",
+    "cannot gonna wanna o'clock 3:30 1,000 don't. dog's.",
+    "x…y—z–w “quoted” ‘single’ x:y 50% $5 a+b",
+    "can't won't I'm you're they've we'll he'd",
+]
+
+
+def test_the_python_tokenizer_follows_the_java_one_on_common_captions():
+    captions = COMMON + list(PREDICTIONS.values()) + [c for r in REFERENCES.values() for c in r]
+    assert ptb_tokenize_python(captions) == ptb_tokenize_java(captions, find_java())
 
 
 def toolkit_run(predictions, references, scorers):

@@ -17,7 +17,7 @@ from mmexp.metrics.captioning import (
     JavaNotFoundError,
     caption_scores,
 )
-from tests.metrics import captioning_workers as workers
+from tests.helpers import caption_metric_runs as workers
 
 FAST = workers.FAST
 needs_java = pytest.mark.skipif(find_java() is None, reason="no Java runtime")

@@ -14,8 +14,8 @@ from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
 from mmexp.metrics.caption_tokenize import find_java, ptb_tokenize_java, ptb_tokenize_python
 from mmexp.metrics.captioning import caption_scores
+from tests.helpers import caption_metric_runs as workers
 from tests.helpers.distributed import run_distributed
-from tests.metrics import captioning_workers as workers
 
 pytestmark = pytest.mark.skipif(find_java() is None, reason="no Java runtime")
 toolkit_writable = pytest.mark.skipif(

@@ -41,8 +41,14 @@ def tiny_bert_tokenizer(folder: Path):
     return BertTokenizer(str(vocab))
 
 
-def write_tiny_gpt2(folder: Path) -> Path:
-    """A 2-layer, 32-wide GPT-2 and the word-level tokenizer, saved with ``save_pretrained``."""
+def write_tiny_gpt2(folder: Path, init_std: float = 0.02) -> Path:
+    """A 2-layer, 32-wide GPT-2 and the word-level tokenizer, saved with ``save_pretrained``.
+
+    Args:
+        folder: Where to save them.
+        init_std: Standard deviation of the random weights; larger than GPT-2's 0.02, the
+            model's choices depend more on its inputs (and generations end at varied steps).
+    """
     from transformers import GPT2Config, GPT2LMHeadModel
 
     tokenizer = tiny_word_tokenizer()
@@ -54,6 +60,7 @@ def write_tiny_gpt2(folder: Path) -> Path:
         n_embd=32,
         n_layer=2,
         n_head=2,
+        initializer_range=init_std,
         bos_token_id=end,
         eos_token_id=end,
     )

@@ -86,6 +86,15 @@ class DecodingOptions:
             )
 
 
+@dataclass(frozen=True)
+class SpecialIds:
+    """The ids decoding starts with, stops at and pads with."""
+
+    bos: int
+    eos: int
+    pad: int
+
+
 class CaptionDecoder(nn.Module):
     """Base class of the decoders: a tokenizer, a memory width and a length limit.
 
@@ -122,6 +131,11 @@ class CaptionDecoder(nn.Module):
     def eos_id(self) -> int:
         """Token that ends a caption."""
         return int(self.tokenizer.eos_token_id)
+
+    @property
+    def special_ids(self) -> SpecialIds:
+        """bos, eos and pad ids together (what the decoding strategies need)."""
+        return SpecialIds(bos=self.bos_id, eos=self.eos_id, pad=self.pad_id)
 
     def target_processor(self):  # noqa: ANN201 - CaptionTargetProcessor, defined beside it
         """The data loaders' tokenization of target captions."""

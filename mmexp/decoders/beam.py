@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from mmexp.decoders.decoding import SpecialIds, StepFunction, contract_ids
+from mmexp.decoders.base import SpecialIds
+from mmexp.decoders.decoding import StepFunction, contract_ids
 
 
 def normalised(score: float, length: int, length_penalty: float) -> float:

@@ -14,12 +14,11 @@ ending at its first ``eos``, ``pad`` after it, ``L`` the longest row
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
-from mmexp.decoders.base import DecodingOptions, Memory
+from mmexp.decoders.base import DecodingOptions, Memory, SpecialIds
 
 
 class StepFunction(Protocol):
@@ -32,15 +31,6 @@ class StepFunction(Protocol):
     def reorder(self, rows: torch.Tensor) -> None:
         """Make row ``i`` a copy of former row ``rows[i]`` (long ``[N]``)."""
         ...
-
-
-@dataclass(frozen=True)
-class SpecialIds:
-    """The ids decoding starts with, stops at and pads with."""
-
-    bos: int
-    eos: int
-    pad: int
 
 
 def contract_ids(ids: torch.Tensor, eos: int, pad: int) -> torch.Tensor:

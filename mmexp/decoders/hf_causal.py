@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from mmexp.decoders.base import CaptionDecoder, DecodingOptions, Memory
-from mmexp.decoders.decoding import SpecialIds, StepFunction, contract_ids, decode_memory
+from mmexp.decoders.decoding import StepFunction, contract_ids, decode_memory
 from mmexp.decoders.prefix import PrefixMapper
 from mmexp.decoders.tokenizers import checked_special_tokens, load_tokenizer
 from mmexp.encoders.hub import hf_from_pretrained
@@ -96,11 +96,6 @@ class HFCausalDecoder(CaptionDecoder):
                 f"the model embeds {vocab}; resize the model's embeddings and save it again"
             )
         self.hidden_size = self.lm.get_input_embeddings().embedding_dim
-
-    @property
-    def special_ids(self) -> SpecialIds:
-        """bos, eos and pad ids of the tokenizer."""
-        return SpecialIds(bos=self.bos_id, eos=self.eos_id, pad=self.pad_id)
 
     def set_grad_checkpointing(self, enable: bool = True) -> bool:
         """Recompute the LM's activations in the backward pass; returns that it can."""

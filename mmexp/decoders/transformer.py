@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmexp.decoders.base import CaptionDecoder, DecodingOptions, Memory
-from mmexp.decoders.decoding import SpecialIds, StepFunction, decode_memory
+from mmexp.decoders.decoding import StepFunction, decode_memory
 from mmexp.decoders.layers import DecoderBlock, DecoderCache, LayerCache, memory_attention_mask
 from mmexp.decoders.tokenizers import checked_special_tokens
 
@@ -106,11 +106,6 @@ class TransformerCaptionDecoder(CaptionDecoder):
         for block in self.blocks:
             x = block(x, self_mask, memory_mask, has_memory, memory=projected)
         return self.logits(x)
-
-    @property
-    def special_ids(self) -> SpecialIds:
-        """bos, eos and pad ids of the tokenizer."""
-        return SpecialIds(bos=self.bos_id, eos=self.eos_id, pad=self.pad_id)
 
     def stepper(self, memory: Memory, use_cache: bool = True) -> StepFunction:
         """Step function of a generation from ``memory``, with or without the key/value cache."""

@@ -6,8 +6,9 @@ import math
 import pytest
 import torch
 
+from mmexp.decoders.base import SpecialIds
 from mmexp.decoders.beam import beam_search
-from mmexp.decoders.decoding import SpecialIds, contract_ids, greedy, nucleus
+from mmexp.decoders.decoding import contract_ids, greedy, nucleus
 
 BOS, A, B, EOS = 0, 1, 2, 3
 SPECIAL = SpecialIds(bos=BOS, eos=EOS, pad=EOS)

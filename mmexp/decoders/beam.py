@@ -31,10 +31,11 @@ def best_bound(score: float, length: int, limit: int, length_penalty: float) -> 
     """Best rank a live beam of summed log-probability ``score`` and ``length`` tokens can reach.
 
     Longer continuations only lower the summed log-probability, so its rank is at most its
-    current sum at the next length or at ``limit``, whichever ranks higher.
+    current sum at the next length or at ``limit``, whichever ranks higher. At the limit the
+    beam stops as it is: its rank is its own.
     """
     if length >= limit:
-        return float("-inf")
+        return normalised(score, length, length_penalty)
     return max(normalised(score, n, length_penalty) for n in (length + 1, limit))
 
 

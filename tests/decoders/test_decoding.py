@@ -17,6 +17,8 @@ CPU = torch.device("cpu")
 # Next-token probabilities of [bos, a, b, eos] after each prefix, one table per sample.
 # Sample 0: greedy takes "a" (0.55), but "b eos" (0.40 * 0.90) beats every continuation.
 # Sample 1: greedy takes "b" (0.60), but "a b eos" (0.35 * 0.95 * 0.95) is best.
+# Sample 2: both beams end at step 2, yet with a length penalty the unfinished "a a a" ranks
+# first at the limit.
 TABLES = [
     {
         (): [0.01, 0.55, 0.40, 0.04],
@@ -28,6 +30,13 @@ TABLES = [
         (B,): [0.10, 0.40, 0.30, 0.20],
         (A,): [0.02, 0.01, 0.95, 0.02],
         (A, B): [0.02, 0.02, 0.01, 0.95],
+    },
+    {
+        (): [0.01, 0.50, 0.45, 0.04],
+        (A,): [0.005, 0.39, 0.005, 0.60],
+        (B,): [0.005, 0.005, 0.39, 0.60],
+        (A, A): [0.01, 0.98, 0.005, 0.005],
+        (B, B): [0.01, 0.005, 0.98, 0.005],
     },
 ]
 OTHERWISE = [0.10, 0.35, 0.30, 0.25]
@@ -61,8 +70,8 @@ class TableSteps:
         self.prefixes = [self.prefixes[i] for i in rows.tolist()]
 
 
-def best_by_brute_force(sample: int, max_len: int) -> tuple[list[int], float]:
-    """The most likely sequence of at most ``max_len`` tokens (ended by eos or the limit)."""
+def best_by_brute_force(sample: int, max_len: int, length_penalty: float = 0.0) -> list[int]:
+    """The best-ranked sequence of at most ``max_len`` tokens (ended by eos or the limit)."""
     candidates = []
     for length in range(1, max_len + 1):
         for body in itertools.product(range(4), repeat=length - 1):
@@ -74,8 +83,7 @@ def best_by_brute_force(sample: int, max_len: int) -> tuple[list[int], float]:
         (sum(logprob(sample, tuple(seq[:i]), t) for i, t in enumerate(seq)), seq)
         for seq in candidates
     ]
-    score, seq = max(scored)
-    return seq, score
+    return max((score / len(seq) ** length_penalty, seq) for score, seq in scored)[1]
 
 
 def as_rows(ids: torch.Tensor) -> list[list[int]]:
@@ -87,26 +95,34 @@ def as_rows(ids: torch.Tensor) -> list[list[int]]:
 
 
 def test_beam_search_finds_the_best_sequence_where_greedy_does_not():
-    best = [best_by_brute_force(sample, 3)[0] for sample in range(2)]
-    assert best == [[B, EOS], [A, B, EOS]]
-    beams = beam_search(TableSteps(2, 2), 2, 2, CPU, SPECIAL, 3, length_penalty=0.0)
+    best = [best_by_brute_force(sample, 3) for sample in range(3)]
+    assert best[:2] == [[B, EOS], [A, B, EOS]]
+    beams = beam_search(TableSteps(3, 2), 3, 2, CPU, SPECIAL, 3, length_penalty=0.0)
     assert as_rows(beams) == best
-    greedy_rows = as_rows(greedy(TableSteps(2, 1), 2, CPU, SPECIAL, 3))
+    greedy_rows = as_rows(greedy(TableSteps(3, 1), 3, CPU, SPECIAL, 3))
     assert greedy_rows[0] != best[0] and greedy_rows[1] != best[1]
+
+
+@pytest.mark.parametrize("length_penalty", [1.0, 2.0])
+def test_beam_search_ranks_unfinished_beams_at_the_limit(length_penalty):
+    best = [best_by_brute_force(sample, 3, length_penalty) for sample in range(3)]
+    assert best[2] == [A, A, A]
+    beams = beam_search(TableSteps(3, 2), 3, 2, CPU, SPECIAL, 3, length_penalty)
+    assert as_rows(beams) == best
 
 
 @pytest.mark.parametrize("length_penalty", [0.0, 1.0, 2.0])
 def test_one_beam_is_greedy_decoding(length_penalty):
-    greedy_ids = greedy(TableSteps(2, 1), 2, CPU, SPECIAL, 3)
-    beam_ids = beam_search(TableSteps(2, 1), 2, 1, CPU, SPECIAL, 3, length_penalty)
+    greedy_ids = greedy(TableSteps(3, 1), 3, CPU, SPECIAL, 3)
+    beam_ids = beam_search(TableSteps(3, 1), 3, 1, CPU, SPECIAL, 3, length_penalty)
     assert torch.equal(beam_ids, greedy_ids)
 
 
 def test_length_penalty_favours_longer_hypotheses():
     # Sample 0 at length penalty 0 prefers "b eos" (2 tokens); a strong penalty on short
     # hypotheses ranks a 3-token one first.
-    short = as_rows(beam_search(TableSteps(2, 3), 2, 3, CPU, SPECIAL, 3, 0.0))[0]
-    long = as_rows(beam_search(TableSteps(2, 3), 2, 3, CPU, SPECIAL, 3, 8.0))[0]
+    short = as_rows(beam_search(TableSteps(3, 3), 3, 3, CPU, SPECIAL, 3, 0.0))[0]
+    long = as_rows(beam_search(TableSteps(3, 3), 3, 3, CPU, SPECIAL, 3, 8.0))[0]
     assert len(short) == 2 and len(long) == 3
 
 

@@ -13,6 +13,7 @@ strategies of :mod:`mmexp.decoders.decoding` on the LM's key/value cache instead
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import torch
@@ -23,6 +24,7 @@ from mmexp.decoders.decoding import StepFunction, contract_ids, decode_memory
 from mmexp.decoders.prefix import PrefixMapper
 from mmexp.decoders.tokenizers import checked_special_tokens, load_tokenizer
 from mmexp.encoders.hub import hf_from_pretrained
+from mmexp.utils.freezing import FROZEN_MARK
 
 KEY = "model.decoder"
 ENGINES = ("transformers", "mmexp")
@@ -51,6 +53,23 @@ def generate_options(options: DecodingOptions) -> dict[str, Any]:
 def real_memory_mask(mask: torch.Tensor) -> torch.Tensor:
     """``mask`` with rows that have no real vector opened up (attention over nothing is NaN)."""
     return mask | ~mask.any(dim=1, keepdim=True)
+
+
+def new_modules(model: nn.Module, missing_keys: Collection[str]) -> list[str]:
+    """The largest submodules of ``model`` whose parameters all were missing from its checkpoint.
+
+    Whole modules (a block's cross-attention, its norm), so that their dropout follows the
+    training mode while the pretrained rest is frozen.
+    """
+    missing = set(missing_keys)
+    found: list[str] = []
+    for name, module in model.named_modules():
+        if any(name.startswith(f"{outer}.") for outer in found):
+            continue
+        params = [f"{name}.{p}" if name else p for p, _ in module.named_parameters()]
+        if params and all(p in missing for p in params):
+            found.append(name)
+    return found
 
 
 class HFCausalDecoder(CaptionDecoder):
@@ -86,9 +105,15 @@ class HFCausalDecoder(CaptionDecoder):
         self.name_or_path = str(name_or_path)
         self.engine = engine
         self.tokenizer = checked_special_tokens(load_tokenizer(self.name_or_path, key), KEY)
-        self.lm = hf_from_pretrained(
-            AutoModelForCausalLM.from_pretrained, self.name_or_path, key, **model_kwargs
+        self.lm, loading = hf_from_pretrained(
+            AutoModelForCausalLM.from_pretrained,
+            self.name_or_path,
+            key,
+            output_loading_info=True,
+            **model_kwargs,
         )
+        # Layers the checkpoint lacks (new cross-attention): initialised here, not pretrained.
+        self.new_lm_modules = new_modules(self.lm, loading["missing_keys"])
         vocab = self.lm.get_input_embeddings().num_embeddings
         if len(self.tokenizer) > vocab:
             raise ValueError(
@@ -96,6 +121,21 @@ class HFCausalDecoder(CaptionDecoder):
                 f"the model embeds {vocab}; resize the model's embeddings and save it again"
             )
         self.hidden_size = self.lm.get_input_embeddings().embedding_dim
+
+    def set_trainability(self, trainability: Any) -> None:
+        """Apply a :class:`~mmexp.encoders.freezing.Trainability` to the pretrained LM.
+
+        What is new here trains whatever the setting: the layers the checkpoint lacked
+        (cross-attention) and the modules outside the LM (memory projection, prefix mapper).
+        """
+        self.lm = trainability.apply(self.lm)
+        for name in self.new_lm_modules:
+            self.lm.get_submodule(name).requires_grad_(True)
+        live = getattr(self.lm, FROZEN_MARK, None)
+        if live is not None:
+            # They also follow the training mode (dropout) while the frozen LM stays in eval.
+            setattr(self.lm, FROZEN_MARK, tuple(sorted({*live, *self.new_lm_modules})))
+        self.train(self.training)
 
     def set_grad_checkpointing(self, enable: bool = True) -> bool:
         """Recompute the LM's activations in the backward pass; returns that it can."""

@@ -198,3 +198,40 @@ def test_decoders_are_pretrained_and_decode_to_text(gpt2_dir):
 def test_unknown_engine_is_refused(gpt2_dir):
     with pytest.raises(ValueError, match="engine"):
         make(gpt2_dir, "prefix_mlp", engine="beam")
+
+
+def trainable(module) -> set[str]:
+    return {name for name, p in module.named_parameters() if p.requires_grad}
+
+
+def test_a_frozen_lm_keeps_its_new_layers_training(gpt2_dir):
+    from mmexp.encoders.freezing import Trainability
+
+    decoder = make(gpt2_dir, "cross_attention")
+    assert decoder.new_lm_modules == [
+        f"transformer.h.{i}.{part}" for i in (0, 1) for part in ("crossattention", "ln_cross_attn")
+    ]
+    decoder.set_trainability(Trainability("frozen", key="model.decoder"))
+    live = trainable(decoder)
+    assert live and all("cross" in name or name.startswith("memory_proj") for name in live)
+    assert {"memory_proj.weight", "lm.transformer.h.1.crossattention.q_attn.weight"} <= live
+    decoder.train()
+    assert not decoder.lm.training and not decoder.lm.transformer.h[0].attn.training
+    assert decoder.lm.transformer.h[0].crossattention.training
+
+    prefix = make(gpt2_dir, "prefix_mlp")
+    prefix.set_trainability(Trainability("frozen", key="model.decoder"))
+    assert trainable(prefix) == {name for name, _ in prefix.mapper.named_parameters("mapper")}
+
+
+def test_lora_on_the_lm_trains_adapters_and_new_layers_only(gpt2_dir):
+    pytest.importorskip("peft")
+    from mmexp.encoders.freezing import Trainability
+
+    decoder = make(gpt2_dir, "cross_attention")
+    decoder.set_trainability(Trainability(lora={"r": 2, "target_modules": ["c_attn"]}))
+    live = trainable(decoder)
+    assert any("lora_" in name and ".attn." in name for name in live)
+    assert not any(".attn." in name and "lora_" not in name for name in live)
+    assert "lm.transformer.wte.weight" not in live
+    assert any("crossattention.q_attn" in name for name in live)

@@ -22,7 +22,7 @@ from torch import nn
 from mmexp.decoders.base import CaptionDecoder, DecodingOptions, Memory
 from mmexp.decoders.decoding import StepFunction, contract_ids, decode_memory
 from mmexp.decoders.prefix import PrefixMapper
-from mmexp.decoders.tokenizers import checked_special_tokens, load_tokenizer
+from mmexp.decoders.tokenizers import load_tokenizer
 from mmexp.encoders.hub import hf_from_pretrained
 from mmexp.utils.freezing import FROZEN_MARK
 
@@ -104,7 +104,7 @@ class HFCausalDecoder(CaptionDecoder):
         key = f"{KEY}.name_or_path"
         self.name_or_path = str(name_or_path)
         self.engine = engine
-        self.tokenizer = checked_special_tokens(load_tokenizer(self.name_or_path, key), KEY)
+        self.tokenizer = load_tokenizer(self.name_or_path, key)
         self.lm, loading = hf_from_pretrained(
             AutoModelForCausalLM.from_pretrained,
             self.name_or_path,

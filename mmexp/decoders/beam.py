@@ -105,6 +105,7 @@ def beam_search(
         # One transfer per step: the bookkeeping below is per sample, in Python.
         top_l, index_l = top.tolist(), index.tolist()
         live: list[tuple[int, int, float]] = []
+        history: list[list[int]] | None = None  # the beams' ids, fetched once if one ends
         for b, sample in enumerate(hyps):
             chosen: list[tuple[int, int, float]] = []
             if sample.done:
@@ -116,7 +117,8 @@ def beam_search(
                     if token != special.eos:
                         chosen.append((row, token, total))
                     elif rank < k:
-                        sample.add(total, [*seqs[row].tolist(), token])
+                        history = seqs.tolist() if history is None else history
+                        sample.add(total, [*history[row], token])
                     if len(chosen) == k:
                         break
                 sample.close(chosen[0][2], length)

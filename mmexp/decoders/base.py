@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch import nn
+
+from mmexp.utils.freezing import KeepsFrozenInEval
 
 
 @dataclass
@@ -86,7 +88,16 @@ class DecodingOptions:
             )
 
 
-class CaptionDecoder(nn.Module):
+@dataclass(frozen=True)
+class SpecialIds:
+    """The ids decoding starts with, stops at and pads with."""
+
+    bos: int
+    eos: int
+    pad: int
+
+
+class CaptionDecoder(KeepsFrozenInEval):
     """Base class of the decoders: a tokenizer, a memory width and a length limit.
 
     Attributes:
@@ -122,6 +133,20 @@ class CaptionDecoder(nn.Module):
     def eos_id(self) -> int:
         """Token that ends a caption."""
         return int(self.tokenizer.eos_token_id)
+
+    @property
+    def special_ids(self) -> SpecialIds:
+        """bos, eos and pad ids together (what the decoding strategies need)."""
+        return SpecialIds(bos=self.bos_id, eos=self.eos_id, pad=self.pad_id)
+
+    def set_trainability(self, trainability: Any) -> None:
+        """Apply a :class:`~mmexp.encoders.freezing.Trainability` (finetuning protocols).
+
+        By default to the whole decoder; decoders with new layers around a pretrained model
+        keep those training.
+        """
+        trainability.apply(self)
+        self.train(self.training)
 
     def target_processor(self):  # noqa: ANN201 - CaptionTargetProcessor, defined beside it
         """The data loaders' tokenization of target captions."""

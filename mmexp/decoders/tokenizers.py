@@ -72,6 +72,52 @@ def load_tokenizer(name_or_path: str, key: str = "model.decoder.tokenizer") -> A
     return checked_special_tokens(tokenizer, key)
 
 
+#: The special tokens of :func:`word_tokenizer`, in id order.
+WORD_SPECIALS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
+
+
+def word_tokenizer(words: Sequence[str]) -> Any:
+    """A word-level tokenizer over a fixed vocabulary, as captioners trained from scratch use.
+
+    Show and Tell and Show, Attend and Tell predict words of a closed vocabulary; a data set
+    whose captions come from a known word list (shapes) gets one output per word instead of
+    30k word pieces, which makes every step far cheaper. Text is lower-cased and split at
+    white space and at ``,.:;!?`` (kept as tokens: the caption toolkit drops them before
+    scoring); unknown words map to ``[UNK]``.
+
+    Args:
+        words: The vocabulary; duplicates are dropped, order kept.
+
+    Raises:
+        ValueError: ``words`` is empty.
+    """
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
+    from tokenizers import decoders as token_decoders
+    from transformers import PreTrainedTokenizerFast
+
+    vocabulary = list(dict.fromkeys(w.lower() for w in words if w.strip()))
+    if not vocabulary:
+        raise ValueError("word_tokenizer: the vocabulary is empty")
+    ids = {token: i for i, token in enumerate([*WORD_SPECIALS, *vocabulary])}
+    backend = Tokenizer(models.WordLevel(ids, unk_token="[UNK]"))
+    backend.normalizer = normalizers.Lowercase()
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(r"[,.:;!?]"), behavior="isolated"),
+            pre_tokenizers.WhitespaceSplit(),
+        ]
+    )
+    backend.decoder = token_decoders.WordPiece(prefix="##", cleanup=True)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        bos_token="[BOS]",
+        eos_token="[EOS]",
+    )
+    return checked_special_tokens(tokenizer, "word_tokenizer")
+
+
 def bundled_minilm_tokenizer() -> Any:
     """The BERT word-piece tokenizer of all-MiniLM-L6-v2, installed with its pip package.
 

@@ -17,7 +17,7 @@ from torch import nn
 from mmexp.decoders.base import CaptionDecoder, DecodingOptions, Memory
 from mmexp.decoders.decoding import StepFunction, decode_memory
 from mmexp.decoders.layers import DecoderBlock, DecoderCache, LayerCache, memory_attention_mask
-from mmexp.decoders.tokenizers import checked_special_tokens
+from mmexp.decoders.tokenizers import bundled_minilm_tokenizer, checked_special_tokens
 
 KEY = "model.decoder"
 
@@ -27,8 +27,8 @@ class TransformerCaptionDecoder(CaptionDecoder):
 
     Args:
         memory_dim: Width of the memory vectors (projected to ``width`` if different).
-        tokenizer: Tokenizer of the targets; its vocabulary sizes the embedding
-            (e.g. :func:`mmexp.decoders.tokenizers.bundled_minilm_tokenizer`).
+        tokenizer: Tokenizer of the targets; its vocabulary sizes the embedding. ``None``:
+            BERT's word pieces (:func:`mmexp.decoders.tokenizers.bundled_minilm_tokenizer`).
         width: Model width.
         depth: Decoder blocks.
         heads: Attention heads.
@@ -40,7 +40,7 @@ class TransformerCaptionDecoder(CaptionDecoder):
     def __init__(
         self,
         memory_dim: int,
-        tokenizer: Any,
+        tokenizer: Any = None,
         width: int = 256,
         depth: int = 3,
         heads: int = 4,
@@ -51,6 +51,8 @@ class TransformerCaptionDecoder(CaptionDecoder):
         super().__init__(memory_dim, max_length)
         if depth < 1:
             raise ValueError(f"{KEY}.depth must be at least 1, got {depth}")
+        if tokenizer is None:
+            tokenizer = bundled_minilm_tokenizer()
         self.tokenizer = checked_special_tokens(tokenizer, KEY)
         self.vocab_size = len(tokenizer)
         self.embed = nn.Embedding(self.vocab_size, width)

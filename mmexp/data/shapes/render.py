@@ -7,6 +7,8 @@ onset) comes from the ``rng`` argument so that a fixed seed reproduces the exact
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -169,6 +171,29 @@ def render_caption(scene: Scene, rng: np.random.Generator) -> str:
     if scene.distractor_shape is not None:
         words["extra"] = " next to a grey " + _choice(rng, SYNONYMS[SHAPES[scene.distractor_shape]])
     return template.format(**words)
+
+
+def caption_words() -> list[str]:
+    """Every word a shapes caption can hold, in a fixed order: the captioning vocabulary.
+
+    The templates' own words, every synonym and position, and the distractor's phrase, split
+    as :func:`mmexp.decoders.tokenizers.word_tokenizer` splits text.
+    """
+    texts = [
+        *(re.sub(r"\{\w+\}", " ", template) for template in CAPTION_TEMPLATES),
+        *(word for options in SYNONYMS.values() for word in options),
+        *POSITIONS,
+        " next to a grey ",
+    ]
+    words = (re.sub(r"([,.:;!?])", r" \1 ", text).split() for text in texts)
+    return list(dict.fromkeys(word for split in words for word in split))
+
+
+def caption_tokenizer():  # noqa: ANN201 - a transformers tokenizer, imported lazily
+    """The word-level tokenizer over :func:`caption_words` (``data.caption_tokenizer``)."""
+    from mmexp.decoders.tokenizers import word_tokenizer
+
+    return word_tokenizer(caption_words())
 
 
 def beep_schedule(shape: str, active_s: float) -> list[tuple[float, float]]:

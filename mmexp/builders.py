@@ -145,7 +145,8 @@ def check_fusion(cfg: DictConfig) -> None:
             defined for fewer; the message lists the strategies that can take them.
     """
     cls = _fusion_class(cfg)
-    count = len(cfg.data.modalities)
+    fused = fused_modalities(cfg)
+    count = len(fused)
     if takes_modalities(cls, count):
         return
     valid = fusion_choices(lambda candidate: takes_modalities(candidate, count))
@@ -154,11 +155,25 @@ def check_fusion(cfg: DictConfig) -> None:
         if count < cls.min_modalities
         else f"is defined for at most {cls.max_modalities}"
     )
+    fused_note = "" if fused == list(cfg.data.modalities) else f" (fused: {fused})"
     raise ValueError(
         f"fusion {cls.__name__} {bound} modalities but data.modalities="
-        f"{list(cfg.data.modalities)}; with {count} {'modality' if count == 1 else 'modalities'} "
-        f"choose one of fusion={valid}"
+        f"{list(cfg.data.modalities)}{fused_note}; with {count} "
+        f"{'modality' if count == 1 else 'modalities'} choose one of fusion={valid}"
     )
+
+
+def fused_modalities(cfg: DictConfig) -> list[str]:
+    """The modalities the fusion strategy fuses: ``data.modalities``, or what the module says.
+
+    (:meth:`~mmexp.lit.common.MultimodalModule.fused_modalities`: a captioner fuses the
+    modalities it conditions on, not the text it generates.) Without an objective module
+    (``mmexp-eval``'s own config), ``data.modalities``.
+    """
+    objective = cfg.get("objective")
+    if objective is None or objective.get("module") is None:
+        return list(cfg.data.modalities)
+    return module_class(cfg).fused_modalities(list(cfg.data.modalities))
 
 
 def check_matching_fusion(cfg: DictConfig) -> str | None:
@@ -230,7 +245,8 @@ def injected(path: str, **arguments: Any) -> dict[str, Any]:
 #: Keys the builders remove from a node before instantiating it.
 CONSUMED: dict[str, frozenset[str]] = {
     "fusion": frozenset({"match_params"}),
-    "data": frozenset({"missing"}),
+    # the caption vocabulary a data set names, read by objective=caption's decoder
+    "data": frozenset({"missing", "caption_tokenizer"}),
     # where zeroshot.json goes, read by mmexp-eval (mmexp.zeroshot.run)
     "zeroshot": frozenset({"output_dir"}),
     # where wiseft.json goes, read by mmexp-eval (mmexp.eval)
@@ -267,7 +283,7 @@ def build_fusion_and_head(
     fusion_node: dict[str, Any] = OmegaConf.to_container(cfg.fusion, resolve=True)  # type: ignore[assignment]
     head_node: dict[str, Any] = OmegaConf.to_container(cfg.model.head, resolve=True)  # type: ignore[assignment]
     budget = fusion_node.pop("match_params", None)
-    options: dict[str, Any] = {"modalities": list(cfg.data.modalities), "dim": int(cfg.model.width)}
+    options: dict[str, Any] = {"modalities": fused_modalities(cfg), "dim": int(cfg.model.width)}
     if cls.produces_logits:
         options["num_classes"] = num_classes
 
@@ -526,6 +542,9 @@ def encoder_processors(
     }
     train = {name: encoder.processor(train=True) for name, encoder in encoders.items()}
     evaluation = {name: encoder.processor(train=False) for name, encoder in encoders.items()}
+    # what the encoders do not read: a captioner's targets
+    train.update(module.data_processors(train=True))
+    evaluation.update(module.data_processors(train=False))
     return train, evaluation
 
 

@@ -125,6 +125,8 @@ class ObjectiveSchema:
     num_outputs: int | None = None
     # the contrastive objectives' loss, referenced by objective.module.loss
     loss: dict[str, Any] | None = None
+    # the captioning objective's decoder, referenced by objective.module.decoder
+    decoder: dict[str, Any] | None = None
 
 
 @dataclass(kw_only=True)

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from mmexp.builders import tower_modalities
 from mmexp.config_check import check_config
 from mmexp.encoders.base import ModalityEncoder
+from mmexp.finetune.protocols import DECODER
 from mmexp.finetune.source import PretrainedCheckpoint
 from mmexp.lit.frozen_weights import left_out_towers
 from mmexp.utils.checkpoints import load_checkpoint
@@ -100,10 +101,20 @@ def _resolve_finetune(cfg: DictConfig) -> None:
     restricts = bool(getattr(get_object(str(node._target_)), "restricts", True))
     if node.get("towers") is None and restricts:
         hub = [m for m in towers if _loads_pretrained(cfg, m)]
+        if _decoder_pretrained(cfg):
+            hub.append(DECODER)
         with open_dict(cfg):
             # Evaluation rebuilds the same structure with pretrained weights off, when the
             # encoders alone would no longer tell which towers were pretrained.
             cfg.finetune.towers = sorted({*from_checkpoint, *hub})
+
+
+def _decoder_pretrained(cfg: DictConfig) -> bool:
+    """Whether the objective's decoder (captioning) comes with pretrained weights."""
+    node = cfg.objective.get("decoder")
+    if not node or "_target_" not in node:
+        return False
+    return bool(getattr(get_object(str(node._target_)), "pretrained", False))
 
 
 def _loads_pretrained(cfg: DictConfig, modality: str) -> bool:

@@ -11,6 +11,10 @@ representation-learning literature:
   "How transferable are features in deep neural networks?", NeurIPS 2014).
 * ``lora``: low-rank adapters in the towers (Hu et al., ICLR 2022), towers otherwise frozen.
 * ``full``: everything trains.
+
+A captioner's decoder that comes pretrained (a Hugging Face language model) is a tower too,
+named ``decoder`` in ``finetune.towers``: ``finetune=lora`` adapts it, ``frozen`` freezes it
+(its new cross-attention or prefix mapper still trains).
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from mmexp.encoders.base import ModalityEncoder
 from mmexp.encoders.freezing import Trainability, count_parameters, find_blocks
 from mmexp.finetune.source import PretrainedCheckpoint
 from mmexp.utils.freezing import freeze
+
+#: The ``finetune.towers`` name of a captioner's pretrained decoder.
+DECODER = "decoder"
 
 
 class FinetuneProtocol:
@@ -81,12 +88,14 @@ class FinetuneProtocol:
             for modality in loaded:
                 source.load_encoder(modality, encoders[modality])
             fusion_loaded = fusion is not None and source.load_fusion(fusion)
-        hub = [m for m, encoder in encoders.items() if encoder.pretrained]
+        parts = pretrainable_parts(module)
+        hub = [name for name, part in parts.items() if part.pretrained]
         towers = self.towers if self.towers is not None else sorted({*loaded, *hub})
-        unknown = sorted(set(towers) - set(encoders))
+        unknown = sorted(set(towers) - set(parts))
         if unknown:
             raise ValueError(
-                f"finetune.towers: {unknown} are not among the model's encoders {sorted(encoders)}"
+                f"finetune.towers: {unknown} are not among the model's encoders "
+                f"{sorted(encoders)}" + (" (or its pretrained decoder)" if DECODER in parts else "")
             )
         if not towers and self.restricts:
             raise ValueError(
@@ -94,8 +103,9 @@ class FinetuneProtocol:
                 "finetune.checkpoint=<pretraining checkpoint>, use encoders with pretrained "
                 "weights (e.g. model/encoders/text=minilm), or finetune=full"
             )
-        for modality in towers:
-            self.restrict_encoder(encoders[modality], f"model.encoders.{modality}")
+        for name in towers:
+            key = "objective.decoder" if name == DECODER else f"model.encoders.{name}"
+            self.restrict_encoder(parts[name], key)
         self.adjust_module(module, fusion_loaded, check_sources=load_weights)
         lineage: dict[str, Any] = {
             "protocol": self.name,
@@ -108,6 +118,19 @@ class FinetuneProtocol:
                 checkpoint=source.reference, path=str(source.path), run=source.provenance
             )
         return lineage
+
+
+def pretrainable_parts(module: pl.LightningModule) -> dict[str, Any]:
+    """The parts a protocol can apply to, by their ``finetune.towers`` name.
+
+    The encoders, and a captioner's decoder when it comes with pretrained weights (a
+    Hugging Face language model), named :data:`DECODER`.
+    """
+    parts: dict[str, Any] = dict(module.encoders)  # type: ignore[arg-type]
+    decoder = getattr(module, "decoder", None)
+    if decoder is not None and getattr(decoder, "pretrained", False):
+        parts[DECODER] = decoder
+    return parts
 
 
 class Full(FinetuneProtocol):

@@ -225,6 +225,22 @@ class MultimodalModule(KeepsFrozenInEval, pl.LightningModule):
         """
         return list(data_modalities)
 
+    @classmethod
+    def fused_modalities(cls, data_modalities: Sequence[str]) -> list[str]:
+        """The modalities a fusion strategy of the module fuses: all those the data load.
+
+        A module that generates one of them (a captioner's ``text``) fuses the others.
+        """
+        return list(data_modalities)
+
+    def data_processors(self, train: bool) -> dict[str, Any]:
+        """Processors the data loaders run for batch values the encoders do not read.
+
+        None by default; a captioner's target captions are tokenized by its decoder.
+        Called for the training (``train=True``) and the evaluation splits.
+        """
+        return {}
+
     @property
     def reads_tokens(self) -> bool:
         """Whether a part after the encoders reads their token sequences, not only pooled.

@@ -126,6 +126,16 @@ def affect_width(dataset: str, release: str | None, modality: str) -> int:
     return feature_widths(dataset, release)[modality]
 
 
+def conditioning_fuses(conditioning: str) -> bool:
+    """Whether a caption conditioning goes through the fusion strategy (``objective.uses_fusion``).
+
+    So that ``objective.module.conditioning=fused`` alone builds the ``fusion=`` strategy.
+    """
+    from mmexp.lit.caption_memory import FUSED
+
+    return conditioning in FUSED
+
+
 def register_resolvers() -> None:
     """Register mmexp's resolvers (idempotent)."""
     OmegaConf.register_new_resolver("mmexp_job_dir", job_dir_name, replace=True)
@@ -136,3 +146,4 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("mmexp_required", required, replace=True)
     OmegaConf.register_new_resolver("mmexp_given_or", given_or, replace=True)
     OmegaConf.register_new_resolver("mmexp_affect_width", affect_width, replace=True)
+    OmegaConf.register_new_resolver("mmexp_conditioning_fuses", conditioning_fuses, replace=True)

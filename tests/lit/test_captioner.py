@@ -1,0 +1,162 @@
+"""objective=caption: wiring, conditionings, grouped targets, samples, errors."""
+
+import json
+
+import pytest
+import torch
+
+from mmexp.builders import build_data_and_model
+from mmexp.config_check import ConfigError
+from mmexp.decoders.base import Memory
+from mmexp.metrics.captioning import JavaNotFoundError
+from mmexp.train import train
+from tests.helpers.caption_fixtures import write_karpathy
+from tests.helpers.configs import FAST_OVERRIDES, compose_config
+
+# A small decoder keeps a run to seconds; the scores are checked by the learning test.
+SMALL = [
+    "objective=caption",
+    "objective.decoder.width=64",
+    "objective.decoder.depth=1",
+    "objective.decoder.heads=2",
+    "objective.module.decoding.num_beams=2",
+    "objective.module.decoding.max_new_tokens=20",
+    "objective.module.test_metrics=[bleu,rouge_l,cider]",
+]
+FAST = [o for o in FAST_OVERRIDES if o != "trainer.max_epochs=2"] + ["trainer.max_epochs=1"]
+
+
+def caption_config(tmp_path, data_dir, *overrides):
+    return compose_config("train", [*FAST, *SMALL, *overrides], tmp_path / "run", data_dir)
+
+
+def coco_config(tmp_path, data_dir, root, *overrides):
+    """A caption run on the COCO fixture (the shapes sizes of FAST do not apply)."""
+    fast = [o for o in FAST if not o.startswith("data.")]
+    loader = [
+        "data=coco_captions",
+        f"data.root={root}",
+        "data.num_workers=0",
+        "data.persistent_workers=false",
+        "data.pin_memory=false",
+        "data.batch_size=4",
+    ]
+    return compose_config("train", [*fast, *SMALL, *loader, *overrides], tmp_path / "run", data_dir)
+
+
+def test_a_caption_run_scores_its_test_captions_and_writes_them(tmp_path, data_dir):
+    cfg = caption_config(tmp_path, data_dir)
+    record = train(cfg)
+    metrics = record["metrics"]
+    for name in ("bleu1", "bleu4", "rouge_l", "cider"):
+        assert 0 <= metrics[f"test/{name}"] <= (10 if name == "cider" else 1)
+    assert "val/cider_best" in metrics and "train/truncated_epoch" in metrics
+    rows = [json.loads(line) for line in (tmp_path / "run" / "captions_test.jsonl").open()]
+    assert [row["id"] for row in rows] == list(range(80))  # every test image once
+    manifest = {}
+    manifest_file = next((data_dir / "shapes").glob("shapes-redundant-*/manifest.jsonl"))
+    for line in manifest_file.read_text().splitlines():
+        row = json.loads(line)
+        if row["split"] == "test":
+            manifest[len(manifest)] = row
+    for row in rows:
+        assert row["references"] == manifest[row["id"]]["captions"]
+        assert isinstance(row["prediction"], str)
+        assert row["image"].endswith(manifest[row["id"]]["image"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "length", "width"),
+    [
+        ([], 16, 128),  # tokens: the CNN's 4 x 4 feature map
+        (["objective.module.conditioning=pooled"], 1, 128),
+        (["objective.module.conditioning=fused", "fusion=concat"], 1, 128),
+        (["objective.module.conditioning=fused_tokens", "fusion=early_tokens"], 17, 128),
+    ],
+)
+def test_each_conditioning_gives_the_decoder_its_memory(
+    tmp_path, data_dir, overrides, length, width
+):
+    cfg = caption_config(tmp_path, data_dir, *overrides)
+    datamodule, module = build_data_and_model(cfg)
+    uses_fusion = "fusion" in " ".join(overrides)
+    assert (module.memory.fusion is not None) == uses_fusion
+    datamodule.setup("validate")
+    batch = next(iter(datamodule.val_dataloader()))
+    memory = module.condition(batch)
+    assert memory.tokens.shape == (80, length, width) and memory.mask.all()
+
+
+def test_audio_and_image_condition_one_memory(tmp_path, data_dir):
+    cfg = caption_config(
+        tmp_path,
+        data_dir,
+        "data.modalities=[image,audio,text]",
+        "objective.module.conditioning=pooled",
+    )
+    datamodule, module = build_data_and_model(cfg)
+    assert sorted(module.encoders) == ["audio", "image"]
+    datamodule.setup("validate")
+    memory = module.condition(next(iter(datamodule.val_dataloader())))
+    assert memory.tokens.shape[:2] == (80, 2)  # one pooled vector per conditioning modality
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["objective.module.conditioning=fused_tokens", "fusion=concat"], "early_tokens"),
+        (["objective.module.conditioning=fused", "fusion=late"], "class logits"),
+        (["objective.module.conditioning=words"], "objective.conditioning must be one of"),
+        (["data.modalities=[image]"], "must hold text"),
+    ],
+)
+def test_conditionings_the_parts_cannot_give_are_refused(tmp_path, data_dir, overrides, message):
+    cfg = caption_config(tmp_path, data_dir, *overrides)
+    with pytest.raises((ValueError, ConfigError), match=message):
+        build_data_and_model(cfg)
+
+
+def test_grouped_targets_each_read_their_own_images_memory(tmp_path, data_dir):
+    root = write_karpathy(tmp_path / "coco")
+    cfg = coco_config(tmp_path, data_dir, root, "data.eval_batch_size=3")
+    datamodule, module = build_data_and_model(cfg)
+    module.eval()
+    datamodule.setup("validate")
+    batch = next(iter(datamodule.val_dataloader()))
+    assert batch["group"].tolist() == [0] * 5 + [1] * 5 + [2] * 5
+    with torch.no_grad():
+        memory = module.condition(batch)
+        grouped = module.teacher_forced_loss(batch, memory)
+        # the same targets with each image's memory repeated by hand, as a flat batch
+        rows = batch["group"]
+        flat = {"text": batch["text"], "index": torch.arange(len(rows))}
+        repeated = Memory(memory.tokens[rows], memory.mask[rows])
+        expected = module.teacher_forced_loss(flat, repeated)
+        shuffled = Memory(memory.tokens[rows.flip(0)], memory.mask[rows.flip(0)])
+        wrong = module.teacher_forced_loss(flat, shuffled)
+    torch.testing.assert_close(grouped, expected)
+    assert not torch.isclose(grouped, wrong)
+    assert len(batch["references"][4 % 3]) >= 5
+
+
+def test_data_without_references_is_named_at_the_first_validation(tmp_path, data_dir):
+    cfg = caption_config(tmp_path, data_dir, "data.references_column=null")
+    with pytest.raises(KeyError, match="data.references_column"):
+        train(cfg)
+    record = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert record["status"] == "failed" and "references" in record["error"]
+
+
+def test_java_missing_stops_a_meteor_run_before_training(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setattr("mmexp.metrics.caption_accumulator.find_java", lambda: None)
+    cfg = caption_config(tmp_path, data_dir, "objective.module.test_metrics=[bleu,meteor]")
+    with pytest.raises(JavaNotFoundError, match="default-jre-headless"):
+        build_data_and_model(cfg)
+    # partial: the metrics that need no Java still build
+    cfg = caption_config(
+        tmp_path,
+        data_dir,
+        "objective.module.test_metrics=[bleu,meteor]",
+        "objective.module.on_missing_java=partial",
+    )
+    build_data_and_model(cfg)

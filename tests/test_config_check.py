@@ -30,9 +30,10 @@ GROUPS = [
 # Options coupled to other groups are composed on their own: finetune=coop selects
 # objective=prompt, which classifies images only (data.modalities=[image]); the inits of
 # public or pretrained towers choose their encoders (an explicit other encoder contradicts
-# them, and is refused by name).
+# them, and is refused by name); objective=caption generates the text of data with text.
 TOWER_INITS = {"hf_clip", "minilm", "open_clip"}
-ALONE = {"finetune": {"coop"}, "objective": {"prompt"}, "init": TOWER_INITS}
+ALONE = {"finetune": {"coop"}, "objective": {"prompt", "caption"}, "init": TOWER_INITS}
+DECODERS = sorted(p.stem for p in (CONF / "objective" / "decoder").glob("*.yaml"))
 OPTIONS = {
     group: sorted(
         p.stem for p in (CONF / group).glob("*.yaml") if p.stem not in ALONE.get(group, ())
@@ -53,6 +54,7 @@ COUPLED = [
     ["finetune=coop"],
     ["objective=prompt", "data.modalities=[image]"],
     *([f"init={name}", "finetune=full"] for name in sorted(TOWER_INITS)),
+    *(["objective=caption", f"objective/decoder={name}"] for name in DECODERS),
 ]
 SHIPPED = [
     *COMBINED,

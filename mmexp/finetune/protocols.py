@@ -250,7 +250,9 @@ def default_lora_targets(encoder: ModalityEncoder, key: str) -> list[str]:
     """
     from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as defaults
 
-    config = getattr(getattr(encoder, "backbone", None), "config", None)
+    # a Hugging Face encoder's backbone, or a captioner's language model
+    model = getattr(encoder, "backbone", None) or getattr(encoder, "lm", None)
+    config = getattr(model, "config", None)
     if getattr(config, "model_type", None) in defaults:
         return list(defaults[config.model_type])
     inside_attention = {

@@ -5,20 +5,25 @@ import json
 import pytest
 import torch
 
+from mmexp.assemble import assemble
 from mmexp.builders import build_data_and_model
 from mmexp.config_check import ConfigError
 from mmexp.decoders.base import Memory
 from mmexp.metrics.captioning import JavaNotFoundError
+from mmexp.resolve import resolve_run_config
 from mmexp.train import train
 from tests.helpers.caption_fixtures import write_karpathy
 from tests.helpers.configs import FAST_OVERRIDES, compose_config
+from tests.helpers.tiny_decoders import write_tiny_gpt2
 
 # A small decoder keeps a run to seconds; the scores are checked by the learning test.
-SMALL = [
-    "objective=caption",
+SMALL_DECODER = [
     "objective.decoder.width=64",
     "objective.decoder.depth=1",
     "objective.decoder.heads=2",
+]
+SMALL = [
+    "objective=caption",
     "objective.module.decoding.num_beams=2",
     "objective.module.decoding.max_new_tokens=20",
     "objective.module.test_metrics=[bleu,rouge_l,cider]",
@@ -26,8 +31,10 @@ SMALL = [
 FAST = [o for o in FAST_OVERRIDES if o != "trainer.max_epochs=2"] + ["trainer.max_epochs=1"]
 
 
-def caption_config(tmp_path, data_dir, *overrides):
-    return compose_config("train", [*FAST, *SMALL, *overrides], tmp_path / "run", data_dir)
+def caption_config(tmp_path, data_dir, *overrides, decoder=SMALL_DECODER):
+    return compose_config(
+        "train", [*FAST, *SMALL, *decoder, *overrides], tmp_path / "run", data_dir
+    )
 
 
 def coco_config(tmp_path, data_dir, root, *overrides):
@@ -160,3 +167,52 @@ def test_java_missing_stops_a_meteor_run_before_training(tmp_path, data_dir, mon
         "objective.module.on_missing_java=partial",
     )
     build_data_and_model(cfg)
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory):
+    return write_tiny_gpt2(tmp_path_factory.mktemp("gpt2"))
+
+
+@pytest.mark.parametrize("decoder", ["gpt2_cross_attention", "clipcap"])
+def test_a_language_model_decoder_trains_from_a_local_folder(tmp_path, data_dir, gpt2_dir, decoder):
+    cfg = caption_config(
+        tmp_path,
+        data_dir,
+        f"objective/decoder={decoder}",
+        f"objective.decoder.name_or_path={gpt2_dir}",
+        "objective.module.conditioning=pooled",
+        decoder=[],
+    )
+    record = train(cfg)
+    assert record["status"] == "completed"
+    assert 0 <= record["metrics"]["test/bleu1"] <= 1
+
+
+def test_lora_adapts_a_pretrained_decoder_and_trains_its_new_layers(tmp_path, data_dir, gpt2_dir):
+    cfg = caption_config(
+        tmp_path,
+        data_dir,
+        "objective/decoder=gpt2_cross_attention",
+        f"objective.decoder.name_or_path={gpt2_dir}",
+        "finetune=lora",
+        decoder=[],
+    )
+    resolved = resolve_run_config(cfg, "train")
+    assert list(resolved.finetune.towers) == ["decoder"]
+    run = assemble(resolved, "bench")
+    decoder = run.module.decoder
+    assert run.lineage["towers"] == ["decoder"]
+    trainable = {name for name, p in decoder.named_parameters() if p.requires_grad}
+    assert trainable and all(
+        "lora_" in name
+        or "crossattention" in name
+        or "ln_cross_attn" in name
+        or "memory_proj" in name
+        for name in trainable
+    ), sorted(trainable)[:10]
+    assert any("lora_" in name for name in trainable)
+    # the language model's own weights stay frozen
+    assert not decoder.lm.transformer.wte.weight.requires_grad
+    # the image tower trains from scratch, untouched by the protocol
+    assert all(p.requires_grad for p in run.module.encoders["image"].parameters())

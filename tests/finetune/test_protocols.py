@@ -238,3 +238,21 @@ def test_finetune_config_group_composes(make_train_cfg):
     for protocol in ("full", "frozen", "linear_probe", "partial", "lora"):
         cfg = make_train_cfg(f"finetune={protocol}")
         assert OmegaConf.select(cfg, "finetune.checkpoint") is None
+
+
+def test_a_contrastive_checkpoint_starts_a_captioners_image_tower(make_train_cfg, checkpoint):
+    # the captioner encodes images only: the pretrained text tower is not adopted, and the
+    # decoder trains from scratch beside the frozen image tower
+    cfg, model, lineage = built(
+        make_train_cfg,
+        "objective=caption",
+        "finetune=frozen",
+        f"finetune.checkpoint={checkpoint}",
+    )
+    assert list(model.encoders) == ["image"]
+    assert lineage["towers_from_checkpoint"] == ["image"] and lineage["towers"] == ["image"]
+    state = model.encoders["image"].state_dict()
+    for key, value in pretrained_weights(checkpoint, "image").items():
+        torch.testing.assert_close(state[key], value)
+    assert trainable(model.encoders["image"]) == 0
+    assert trainable(model.decoder) == count_parameters(model.decoder)[1] > 0

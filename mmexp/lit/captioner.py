@@ -152,9 +152,13 @@ class MultimodalCaptioner(MultimodalModule):
         return self.memory(self.encode(batch))
 
     def teacher_forced_loss(self, batch: Mapping[str, Any], memory: Memory) -> torch.Tensor:
-        """Mean cross-entropy of every target token given the tokens before it.
+        """Cross-entropy of each target token given those before it, per caption, averaged.
 
-        Grouped batches hold several targets per sample: each reads its sample's memory.
+        Each caption weighs the same whatever its length (the mean of its tokens' losses):
+        a mean over a batch's tokens would weigh each process's batch by its token count
+        under DDP, which averages the processes' gradients equally, and two processes would
+        not train as one. Grouped batches hold several targets per sample: each reads its
+        sample's memory.
         """
         target = batch[TARGET]
         ids, mask = target["input_ids"], target["attention_mask"].bool()
@@ -164,13 +168,16 @@ class MultimodalCaptioner(MultimodalModule):
             rows = (group[:, None] == batch["index"][None, :]).int().argmax(dim=1)
             memory = Memory(memory.tokens[rows], memory.mask[rows])
         logits = self.decoder(ids[:, :-1], mask[:, :-1], memory)
-        labels = ids[:, 1:].masked_fill(~mask[:, 1:], -100)
-        return F.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]).float(),
-            labels.reshape(-1),
+        real = mask[:, 1:]
+        labels = ids[:, 1:].masked_fill(~real, -100)
+        tokens = F.cross_entropy(
+            logits.transpose(1, 2).float(),
+            labels,
             ignore_index=-100,
             label_smoothing=self.label_smoothing,
+            reduction="none",
         )
+        return (tokens.sum(dim=1) / real.sum(dim=1).clamp(min=1)).mean()
 
     def generate(
         self, batch: Mapping[str, Any], options: DecodingOptions | None = None
@@ -208,7 +215,8 @@ class MultimodalCaptioner(MultimodalModule):
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         """Validation loss, and a generation per sample for the caption metrics."""
         loss = self._evaluate(batch, self.val_metrics)
-        self.val_loss.update(loss, weight=len(batch["index"]))
+        # one weight per target caption (grouped batches hold several per image)
+        self.val_loss.update(loss, weight=len(batch[TARGET]["input_ids"]))
 
     def on_validation_epoch_end(self) -> None:
         """Score the epoch's generations (once, over every process) and log them."""

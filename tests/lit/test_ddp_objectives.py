@@ -118,6 +118,18 @@ CASES = {
         metrics=("val/loss", "train/temperature", "test/gallery_size"),
         recalls=("val", "test"),
     ),
+    # Generations gathered from both ranks and scored once: each image once, 81 captions.
+    "caption": Case(
+        ("objective=caption", "objective.decoder.dropout=0.0", *SHAPES_TOWERS, *SHAPES_SPLITS),
+        batch=32,
+        eval_batch=None,
+        metrics=tuple(
+            f"{split}/{name}"
+            for split in ("val", "test")
+            for name in ("bleu1", "bleu4", "rouge_l", "cider")
+        )
+        + ("val/loss", "test/meteor"),
+    ),
 }
 
 
@@ -156,6 +168,10 @@ def test_two_processes_with_half_the_batch_report_the_single_process_metrics(
         assert_same_recalls(single, ddp, split)
     if objective == "contrastive":
         assert ddp["test/gallery_size"] == 81  # each test pair once, not 82
+    if objective == "caption":
+        for run_name in ("single", "ddp"):
+            captions = (runs[run_name]["out"] / "captions_test.jsonl").read_text().splitlines()
+            assert sorted(json.loads(row)["id"] for row in captions) == list(range(81))
 
 
 def assert_same_recalls(single: dict, ddp: dict, split: str) -> None:

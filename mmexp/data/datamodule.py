@@ -109,6 +109,9 @@ class ManifestDataModule(SplitLoaders):
             ``None``: classes from ``meta.json``, else the sorted label values (integer
             labels: ``0`` to the largest). A data set that fixes its own classes
             (``meta.json``, a published release) accepts only that same list here.
+        index_columns: Columns carried into every batch as ``[B]`` indices into the names
+            given for each (shapes' ``vqa`` task: ``answer_type`` over ``yes/no``,
+            ``number``, ``other``, which the VQA metrics score separately).
     """
 
     def __init__(
@@ -132,6 +135,7 @@ class ManifestDataModule(SplitLoaders):
         subset_seed: int = 0,
         content_column: str | None = None,
         label_names: Sequence[str] | None = None,
+        index_columns: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         super().__init__()
         if not modalities:
@@ -168,6 +172,7 @@ class ManifestDataModule(SplitLoaders):
         self.train_subset = train_subset
         self.subset_seed = subset_seed
         self.content_column = content_column
+        self.index_columns = {k: list(v) for k, v in (index_columns or {}).items()}
         self.processors: dict[str, dict[str, ModalityProcessor]] = {}
         self.datasets: dict[str, ManifestDataset] = {}
 
@@ -397,7 +402,26 @@ class ManifestDataModule(SplitLoaders):
             self.source_of(stage),
             skip_unreadable=self.on_bad_sample == "skip",
             contents=contents,
+            extras=self.index_values(stage, rows),
         )
+
+    def index_values(self, stage: str, rows: Sequence[Record]) -> dict[str, list[int]]:
+        """Each of :attr:`index_columns` as the index of every row's value in its names.
+
+        Raises:
+            ValueError: A row lacks the column or holds a value outside its names.
+        """
+        values: dict[str, list[int]] = {}
+        for column, names in self.index_columns.items():
+            values[column] = []
+            for position, row in enumerate(rows):
+                if row.get(column) not in names:
+                    raise ValueError(
+                        f"{self.source_of(stage)}: {row_name(row, position)} has "
+                        f"{column}={row.get(column)!r}, not one of {names}"
+                    )
+                values[column].append(names.index(row[column]))
+        return values
 
     def _subset(self, rows: Sequence[Record]) -> Sequence[Record]:
         size = (

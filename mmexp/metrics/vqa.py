@@ -22,8 +22,9 @@ import torch
 from torch import nn
 from torchmetrics import Metric, MetricCollection
 
-#: The answer types of the VQA annotations; batches hold indices into this tuple.
-ANSWER_TYPES: tuple[str, ...] = ("yes/no", "number", "other")
+from mmexp.metrics.vqa_answers import ANSWER_TYPES
+
+__all__ = ["ANSWER_TYPES", "VQABCELoss", "VQAAccuracy", "sample_scores", "vqa_metrics"]
 
 
 def metric_name(answer_type: str | None) -> str:

@@ -26,6 +26,9 @@ import re
 from collections.abc import Sequence
 from functools import lru_cache
 
+#: The answer types of the VQA annotations (``answer_type``); batches hold indices into it.
+ANSWER_TYPES: tuple[str, ...] = ("yes/no", "number", "other")
+
 CONTRACTIONS: dict[str, str] = {
     "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've",
     "couldnt": "couldn't", "couldn'tve": "couldn't've", "couldnt've": "couldn't've",

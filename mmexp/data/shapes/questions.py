@@ -53,6 +53,9 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "size": SIZES,
     "position": POSITIONS,
 }
+# Shape sides as fractions of the quadrant: larger than the other tasks' (0.30 / 0.55), so
+# that both shapes of a 32-pixel image show their form, still two sizes far apart.
+SIZE_FRACTION: dict[str, float] = {"small": 0.45, "large": 0.85}
 CORNERS: dict[str, str] = {"circle": "0", "triangle": "3", "square": "4"}
 QUESTION_TYPES: tuple[str, ...] = ("colour", "shape", "size", "position", "corners", "verify")
 ANSWER_TYPE: dict[str, str] = {
@@ -239,7 +242,14 @@ def render_question_image(
     for shape in scene.objects:
         fill = COLOUR_RGB[COLOURS[shape.colour]]
         place_shape(
-            draw, SHAPES[shape.shape], SIZES[shape.size], shape.position, fill, image.width, rng
+            draw,
+            SHAPES[shape.shape],
+            SIZES[shape.size],
+            shape.position,
+            fill,
+            image.width,
+            rng,
+            SIZE_FRACTION,
         )
     return finish_image(image, size_px, rng)
 

@@ -7,6 +7,8 @@ onset) comes from the ``rng`` argument so that a fixed seed reproduces the exact
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -89,10 +91,14 @@ def place_shape(
     fill: tuple[int, int, int],
     canvas: int,
     rng: np.random.Generator,
+    fractions: Mapping[str, float] = SIZE_FRACTION,
 ) -> None:
-    """Draw one shape in its quadrant with a small random offset from the quadrant centre."""
+    """Draw one shape in its quadrant with a small random offset from the quadrant centre.
+
+    ``fractions``: the side per size class, as a fraction of the quadrant side.
+    """
     quadrant = canvas / 2
-    side = SIZE_FRACTION[size] * quadrant
+    side = fractions[size] * quadrant
     # Jitter a few output pixels, but never so much that the shape leaves its quadrant.
     slack = (quadrant - side) / 2
     limit = min(MAX_JITTER_PX * SUPERSAMPLE, slack)

@@ -1,10 +1,10 @@
 """The ``vqa`` shapes task: a question about one of two shapes, answered from the image.
 
 Each image shows two coloured shapes that differ in every attribute: shape, colour, size
-(one small, one large) and quadrant. The text is a question that names one of them by one
-attribute ("the red one", "the square", "the shape in the top left", "the small one") and
-asks about another: its colour, shape, size or position (answer type ``other``), how many
-corners it has (``number``: circle 0, triangle 3, square 4), or whether it has a given
+(one small, one large) and quadrant. The text is a question that names one of them by its
+colour, shape or size ("the red one", "the square", "the small one") and asks about another
+attribute: its colour, shape, size or position (answer type ``other``), how many corners it
+has (``number``: circle 0, triangle 3, square 4), or whether it has a given
 attribute value (``yes/no``; yes and no equally often, a "no" value drawn among all values
 the object lacks). The six question types are equally likely, the target object is either
 shape with equal probability, and each question type has three templates and the shapes'
@@ -56,6 +56,9 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
 # Shape sides as fractions of the quadrant: larger than the other tasks' (0.30 / 0.55), so
 # that both shapes of a 32-pixel image show their form, still two sizes far apart.
 SIZE_FRACTION: dict[str, float] = {"small": 0.45, "large": 0.85}
+# What a question names its shape by: the attributes each shape shows where it is drawn (a
+# quadrant is a place in the image, not a local feature of the shape).
+REFERRED_BY: tuple[str, ...] = ("colour", "shape", "size")
 CORNERS: dict[str, str] = {"circle": "0", "triangle": "3", "square": "4"}
 QUESTION_TYPES: tuple[str, ...] = ("colour", "shape", "size", "position", "corners", "verify")
 ANSWER_TYPE: dict[str, str] = {
@@ -107,7 +110,6 @@ REFERENCES: dict[str, tuple[str, ...]] = {
     "colour": ("the {value} shape", "the {value} one", "the {value} object"),
     "shape": ("the {value}",),
     "size": ("the {value} shape", "the {value} one", "the {value} object"),
-    "position": ("the shape in the {value}", "the one in the {value}", "the object at the {value}"),
 }
 
 
@@ -204,7 +206,7 @@ def sample_question(rng: np.random.Generator) -> tuple[QuestionScene, int]:
         asked = _pick(rng, tuple(ATTRIBUTES))
     else:
         asked = "shape" if question_type == "corners" else question_type
-    refer_by = _pick(rng, [name for name in ATTRIBUTES if name != asked])
+    refer_by = _pick(rng, [name for name in REFERRED_BY if name != asked])
     verified = None
     if question_type == "verify":
         own = objects[target].value(asked)

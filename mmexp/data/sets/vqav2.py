@@ -130,7 +130,9 @@ class VQAv2DataModule(ManifestDataModule):
         super().__init__(
             root=root,
             columns={"image": "image", "text": "question"},
-            label_column="answer",
+            # Screening wants a label in every row; the targets come from the ten answers,
+            # and a normalised answer may be empty ("a" alone), so the answer type stands in.
+            label_column="answer_type",
             index_columns={"answer_type": ANSWER_TYPES},
             **loader_options,
         )
@@ -232,7 +234,7 @@ class VQAv2DataModule(ManifestDataModule):
     @cached_property
     def vocabulary(self) -> list[str]:
         """The answer vocabulary: the most frequent normalised training answers."""
-        counts = Counter(row["answer"] for row in self._raw_splits["train"])
+        counts = Counter(row["answer"] for row in self._raw_splits["train"] if row["answer"])
         ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
         return [answer for answer, _ in ranked[: self.num_answers]]
 

@@ -28,6 +28,8 @@ EXTRA = {
         # no human answer is in the vocabulary: scored 0 whatever the model says
         question(500, 4, "what breed?", ["poodle"] * 6 + ["terrier"] * 4, "other"),
         question(501, 5, "is it a dog?", ["yes"] * 9 + ["no"], "yes/no"),
+        # ten identical answers are compared unnormalised: "No" is not the vocabulary's "no"
+        question(502, 6, "is it blue?", ["No"] * 10, "yes/no"),
     ],
 }
 
@@ -90,9 +92,11 @@ def test_batches_hold_the_official_score_of_every_vocabulary_answer(release):
             assert value == pytest.approx(vqa_accuracy(answer, row["answers"]), abs=1e-6)
     red = dataset.rows.index(next(r for r in dataset.rows if r["id"] == 5000))
     assert batch["label"][red, vocabulary.index("red")] == 1.0  # "red" x7 and "Red."
-    assert data.out_of_vocabulary == {"val": 1}  # the breed question
-    poodle = next(i for i, r in enumerate(dataset.rows) if r["id"] == 4)
-    assert batch["label"][poodle].sum() == 0
+    assert data.out_of_vocabulary == {"val": 2}  # the breed question and the "No" one
+    for question_id in (4, 6):
+        row = next(i for i, r in enumerate(dataset.rows) if r["id"] == question_id)
+        assert batch["label"][row].sum() == 0
+    assert "no" in vocabulary
 
 
 def test_counts_are_checked_against_the_release(release, caplog):
@@ -114,7 +118,7 @@ def test_a_missing_image_is_named_and_a_corrupt_one_when_read(release):
     with pytest.raises(ValueError, match=r"missing image file .*COCO_val2014_000000000503.jpg"):
         _ = datamodule(release)._splits["val"]
     skipping = datamodule(release, on_bad_sample="skip")
-    assert len(skipping._splits["val"]) == 9 and len(skipping.bad_samples) == 1
+    assert len(skipping._splits["val"]) == 10 and len(skipping.bad_samples) == 1
 
     image_path(release, "val2014", 504).write_bytes(b"not a jpeg")
     strict = datamodule(release, check_files=False)

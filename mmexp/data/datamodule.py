@@ -112,6 +112,9 @@ class ManifestDataModule(SplitLoaders):
         references_column: Column holding each row's reference captions (a list of
             strings), given to evaluation batches as ``references`` for the caption
             metrics (``objective=caption``); ``None``: none.
+        index_columns: Columns carried into every batch as ``[B]`` indices into the names
+            given for each (shapes' ``vqa`` task: ``answer_type`` over ``yes/no``,
+            ``number``, ``other``, which the VQA metrics score separately).
     """
 
     def __init__(
@@ -136,6 +139,7 @@ class ManifestDataModule(SplitLoaders):
         content_column: str | None = None,
         label_names: Sequence[str] | None = None,
         references_column: str | None = None,
+        index_columns: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         super().__init__()
         if not modalities:
@@ -173,6 +177,7 @@ class ManifestDataModule(SplitLoaders):
         self.subset_seed = subset_seed
         self.content_column = content_column
         self.references_column = references_column
+        self.index_columns = {k: list(v) for k, v in (index_columns or {}).items()}
         self.processors: dict[str, dict[str, ModalityProcessor]] = {}
         self.datasets: dict[str, ManifestDataset] = {}
 
@@ -403,7 +408,26 @@ class ManifestDataModule(SplitLoaders):
             skip_unreadable=self.on_bad_sample == "skip",
             contents=contents,
             references_column=None if stage == "train" else self.references_column,
+            extras=self.index_values(stage, rows),
         )
+
+    def index_values(self, stage: str, rows: Sequence[Record]) -> dict[str, list[int]]:
+        """Each of :attr:`index_columns` as the index of every row's value in its names.
+
+        Raises:
+            ValueError: A row lacks the column or holds a value outside its names.
+        """
+        values: dict[str, list[int]] = {}
+        for column, names in self.index_columns.items():
+            values[column] = []
+            for position, row in enumerate(rows):
+                if row.get(column) not in names:
+                    raise ValueError(
+                        f"{self.source_of(stage)}: {row_name(row, position)} has "
+                        f"{column}={row.get(column)!r}, not one of {names}"
+                    )
+                values[column].append(names.index(row[column]))
+        return values
 
     def _subset(self, rows: Sequence[Record]) -> Sequence[Record]:
         size = (

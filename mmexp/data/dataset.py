@@ -98,6 +98,8 @@ class ManifestDataset(Dataset):
         contents: Content id of each row (:func:`content_ids`), returned as ``content``.
         references_column: Column of each row's reference captions, returned as
             ``references`` (a list of non-empty strings); ``None``: none.
+        extras: Integer values per row returned under their own keys (the answer type of a
+            question, ``ManifestDataModule``'s ``index_columns``).
     """
 
     def __init__(
@@ -111,9 +113,11 @@ class ManifestDataset(Dataset):
         skip_unreadable: bool = False,
         contents: Sequence[int] | None = None,
         references_column: str | None = None,
+        extras: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
         self.rows = list(rows)
         self.references_column = references_column
+        self.extras = {key: list(values) for key, values in (extras or {}).items()}
         self.contents = list(contents) if contents is not None else None
         self.skip_unreadable = skip_unreadable
         self.labels = list(labels)
@@ -130,6 +134,8 @@ class ManifestDataset(Dataset):
         sample: dict[str, Any] = {"index": index, "label": self.labels[index]}
         if self.contents is not None:
             sample["content"] = self.contents[index]
+        for key, values in self.extras.items():
+            sample[key] = values[index]
         for modality, column in self.columns.items():
             try:
                 value = decode(modality, row[column], self.root)
@@ -213,11 +219,18 @@ class MultimodalCollator:
             name: processor.collate([s[name] for s in samples])
             for name, processor in self.processors.items()
         }
-        batch["label"] = torch.tensor([s["label"] for s in samples], dtype=torch.long)
+        batch["label"] = self.collate_labels([s["label"] for s in samples])
         batch["index"] = torch.tensor([s["index"] for s in samples], dtype=torch.long)
         if "content" in samples[0]:
             batch["content"] = torch.tensor([s["content"] for s in samples], dtype=torch.long)
         if "references" in samples[0]:
             batch["references"] = [s["references"] for s in samples]
+        # content ids and any per-row integers of the data set (ManifestDataset's extras)
+        for key in samples[0].keys() - batch.keys() - {"index", "label"}:
+            batch[key] = torch.tensor([s[key] for s in samples], dtype=torch.long)
         batch["num_skipped"] = skipped
         return batch
+
+    def collate_labels(self, labels: Sequence[Any]) -> torch.Tensor:
+        """The ``label`` entry of a batch: class indices (or multi-hot rows) as ``long``."""
+        return torch.tensor(labels, dtype=torch.long)

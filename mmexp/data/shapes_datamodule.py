@@ -8,6 +8,7 @@ from typing import Any
 
 from mmexp.data.datamodule import ManifestDataModule
 from mmexp.data.shapes import TASKS, generate_shapes
+from mmexp.data.shapes.tasks import get_task
 
 
 class ShapesDataModule(ManifestDataModule):
@@ -20,7 +21,8 @@ class ShapesDataModule(ManifestDataModule):
 
     Args:
         task: Label definition: ``redundant``, ``unique_image``, ``unique_text``,
-            ``unique_audio``, ``synergy`` or ``mixed``.
+            ``unique_audio``, ``synergy``, ``mixed`` or ``vqa`` (the text is a question,
+            the label its answer; batches carry the ``answer_type``).
         cache_dir: Folder the generated data sets are cached in.
         num_train: Training samples.
         num_val: Validation samples.
@@ -56,6 +58,10 @@ class ShapesDataModule(ManifestDataModule):
             raise ValueError(
                 f"data.modalities has {sorted(unknown)}; shapes provides image, text and audio"
             )
+        loader_options.setdefault("index_columns", get_task(task).index_columns)
+        if not get_task(task).image_captions:
+            # no caption references to score against (objective=caption refuses the batches)
+            loader_options["references_column"] = None
         super().__init__(root=None, modalities=modalities, **loader_options)
         self.generation = {
             "root": Path(cache_dir),

@@ -14,10 +14,11 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-#: Metrics that are fractions (accuracy, F1, AUROC, recall@k, ...): their bars stay in [0, 1].
+#: Metrics that are fractions (accuracy, F1, AUROC, recall@k, VQA accuracy, ...): their bars
+#: stay in [0, 1].
 BOUNDED = re.compile(
     r"^(acc(uracy)?|bal(anced)?_acc|f1(_\w+)?|auroc(_\w+)?|ap|map|precision(_\w+)?"
-    r"|recall(_\w+)?|r@\d+|top\d+(_acc)?)$"
+    r"|recall(_\w+)?|r@\d+|top\d+(_acc)?|vqa_acc(_\w+)?)$"
 )
 
 

@@ -8,6 +8,7 @@ onset) comes from the ``rng`` argument so that a fixed seed reproduces the exact
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -83,7 +84,7 @@ def _draw_shape(
         raise ValueError(f"unknown shape {shape!r}")
 
 
-def _place(
+def place_shape(
     draw: ImageDraw.ImageDraw,
     shape: str,
     size: str,
@@ -91,16 +92,40 @@ def _place(
     fill: tuple[int, int, int],
     canvas: int,
     rng: np.random.Generator,
+    fractions: Mapping[str, float] = SIZE_FRACTION,
 ) -> None:
-    """Draw one shape in its quadrant with a small random offset from the quadrant centre."""
+    """Draw one shape in its quadrant with a small random offset from the quadrant centre.
+
+    ``fractions``: the side per size class, as a fraction of the quadrant side.
+    """
     quadrant = canvas / 2
-    side = SIZE_FRACTION[size] * quadrant
+    side = fractions[size] * quadrant
     # Jitter a few output pixels, but never so much that the shape leaves its quadrant.
     slack = (quadrant - side) / 2
     limit = min(MAX_JITTER_PX * SUPERSAMPLE, slack)
     dx, dy = rng.uniform(-limit, limit, size=2)
     x0, y0 = _quadrant_origin(position, quadrant)
     _draw_shape(draw, shape, (x0 + quadrant / 2 + dx, y0 + quadrant / 2 + dy), side, fill)
+
+
+def blank_canvas(size_px: int, rng: np.random.Generator) -> tuple[Image.Image, ImageDraw.ImageDraw]:
+    """The supersampled background every shapes image is drawn on, and a pen for it."""
+    canvas = size_px * SUPERSAMPLE
+    # A random dark grey level per image, so brightness is not a constant cue.
+    level = int(rng.integers(30, 60))
+    image = Image.new("RGB", (canvas, canvas), (level, level, level))
+    return image, ImageDraw.Draw(image)
+
+
+def finish_image(image: Image.Image, size_px: int, rng: np.random.Generator) -> Image.Image:
+    """Downsample a drawn canvas to ``size_px`` and add the pixel noise."""
+    small = np.asarray(image.resize((size_px, size_px), Image.Resampling.BOX), dtype=np.float32)
+    # Grey (channel-shared) noise keeps the background unsaturated; a weaker per-channel
+    # noise on top makes sure no pixel value is exactly predictable.
+    grey_noise = rng.normal(0.0, 6.0, size=(size_px, size_px, 1))
+    colour_noise = rng.normal(0.0, 2.0, size=(size_px, size_px, 3))
+    pixels = np.clip(np.rint(small + grey_noise + colour_noise), 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels, mode="RGB")
 
 
 def render_image(scene: Scene, size_px: int, rng: np.random.Generator) -> Image.Image:
@@ -116,12 +141,9 @@ def render_image(scene: Scene, size_px: int, rng: np.random.Generator) -> Image.
         An RGB image: a dark noisy grey background, the coloured shape in its quadrant and,
         if the scene has one, a grey distractor shape of random size in another quadrant.
     """
-    canvas = size_px * SUPERSAMPLE
-    # A random dark grey level per image, so brightness is not a constant cue.
-    level = int(rng.integers(30, 60))
-    image = Image.new("RGB", (canvas, canvas), (level, level, level))
-    draw = ImageDraw.Draw(image)
-    _place(
+    image, draw = blank_canvas(size_px, rng)
+    canvas = image.width
+    place_shape(
         draw,
         SHAPES[scene.image_shape],
         SIZES[scene.size],
@@ -133,16 +155,10 @@ def render_image(scene: Scene, size_px: int, rng: np.random.Generator) -> Image.
     if scene.distractor_shape is not None:
         others = [p for p in range(len(POSITIONS)) if p != scene.position]
         where = others[int(rng.integers(len(others)))]
-        _place(
+        place_shape(
             draw, SHAPES[scene.distractor_shape], _choice(rng, SIZES), where, GREY_RGB, canvas, rng
         )
-    small = np.asarray(image.resize((size_px, size_px), Image.Resampling.BOX), dtype=np.float32)
-    # Grey (channel-shared) noise keeps the background unsaturated; a weaker per-channel
-    # noise on top makes sure no pixel value is exactly predictable.
-    grey_noise = rng.normal(0.0, 6.0, size=(size_px, size_px, 1))
-    colour_noise = rng.normal(0.0, 2.0, size=(size_px, size_px, 3))
-    pixels = np.clip(np.rint(small + grey_noise + colour_noise), 0, 255).astype(np.uint8)
-    return Image.fromarray(pixels, mode="RGB")
+    return finish_image(image, size_px, rng)
 
 
 def render_caption(scene: Scene, rng: np.random.Generator) -> str:

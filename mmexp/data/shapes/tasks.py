@@ -8,6 +8,8 @@ The tasks follow the partial-information-decomposition (PID) taxonomy:
   (image, caption) determines it.
 * ``mixed``: one redundant bit (size, in every modality) and one synergistic bit (caption
   colour matches image colour), so a model has to combine both kinds of evidence.
+* ``vqa``: the text is a question about one of two shapes in the image, the label its
+  answer (:mod:`mmexp.data.shapes.questions`); neither modality answers alone.
 
 Each sampler draws the label first and then builds a :class:`Scene` consistent with it, so
 the label distribution is uniform and the independence claims hold by construction.
@@ -15,12 +17,16 @@ the label distribution is uniform and the independence claims hold by constructi
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from PIL import Image
 
+from mmexp.data.shapes import questions
 from mmexp.data.shapes.attributes import COLOURS, POSITIONS, SHAPES, SIZES, Scene
+from mmexp.data.shapes.render import render_audio, render_caption, render_image
 
 # Probability that a grey distractor shape is drawn (and mentioned in the caption).
 DISTRACTOR_PROBABILITY = 0.5
@@ -35,12 +41,27 @@ class TaskSpec:
         label_names: Class names; the label is an index into this tuple.
         description: One line saying which modality (combination) carries the label.
         sampler: ``rng -> (scene, label)``.
+        image: ``(scene, size_px, rng) -> image``; the scene is what ``sampler`` draws.
+        text: ``(scene, rng) -> text``: a caption, or the question of ``vqa``.
+        audio: ``(scene, sample_rate, duration_s, rng) -> waveform``.
+        columns: ``scene -> {column: value}``: manifest columns of the task's own
+            (``vqa``: ``answer_type``, ``question_type``).
+        index_columns: Columns that batches carry as indices into the given names
+            (``vqa``: ``answer_type``), see ``ManifestDataModule``.
+        image_captions: Whether rows hold ``captions``, five captions of the image's one
+            shape (the references of ``objective=caption``); ``vqa`` draws two shapes.
     """
 
     name: str
     label_names: tuple[str, ...]
     description: str
-    sampler: Callable[[np.random.Generator], tuple[Scene, int]]
+    sampler: Callable[[np.random.Generator], tuple[Any, int]]
+    image: Callable[[Any, int, np.random.Generator], Image.Image] = render_image
+    text: Callable[[Any, np.random.Generator], str] = render_caption
+    audio: Callable[[Any, int, float, np.random.Generator], np.ndarray] = render_audio
+    columns: Callable[[Any], dict[str, Any]] = lambda scene: {}
+    index_columns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    image_captions: bool = True
 
     @property
     def num_classes(self) -> int:
@@ -183,6 +204,19 @@ TASKS: dict[str, TaskSpec] = {
         tuple(f"{size}/{match}" for size in SIZES for match in ("mismatch", "match")),
         "label = 2 * (size is large, redundant) + (caption colour matches image, synergy)",
         _sample_mixed,
+    ),
+    "vqa": TaskSpec(
+        "vqa",
+        questions.ANSWERS,
+        "label = the answer to the question (text) about one of the two shapes (image); "
+        "neither modality alone answers it",
+        questions.sample_question,
+        image=questions.render_question_image,
+        text=questions.render_question,
+        audio=questions.render_question_audio,
+        columns=questions.question_columns,
+        index_columns=questions.INDEX_COLUMNS,
+        image_captions=False,
     ),
 }
 

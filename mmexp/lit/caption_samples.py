@@ -1,6 +1,6 @@
 """Save a captioning test's generations beside its scores, and log a sample of them.
 
-Every generation goes to ``captions_test.jsonl`` (``id``, ``image``, ``references``,
+Every generation goes to ``captions/test.jsonl`` (``id``, ``image``, ``references``,
 ``prediction``), the file a reader of a caption table opens to see what the numbers mean;
 the first few go to loggers that take tables (W&B), with their images.
 """
@@ -42,7 +42,7 @@ class CaptionSamples(Callback):
     "prediction"}``); does nothing for modules that generate no text.
 
     Args:
-        dirpath: Folder of ``captions_test.jsonl`` (the run folder).
+        dirpath: Folder of ``test.jsonl`` (the run folder's ``captions``).
         logged: Generations sent to the loggers as the ``test/captions`` table.
     """
 
@@ -63,7 +63,7 @@ class CaptionSamples(Callback):
             for sample in generations
         ]
         self.dirpath.mkdir(parents=True, exist_ok=True)
-        path = self.dirpath / "captions_test.jsonl"
+        path = self.dirpath / "test.jsonl"
         with path.open("w", encoding="utf-8") as file:
             for row in rows:
                 file.write(json.dumps(row) + "\n")

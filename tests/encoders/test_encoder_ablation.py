@@ -24,7 +24,7 @@ from mmexp.tables.cli import main as table_main
 from mmexp.tables.collect import collect_local
 from tests.helpers.cli import run_cli
 from tests.helpers.configs import CONF, FAST_OVERRIDES, compose_config
-from tests.robustness.test_robustness_experiments import documented_commands, sweep
+from tests.helpers.experiment_files import documented_commands, sweep
 
 STUDY = "experiment=encoder_ablation"
 TEXT = {"transformer": SmallTextTransformer, "lstm": LSTMTextEncoder, "gru": GRUTextEncoder}

@@ -22,9 +22,9 @@ from mmexp.resolve import resolve_run_config
 from mmexp.tables.cli import main as table_main
 from mmexp.train import train
 from tests.helpers.configs import CONF, FAST_OVERRIDES, compose_config
+from tests.helpers.experiment_files import documented_commands, sweep
 from tests.helpers.tiny_prompt_clip import write_tiny_open_clip
 from tests.helpers.tiny_runs import TINY_OVERRIDES
-from tests.robustness.test_robustness_experiments import documented_commands, sweep
 
 STUDY = "experiment=pretrain_finetune_public"
 

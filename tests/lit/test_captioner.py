@@ -58,7 +58,7 @@ def test_a_caption_run_scores_its_test_captions_and_writes_them(tmp_path, data_d
     for name in ("bleu1", "bleu4", "rouge_l", "cider"):
         assert 0 <= metrics[f"test/{name}"] <= (10 if name == "cider" else 1)
     assert "val/cider_best" in metrics and "train/truncated_epoch" in metrics
-    rows = [json.loads(line) for line in (tmp_path / "run" / "captions_test.jsonl").open()]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "captions/test.jsonl").open()]
     assert [row["id"] for row in rows] == list(range(80))  # every test image once
     manifest = {}
     manifest_file = next((data_dir / "shapes").glob("shapes-redundant-*/manifest.jsonl"))

@@ -170,7 +170,7 @@ def test_two_processes_with_half_the_batch_report_the_single_process_metrics(
         assert ddp["test/gallery_size"] == 81  # each test pair once, not 82
     if objective == "caption":
         for run_name in ("single", "ddp"):
-            captions = (runs[run_name]["out"] / "captions_test.jsonl").read_text().splitlines()
+            captions = (runs[run_name]["out"] / "captions/test.jsonl").read_text().splitlines()
             assert sorted(json.loads(row)["id"] for row in captions) == list(range(81))
 
 

@@ -7,7 +7,6 @@ back from the file and composed here, so a comment that drifts from the configs 
 import fnmatch
 import itertools
 import json
-import shlex
 from pathlib import Path
 
 import pytest
@@ -24,40 +23,17 @@ from mmexp.train import train
 from mmexp.utils.resolvers import job_dir_name, register_resolvers
 from tests.helpers.cli import run_cli
 from tests.helpers.configs import CONF, CONF_DIR, FAST_OVERRIDES, compose_config
+from tests.helpers.experiment_files import documented_commands, sweep
 from tests.helpers.published_fixtures import write_hateful_memes
 
 RATES = ["0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9", "1"]
 PUBLISHED = ["food101", "mmimdb", "hateful_memes"]
 
 
-def documented_commands(experiment: str, program: str) -> list[list[str]]:
-    """The ``program`` command lines of the experiment file's header, as argument lists."""
-    lines, command = [], ""
-    for line in (CONF / "experiment" / f"{experiment}.yaml").read_text().splitlines():
-        if not line.startswith("#"):
-            break
-        text = line.lstrip("#").strip()
-        if command or text.startswith(f"{program} "):
-            command += " " + text.rstrip("\\").strip()
-            if not text.endswith("\\"):
-                lines.append(shlex.split(command))
-                command = ""
-    return lines
-
-
 def train_overrides(command: list[str]) -> list[str]:
     """A documented ``mmexp-train -m`` command as overrides (without the sweep folder)."""
     assert command[:2] == ["mmexp-train", "-m"], command
     return [arg for arg in command[2:] if not arg.startswith("hydra.sweep.dir=")]
-
-
-def sweep(overrides: list[str]) -> tuple[str, dict[str, str]]:
-    """The Hydra mode and sweeper params an experiment sets (compose_config drops hydra)."""
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    return str(cfg.hydra.mode), {str(k): str(v) for k, v in cfg.hydra.sweeper.params.items()}
 
 
 def grid_names(cfg) -> list[str]:

@@ -299,6 +299,15 @@ def with_feature_cache(
     options = cfg.get("feature_cache")
     if not options or not options.get("enabled"):
         return datamodule
+    uncached = sorted(module.data_processors(train=True))
+    if uncached:
+        # the cache stores encoder outputs and labels only: a captioner's target captions
+        # (tokenized by its decoder) would be missing from every cached batch
+        raise ValueError(
+            f"feature_cache.enabled: {type(module).__name__} reads {uncached} from the "
+            "batches beside the encoder outputs, which the feature cache does not store; "
+            "set feature_cache.enabled=false"
+        )
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     use_gpu = torch.cuda.is_available() and accelerator in ("gpu", "cuda", "auto")
     cache = FeatureCache(

@@ -216,3 +216,9 @@ def test_lora_adapts_a_pretrained_decoder_and_trains_its_new_layers(tmp_path, da
     assert not decoder.lm.transformer.wte.weight.requires_grad
     # the image tower trains from scratch, untouched by the protocol
     assert all(p.requires_grad for p in run.module.encoders["image"].parameters())
+
+
+def test_the_feature_cache_is_refused_with_its_key(tmp_path, data_dir):
+    cfg = caption_config(tmp_path, data_dir, "feature_cache.enabled=true")
+    with pytest.raises(ValueError, match="feature_cache.enabled"):
+        assemble(resolve_run_config(cfg, "train"), "train")

@@ -376,16 +376,29 @@ class ManifestDataModule(SplitLoaders):
         self.processors = {"train": dict(train), "eval": dict(evaluation)}
         self.datasets.clear()
 
-    def dataset(self, stage: str, processed: bool = True) -> ManifestDataset:
-        """The data set of one stage, with the stage's processors unless ``processed=False``."""
+    def stage_rows(self, stage: str) -> Sequence[Record]:
+        """The rows of one stage: the training subset for ``train`` when one is set."""
         rows = self._splits[stage]
         if stage == "train" and self.train_subset is not None:
             rows = self._subset(rows)
-        processors = None
-        if processed:
-            if not self.processors:
-                raise RuntimeError("call set_processors() with the encoders' processors first")
-            processors = self.processors["train" if stage == "train" else "eval"]
+        return rows
+
+    def stage_processors(self, stage: str, processed: bool) -> dict[str, ModalityProcessor] | None:
+        """The stage's processors (training or evaluation), ``None`` unless ``processed``.
+
+        Raises:
+            RuntimeError: ``processed`` before :meth:`set_processors`.
+        """
+        if not processed:
+            return None
+        if not self.processors:
+            raise RuntimeError("call set_processors() with the encoders' processors first")
+        return self.processors["train" if stage == "train" else "eval"]
+
+    def dataset(self, stage: str, processed: bool = True) -> ManifestDataset:
+        """The data set of one stage, with the stage's processors unless ``processed=False``."""
+        rows = self.stage_rows(stage)
+        processors = self.stage_processors(stage, processed)
         source = self.source_of(stage)
         if self.multilabel:
             labels = multi_hot(rows, self.label_column, self.label_names, source)

@@ -306,14 +306,8 @@ class KarpathyCaptionsDataModule(ManifestDataModule):
 
     def dataset(self, stage: str, processed: bool = True) -> ImageCaptionRows:
         """Training pairs (``train``) or images with all their captions (``val``, ``test``)."""
-        rows = self._splits[stage]
-        if stage == "train" and self.train_subset is not None:
-            rows = self._subset(rows)  # a subset of images, with all their captions
-        processors = None
-        if processed:
-            if not self.processors:
-                raise RuntimeError("call set_processors() with the encoders' processors first")
-            processors = self.processors["train" if stage == "train" else "eval"]
+        rows = self.stage_rows(stage)  # a training subset keeps each row whole
+        processors = self.stage_processors(stage, processed)
         kind = CaptionPairs if stage == "train" else ImageCaptions
         return kind(
             rows,

@@ -276,14 +276,8 @@ class VQAv2DataModule(ManifestDataModule):
 
     def dataset(self, stage: str, processed: bool = True) -> ManifestDataset:
         """The questions of ``stage`` with soft targets and answer types."""
-        rows = self._splits[stage]
-        if stage == "train" and self.train_subset is not None:
-            rows = self._subset(rows)
-        processors = None
-        if processed:
-            if not self.processors:
-                raise RuntimeError("call set_processors() with the encoders' processors first")
-            processors = self.processors["train" if stage == "train" else "eval"]
+        rows = self.stage_rows(stage)  # a training subset keeps each row whole
+        processors = self.stage_processors(stage, processed)
         return ManifestDataset(
             rows,
             self.targets(stage, rows),

@@ -95,8 +95,15 @@ def test_a_reduced_grid_runs_and_makes_the_documented_table(tmp_path, data_dir):
         scores.setdefault(run.axis(ROWS), []).append(run.metrics["test/cider"])
     assert set(scores) == {"transformer / tokens", "transformer / fused_tokens"}
     assert {row[ROWS] for row in rows} == set(scores)
-    for row in rows:
-        cider = [key for key in row if "cider" in key]
-        assert cider, row
-        mean = sum(scores[row[ROWS]]) / 2
-        assert float(row[cider[0]].split()[0]) == pytest.approx(mean, abs=1e-5), row
+    # one CSV row per (row, column): the metrics are the columns
+    cells = {(row[ROWS], row["metric"]): row for row in rows}
+    assert {column for _, column in cells} == {
+        "test/bleu4",
+        "test/meteor",
+        "test/rouge_l",
+        "test/cider",
+    }
+    for name, values in scores.items():
+        cell = cells[(name, "test/cider")]
+        assert cell["n"] == "2"
+        assert float(cell["mean"]) == pytest.approx(sum(values) / 2, abs=1e-5)

@@ -9,6 +9,7 @@ from mmexp.assemble import assemble
 from mmexp.builders import build_data_and_model
 from mmexp.config_check import ConfigError
 from mmexp.decoders.base import Memory
+from mmexp.eval import evaluate
 from mmexp.metrics.captioning import JavaNotFoundError
 from mmexp.resolve import resolve_run_config
 from mmexp.train import train
@@ -70,6 +71,18 @@ def test_a_caption_run_scores_its_test_captions_and_writes_them(tmp_path, data_d
         assert row["references"] == manifest[row["id"]]["captions"]
         assert isinstance(row["prediction"], str)
         assert row["image"].endswith(manifest[row["id"]]["image"])
+    # mmexp-eval on the best checkpoint: the same captions and scores, in its own folder
+    eval_cfg = compose_config(
+        "eval",
+        [f"ckpt_path={record['best_checkpoint']}", "logger=csv", "trainer.accelerator=cpu"],
+        tmp_path / "eval",
+        data_dir,
+    )
+    scored = evaluate(eval_cfg)["metrics"]
+    for name in ("bleu4", "rouge_l", "cider"):
+        assert scored[f"test/{name}"] == pytest.approx(metrics[f"test/{name}"], abs=1e-6)
+    again = (tmp_path / "eval" / "captions" / "test.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in again] == rows
 
 
 @pytest.mark.parametrize(

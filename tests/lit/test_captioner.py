@@ -229,6 +229,18 @@ def test_lora_adapts_a_pretrained_decoder_and_trains_its_new_layers(tmp_path, da
     assert not decoder.lm.transformer.wte.weight.requires_grad
     # the image tower trains from scratch, untouched by the protocol
     assert all(p.requires_grad for p in run.module.encoders["image"].parameters())
+    # a finetuned checkpoint evaluates as its run tested it: the adapters are rebuilt (a
+    # strict load of the checkpoint fails otherwise) and give the same captions
+    record = train(cfg)
+    eval_cfg = compose_config(
+        "eval",
+        [f"ckpt_path={record['best_checkpoint']}", "logger=csv", "trainer.accelerator=cpu"],
+        tmp_path / "eval",
+        data_dir,
+    )
+    evaluate(eval_cfg)
+    trained = (tmp_path / "run" / "captions" / "test.jsonl").read_text()
+    assert (tmp_path / "eval" / "captions" / "test.jsonl").read_text() == trained
 
 
 def test_the_feature_cache_is_refused_with_its_key(tmp_path, data_dir):

@@ -144,19 +144,26 @@ def test_grouped_targets_each_read_their_own_images_memory(tmp_path, data_dir):
     datamodule.setup("validate")
     batch = next(iter(datamodule.val_dataloader()))
     assert batch["group"].tolist() == [0] * 5 + [1] * 5 + [2] * 5
+    # a memory far apart per image, so that reading another image's changes the loss
+    torch.manual_seed(0)
+    tokens = 5 * torch.randn(3, 4, module.decoder.memory_dim)
+    memory = Memory(tokens, torch.ones(3, 4, dtype=torch.bool))
     with torch.no_grad():
-        memory = module.condition(batch)
         grouped = module.teacher_forced_loss(batch, memory)
         # the same targets with each image's memory repeated by hand, as a flat batch
         rows = batch["group"]
         flat = {"text": batch["text"], "index": torch.arange(len(rows))}
-        repeated = Memory(memory.tokens[rows], memory.mask[rows])
-        expected = module.teacher_forced_loss(flat, repeated)
-        shuffled = Memory(memory.tokens[rows.flip(0)], memory.mask[rows.flip(0)])
-        wrong = module.teacher_forced_loss(flat, shuffled)
+        expected = module.teacher_forced_loss(flat, Memory(tokens[rows], memory.mask[rows]))
+        wrong = module.teacher_forced_loss(flat, Memory(tokens[rows.flip(0)], memory.mask[rows]))
+        # the images in another order within the batch: each target still finds its own
+        # image by split position, not by batch row
+        order = torch.tensor([2, 0, 1])
+        permuted = {**batch, "index": batch["index"][order]}
+        reordered = module.teacher_forced_loss(permuted, Memory(tokens[order], memory.mask))
     torch.testing.assert_close(grouped, expected)
-    assert not torch.isclose(grouped, wrong)
-    assert len(batch["references"][4 % 3]) >= 5
+    torch.testing.assert_close(reordered, grouped)
+    assert abs(float(wrong - grouped)) > 1e-3
+    assert [len(refs) for refs in batch["references"]] == [5, 6, 5]  # all of each image's
 
 
 def test_data_without_references_is_named_at_the_first_validation(tmp_path, data_dir):

@@ -165,7 +165,14 @@ class MultimodalCaptioner(MultimodalModule):
         group = batch.get("group")
         if group is not None:
             # group holds the split position of each target's sample; find its batch row
-            rows = (group[:, None] == batch["index"][None, :]).int().argmax(dim=1)
+            matches = group[:, None] == batch["index"][None, :]
+            found = matches.any(dim=1)
+            if not bool(found.all()):  # a grouped (evaluation) batch: one check per batch
+                raise ValueError(
+                    f"targets of samples {group[~found].unique().tolist()[:5]} have no sample "
+                    "in the batch (group must hold batch['index'] values)"
+                )
+            rows = matches.int().argmax(dim=1)
             memory = Memory(memory.tokens[rows], memory.mask[rows])
         logits = self.decoder(ids[:, :-1], mask[:, :-1], memory)
         real = mask[:, 1:]

@@ -254,3 +254,18 @@ def test_the_feature_cache_is_refused_with_its_key(tmp_path, data_dir):
     cfg = caption_config(tmp_path, data_dir, "feature_cache.enabled=true")
     with pytest.raises(ValueError, match="feature_cache.enabled"):
         assemble(resolve_run_config(cfg, "train"), "train")
+
+
+def test_a_grouped_target_without_its_sample_is_named(tmp_path, data_dir):
+    root = write_karpathy(tmp_path / "coco")
+    cfg = coco_config(tmp_path, data_dir, root, "data.eval_batch_size=3")
+    datamodule, module = build_data_and_model(cfg)
+    datamodule.setup("validate")
+    batch = next(iter(datamodule.val_dataloader()))
+    broken = {**batch, "group": batch["group"].clone()}
+    broken["group"][-1] = 99
+    memory = Memory(
+        torch.zeros(3, 1, module.decoder.memory_dim), torch.ones(3, 1, dtype=torch.bool)
+    )
+    with pytest.raises(ValueError, match=r"samples \[99\]"):
+        module.teacher_forced_loss(broken, memory)

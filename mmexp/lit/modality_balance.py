@@ -51,6 +51,7 @@ from mmexp.lit.balance_measures import (
     ridge_probe,
     unimodal_scores,
 )
+from mmexp.lit.fusion_inputs import FusionInputs
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +73,7 @@ class ModalityBalance(Callback):
         self.ridge_alpha = ridge_alpha
         self.max_train_samples = max_train_samples
         self.scores = scores
-        self._hook: Any = None
-        self._seen: Mapping[str, EncoderOutput] | None = None
-        self._listening = False
+        self._inputs = FusionInputs()
         self._reset_train()
         self._val = FeatureRows()
 
@@ -94,22 +93,11 @@ class ModalityBalance(Callback):
                 type(pl_module).__name__,
             )
             return
-        if self._hook is None:
-            self._hook = fusion.register_forward_pre_hook(self._keep)
+        self._inputs.attach(fusion)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Remove the hook."""
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
-
-    def _keep(self, module: Any, args: tuple[Any, ...]) -> None:
-        if self._listening and args:
-            self._seen = args[0]
-
-    def _take(self) -> Mapping[str, EncoderOutput] | None:
-        seen, self._seen, self._listening = self._seen, None, False
-        return seen
+        self._inputs.detach()
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Start the epoch's collections."""
@@ -118,14 +106,14 @@ class ModalityBalance(Callback):
     def on_train_batch_start(
         self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int
     ) -> None:
-        """Listen to the fusion's input during the step."""
-        self._listening = self._hook is not None
+        """Listen to the fusion's input during the step (its first call: the step's own)."""
+        self._inputs.listen()
 
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         """Keep the step's pooled features; add its OGM-GE scores."""
-        features = self._take()
+        features = self._inputs.take()
         labels = batch.get("label") if isinstance(batch, Mapping) else None
         if features is None or not class_targets(labels):
             return
@@ -158,7 +146,8 @@ class ModalityBalance(Callback):
         self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         """Listen to the fusion's input (not in the sanity check)."""
-        self._listening = self._hook is not None and not trainer.sanity_checking
+        if not trainer.sanity_checking:
+            self._inputs.listen()
 
     def on_validation_batch_end(
         self,
@@ -170,7 +159,7 @@ class ModalityBalance(Callback):
         dataloader_idx: int = 0,
     ) -> None:
         """Keep the batch's pooled features."""
-        features = self._take()
+        features = self._inputs.take()
         labels = batch.get("label") if isinstance(batch, Mapping) else None
         if features is not None and class_targets(labels):
             self._val.add(features, labels)

@@ -1,0 +1,1 @@
+"""Training methods that balance how the modalities learn (the ``training=`` group)."""

@@ -228,6 +228,7 @@ INJECTED: dict[str, frozenset[str]] = {
             "save_frozen_weights",
             "modality_dropout",
             "train_metrics_every_n_steps",
+            "unimodal_losses",
         }
     ),
     "trainer": TRAINER_INJECTED,
@@ -432,6 +433,14 @@ def build_module(
             OmegaConf.to_container(dropout) if isinstance(dropout, DictConfig) else dropout
         )
         parts["modality_dropout"].check(list(cfg.data.modalities))
+    unimodal = cfg.model.get("unimodal_losses")
+    if unimodal:
+        if "unimodal_losses" not in accepted:
+            raise TypeError(
+                f"model.unimodal_losses (training=unimodal_aux|gradient_blending) needs a "
+                f"classifier with per-modality heads; {cfg.objective.module._target_} takes none"
+            )
+        parts["unimodal_losses"] = instantiate(unimodal)
     # The parts go to the constructor as they are: merged into the node, the run config's
     # own _target_ entries would be instantiated too.
     factory = instantiate(cfg.objective.module, _partial_=True)

@@ -106,6 +106,8 @@ class ModelSchema:
     save_frozen_weights: bool = True
     # ModDrop: one drop probability, or one per modality (mmexp.lit.presence)
     modality_dropout: float | dict[str, float] | None = None
+    # per-modality classifiers beside the fused head (training=unimodal_aux|gradient_blending)
+    unimodal_losses: dict[str, Any] | None = None
     # training steps held before the training metrics are updated (null: once per epoch)
     train_metrics_every_n_steps: int | None = 50
     compile: bool = False

@@ -20,9 +20,11 @@ from mmexp.lit.common import (
     log_training_step,
     log_validation,
 )
+from mmexp.lit.lightning_compat import attached_trainer
 from mmexp.lit.presence import ModalityDropout
 from mmexp.lit.step_buffer import StepBuffer
 from mmexp.metrics.classification import classification_metrics
+from mmexp.training.unimodal_losses import UnimodalLosses
 
 
 class MultimodalClassifier(MultimodalModule):
@@ -52,6 +54,12 @@ class MultimodalClassifier(MultimodalModule):
             held on the device before the training metrics take them in one update; the
             epoch's figures cover every step either way (``null``: once per epoch).
             :mod:`mmexp.lit.step_buffer` says why.
+        unimodal_losses: Per-modality classifiers trained beside the fused head, with their
+            loss weights (``training=unimodal_aux|gradient_blending``); their losses are
+            logged as ``train/<modality>_loss_epoch`` beside ``train/task_loss_epoch``.
+
+    Raises:
+        ValueError: ``unimodal_losses`` with a strategy that has losses of its own.
     """
 
     # The fusion strategies mask absent modalities (EncoderOutput.present).
@@ -76,6 +84,7 @@ class MultimodalClassifier(MultimodalModule):
         save_frozen_weights: bool = True,
         modality_dropout: ModalityDropout | None = None,
         train_metrics_every_n_steps: int | None = 50,
+        unimodal_losses: UnimodalLosses | None = None,
     ) -> None:
         super().__init__(
             encoders,
@@ -98,6 +107,16 @@ class MultimodalClassifier(MultimodalModule):
         # the total, and with a strategy's own losses its parts: train/<term>_epoch
         # (prompt classifiers have no fusion)
         own = tuple(fusion.own_losses) if fusion is not None else ()
+        self.unimodal_losses = unimodal_losses
+        if unimodal_losses is not None:
+            if own:
+                raise ValueError(
+                    f"{type(fusion).__name__} trains with losses of its own {list(own)}; "
+                    "unimodal losses (training=unimodal_aux|gradient_blending) would be "
+                    "weighed against them in no published way"
+                )
+            unimodal_losses.build({m: e.out_dim for m, e in encoders.items()}, num_classes)
+            own = tuple(f"{m}_loss" for m in encoders)
         self.loss_terms = ("loss", *(("task_loss", *own) if own else ()))
         self.train_means = EpochMeans(self.loss_terms)
         self.train_pending = StepBuffer(train_metrics_every_n_steps, self._update_training)
@@ -144,6 +163,8 @@ class MultimodalClassifier(MultimodalModule):
         """
         if self.fusion.own_losses:
             return self._losses_with_the_strategys_own(batch)
+        if self.unimodal_losses is not None:
+            return self._losses_with_unimodal_heads(batch, "train")
         if self.fusion.aux_weight == 0:
             return (*self._shared_step(batch), {})
         fused, auxiliary = self.fusion.fuse_with_auxiliary(self.encode(batch))
@@ -176,6 +197,19 @@ class MultimodalClassifier(MultimodalModule):
             loss = loss + weight * own[name]
         return logits, loss, {"task_loss": task, **{n: own[n] for n in self.fusion.own_losses}}
 
+    def _losses_with_unimodal_heads(
+        self, batch: ClassificationBatch, split: str
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        assert self.unimodal_losses is not None
+        features = self.encode(batch)
+        logits = self.predict_from_features(features)
+        labels = batch["label"]
+        task = self.loss_fn(logits, labels)
+        unimodal = self.unimodal_losses.losses(features, labels, self.loss_fn)
+        self.unimodal_losses.observe(split, {"fused": task, **unimodal}, len(labels))
+        loss = self.unimodal_losses.total(task, unimodal)
+        return logits, loss, {"task_loss": task, **{f"{m}_loss": v for m, v in unimodal.items()}}
+
     def training_step(self, batch: ClassificationBatch, batch_idx: int) -> torch.Tensor:
         """Optimise the loss and accumulate training metrics."""
         logits, loss, parts = self._training_losses(batch)
@@ -204,8 +238,13 @@ class MultimodalClassifier(MultimodalModule):
         self.train_means.log_and_reset(self, "train/", "_epoch")
 
     def validation_step(self, batch: ClassificationBatch, batch_idx: int) -> None:
-        """Accumulate validation loss and metrics."""
-        logits, loss = self._shared_step(batch)
+        """Accumulate validation loss and metrics (and the heads' losses G-Blend weighs)."""
+        losses = self.unimodal_losses
+        if losses is not None and losses.needs_validation_losses and not self._sanity():
+            logits, _, parts = self._losses_with_unimodal_heads(batch, "val")
+            loss = parts["task_loss"]
+        else:
+            logits, loss = self._shared_step(batch)
         self.val_loss.update(loss, weight=len(batch["label"]))
         self.val_metrics.update(logits, batch["label"])
 
@@ -215,6 +254,20 @@ class MultimodalClassifier(MultimodalModule):
         self.val_metrics.reset()
         self.val_loss.reset()
         log_validation(self, values, self.best_monitored, self.monitor)
+        if self.unimodal_losses is not None and not self._sanity():
+            self._close_unimodal_epoch(self.unimodal_losses)
+
+    def _sanity(self) -> bool:
+        trainer = attached_trainer(self)
+        return trainer is not None and trainer.sanity_checking
+
+    def _close_unimodal_epoch(self, losses: UnimodalLosses) -> None:
+        def summed(values: torch.Tensor) -> torch.Tensor:
+            return self.trainer.strategy.reduce(values.to(self.device), reduce_op="sum").cpu()
+
+        losses.end_epoch(self.current_epoch, summed)
+        weights = {f"{losses.prefix}/{k}/weight": v for k, v in losses.weights().items()}
+        self.log_dict(weights)
 
     def test_step(self, batch: ClassificationBatch, batch_idx: int) -> None:
         """Accumulate test metrics."""

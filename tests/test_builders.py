@@ -81,6 +81,7 @@ INJECTING_RUNS = [
     ["objective=regression"],
     ["objective=multilabel"],
     ["model.modality_dropout=0.3"],
+    ["training=unimodal_aux"],
     ["finetune=coop"],  # a prompt classifier: the class names, a text tower beside the data's
 ]
 

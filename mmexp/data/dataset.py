@@ -17,13 +17,14 @@ from torch.utils.data import Dataset
 
 from mmexp.data.audio_io import read_wav
 from mmexp.data.manifest import Record, row_name
+from mmexp.data.video_io import probe_video
 from mmexp.encoders.processors import ModalityProcessor
 
 log = logging.getLogger(__name__)
 
 # How a manifest value becomes a decoded sample: file modalities hold a path relative to the
 # data root, text holds the string itself.
-FILE_MODALITIES = ("image", "audio")
+FILE_MODALITIES = ("image", "audio", "video")
 
 
 def decode_image(path: Path) -> Image.Image:
@@ -39,6 +40,12 @@ def decode_encoded(modality: str, value: Mapping[str, Any]) -> Any:
     ``value`` is ``{"bytes": ..., "path": ...}`` (an undecoded ``Image`` / ``Audio``
     feature) or, for audio, ``{"array": ..., "sampling_rate": ...}``.
     """
+    if modality == "video":
+        raise ValueError(
+            f"video {value.get('path') or '<inline bytes>'} is stored inline; video is read "
+            "from files (a path relative to the data root), so that only the sampled frames "
+            "are decoded"
+        )
     if modality == "audio" and "array" in value:
         return np.asarray(value["array"], dtype=np.float32), int(value["sampling_rate"])
     name = value.get("path") or "<inline bytes>"
@@ -79,6 +86,8 @@ def decode(modality: str, value: Any, root: Path) -> Any:
             return decode_image(path)
         except (UnidentifiedImageError, OSError) as error:
             raise ValueError(f"corrupt image file {path}: {error}") from None
+    if modality == "video":
+        return probe_video(path)
     return read_wav(path)
 
 

@@ -13,11 +13,13 @@ from mmexp.encoders.open_clip_towers import OpenClipImageEncoder, OpenClipTextEn
 from mmexp.encoders.text_recurrent import GRUTextEncoder, LSTMTextEncoder
 from mmexp.encoders.text_transformer import SmallTextTransformer
 from mmexp.encoders.timm_image import TimmImageEncoder
+from mmexp.encoders.video import FrameVideoEncoder
 
 __all__ = [
     "BackboneEncoder",
     "ClipTowerEncoder",
     "EncoderOutput",
+    "FrameVideoEncoder",
     "GRUTextEncoder",
     "HFAudioEncoder",
     "HFClipImageEncoder",

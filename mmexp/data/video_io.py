@@ -1,0 +1,99 @@
+"""Video files: their frame count and rate, and the frames at given indices (PyAV).
+
+Decoding is the costly part of a video pipeline, so a data set's ``decode`` step only
+probes the file (:func:`probe_video`: container metadata, no frame decoded) and the
+encoder's processor asks for the frames its sampler chose (:func:`read_frames`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+@dataclass(frozen=True)
+class VideoFile:
+    """A readable video file.
+
+    Attributes:
+        path: The file.
+        num_frames: Frames in its first video stream.
+        fps: Their average rate, frames per second.
+    """
+
+    path: Path
+    num_frames: int
+    fps: float
+
+
+def probe_video(path: str | Path) -> VideoFile:
+    """Open ``path`` and read its frame count and rate.
+
+    Containers that do not store a frame count (FLV, some AVI) are counted by demuxing
+    their packets, which reads the file but decodes nothing.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: It cannot be opened as a video, has no video stream or no frames.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"missing video file {path}")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ValueError(f"video file {path} has no video stream")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate
+            count = int(stream.frames or 0)
+            if count <= 0:
+                count = sum(1 for packet in container.demux(stream) if packet.size)
+    except av.FFmpegError as error:
+        raise ValueError(f"corrupt video file {path}: {error}") from None
+    if count <= 0 or not rate:
+        raise ValueError(f"video file {path} has no frames")
+    return VideoFile(path, count, float(rate))
+
+
+def read_frames(video: VideoFile, indices: Sequence[int]) -> np.ndarray:
+    """The frames at ``indices`` (any order, repeats allowed) as ``[T, H, W, 3]`` uint8 RGB.
+
+    Frames are decoded in order from the start and decoding stops after the last index
+    wanted, so a clip from the start of a long file costs only what it reads.
+
+    Raises:
+        IndexError: An index outside ``[0, num_frames)``.
+        ValueError: The file stops decoding before a wanted frame (truncated or corrupt).
+    """
+    if not len(indices):
+        raise ValueError(f"no frames asked of {video.path}")
+    wanted = sorted(set(int(i) for i in indices))
+    if wanted[0] < 0 or wanted[-1] >= video.num_frames:
+        raise IndexError(
+            f"frame indices {wanted[0]}..{wanted[-1]} outside the {video.num_frames} frames "
+            f"of {video.path}"
+        )
+    frames: dict[int, np.ndarray] = {}
+    targets = set(wanted)
+    try:
+        with av.open(str(video.path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for position, frame in enumerate(container.decode(stream)):
+                if position in targets:
+                    frames[position] = frame.to_ndarray(format="rgb24")
+                if position >= wanted[-1]:
+                    break
+    except av.FFmpegError as error:
+        raise ValueError(f"corrupt video file {video.path}: {error}") from None
+    missing = [i for i in wanted if i not in frames]
+    if missing:
+        raise ValueError(
+            f"video file {video.path} decoded {len(frames)} of the frames asked; frame "
+            f"{missing[0]} is missing (truncated or corrupt file)"
+        )
+    return np.stack([frames[int(i)] for i in indices])

@@ -134,18 +134,42 @@ class FrameVideoEncoder(ModalityEncoder):
         """Delegated to the frame encoder."""
         return self.frames.set_grad_checkpointing(enable)
 
-    def forward(self, clips: torch.Tensor) -> EncoderOutput:
-        """Encode ``[B, T, 3, H, W]`` clips into ``[B, T, D]`` frame tokens."""
-        if clips.ndim != 5:
-            raise ValueError(f"expected clips of shape [B, T, 3, H, W], got {tuple(clips.shape)}")
-        batch, steps = clips.shape[:2]
+    def frozen_part(self) -> nn.Module:
+        """The frame encoder's frozen part: what a feature cache stores, per frame."""
+        return self.frames.frozen_part()
+
+    def frozen_features(self, inputs: torch.Tensor, tokens: bool) -> dict[str, torch.Tensor]:
+        """The frozen part's pooled output of every frame, ``frames: [B, T, E]``.
+
+        Frames are decoded and encoded once; the frame encoder's trainable part (its
+        projection) and the temporal pooling run on them at every step.
+        """
+        if inputs.ndim != 5:
+            raise ValueError(f"expected clips of shape [B, T, 3, H, W], got {tuple(inputs.shape)}")
+        batch, steps = inputs.shape[:2]
         if steps != self.position.shape[1]:
             raise ValueError(
                 f"clips of {steps} frames, but the encoder was built for "
                 f"{self.position.shape[1]} (sampler num_frames)"
             )
-        frames = self.frames(clips.flatten(0, 1)).pooled.view(batch, steps, -1)
+        frames = self.frames.frozen_features(inputs.flatten(0, 1), tokens=False)["pooled"]
+        return {"frames": frames.view(batch, steps, *frames.shape[1:])}
+
+    def from_frozen_features(self, features: Mapping[str, torch.Tensor]) -> EncoderOutput:
+        """The frame encoder's own finish on each frame, then the temporal pooling."""
+        cached = features["frames"]
+        batch, steps = cached.shape[:2]
+        per_frame = self.frames.from_frozen_features({"pooled": cached.flatten(0, 1)})
+        frames = per_frame.pooled.view(batch, steps, -1)
         if self.mixer is not None:
             frames = self.mixer(frames + self.position)
-        mask = torch.ones(batch, steps, dtype=torch.bool, device=clips.device)
+        mask = torch.ones(batch, steps, dtype=torch.bool, device=frames.device)
         return output_from(frames.mean(dim=1), frames, mask)
+
+    def forward(self, clips: torch.Tensor) -> EncoderOutput:
+        """Encode ``[B, T, 3, H, W]`` clips into ``[B, T, D]`` frame tokens.
+
+        The same two steps a feature cache splits: the frame encoder's frozen part on every
+        frame, then the rest.
+        """
+        return self.from_frozen_features(self.frozen_features(clips, tokens=True))

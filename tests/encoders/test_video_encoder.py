@@ -80,3 +80,23 @@ def test_the_processor_reads_the_sampled_frames_prepared_as_the_image_tower_does
 def test_random_clip_sampling_blocks_the_feature_cache():
     assert encoder(strategy="uniform").augment is False
     assert encoder(strategy="segment").augment is True
+
+
+def test_a_frozen_frame_tower_split_in_two_computes_the_same_outputs():
+    from mmexp.encoders import TimmImageEncoder
+    from mmexp.encoders.base import CachedFeatures
+    from tests.helpers.tiny_models import TINY_VIT
+
+    torch.manual_seed(0)
+    frames = functools.partial(TimmImageEncoder, pretrained=False, freeze="frozen", **TINY_VIT)
+    video = FrameVideoEncoder(
+        WIDTH, frames, FrameSampler(num_frames=FRAMES), temporal="transformer"
+    ).eval()
+    assert video.cache_blocker() is None  # frozen backbone, frames at fixed places
+    clips = torch.randn(2, FRAMES, 3, 32, 32)
+    with torch.no_grad():
+        stored = video.frozen_features(clips, tokens=True)
+        assert stored["frames"].shape[:2] == (2, FRAMES)
+        split, whole = video(CachedFeatures(stored)), video(clips)
+    torch.testing.assert_close(split.pooled, whole.pooled)
+    torch.testing.assert_close(split.tokens, whole.tokens)

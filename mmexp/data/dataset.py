@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from mmexp.data.audio_io import read_wav
 from mmexp.data.manifest import Record, row_name
-from mmexp.data.video_io import probe_video
+from mmexp.data.video_io import probe_video, read_audio_track
 from mmexp.encoders.processors import ModalityProcessor
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,9 @@ def decode(modality: str, value: Any, root: Path) -> Any:
             raise ValueError(f"corrupt image file {path}: {error}") from None
     if modality == "video":
         return probe_video(path)
+    if path.suffix.lower() != ".wav":
+        # the audio track of a media file (a video's sound, an mp3), decoded with PyAV
+        return read_audio_track(path)
     return read_wav(path)
 
 

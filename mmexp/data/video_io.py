@@ -97,3 +97,41 @@ def read_frames(video: VideoFile, indices: Sequence[int]) -> np.ndarray:
             f"{missing[0]} is missing (truncated or corrupt file)"
         )
     return np.stack([frames[int(i)] for i in indices])
+
+
+def read_audio_track(path: str | Path) -> tuple[np.ndarray, int]:
+    """The first audio stream of a media file (mp4, flv, mp3, ...) as mono float32.
+
+    Data sets released as video files only (AVE, Kinetics) take their audio from here;
+    channels are averaged, and the rate is the stream's own.
+
+    Returns:
+        ``(waveform, sample_rate)``, values in ``[-1, 1]``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: It cannot be decoded or has no audio stream; the message names it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"missing audio file {path}")
+    chunks: list[np.ndarray] = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise ValueError(f"media file {path} has no audio stream")
+            stream = container.streams.audio[0]
+            rate = int(stream.rate)
+            # one format for every codec: float samples, one row per channel
+            resampler = av.AudioResampler(format="fltp", layout="mono", rate=rate)
+            for frame in container.decode(stream):
+                for converted in resampler.resample(frame):
+                    chunks.append(converted.to_ndarray()[0])
+            for converted in resampler.resample(None):
+                chunks.append(converted.to_ndarray()[0])
+    except av.FFmpegError as error:
+        raise ValueError(f"corrupt media file {path}: {error}") from None
+    if not chunks:
+        raise ValueError(f"media file {path} has an empty audio stream")
+    waveform = np.clip(np.concatenate(chunks).astype(np.float32), -1.0, 1.0)
+    return waveform, rate

@@ -8,6 +8,7 @@ from mmexp.encoders.freezing import BackboneEncoder, Trainability, count_paramet
 from mmexp.encoders.hf_audio import HFAudioEncoder
 from mmexp.encoders.hf_clip import HFClipImageEncoder, HFClipTextEncoder
 from mmexp.encoders.hf_text import HFTextEncoder, minilm_encoder
+from mmexp.encoders.hf_video import HFVideoEncoder
 from mmexp.encoders.image_cnn import SmallConvEncoder
 from mmexp.encoders.open_clip_towers import OpenClipImageEncoder, OpenClipTextEncoder
 from mmexp.encoders.text_recurrent import GRUTextEncoder, LSTMTextEncoder
@@ -25,6 +26,7 @@ __all__ = [
     "HFClipImageEncoder",
     "HFClipTextEncoder",
     "HFTextEncoder",
+    "HFVideoEncoder",
     "LSTMTextEncoder",
     "LogMelCNNEncoder",
     "LogMelConv1dEncoder",

@@ -2,32 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from mmexp.train import train
 from tests.helpers.configs import FAST_OVERRIDES, compose_config
-from tests.helpers.video_files import write_video
-
-SUFFIXES = ("mp4", "avi", "flv")
-
-
-def write_video_manifest(root, per_split: dict[str, int]) -> None:
-    rows = []
-    for split, count in per_split.items():
-        for i in range(count):
-            label = ("red", "blue")[i % 2]
-            path = f"clips/{split}{i}.{SUFFIXES[i % 3]}"
-            write_video(root / path, num_frames=6 + i % 5, colour=0 if label == "red" else 2)
-            rows.append(
-                {
-                    "id": f"{split}{i}",
-                    "split": split,
-                    "video": path,
-                    "text": "a clip",
-                    "label": label,
-                }
-            )
-    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+from tests.helpers.video_files import write_video_manifest
 
 
 def test_a_video_classifier_learns_the_clips_colour(tmp_path, data_dir):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import av
@@ -9,6 +10,7 @@ import numpy as np
 
 # container suffix -> (video codec, audio codec or None): FLV as CREMA-D's VideoFlash
 # (Sorenson H.263 + AAC), MP4 and AVI with MPEG-4 part 2
+SUFFIXES = ("mp4", "avi", "flv")
 FORMATS = {"mp4": ("mpeg4", "aac"), "avi": ("mpeg4", None), "flv": ("flv", "aac")}
 
 
@@ -56,3 +58,23 @@ def write_video(
             for packet in audio.encode():
                 container.mux(packet)
     return path
+
+
+def write_video_manifest(root: Path, per_split: dict[str, int]) -> None:
+    """Clips in the three containers, red or blue by label, and a JSONL manifest."""
+    rows = []
+    for split, count in per_split.items():
+        for i in range(count):
+            label = ("red", "blue")[i % 2]
+            path = f"clips/{split}{i}.{SUFFIXES[i % 3]}"
+            write_video(root / path, num_frames=6 + i % 5, colour=0 if label == "red" else 2)
+            rows.append(
+                {
+                    "id": f"{split}{i}",
+                    "split": split,
+                    "video": path,
+                    "text": "a clip",
+                    "label": label,
+                }
+            )
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -26,6 +26,7 @@ GROUPS = [
     "callbacks",
     "logger",
     "debug",
+    "training",
 ]
 # Options coupled to other groups are composed on their own: finetune=coop selects
 # objective=prompt, which classifies images only (data.modalities=[image]); the inits of
@@ -41,9 +42,11 @@ OPTIONS = {
     for group in GROUPS
 }
 COMBINED = [
-    # vision is in no default encoder group; data=mosi|mosei need it (experiment=mosi adds it)
+    # vision and video are in no default encoder group; data=mosi|mosei need vision
+    # (experiment=mosi adds it), data=cremad|ave video
     [
         "+model/encoders/vision=features",
+        "+model/encoders/video=frames",
         *(f"{group}={names[i]}" for group, names in OPTIONS.items() if i < len(names)),
     ]
     for i in range(max(map(len, OPTIONS.values())))
@@ -61,6 +64,7 @@ SHIPPED = [
     *EXPERIMENTS,
     *COUPLED,
     ["hparams_search=shapes_optuna"],
+    ["+model/encoders/video=hf", "data.modalities=[image,video]"],
     ["launcher=slurm"],
 ]
 

@@ -130,6 +130,22 @@ CASES = {
         )
         + ("val/loss", "test/meteor"),
     ),
+    # OGM-GE: confidences summed over the ranks, noise seeded by the step, so both runs
+    # modulate alike; G-Blend: the heads' losses summed over the ranks before the weights.
+    "ogm_ge": Case(
+        ("training=ogm_ge", *SHAPES_TOWERS, *SHAPES_SPLITS),
+        batch=32,
+        eval_batch=None,
+        metrics=("val/loss", "val/acc", "test/acc", "test/loss")
+        + tuple(f"ogm_ge/{m}/{k}_epoch" for m in ("image", "text") for k in ("coeff", "ratio")),
+    ),
+    "gradient_blending": Case(
+        ("training=gradient_blending", *SHAPES_TOWERS, *SHAPES_SPLITS),
+        batch=32,
+        eval_batch=None,
+        metrics=("val/loss", "val/acc", "test/acc", "train/image_loss_epoch")
+        + tuple(f"gblend/{h}/weight" for h in ("fused", "image", "text")),
+    ),
 }
 
 

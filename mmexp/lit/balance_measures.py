@@ -117,3 +117,17 @@ def unimodal_scores(
             true = logits.float().softmax(dim=1).gather(1, labels[:, None])[:, 0]
             scores[name] = true[output.present_mask()]
     return scores
+
+
+def unimodal_scores_apart(
+    module: Any, features: Mapping[str, EncoderOutput], labels: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """:func:`unimodal_scores` with the random generators restored afterwards.
+
+    Callbacks score during training steps; a dropout layer in the fusion or head would
+    otherwise draw from the generators and change the rest of training.
+    """
+    device = labels.device
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        return unimodal_scores(module, features, labels)

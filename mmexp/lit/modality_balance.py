@@ -49,7 +49,7 @@ from mmexp.lit.balance_measures import (
     class_targets,
     encoder_grad_norms,
     ridge_probe,
-    unimodal_scores,
+    unimodal_scores_apart,
 )
 from mmexp.lit.fusion_inputs import FusionInputs
 
@@ -124,11 +124,7 @@ class ModalityBalance(Callback):
     def _add_scores(
         self, pl_module: Any, features: Mapping[str, EncoderOutput], labels: torch.Tensor
     ) -> None:
-        device = labels.device
-        devices = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            probabilities = unimodal_scores(pl_module, features, labels)
-        for name, values in probabilities.items():
+        for name, values in unimodal_scores_apart(pl_module, features, labels).items():
             self._score_sums[name] = self._score_sums.get(name, 0.0) + float(values.sum())
             self._score_counts[name] = self._score_counts.get(name, 0) + len(values)
 

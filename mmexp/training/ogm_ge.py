@@ -38,7 +38,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 
 from mmexp.encoders.base import EncoderOutput
-from mmexp.lit.balance_measures import class_targets, unimodal_scores
+from mmexp.lit.balance_measures import class_targets, unimodal_scores_apart
 from mmexp.lit.fusion_inputs import FusionInputs
 
 PARAMETER_CHOICES = ("all", "conv")
@@ -158,11 +158,7 @@ class OGMGE(Callback):
     def _add_confidences(
         self, pl_module: Any, features: Mapping[str, EncoderOutput], labels: torch.Tensor
     ) -> None:
-        device = labels.device
-        devices = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            probabilities = unimodal_scores(pl_module, features, labels)
-        for name, values in probabilities.items():
+        for name, values in unimodal_scores_apart(pl_module, features, labels).items():
             total = values.detach().float().sum()
             self._confidence[name] = self._confidence.get(name, 0.0) + total
 

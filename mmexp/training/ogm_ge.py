@@ -14,8 +14,13 @@ both modalities: ``g <- k * g + N(0, std(g)^2)``.
 In mmexp the unimodal prediction ``f_u`` is the module's own fusion and head with the other
 modality marked absent (:func:`mmexp.lit.balance_measures.unimodal_scores`), which every
 strategy masks; for concatenation with a linear head it is the reference's weight slice
-with the whole bias instead of half of it. With more than two modalities ``s_v`` is the mean
-of the others' confidences, which is the paper's ratio for two.
+with the whole bias instead of half of it. The confidences are means over the samples that
+have the modality (the reference's sums, divided by the same batch size, when every
+sample has both), so that missing modalities do not tilt the ratio. With more than two
+modalities ``s_v`` is the mean of the others' confidences, which is the paper's ratio for
+two. The reference trains with SGD; with an adaptive optimizer (AdamW, mmexp's default)
+the running gradient scale absorbs much of a slowly varying coefficient, which the
+callback warns about.
 
 Where the reference modulates only the 4-D (convolution) weights of its two ResNets, the
 default here modulates every parameter of the encoder, so that Transformer towers are
@@ -29,6 +34,7 @@ update. The coefficients and ratio of each step are logged as ``ogm_ge/<m>/coeff
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -40,6 +46,8 @@ from pytorch_lightning.callbacks import Callback
 from mmexp.encoders.base import EncoderOutput
 from mmexp.lit.balance_measures import class_targets, unimodal_scores_apart
 from mmexp.lit.fusion_inputs import FusionInputs
+
+log = logging.getLogger(__name__)
 
 PARAMETER_CHOICES = ("all", "conv")
 PREFIX = "ogm_ge"
@@ -80,7 +88,7 @@ class OGMGE(Callback):
 
     def __init__(
         self,
-        alpha: float = 0.1,
+        alpha: float = 0.5,
         modulation_starts: int = 0,
         modulation_ends: int = 50,
         noise: bool = True,
@@ -127,8 +135,18 @@ class OGMGE(Callback):
                     "parameters"
                 )
         self._inputs.attach(fusion)
-        # the same on every process (seed_everything), different for every run seed
-        self._noise_seed = torch.initial_seed() % (2**31)
+        # rank 0's, so that every process draws the same noise even without seed_everything
+        self._noise_seed = int(trainer.strategy.broadcast(torch.initial_seed() % (2**31)))
+        optimizers = {type(o).__name__ for o in getattr(trainer, "optimizers", [])}
+        target = getattr(getattr(pl_module, "optimizer_factory", None), "func", None)
+        adaptive = optimizers | {getattr(target, "__name__", "")}
+        if any(name.startswith(("Adam", "RMSprop", "Adagrad")) for name in adaptive):
+            log.warning(
+                "training=ogm_ge with an adaptive optimizer (%s): Adam-style updates divide "
+                "by a running gradient scale, which absorbs much of a slowly varying "
+                "coefficient; the reference trains with SGD (model.optimizer=SGD)",
+                ", ".join(sorted(n for n in adaptive if n)),
+            )
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Remove the hook."""
@@ -159,8 +177,8 @@ class OGMGE(Callback):
         self, pl_module: Any, features: Mapping[str, EncoderOutput], labels: torch.Tensor
     ) -> None:
         for name, values in unimodal_scores_apart(pl_module, features, labels).items():
-            total = values.detach().float().sum()
-            self._confidence[name] = self._confidence.get(name, 0.0) + total
+            total = torch.stack([values.detach().float().sum(), torch.tensor(float(len(values)))])
+            self._confidence[name] = self._confidence.get(name, 0.0) + total.cpu()
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
         """Modulate the encoders' gradients by this step's coefficients."""
@@ -168,9 +186,15 @@ class OGMGE(Callback):
         names = list(pl_module.encoders)
         if set(confidence) != set(names):
             return
-        summed = torch.stack([torch.as_tensor(confidence[n]) for n in names])
-        summed = trainer.strategy.reduce(summed.to(pl_module.device), reduce_op="sum")
-        ratios = discrepancy_ratios(dict(zip(names, summed.tolist(), strict=True)))
+        # [modality, (sum, count)], summed over the processes: the mean confidence of the
+        # samples that have each modality (the reference's sum when every sample has both)
+        summed = torch.stack([confidence[n] for n in names])
+        summed = trainer.strategy.reduce(summed.to(pl_module.device), reduce_op="sum").cpu()
+        means = {
+            n: float(row[0] / row[1]) if row[1] > 0 else 0.0
+            for n, row in zip(names, summed, strict=True)
+        }
+        ratios = discrepancy_ratios(means)
         coefficients = modulation_coefficients(ratios, self.alpha)
         self.last_coefficients = coefficients
         values = {f"{PREFIX}/{n}/coeff": coefficients[n] for n in names}
@@ -199,8 +223,7 @@ def modulate(
     """
     if generator is None:
         return grad.mul_(coefficient)
-    spread = float(grad.float().std()) if grad.numel() > 1 else 0.0
-    noise = torch.randn(
-        grad.shape, generator=generator, device=grad.device, dtype=torch.float32
-    ).mul_(spread + 1e-8)
-    return grad.mul_(coefficient).add_(noise.to(grad.dtype))
+    # a tensor, not a float: no device synchronisation per parameter
+    spread = grad.float().std() if grad.numel() > 1 else grad.new_zeros((), dtype=torch.float32)
+    noise = torch.randn(grad.shape, generator=generator, device=grad.device, dtype=torch.float32)
+    return grad.mul_(coefficient).add_(noise.mul_(spread + 1e-8).to(grad.dtype))

@@ -178,9 +178,12 @@ def test_a_run_with_one_modality_is_refused_before_training(make_train_cfg):
         train(cfg)
 
 
-def test_a_run_logs_each_modalitys_coefficient_and_ratio(make_train_cfg):
+def test_a_run_logs_each_modalitys_coefficient_and_ratio(make_train_cfg, caplog):
     cfg = make_train_cfg("training=ogm_ge", "data.modalities=[image,audio]")
-    train(cfg)
+    with caplog.at_level("WARNING", logger="mmexp.training.ogm_ge"):
+        train(cfg)
+    # the default optimizer is AdamW: the run says the modulation is partly absorbed
+    assert "adaptive optimizer (AdamW)" in caplog.text
     with open(f"{cfg.paths.output_dir}/csv/metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
     for modality in ("image", "audio"):

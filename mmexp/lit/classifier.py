@@ -257,6 +257,12 @@ class MultimodalClassifier(MultimodalModule):
         if self.unimodal_losses is not None and not self._sanity():
             self._close_unimodal_epoch(self.unimodal_losses)
 
+    def on_fit_start(self) -> None:
+        """Let the unimodal losses refuse trainer settings they cannot work under."""
+        super().on_fit_start()
+        if self.unimodal_losses is not None:
+            self.unimodal_losses.check_trainer(self.trainer)
+
     def _sanity(self) -> bool:
         trainer = attached_trainer(self)
         return trainer is not None and trainer.sanity_checking

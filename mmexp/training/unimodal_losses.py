@@ -16,8 +16,10 @@ whatever the fused head leans on. They differ in the weights of the losses:
   running means of the heads' losses (the paper evaluates them at the window's ends);
   a head whose validation loss rose (``dG_k <= 0``) gets weight 0, and ``dO_k`` is floored
   at ``min_overfitting`` so that a head that does not overfit does not take every weight.
-  Until the first window closes the weights are uniform, as in the paper's first
-  super-epoch.
+  The first window starts after the first epoch (the heads' losses before any training
+  say nothing of overfitting); until it closes the weights are uniform, as in the paper's
+  first super-epoch. A validation every epoch is required (other trainer settings are
+  refused by key).
 
 The unimodal heads count only in training (and, for G-Blending, in the validation losses
 they are weighed by); validation and test score the fused prediction. The weights are
@@ -27,6 +29,7 @@ logged as ``<prefix>/<head>/weight`` each epoch.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -110,6 +113,9 @@ class UnimodalLosses(nn.Module):
     def end_epoch(self, epoch: int, reduce: Callable[[torch.Tensor], torch.Tensor]) -> None:
         """Close an epoch; ``reduce`` sums a tensor over the processes."""
 
+    def check_trainer(self, trainer: Any) -> None:
+        """Refuse trainer settings the method cannot work under (none here)."""
+
 
 class GradientBlending(UnimodalLosses):
     """Online G-Blend: loss weights from each head's generalisation over overfitting.
@@ -136,15 +142,21 @@ class GradientBlending(UnimodalLosses):
         self._sums: dict[str, dict[str, float]] = {"train": {}, "val": {}}
         self._counts = {"train": 0, "val": 0}
         self._window_start: dict[str, dict[str, float]] | None = None
+        self._window_epochs = 0
 
     def get_extra_state(self) -> dict[str, object]:
         """The estimate and window in checkpoints, so that a resumed run goes on with them."""
-        return {"weights": self._weights, "window_start": self._window_start}
+        return {
+            "weights": self._weights,
+            "window_start": self._window_start,
+            "window_epochs": self._window_epochs,
+        }
 
     def set_extra_state(self, state: dict[str, object]) -> None:
         """Restore :meth:`get_extra_state`."""
         self._weights = state.get("weights")  # type: ignore[assignment]
         self._window_start = state.get("window_start")  # type: ignore[assignment]
+        self._window_epochs = int(state.get("window_epochs", 0))  # type: ignore[arg-type]
 
     def weights(self) -> dict[str, float]:
         """The last estimate, uniform before the first window closes."""
@@ -161,24 +173,58 @@ class GradientBlending(UnimodalLosses):
         """Add ``count`` samples' mean losses per head to the epoch's sums."""
         sums = self._sums[split]
         for name, value in losses.items():
-            sums[name] = sums.get(name, 0.0) + float(value.detach()) * count
+            # kept on the device: no synchronisation per step
+            sums[name] = sums.get(name, 0.0) + value.detach().float() * count
         self._counts[split] += count
 
     def end_epoch(self, epoch: int, reduce: Callable[[torch.Tensor], torch.Tensor]) -> None:
         """Average the epoch's losses; re-estimate at the end of each window."""
-        if not self._counts["train"] or not self._counts["val"]:
-            return  # the sanity check, or a validation run without training
+        counts = dict(self._counts)
+        sums = {split: dict(self._sums[split]) for split in self._sums}
+        self._sums = {"train": {}, "val": {}}
+        self._counts = {"train": 0, "val": 0}
+        if not counts["train"] or not counts["val"]:
+            return  # a validation run without training (mmexp-eval, trainer.validate)
         means = {}
         for split in ("train", "val"):
-            values = [self._sums[split].get(name, 0.0) for name in self.names]
-            reduced = reduce(torch.tensor([*values, float(self._counts[split])]))
+            values = [torch.as_tensor(sums[split].get(n, 0.0)).float().cpu() for n in self.names]
+            reduced = reduce(torch.stack([*values, torch.tensor(float(counts[split]))]))
             means[split] = dict(zip(self.names, (reduced[:-1] / reduced[-1]).tolist(), strict=True))
-            self._sums[split], self._counts[split] = {}, 0
         if self._window_start is None:
-            self._window_start = means
-        elif (epoch + 1) % self.super_epoch == 0:
+            self._window_start, self._window_epochs = means, 0
+            return
+        self._window_epochs += 1
+        if self._window_epochs == self.super_epoch:
             self._weights = blending_weights(self._window_start, means, self.min_overfitting)
-            self._window_start = means
+            self._window_start, self._window_epochs = means, 0
+
+    def check_trainer(self, trainer: Any) -> None:
+        """Refuse settings under which an epoch's validation is not one per training epoch.
+
+        The windows count epochs whose training and validation losses both closed; a
+        validation every few epochs, several per epoch or none would mix or lose them.
+
+        Raises:
+            ValueError: Naming the trainer key.
+        """
+        every = getattr(trainer, "check_val_every_n_epoch", 1)
+        interval = getattr(trainer, "val_check_interval", 1.0)
+        limit = getattr(trainer, "limit_val_batches", 1.0)
+        if every != 1:
+            raise ValueError(
+                f"training=gradient_blending needs a validation every epoch; "
+                f"trainer.check_val_every_n_epoch={every}"
+            )
+        if interval not in (1, 1.0):
+            raise ValueError(
+                f"training=gradient_blending estimates its weights once per epoch; "
+                f"trainer.val_check_interval={interval} validates within epochs"
+            )
+        if limit == 0:
+            raise ValueError(
+                "training=gradient_blending weighs by validation losses; "
+                "trainer.limit_val_batches=0 computes none"
+            )
 
 
 def blending_weights(

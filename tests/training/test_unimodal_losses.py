@@ -55,21 +55,63 @@ def feed(blend: GradientBlending, epoch_losses: dict) -> None:
 def test_gradient_blending_is_uniform_until_its_first_window_closes_then_follows_it():
     blend = GradientBlending(super_epoch=2)
     blend.build({"audio": 4, "visual": 4}, num_classes=3)
-    assert blend.weights() == pytest.approx(dict.fromkeys(("fused", "audio", "visual"), 1 / 3))
+    uniform = dict.fromkeys(("fused", "audio", "visual"), 1 / 3)
+    assert blend.weights() == pytest.approx(uniform)
     middle = {s: {k: (START[s][k] + END[s][k]) / 2 for k in START[s]} for s in START}
-    for epoch, losses in enumerate((START, middle, END)):
+    # epoch 0 opens the window; it closes after two more epochs, at epoch 2
+    for epoch, losses in enumerate((START, middle)):
         feed(blend, losses)
         blend.end_epoch(epoch, reduce=lambda t: t)
-    # epoch 0 opens the window, epoch 1 closes one (START -> middle), epoch 2 does not
-    assert blend.weights() == pytest.approx(blending_weights(START, middle), rel=1e-4)
+        assert blend.weights() == pytest.approx(uniform), epoch
     feed(blend, END)
-    blend.end_epoch(3, reduce=lambda t: t)  # closes middle -> END
-    assert blend.weights() == pytest.approx(blending_weights(middle, END), rel=1e-4)
-    # the estimate travels in checkpoints
+    blend.end_epoch(2, reduce=lambda t: t)
+    assert blend.weights() == pytest.approx(blending_weights(START, END), rel=1e-4)
+    # the next window (END -> END: nothing generalised) closes at epoch 4, not 3
+    for epoch in (3, 4):
+        feed(blend, END)
+        blend.end_epoch(epoch, reduce=lambda t: t)
+        expected = blending_weights(START, END) if epoch == 3 else uniform
+        assert blend.weights() == pytest.approx(expected, rel=1e-4), epoch
+    # the estimate and the window travel in checkpoints
+    feed(blend, START)
+    blend.end_epoch(5, reduce=lambda t: t)
     again = GradientBlending(super_epoch=2)
     again.build({"audio": 4, "visual": 4}, num_classes=3)
     again.load_state_dict(blend.state_dict())
     assert again.weights() == pytest.approx(blend.weights())
+    for model in (blend, again):
+        feed(model, middle)
+        model.end_epoch(6, reduce=lambda t: t)
+    assert again.weights() == pytest.approx(blend.weights())
+    assert blend.weights() == pytest.approx(blending_weights(END, middle), rel=1e-4)
+
+
+def test_a_validation_without_training_leaves_nothing_behind():
+    blend = GradientBlending(super_epoch=1)
+    blend.build({"audio": 4, "visual": 4}, num_classes=3)
+    blend.observe("val", {k: torch.tensor(9.0) for k in blend.names}, 10)
+    blend.end_epoch(0, reduce=lambda t: t)  # trainer.validate: no training losses
+    feed(blend, START)
+    blend.end_epoch(0, reduce=lambda t: t)
+    feed(blend, END)
+    blend.end_epoch(1, reduce=lambda t: t)
+    assert blend.weights() == pytest.approx(blending_weights(START, END), rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.check_val_every_n_epoch=2", "check_val_every_n_epoch=2"),
+        ("+trainer.val_check_interval=0.5", "val_check_interval=0.5"),
+        ("+trainer.limit_val_batches=0", "limit_val_batches=0"),
+    ],
+)
+def test_trainer_settings_without_one_validation_per_epoch_are_refused(
+    make_train_cfg, override, message
+):
+    cfg = make_train_cfg("training=gradient_blending", override)
+    with pytest.raises(ValueError, match=message):
+        train(cfg)
 
 
 @pytest.mark.parametrize(

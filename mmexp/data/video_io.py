@@ -7,12 +7,16 @@ encoder's processor asks for the frames its sampler chose (:func:`read_frames`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
 import numpy as np
+
+#: Frames a container's stored count may exceed the decodable ones by (see read_frames).
+COUNT_SLACK = 2
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,8 @@ def probe_video(path: str | Path) -> VideoFile:
     """Open ``path`` and read its frame count and rate.
 
     Containers that do not store a frame count (FLV, some AVI) are counted by demuxing
-    their packets, which reads the file but decodes nothing.
+    their packets, which reads the file but decodes nothing. Results are kept per process
+    (keyed by path, size and modification time), so each epoch does not probe again.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -43,8 +48,15 @@ def probe_video(path: str | Path) -> VideoFile:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"missing video file {path}")
+    stat = path.stat()
+    return _probe(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=65536)
+def _probe(name: str, size: int, mtime_ns: int) -> VideoFile:
+    path = Path(name)
     try:
-        with av.open(str(path)) as container:
+        with av.open(name) as container:
             if not container.streams.video:
                 raise ValueError(f"video file {path} has no video stream")
             stream = container.streams.video[0]
@@ -62,8 +74,11 @@ def probe_video(path: str | Path) -> VideoFile:
 def read_frames(video: VideoFile, indices: Sequence[int]) -> np.ndarray:
     """The frames at ``indices`` (any order, repeats allowed) as ``[T, H, W, 3]`` uint8 RGB.
 
-    Frames are decoded in order from the start and decoding stops after the last index
-    wanted, so a clip from the start of a long file costs only what it reads.
+    Frames are decoded in order from the start up to the last index wanted (only the
+    wanted ones are converted to RGB), so a clip's cost grows with its last frame. A
+    container whose stored frame count exceeds what it decodes by at most
+    :data:`COUNT_SLACK` frames (edit lists, some MP4s) gives its last decoded frame for
+    those indices.
 
     Raises:
         IndexError: An index outside ``[0, num_frames)``.
@@ -82,15 +97,22 @@ def read_frames(video: VideoFile, indices: Sequence[int]) -> np.ndarray:
     try:
         with av.open(str(video.path)) as container:
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
+            decoded = 0
+            last: np.ndarray | None = None
             for position, frame in enumerate(container.decode(stream)):
+                decoded = position + 1
+                if position in targets or position >= video.num_frames - COUNT_SLACK - 1:
+                    last = frame.to_ndarray(format="rgb24")
                 if position in targets:
-                    frames[position] = frame.to_ndarray(format="rgb24")
+                    frames[position] = last  # type: ignore[assignment]
                 if position >= wanted[-1]:
                     break
     except av.FFmpegError as error:
         raise ValueError(f"corrupt video file {video.path}: {error}") from None
     missing = [i for i in wanted if i not in frames]
+    if missing and last is not None and decoded >= video.num_frames - COUNT_SLACK:
+        frames.update(dict.fromkeys(missing, last))
+        missing = []
     if missing:
         raise ValueError(
             f"video file {video.path} decoded {len(frames)} of the frames asked; frame "
@@ -122,13 +144,14 @@ def read_audio_track(path: str | Path) -> tuple[np.ndarray, int]:
                 raise ValueError(f"media file {path} has no audio stream")
             stream = container.streams.audio[0]
             rate = int(stream.rate)
-            # one format for every codec: float samples, one row per channel
-            resampler = av.AudioResampler(format="fltp", layout="mono", rate=rate)
+            # one format for every codec: planar float, one row per channel, averaged
+            # (FFmpeg's own mono downmix weighs each channel by 1/sqrt(2), not 1/2)
+            resampler = av.AudioResampler(format="fltp", rate=rate)
             for frame in container.decode(stream):
                 for converted in resampler.resample(frame):
-                    chunks.append(converted.to_ndarray()[0])
+                    chunks.append(converted.to_ndarray().mean(axis=0))
             for converted in resampler.resample(None):
-                chunks.append(converted.to_ndarray()[0])
+                chunks.append(converted.to_ndarray().mean(axis=0))
     except av.FFmpegError as error:
         raise ValueError(f"corrupt media file {path}: {error}") from None
     if not chunks:

@@ -121,7 +121,19 @@ class HFVideoEncoder(BackboneEncoder):
                 f"{self.name_or_path} is built for {frames} frames (config.num_frames)"
             )
         width = int(config.projection_dim if self.video_embedding else config.hidden_size)
+        if self.video_embedding:
+            # X-CLIP's text side (text tower, prompt generator and its visual inputs, logit
+            # scale) never takes part in get_video_features: the modules are dropped and the
+            # parameters frozen, so that nothing trains without a gradient (DDP refuses that)
+            for name in ("text_model", "text_projection", "prompts_generator"):
+                if hasattr(backbone, name):
+                    setattr(backbone, name, nn.Identity())
         self.attach_backbone(backbone, freeze, trainable_blocks, lora)
+        if self.video_embedding:
+            for name in ("logit_scale", "prompts_visual_projection", "prompts_visual_layernorm"):
+                part = getattr(self.backbone, name, None)
+                if isinstance(part, (nn.Parameter, nn.Module)):
+                    part.requires_grad_(False)
         self.proj = nn.Linear(width, out_dim)
 
     @property

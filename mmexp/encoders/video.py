@@ -46,10 +46,20 @@ class VideoProcessor:
         self.train = train
 
     def __call__(self, video: VideoFile) -> torch.Tensor:
-        """The clip of one probed video file."""
+        """The clip of one probed video file.
+
+        A random training transform (crop, flip, shift) is drawn once per clip: every frame
+        is prepared from the same generator state, so the frames move together and the
+        motion between them is the video's, not the augmentation's.
+        """
         indices = self.sampler(video.num_frames, video.fps, self.train)
         frames = read_frames(video, indices)
-        return torch.stack([self.frame_processor(Image.fromarray(frame)) for frame in frames])
+        state = torch.random.get_rng_state()
+        prepared = []
+        for frame in frames:
+            torch.random.set_rng_state(state)
+            prepared.append(self.frame_processor(Image.fromarray(frame)))
+        return torch.stack(prepared)
 
     def collate(self, items: Sequence[torch.Tensor]) -> torch.Tensor:
         """Stack clips of equal length: ``[B, T, 3, H, W]``."""

@@ -104,3 +104,9 @@ def test_audio_and_video_train_on_the_release_layout(tmp_path, data_dir):
     ]
     result = train(compose_config("train", overrides, tmp_path / "run", data_dir))
     assert 0 <= result["metrics"]["test/acc"] <= 1
+
+
+def test_a_split_file_with_a_byte_order_mark_still_skips_its_header(tmp_path):
+    path = tmp_path / "testSet.txt"
+    path.write_bytes(f"\ufeff{HEADER}\nBark&abc&good&0&10\n".encode())
+    assert [row["id"] for row in read_split_file(path)] == ["abc"]

@@ -125,3 +125,11 @@ def test_audio_and_video_train_on_the_release_layout(tmp_path, data_dir):
     result = train(compose_config("train", overrides, tmp_path / "run", data_dir))
     assert 0 <= result["metrics"]["test/acc"] <= 1
     assert result["metrics"]["test/acc"] == result["metrics"]["test/acc"]  # finite, scored
+
+
+def test_a_clone_without_its_lfs_media_is_named(tmp_path):
+    write_release(tmp_path, TRAIN_CLIPS[:2])
+    pointer = "version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 123\n"
+    (tmp_path / "AudioWAV" / f"{TRAIN_CLIPS[0]}.wav").write_text(pointer)
+    with pytest.raises(FileNotFoundError, match="Git LFS pointer.*git lfs pull"):
+        module(tmp_path).read_splits()

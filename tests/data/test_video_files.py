@@ -104,3 +104,37 @@ def test_fixed_rate_sampling_strides_by_the_rate_ratio():
 def test_bad_sampler_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         FrameSampler(**kwargs)
+
+
+def test_a_stored_frame_count_one_above_the_decodable_frames_gives_the_last_frame(tmp_path):
+    import dataclasses
+
+    video = probe_video(write_video(tmp_path / "v.mp4", num_frames=6))
+    overcounted = dataclasses.replace(video, num_frames=7)  # as an edit list can report
+    frames = read_frames(overcounted, [5, 6])
+    assert frames[1].mean() == pytest.approx(frames[0].mean())  # frame 5 stands in for 6
+
+
+def test_the_sound_track_of_a_stereo_file_is_the_mean_of_its_channels(tmp_path):
+    import av
+    import numpy as np
+
+    from mmexp.data.video_io import read_audio_track
+
+    path = tmp_path / "stereo.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        stream.layout = "stereo"
+        t = np.arange(16000) / 16000
+        left = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        planes = np.stack([left, left])  # the same tone on both channels
+        frame = av.AudioFrame.from_ndarray(planes, format="fltp", layout="stereo")
+        frame.sample_rate = 16000
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    waveform, rate = read_audio_track(path)
+    assert rate == 16000
+    # the mean of two equal channels is the tone itself: amplitude 0.5, not 0.5 * sqrt(2)
+    assert np.abs(waveform[2000:14000]).max() == pytest.approx(0.5, abs=0.05)

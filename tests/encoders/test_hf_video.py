@@ -91,3 +91,18 @@ def test_a_frozen_hf_video_tower_trains_a_classifier_on_cached_features(
     result = train(compose_config("train", overrides, tmp_path / "run", data_dir))
     assert set(result["feature_cache"]) == {"video/train", "video/val", "video/test"}
     assert 0 <= result["metrics"]["test/acc"] <= 1
+
+
+def test_every_trainable_parameter_of_an_xclip_tower_gets_a_gradient(model_dirs):
+    # the text side of XCLIPModel is dropped: nothing trains without a gradient (DDP's
+    # unused-parameter error, wasted memory)
+    torch.manual_seed(0)
+    video = HFVideoEncoder(
+        out_dim=8,
+        name_or_path=str(model_dirs["xclip"]),
+        freeze="none",
+        sampler=FrameSampler(num_frames=FRAMES),
+    )
+    video({"pixel_values": torch.randn(2, FRAMES, 3, SIZE, SIZE)}).pooled.sum().backward()
+    idle = [n for n, p in video.named_parameters() if p.requires_grad and p.grad is None]
+    assert idle == []

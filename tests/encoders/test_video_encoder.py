@@ -100,3 +100,20 @@ def test_a_frozen_frame_tower_split_in_two_computes_the_same_outputs():
         split, whole = video(CachedFeatures(stored)), video(clips)
     torch.testing.assert_close(split.pooled, whole.pooled)
     torch.testing.assert_close(split.tokens, whole.tokens)
+
+
+def test_a_random_training_transform_is_the_same_for_every_frame_of_a_clip(tmp_path):
+    from mmexp.encoders.video import VideoProcessor
+
+    frames = functools.partial(SmallConvEncoder, channels=[8, 16], image_size=32, augment=True)
+    video = FrameVideoEncoder(WIDTH, frames, FrameSampler("uniform", num_frames=FRAMES))
+    processor = video.processor(train=True)
+    assert isinstance(processor, VideoProcessor)
+    clip_file = probe_video(write_video(tmp_path / "clip.mp4", num_frames=8, colour=0))
+    torch.manual_seed(0)
+    clip = processor(clip_file)
+    # every frame shows the same square: one shift for the clip leaves them equal
+    for frame in clip[1:]:
+        torch.testing.assert_close(frame, clip[0], atol=0.05, rtol=0)
+    # and the draw differs from clip to clip
+    assert not torch.allclose(processor(clip_file), clip, atol=0.05)

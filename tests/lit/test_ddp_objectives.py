@@ -140,7 +140,12 @@ CASES = {
         + tuple(f"ogm_ge/{m}/{k}_epoch" for m in ("image", "text") for k in ("coeff", "ratio")),
     ),
     "gradient_blending": Case(
-        ("training=gradient_blending", *SHAPES_TOWERS, *SHAPES_SPLITS),
+        (
+            "training=gradient_blending",
+            "model.unimodal_losses.super_epoch=1",
+            *SHAPES_TOWERS,
+            *SHAPES_SPLITS,
+        ),
         batch=32,
         eval_batch=None,
         metrics=("val/loss", "val/acc", "test/acc", "train/image_loss_epoch")

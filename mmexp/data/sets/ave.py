@@ -40,7 +40,7 @@ def read_split_file(path: Path) -> list[Record]:
             start and end seconds that are not numbers; the message names file and line.
     """
     rows: list[Record] = []
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    lines = path.read_text(encoding="utf-8-sig", errors="replace").splitlines()
     for number, line in enumerate(lines, start=1):
         if not line.strip() or (number == 1 and line.startswith("Category&")):
             continue

@@ -37,6 +37,7 @@ PUBLISHED_COUNTS = {"train": 6698, "test": 744}
 EMOTIONS = ("NEU", "HAP", "SAD", "FEA", "DIS", "ANG")
 LABEL_NAMES = ("neutral", "happy", "sad", "fear", "disgust", "anger")
 VIDEO_FOLDERS = {"VideoFlash": ".flv", "VideoMP4": ".mp4"}
+LFS_POINTER = b"version https://git-lfs"
 
 
 def peng2022_test_clips() -> set[str]:
@@ -119,10 +120,17 @@ class CremaDDataModule(ManifestDataModule):
                 raise FileNotFoundError(
                     f"{NAME}: missing folder {folder}. {OBTAIN} Point data.root at it."
                 )
-        clips = sorted(path.stem for path in audio.glob("*.wav"))
-        if not clips:
+        files = sorted(audio.glob("*.wav"))
+        if not files:
             raise FileNotFoundError(f"{NAME}: no .wav files in {audio}. {OBTAIN}")
-        return clips
+        # a clone without `git lfs pull` holds ~130-byte pointer files, not audio
+        with files[0].open("rb") as handle:
+            if handle.read(len(LFS_POINTER)) == LFS_POINTER:
+                raise FileNotFoundError(
+                    f"{NAME}: {files[0]} is a Git LFS pointer, not audio: run `git lfs pull` "
+                    "in the clone to fetch the media files"
+                )
+        return [path.stem for path in files]
 
     def _record(self, clip: str) -> Record:
         suffix = VIDEO_FOLDERS[self.video_folder]
